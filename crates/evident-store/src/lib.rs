@@ -1,0 +1,148 @@
+//! Evident's storage: one small, synchronous interface ([`Store`]) and its backends, one file
+//! each (`sqlite.rs` is the embedded default). A backend persists what the integrity core
+//! produced (sealed entries, Merkle node hashes, signed checkpoints) plus API keys, durably
+//! and append-only; it never computes a hash, a seal or a proof itself. Callers on an async
+//! runtime call it from blocking threads.
+
+use evident_core::event::{ActorKind, Millis, Outcome, Severity};
+use evident_core::merkle::NodeId;
+use evident_core::{ChainHead, Hash, SealedEntry};
+use std::net::IpAddr;
+use std::ops::ControlFlow;
+
+/// Errors from a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The disk is full: nothing of the failed write was stored.
+    #[error("storage full: {0}")]
+    Full(String),
+    /// Stored data that cannot be decoded (corruption or tampering).
+    #[error("corrupt stored data at entry {seq:?}: {problem}")]
+    Corrupt { seq: Option<u64>, problem: String },
+    /// A row or node the caller asked for is not there.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Another process holds the writer role for this node.
+    #[error("store is locked by another writer: {0}")]
+    Locked(String),
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+/// How an action filter matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionFilter {
+    Exact(String),
+    /// Matches the prefix itself and every action below it: `config` matches `config` and
+    /// `config.threshold.changed` (the API spells it `config.*`).
+    Prefix(String),
+}
+
+/// An IP address or CIDR network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpFilter {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+}
+
+/// Filters for queries and exports. Every field narrows; `None` means no constraint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// recorded_at >= from (ms).
+    pub from: Option<Millis>,
+    /// recorded_at < to (ms).
+    pub to: Option<Millis>,
+    pub actor: Option<String>,
+    pub actor_kind: Option<ActorKind>,
+    pub action: Option<ActionFilter>,
+    /// `kind:id`, or a bare id matching any kind.
+    pub target: Option<String>,
+    pub ip: Option<IpFilter>,
+    pub tenant: Option<String>,
+    pub node: Option<String>,
+    /// Minimum severity.
+    pub severity: Option<Severity>,
+    pub outcome: Option<Outcome>,
+    /// seq >= from_seq.
+    pub from_seq: Option<u64>,
+    /// seq < to_seq.
+    pub to_seq: Option<u64>,
+}
+
+/// Sort order of results (by sequence number, which is also recording order on one node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    Ascending,
+    Descending,
+}
+
+/// A stored API key (the secret itself is never stored, only its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Non-secret visible prefix that identifies the key, e.g. `evk_3f9a1c2b`.
+    pub id: String,
+    /// SHA-256 of the full secret key.
+    pub secret_hash: Hash,
+    pub role: String,
+    pub tenant: Option<String>,
+    pub label: Option<String>,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+    /// After this time the key stops working (set on the old key by a rotation).
+    pub expires_at: Option<Millis>,
+    pub last_used_at: Option<Millis>,
+    pub last_used_ip: Option<String>,
+}
+
+/// A stored signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: Hash,
+    pub signed_note: String,
+    pub created_at: Millis,
+}
+
+/// One storage backend.
+pub trait Store: Send + Sync {
+    /// The state a sequencer resumes from: next sequence number, last hash and Merkle frontier
+    /// (rebuilt from stored nodes). Genesis for an empty log.
+    fn load_head(&self) -> Result<ChainHead, StoreError>;
+
+    /// Appends entries (dense, continuing the stored log) and the Merkle nodes they completed in
+    /// one transaction, durable (fsync'd) when this returns `Ok`. On error nothing is stored.
+    fn append(&self, entries: &[SealedEntry], nodes: &[(NodeId, Hash)]) -> Result<(), StoreError>;
+
+    /// Calls `visit` for each entry matching `filter`, in `order`, starting after `after_seq`
+    /// (exclusive, in the direction of `order`), until `visit` breaks or `limit` entries were
+    /// visited. Constant memory whatever the number of rows.
+    fn scan(
+        &self,
+        filter: &Filter,
+        order: Order,
+        after_seq: Option<u64>,
+        limit: Option<u64>,
+        visit: &mut dyn FnMut(SealedEntry) -> ControlFlow<()>,
+    ) -> Result<(), StoreError>;
+
+    /// Number of entries matching `filter` (may be slow on big logs; for small results and tests).
+    fn count(&self, filter: &Filter) -> Result<u64, StoreError>;
+
+    /// Reads stored Merkle node hashes, in the order asked.
+    fn read_nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError>;
+
+    fn put_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// The checkpoint of exactly `size`, if one was signed.
+    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// All checkpoints in increasing size (for verification).
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError>;
+
+    fn put_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
+    fn key_by_hash(&self, secret_hash: &Hash) -> Result<Option<KeyRecord>, StoreError>;
+    fn keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+    fn revoke_key(&self, id: &str, at: Millis) -> Result<(), StoreError>;
+    fn set_key_expiry(&self, id: &str, expires_at: Millis) -> Result<(), StoreError>;
+    fn touch_key(&self, id: &str, at: Millis, ip: Option<&str>) -> Result<(), StoreError>;
+}
