@@ -1,0 +1,1 @@
+//! Evident's service: everything between the HTTP socket and the storage backend.

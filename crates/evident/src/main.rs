@@ -1,0 +1,3 @@
+//! The `evident` binary: argument parsing and wiring only.
+
+fn main() {}
