@@ -1,25 +1,56 @@
 //! The hash chain and the per-node HMAC seal, and [`ChainHead`], the O(log n) state a sequencer
 //! keeps to append the next entry (next sequence number, last hash, Merkle frontier).
+//!
+//! Entry `seq` has hash `SHA-256(prev ‖ canonical bytes)`, where `prev` is the hash of entry
+//! `seq − 1` (32 zero bytes for entry 0) and the canonical bytes are
+//! [`crate::canonical::encode`]'s. Its seal is `HMAC-SHA256(node secret, hash)`, and its Merkle
+//! leaf is the RFC 6962 leaf hash of `hash ‖ seal`.
 
 use crate::event::{Event, EventInput, Millis};
 use crate::hash::Hash;
 use crate::merkle::{CompactRange, NodeId};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::fmt;
 use uuid::Uuid;
 
 /// The predecessor hash of entry 0.
 pub const GENESIS_PREV_HASH: Hash = Hash::ZERO;
 
+/// Shortest accepted seal secret, in bytes (the HMAC-SHA256 output size).
+pub const MIN_SEAL_SECRET_BYTES: usize = 32;
+
 /// An HMAC-SHA256 seal over an entry hash.
 pub type Seal = Hash;
 
 /// entry hash = SHA-256(prev_hash ‖ canonical bytes).
-pub fn entry_hash(_prev: &Hash, _canonical: &[u8]) -> Hash {
-    todo!()
+pub fn entry_hash(prev: &Hash, canonical: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update(prev.0);
+    h.update(canonical);
+    Hash(h.finalize().into())
+}
+
+/// The entry hash of `event` after `prev`, encoding into `buf` (cleared first) so that a
+/// verifier walking millions of entries reuses one buffer.
+pub fn recompute_hash(prev: &Hash, event: &Event, buf: &mut Vec<u8>) -> Hash {
+    buf.clear();
+    crate::canonical::encode_into(event, buf);
+    entry_hash(prev, buf)
 }
 
 /// A node's HMAC secret, keyed once so that sealing costs two compressions.
 #[derive(Clone)]
-pub struct SealKey {}
+pub struct SealKey {
+    // The keyed state (inner and outer pads already absorbed); cloned per seal.
+    mac: Hmac<Sha256>,
+}
+
+impl fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealKey(<secret>)")
+    }
+}
 
 /// A seal secret shorter than 32 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,15 +58,27 @@ pub struct SealKey {}
 pub struct WeakSealSecret(pub usize);
 
 impl SealKey {
-    pub fn new(_secret: &[u8]) -> Result<SealKey, WeakSealSecret> {
-        todo!()
+    pub fn new(secret: &[u8]) -> Result<SealKey, WeakSealSecret> {
+        if secret.len() < MIN_SEAL_SECRET_BYTES {
+            return Err(WeakSealSecret(secret.len()));
+        }
+        // HMAC takes keys of any length; the error arm is unreachable but kept total.
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+            .map_err(|_| WeakSealSecret(secret.len()))?;
+        Ok(SealKey { mac })
     }
-    pub fn seal(&self, _entry_hash: &Hash) -> Seal {
-        todo!()
+
+    pub fn seal(&self, entry_hash: &Hash) -> Seal {
+        let mut mac = self.mac.clone();
+        mac.update(&entry_hash.0);
+        Hash(mac.finalize().into_bytes().into())
     }
+
     /// Constant-time check of a seal.
-    pub fn check(&self, _entry_hash: &Hash, _seal: &Seal) -> bool {
-        todo!()
+    pub fn check(&self, entry_hash: &Hash, seal: &Seal) -> bool {
+        let mut mac = self.mac.clone();
+        mac.update(&entry_hash.0);
+        mac.verify_slice(&seal.0).is_ok()
     }
 }
 
@@ -84,13 +127,113 @@ impl ChainHead {
     /// the storage layer to keep).
     pub fn append(
         &mut self,
-        _id: Uuid,
-        _recorded_at: Millis,
-        _node_id: &str,
-        _input: EventInput,
-        _key: &SealKey,
-        _completed_nodes: &mut Vec<(NodeId, Hash)>,
+        id: Uuid,
+        recorded_at: Millis,
+        node_id: &str,
+        input: EventInput,
+        key: &SealKey,
+        completed_nodes: &mut Vec<(NodeId, Hash)>,
     ) -> SealedEntry {
-        todo!()
+        let event = Event::new(self.next_seq, id, recorded_at, node_id.to_owned(), input);
+        let mut buf = Vec::new();
+        let hash = recompute_hash(&self.last_hash, &event, &mut buf);
+        let seal = key.seal(&hash);
+        let entry = SealedEntry { event, hash, seal };
+        self.tree.append_leaf(entry.leaf_hash(), completed_nodes);
+        self.next_seq += 1;
+        self.last_hash = hash;
+        entry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// HMAC-SHA256 written out from RFC 2104, independently of the `hmac` crate.
+    fn reference_hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+        let mut block = [0u8; 64];
+        if key.len() > 64 {
+            block[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let ipad: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
+        let opad: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
+        let inner = Sha256::new()
+            .chain_update(&ipad)
+            .chain_update(msg)
+            .finalize();
+        Sha256::new()
+            .chain_update(&opad)
+            .chain_update(inner)
+            .finalize()
+            .into()
+    }
+
+    #[test]
+    fn rfc4231_case_6_long_key() {
+        // RFC 4231 test case 6: 131-byte key of 0xaa.
+        let key = [0xaau8; 131];
+        let msg = b"Test Using Larger Than Block-Size Key - Hash Key First";
+        assert_eq!(
+            hex::encode(reference_hmac(&key, msg)),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn seal_is_hmac_sha256_of_the_entry_hash() {
+        for secret in [vec![7u8; 32], (0u8..=200).collect::<Vec<u8>>()] {
+            let key = SealKey::new(&secret).unwrap();
+            let h = Hash::digest(b"some entry");
+            assert_eq!(key.seal(&h).0, reference_hmac(&secret, &h.0));
+        }
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert_eq!(SealKey::new(&[1u8; 31]).unwrap_err(), WeakSealSecret(31));
+        assert_eq!(SealKey::new(&[]).unwrap_err(), WeakSealSecret(0));
+        assert!(SealKey::new(&[1u8; 32]).is_ok());
+    }
+
+    #[test]
+    fn debug_does_not_print_the_secret() {
+        let key = SealKey::new(b"0123456789abcdef0123456789abcdef").unwrap();
+        let text = format!("{key:?}");
+        assert!(!text.contains("0123456789"), "{text}");
+        assert_eq!(text, "SealKey(<secret>)");
+    }
+
+    #[test]
+    fn entry_hash_is_sha256_of_prev_then_bytes() {
+        let prev = Hash([0x11; 32]);
+        let mut joined = vec![0x11u8; 32];
+        joined.extend_from_slice(b"payload");
+        assert_eq!(entry_hash(&prev, b"payload"), Hash::digest(&joined));
+        // SHA-256 of 32 zero bytes: the hash of an (impossible) empty entry after genesis.
+        assert_eq!(
+            entry_hash(&GENESIS_PREV_HASH, b"").to_hex(),
+            "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
+        );
+    }
+
+    #[test]
+    fn check_fails_on_every_single_bit_flip() {
+        let key = SealKey::new(&[42u8; 32]).unwrap();
+        let h = Hash::digest(b"entry");
+        let seal = key.seal(&h);
+        assert!(key.check(&h, &seal));
+        for bit in 0..256 {
+            let mut h2 = h;
+            h2.0[bit / 8] ^= 1 << (bit % 8);
+            assert!(!key.check(&h2, &seal), "hash bit {bit}");
+            let mut s2 = seal;
+            s2.0[bit / 8] ^= 1 << (bit % 8);
+            assert!(!key.check(&h, &s2), "seal bit {bit}");
+        }
+        let other = SealKey::new(&[43u8; 32]).unwrap();
+        assert!(!other.check(&h, &seal));
     }
 }

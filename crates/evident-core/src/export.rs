@@ -2,11 +2,36 @@
 //! per entry, run markers tying each contiguous run of entries to the checkpoint's tree, and a
 //! trailer. Lines are written in one exact form and the reader refuses any other, so that every
 //! byte of an export is checked. Pure: lines in, verdicts out; the caller reads the file.
+//!
+//! ```text
+//! {"format":"evident-export/v1","node_id":…,"exported_at":…,"query":{…},"checkpoint":"…"[,"consistency":{…}]}
+//! {<event JSON>,"hash":…,"seal":…,"run_start":{"prev_hash":…,"left":[…]}}      first entry of a run
+//! {<event JSON>,"hash":…,"seal":…}                                             inside a run
+//! {<event JSON>,"hash":…,"seal":…,"run_end":{"right":[…]}}                      last entry of a run
+//! {"end":{"entries":N,"runs":R}}
+//! ```
+//!
+//! A run is a maximal range `[a, b)` of consecutive sequence numbers in the export. Its
+//! `left` hashes are the compact range of `[0, a)`, its `right` hashes the subtrees covering
+//! `[b, size)`; with the run's own leaves they rebuild the checkpoint's root. Every line ends
+//! with `\n`. The byte-exact rules are in `docs/FORMAT.md`.
 
-use crate::chain::SealedEntry;
+use crate::chain::{GENESIS_PREV_HASH, SealedEntry};
+use crate::checkpoint::Checkpoint;
+use crate::event::{Event, Millis};
 use crate::hash::Hash;
-use crate::merkle::NodeId;
+use crate::merkle::{CompactRange, NodeId};
 use crate::note::NoteVerifier;
+use crate::verify::Violation;
+use serde_json::{Map, Value};
+
+/// The `format` value of the header line.
+pub const FORMAT: &str = "evident-export/v1";
+
+/// Longest line the reader accepts, newline excluded. A valid entry line is far shorter (the
+/// context is capped at 16 KiB of canonical text); the cap keeps a reader's memory bounded on
+/// a file that has no newlines.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
 
 /// Header line: what the export covers and the checkpoint it is checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +42,14 @@ pub struct ExportHeader {
     /// The filters used, informational (canonical JSON text of an object).
     pub query: String,
     pub exported_at: crate::event::Millis,
+}
+
+/// Optional header member: a consistency proof from an older tree size to the checkpoint's,
+/// so that a verifier holding an older trusted checkpoint can tie the export to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderConsistency {
+    pub from_size: u64,
+    pub proof: Vec<Hash>,
 }
 
 /// On the first entry of a run `[a, b)`: the chain predecessor and the compact range `[0, a)`.
@@ -43,7 +76,10 @@ pub struct ExportEntry {
 /// The node ids whose hashes a run `[start, end)` needs, against a checkpoint of `size`:
 /// `(left, right)` = (`subtree_ids(0, start)`, `subtree_ids(end, size)`).
 pub fn run_nodes(start: u64, end: u64, size: u64) -> (Vec<NodeId>, Vec<NodeId>) {
-    (crate::merkle::subtree_ids(0, start), crate::merkle::subtree_ids(end, size))
+    (
+        crate::merkle::subtree_ids(0, start),
+        crate::merkle::subtree_ids(end, size),
+    )
 }
 
 /// Errors reading or checking an export, each with its line number (1-based).
@@ -52,21 +88,129 @@ pub enum ExportError {
     #[error("line {line}: {problem}")]
     Malformed { line: u64, problem: String },
     #[error("line {line}: {violation}")]
-    Violation { line: u64, violation: crate::verify::Violation },
+    Violation {
+        line: u64,
+        violation: crate::verify::Violation,
+    },
     #[error("export is truncated: {0}")]
     Truncated(String),
+    /// The export may well be intact, but nothing in it ties it to the trusted checkpoint.
+    #[error("line {line}: cannot check against the trusted checkpoint: {problem}")]
+    Unprovable { line: u64, problem: String },
 }
 
-pub fn header_line(_header: &ExportHeader) -> String {
-    todo!()
+impl ExportError {
+    /// The line the problem is on, when it is on one.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            ExportError::Malformed { line, .. }
+            | ExportError::Violation { line, .. }
+            | ExportError::Unprovable { line, .. } => Some(*line),
+            ExportError::Truncated(_) => None,
+        }
+    }
+
+    /// The integrity violation, when the problem is one (rather than a malformed file).
+    pub fn violation(&self) -> Option<&Violation> {
+        match self {
+            ExportError::Violation { violation, .. } => Some(violation),
+            _ => None,
+        }
+    }
 }
 
-pub fn entry_line(_entry: &ExportEntry) -> String {
-    todo!()
+/// The header line (ending in `\n`).
+pub fn header_line(header: &ExportHeader) -> String {
+    header_line_with_consistency(header, None)
 }
 
-pub fn trailer_line(_entries: u64, _runs: u64) -> String {
-    todo!()
+/// The header line (ending in `\n`) with an optional consistency proof member.
+pub fn header_line_with_consistency(
+    header: &ExportHeader,
+    consistency: Option<&HeaderConsistency>,
+) -> String {
+    let mut out = String::with_capacity(256 + header.checkpoint.len() + header.query.len());
+    out.push_str("{\"format\":");
+    push_json_str(&mut out, FORMAT);
+    out.push_str(",\"node_id\":");
+    push_json_str(&mut out, &header.node_id);
+    out.push_str(",\"exported_at\":");
+    push_json_str(
+        &mut out,
+        &crate::event::format_rfc3339_millis(header.exported_at),
+    );
+    out.push_str(",\"query\":");
+    out.push_str(&header.query);
+    out.push_str(",\"checkpoint\":");
+    push_json_str(&mut out, &header.checkpoint);
+    if let Some(c) = consistency {
+        out.push_str(",\"consistency\":{\"from_size\":");
+        out.push_str(&c.from_size.to_string());
+        out.push_str(",\"proof\":");
+        push_hash_array(&mut out, &c.proof);
+        out.push('}');
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// One entry line (ending in `\n`).
+pub fn entry_line(entry: &ExportEntry) -> String {
+    let mut out = match serde_json::to_string(&entry.entry.event) {
+        Ok(json) => json,
+        // Only an event whose context is not JSON fails to serialize, and a `Context` cannot
+        // be built from such text; should it happen, the line says so and no reader takes it.
+        Err(e) => {
+            let mut line = String::from("{\"unserializable_event\":");
+            push_json_str(&mut line, &e.to_string());
+            line.push_str("}\n");
+            return line;
+        }
+    };
+    // The event object's closing brace; the entry's own members follow the event's.
+    out.pop();
+    out.push_str(",\"hash\":\"");
+    out.push_str(&entry.entry.hash.to_hex());
+    out.push_str("\",\"seal\":\"");
+    out.push_str(&entry.entry.seal.to_hex());
+    out.push('"');
+    if let Some(start) = &entry.run_start {
+        out.push_str(",\"run_start\":{\"prev_hash\":\"");
+        out.push_str(&start.prev_hash.to_hex());
+        out.push_str("\",\"left\":");
+        push_hash_array(&mut out, &start.left);
+        out.push('}');
+    }
+    if let Some(end) = &entry.run_end {
+        out.push_str(",\"run_end\":{\"right\":");
+        push_hash_array(&mut out, &end.right);
+        out.push('}');
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// The trailer line (ending in `\n`).
+pub fn trailer_line(entries: u64, runs: u64) -> String {
+    format!("{{\"end\":{{\"entries\":{entries},\"runs\":{runs}}}}}\n")
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    // The one JSON string form used everywhere: RFC 8785's, as for the context.
+    crate::canonical::write_canonical_json(&Value::String(s.to_owned()), out);
+}
+
+fn push_hash_array(out: &mut String, hashes: &[Hash]) {
+    out.push('[');
+    for (i, h) in hashes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(&h.to_hex());
+        out.push('"');
+    }
+    out.push(']');
 }
 
 /// What a verified export held.
@@ -79,20 +223,675 @@ pub struct ExportReport {
     pub last_seq: Option<u64>,
 }
 
+/// Verifies a whole export held in memory: splits it into lines (each must end in `\n`) and
+/// feeds them to an [`ExportVerifier`].
+pub fn verify_export(
+    bytes: &[u8],
+    verifier: NoteVerifier,
+    trusted_checkpoint: Option<String>,
+) -> Result<ExportReport, ExportError> {
+    let mut v = ExportVerifier::new(verifier, trusted_checkpoint);
+    v.push_bytes(bytes)?;
+    v.finish()
+}
+
+/// The run being read: its start, the chain so far and the tree `[0, next seq)`.
+#[derive(Clone)]
+struct OpenRun {
+    start: u64,
+    prev_hash: Hash,
+    tree: CompactRange,
+}
+
+#[derive(Clone)]
+enum Stage {
+    Header,
+    Entries,
+    Done,
+}
+
 /// Checks an export line by line in constant memory (apart from one run's frontier).
-pub struct ExportVerifier {}
+///
+/// Cloning takes a snapshot of the state, e.g. to try several continuations of one prefix.
+#[derive(Clone)]
+pub struct ExportVerifier {
+    verifier: NoteVerifier,
+    trusted: Option<String>,
+    stage: Stage,
+    line: u64,
+    header: Option<ExportHeader>,
+    checkpoint: Option<Checkpoint>,
+    run: Option<OpenRun>,
+    first_seq: Option<u64>,
+    last_seq: Option<u64>,
+    entries: u64,
+    runs: u64,
+    // Bytes of an unfinished line fed through `push_bytes`.
+    partial: Vec<u8>,
+    buf: Vec<u8>,
+    completed: Vec<(NodeId, Hash)>,
+}
 
 impl ExportVerifier {
     /// `trusted_checkpoint`: a signed checkpoint held elsewhere; when given, the export's
     /// checkpoint must be the same tree or an older one is reported as truncation/rollback.
-    pub fn new(_verifier: NoteVerifier, _trusted_checkpoint: Option<String>) -> ExportVerifier {
-        todo!()
+    pub fn new(verifier: NoteVerifier, trusted_checkpoint: Option<String>) -> ExportVerifier {
+        ExportVerifier {
+            verifier,
+            trusted: trusted_checkpoint,
+            stage: Stage::Header,
+            line: 0,
+            header: None,
+            checkpoint: None,
+            run: None,
+            first_seq: None,
+            last_seq: None,
+            entries: 0,
+            runs: 0,
+            partial: Vec::new(),
+            buf: Vec::with_capacity(1024),
+            completed: Vec::new(),
+        }
     }
+
+    /// The header, once line 1 has been read and checked.
+    pub fn header(&self) -> Option<&ExportHeader> {
+        self.header.as_ref()
+    }
+
+    /// The export's checkpoint, once its signature has verified.
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.checkpoint.as_ref()
+    }
+
+    /// Feeds raw bytes of the file, in any chunking; lines are cut at `\n`. Call
+    /// [`Self::finish`] at the end of the file: a final line without `\n` is a truncation.
+    pub fn push_bytes(&mut self, mut bytes: &[u8]) -> Result<(), ExportError> {
+        while let Some(pos) = bytes.iter().position(|&b| b == b'\n') {
+            let (head, rest) = bytes.split_at(pos);
+            bytes = &rest[1..];
+            if self.partial.is_empty() {
+                self.push_line(head)?;
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(head);
+                self.push_line(&line)?;
+            }
+        }
+        if self.partial.len() + bytes.len() > MAX_LINE_BYTES {
+            return Err(self.too_long(self.line + 1));
+        }
+        self.partial.extend_from_slice(bytes);
+        Ok(())
+    }
+
     /// Feeds one line, without its trailing newline.
-    pub fn push_line(&mut self, _line: &[u8]) -> Result<(), ExportError> {
-        todo!()
+    pub fn push_line(&mut self, line: &[u8]) -> Result<(), ExportError> {
+        self.line += 1;
+        let n = self.line;
+        if line.len() > MAX_LINE_BYTES {
+            return Err(self.too_long(n));
+        }
+        match self.stage {
+            Stage::Header => {
+                self.read_header(line)?;
+                self.stage = Stage::Entries;
+                Ok(())
+            }
+            Stage::Entries => {
+                let value = parse_json(line, n)?;
+                if value.as_object().is_some_and(|o| o.contains_key("end")) {
+                    self.read_trailer(&value, line)?;
+                    self.stage = Stage::Done;
+                    Ok(())
+                } else {
+                    self.read_entry(value, line)
+                }
+            }
+            Stage::Done => Err(malformed(n, "content after the trailer line")),
+        }
     }
+
     pub fn finish(self) -> Result<ExportReport, ExportError> {
-        todo!()
+        if !self.partial.is_empty() {
+            return Err(ExportError::Truncated(format!(
+                "line {} has no final newline: the file was cut short",
+                self.line + 1
+            )));
+        }
+        match self.stage {
+            Stage::Header => Err(ExportError::Truncated("the file is empty".to_owned())),
+            Stage::Entries => Err(ExportError::Truncated(format!(
+                "no trailer line after line {} ({} entries read)",
+                self.line, self.entries
+            ))),
+            Stage::Done => Ok(ExportReport {
+                entries: self.entries,
+                runs: self.runs,
+                checkpoint_size: self.checkpoint.as_ref().map_or(0, |c| c.size),
+                first_seq: self.first_seq,
+                last_seq: self.last_seq,
+            }),
+        }
     }
+
+    fn too_long(&self, line: u64) -> ExportError {
+        malformed(
+            line,
+            format!("line longer than {MAX_LINE_BYTES} bytes; not an export line"),
+        )
+    }
+
+    fn read_header(&mut self, line: &[u8]) -> Result<(), ExportError> {
+        let n = self.line;
+        let value = parse_json(line, n)?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| malformed(n, "the header is not a JSON object"))?;
+        let format = obj.get("format").and_then(Value::as_str);
+        if format != Some(FORMAT) {
+            return Err(malformed(
+                n,
+                format!(
+                    "not an Evident export header: \"format\" must be {FORMAT:?}, got {}",
+                    obj.get("format")
+                        .map_or("nothing".to_owned(), Value::to_string)
+                ),
+            ));
+        }
+        only_keys(
+            obj,
+            &[
+                "format",
+                "node_id",
+                "exported_at",
+                "query",
+                "checkpoint",
+                "consistency",
+            ],
+            "header",
+            n,
+        )?;
+        let node_id = str_member(obj, "node_id", "header", n)?;
+        crate::event::validate_node_id(node_id).map_err(|e| malformed(n, e.to_string()))?;
+        let exported_at = parse_time(str_member(obj, "exported_at", "header", n)?, n)?;
+        let query = match obj.get("query") {
+            Some(q @ Value::Object(_)) => crate::canonical::canonical_json(q),
+            _ => return Err(malformed(n, "header.query: expected a JSON object")),
+        };
+        let checkpoint_text = str_member(obj, "checkpoint", "header", n)?;
+        let consistency = match obj.get("consistency") {
+            None => None,
+            Some(c) => Some(parse_consistency(c, n)?),
+        };
+        let header = ExportHeader {
+            node_id: node_id.to_owned(),
+            checkpoint: checkpoint_text.to_owned(),
+            query,
+            exported_at,
+        };
+        require_canonical(
+            &header_line_with_consistency(&header, consistency.as_ref()),
+            line,
+            n,
+        )?;
+
+        let checkpoint = Checkpoint::open(&header.checkpoint, &self.verifier).map_err(|e| {
+            violation(
+                n,
+                Violation::BadCheckpointSignature {
+                    reason: e.to_string(),
+                },
+            )
+        })?;
+        if let Some(c) = &consistency {
+            if c.from_size == 0 || c.from_size >= checkpoint.size {
+                return Err(malformed(
+                    n,
+                    format!(
+                        "header.consistency.from_size {} must lie between 1 and the \
+                         checkpoint size {} (exclusive)",
+                        c.from_size, checkpoint.size
+                    ),
+                ));
+            }
+        }
+        if let Some(trusted) = &self.trusted {
+            check_trusted(
+                trusted,
+                &self.verifier,
+                &checkpoint,
+                consistency.as_ref(),
+                n,
+            )?;
+        }
+        self.header = Some(header);
+        self.checkpoint = Some(checkpoint);
+        Ok(())
+    }
+
+    fn read_entry(&mut self, value: Value, line: &[u8]) -> Result<(), ExportError> {
+        let n = self.line;
+        let entry = parse_entry(value, n)?;
+        require_canonical(&entry_line(&entry), line, n)?;
+        let (size, root) = match &self.checkpoint {
+            Some(c) => (c.size, c.root),
+            None => return Err(malformed(n, "entry before the header")),
+        };
+        let expected_node = self.header.as_ref().map_or("", |h| h.node_id.as_str());
+        let seq = entry.entry.event.seq;
+
+        match (&self.run, &entry.run_start) {
+            (Some(run), Some(_)) => {
+                return Err(malformed(
+                    n,
+                    format!(
+                        "entry {seq} starts a run, but the run that started at entry {} has \
+                         no run_end",
+                        run.start
+                    ),
+                ));
+            }
+            (Some(_), None) => {
+                let expected = self.last_seq.map_or(0, |s| s.saturating_add(1));
+                if seq != expected {
+                    return Err(violation(n, sequence_violation(expected, seq)));
+                }
+            }
+            (None, None) => {
+                return Err(malformed(
+                    n,
+                    format!("entry {seq} is outside any run: expected run_start"),
+                ));
+            }
+            (None, Some(_)) => {
+                if let Some(last) = self.last_seq {
+                    if seq <= last {
+                        return Err(violation(n, sequence_violation(last + 1, seq)));
+                    }
+                    if seq == last + 1 {
+                        return Err(malformed(
+                            n,
+                            format!(
+                                "entry {seq} starts a new run right after entry {last}; \
+                                 consecutive entries form one run"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if seq >= size {
+            return Err(malformed(
+                n,
+                format!(
+                    "entry {seq} lies beyond the checkpoint (size {size}); an export holds \
+                     only entries its checkpoint covers"
+                ),
+            ));
+        }
+        if entry.entry.event.node_id != expected_node {
+            return Err(violation(
+                n,
+                Violation::WrongNode {
+                    seq,
+                    expected: expected_node.to_owned(),
+                    found: entry.entry.event.node_id.clone(),
+                },
+            ));
+        }
+        if let Some(start) = entry.run_start {
+            if seq == 0 && start.prev_hash != GENESIS_PREV_HASH {
+                return Err(violation(n, Violation::ChainBroken { seq }));
+            }
+            let tree = CompactRange::from_parts(seq, start.left)
+                .map_err(|e| malformed(n, format!("run_start.left: {e}")))?;
+            self.run = Some(OpenRun {
+                start: seq,
+                prev_hash: start.prev_hash,
+                tree,
+            });
+            self.runs += 1;
+        }
+        let Some(run) = self.run.as_mut() else {
+            return Err(malformed(n, "entry outside any run"));
+        };
+        let hash = crate::chain::recompute_hash(&run.prev_hash, &entry.entry.event, &mut self.buf);
+        if hash != entry.entry.hash {
+            return Err(violation(n, Violation::ChainBroken { seq }));
+        }
+        self.completed.clear();
+        run.tree
+            .append_leaf(entry.entry.leaf_hash(), &mut self.completed);
+        run.prev_hash = hash;
+        self.entries += 1;
+        self.last_seq = Some(seq);
+        if self.first_seq.is_none() {
+            self.first_seq = Some(seq);
+        }
+
+        if let Some(end) = entry.run_end {
+            let ids = crate::merkle::subtree_ids(seq + 1, size);
+            if ids.len() != end.right.len() {
+                return Err(malformed(
+                    n,
+                    format!(
+                        "run_end.right has {} hashes; the subtrees covering entries {}..{size} \
+                         are {}",
+                        end.right.len(),
+                        seq + 1,
+                        ids.len()
+                    ),
+                ));
+            }
+            for (id, h) in ids.iter().zip(end.right) {
+                run.tree
+                    .append_subtree(id.level, h)
+                    .map_err(|e| malformed(n, format!("run_end.right: {e}")))?;
+            }
+            if run.tree.size() != size || run.tree.root() != root {
+                return Err(violation(n, Violation::RootMismatch { size }));
+            }
+            self.run = None;
+        }
+        Ok(())
+    }
+
+    fn read_trailer(&mut self, value: &Value, line: &[u8]) -> Result<(), ExportError> {
+        let n = self.line;
+        if let Some(run) = &self.run {
+            return Err(malformed(
+                n,
+                format!(
+                    "the run that started at entry {} has no run_end before the trailer",
+                    run.start
+                ),
+            ));
+        }
+        let obj = value
+            .as_object()
+            .ok_or_else(|| malformed(n, "the trailer is not a JSON object"))?;
+        only_keys(obj, &["end"], "trailer", n)?;
+        let end = obj
+            .get("end")
+            .and_then(Value::as_object)
+            .ok_or_else(|| malformed(n, "trailer.end: expected an object"))?;
+        only_keys(end, &["entries", "runs"], "trailer.end", n)?;
+        let entries = u64_member(end, "entries", "trailer.end", n)?;
+        let runs = u64_member(end, "runs", "trailer.end", n)?;
+        require_canonical(&trailer_line(entries, runs), line, n)?;
+        if (entries, runs) != (self.entries, self.runs) {
+            return Err(malformed(
+                n,
+                format!(
+                    "the trailer counts {entries} entries in {runs} runs, but the export holds \
+                     {} entries in {} runs",
+                    self.entries, self.runs
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Relates the export's checkpoint to one held elsewhere.
+fn check_trusted(
+    trusted: &str,
+    verifier: &NoteVerifier,
+    checkpoint: &Checkpoint,
+    consistency: Option<&HeaderConsistency>,
+    n: u64,
+) -> Result<(), ExportError> {
+    let trusted = Checkpoint::open(trusted, verifier).map_err(|e| {
+        violation(
+            n,
+            Violation::BadCheckpointSignature {
+                reason: format!("trusted checkpoint: {e}"),
+            },
+        )
+    })?;
+    if trusted.size > checkpoint.size {
+        return Err(violation(
+            n,
+            Violation::Truncated {
+                size: checkpoint.size,
+                checkpoint_size: trusted.size,
+            },
+        ));
+    }
+    if trusted.size == checkpoint.size {
+        if trusted.root != checkpoint.root {
+            return Err(violation(n, Violation::RootMismatch { size: trusted.size }));
+        }
+        return Ok(());
+    }
+    if trusted.size == 0 {
+        // Every tree extends the empty one.
+        if trusted.root != crate::merkle::empty_root() {
+            return Err(violation(n, Violation::RootMismatch { size: 0 }));
+        }
+        return Ok(());
+    }
+    let Some(c) = consistency else {
+        return Err(ExportError::Unprovable {
+            line: n,
+            problem: format!(
+                "the trusted checkpoint has size {}, the export's checkpoint size {}, and the \
+                 header carries no consistency proof between them; export again with a \
+                 consistency proof from size {}, or fetch one and check it separately",
+                trusted.size, checkpoint.size, trusted.size
+            ),
+        });
+    };
+    if c.from_size != trusted.size {
+        return Err(ExportError::Unprovable {
+            line: n,
+            problem: format!(
+                "the header's consistency proof starts at size {}, but the trusted checkpoint \
+                 has size {}",
+                c.from_size, trusted.size
+            ),
+        });
+    }
+    crate::merkle::verify_consistency(
+        trusted.size,
+        &trusted.root,
+        checkpoint.size,
+        &checkpoint.root,
+        &c.proof,
+    )
+    .map_err(|_| violation(n, Violation::RootMismatch { size: trusted.size }))
+}
+
+fn sequence_violation(expected: u64, found: u64) -> Violation {
+    if found > expected {
+        Violation::SequenceGap { expected, found }
+    } else if expected.checked_sub(1) == Some(found) {
+        Violation::DuplicateSequence { seq: found }
+    } else {
+        Violation::OutOfOrder { expected, found }
+    }
+}
+
+fn malformed(line: u64, problem: impl Into<String>) -> ExportError {
+    ExportError::Malformed {
+        line,
+        problem: problem.into(),
+    }
+}
+
+fn violation(line: u64, violation: Violation) -> ExportError {
+    ExportError::Violation { line, violation }
+}
+
+fn parse_json(line: &[u8], n: u64) -> Result<Value, ExportError> {
+    serde_json::from_slice(line).map_err(|e| malformed(n, format!("not valid JSON: {e}")))
+}
+
+/// The line must be byte for byte what the writer makes of its parsed content.
+fn require_canonical(expected: &str, line: &[u8], n: u64) -> Result<(), ExportError> {
+    let expected = expected.strip_suffix('\n').unwrap_or(expected).as_bytes();
+    if expected == line {
+        return Ok(());
+    }
+    let at = expected
+        .iter()
+        .zip(line)
+        .position(|(a, b)| a != b)
+        .unwrap_or(expected.len().min(line.len()));
+    Err(malformed(
+        n,
+        format!(
+            "not in canonical form (first difference at byte {})",
+            at + 1
+        ),
+    ))
+}
+
+fn only_keys(
+    obj: &Map<String, Value>,
+    allowed: &[&str],
+    what: &str,
+    n: u64,
+) -> Result<(), ExportError> {
+    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) => Err(malformed(
+            n,
+            format!(
+                "{what}: unknown member {k:?}; allowed members are {}",
+                allowed.join(", ")
+            ),
+        )),
+    }
+}
+
+fn member<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    what: &str,
+    n: u64,
+) -> Result<&'a Value, ExportError> {
+    obj.get(key)
+        .ok_or_else(|| malformed(n, format!("{what}.{key}: required member is missing")))
+}
+
+fn str_member<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    what: &str,
+    n: u64,
+) -> Result<&'a str, ExportError> {
+    member(obj, key, what, n)?
+        .as_str()
+        .ok_or_else(|| malformed(n, format!("{what}.{key}: expected a string")))
+}
+
+fn u64_member(obj: &Map<String, Value>, key: &str, what: &str, n: u64) -> Result<u64, ExportError> {
+    member(obj, key, what, n)?
+        .as_u64()
+        .ok_or_else(|| malformed(n, format!("{what}.{key}: expected a non-negative integer")))
+}
+
+fn hash_value(value: &Value, field: &str, n: u64) -> Result<Hash, ExportError> {
+    value
+        .as_str()
+        .and_then(|s| Hash::from_hex(s).ok())
+        .ok_or_else(|| malformed(n, format!("{field}: expected 64 lowercase hex digits")))
+}
+
+fn hash_array(value: &Value, field: &str, n: u64) -> Result<Vec<Hash>, ExportError> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| malformed(n, format!("{field}: expected an array of hashes")))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| hash_value(v, &format!("{field}[{i}]"), n))
+        .collect()
+}
+
+fn parse_time(text: &str, n: u64) -> Result<Millis, ExportError> {
+    crate::event::parse_rfc3339(text)
+        .ok()
+        .filter(|ms| crate::event::format_rfc3339_millis(*ms) == text)
+        .ok_or_else(|| {
+            malformed(
+                n,
+                "header.exported_at: expected a timestamp of the form YYYY-MM-DDTHH:MM:SS.mmmZ",
+            )
+        })
+}
+
+fn parse_consistency(value: &Value, n: u64) -> Result<HeaderConsistency, ExportError> {
+    let what = "header.consistency";
+    let obj = value
+        .as_object()
+        .ok_or_else(|| malformed(n, format!("{what}: expected an object")))?;
+    only_keys(obj, &["from_size", "proof"], what, n)?;
+    Ok(HeaderConsistency {
+        from_size: u64_member(obj, "from_size", what, n)?,
+        proof: hash_array(
+            member(obj, "proof", what, n)?,
+            "header.consistency.proof",
+            n,
+        )?,
+    })
+}
+
+fn parse_entry(value: Value, n: u64) -> Result<ExportEntry, ExportError> {
+    let Value::Object(mut obj) = value else {
+        return Err(malformed(n, "an entry line must be a JSON object"));
+    };
+    let hash = obj.remove("hash");
+    let seal = obj.remove("seal");
+    let run_start = obj.remove("run_start");
+    let run_end = obj.remove("run_end");
+    let event = Event::from_json(&Value::Object(obj)).map_err(|e| malformed(n, e.to_string()))?;
+    let hash = hash_value(
+        &hash.ok_or_else(|| malformed(n, "hash: required member is missing"))?,
+        "hash",
+        n,
+    )?;
+    let seal = hash_value(
+        &seal.ok_or_else(|| malformed(n, "seal: required member is missing"))?,
+        "seal",
+        n,
+    )?;
+    let run_start = match run_start {
+        None => None,
+        Some(v) => {
+            let what = "run_start";
+            let obj = v
+                .as_object()
+                .ok_or_else(|| malformed(n, "run_start: expected an object"))?;
+            only_keys(obj, &["prev_hash", "left"], what, n)?;
+            Some(RunStart {
+                prev_hash: hash_value(
+                    member(obj, "prev_hash", what, n)?,
+                    "run_start.prev_hash",
+                    n,
+                )?,
+                left: hash_array(member(obj, "left", what, n)?, "run_start.left", n)?,
+            })
+        }
+    };
+    let run_end = match run_end {
+        None => None,
+        Some(v) => {
+            let what = "run_end";
+            let obj = v
+                .as_object()
+                .ok_or_else(|| malformed(n, "run_end: expected an object"))?;
+            only_keys(obj, &["right"], what, n)?;
+            Some(RunEnd {
+                right: hash_array(member(obj, "right", what, n)?, "run_end.right", n)?,
+            })
+        }
+    };
+    Ok(ExportEntry {
+        entry: SealedEntry { event, hash, seal },
+        run_start,
+        run_end,
+    })
 }

@@ -1,11 +1,18 @@
 //! The streaming verifier: walks entries in sequence order in constant memory and reports the
 //! first problem with its sequence number and kind, or success with counts. The one verifier
 //! used by the server, the CLI and the tests.
+//!
+//! Per entry, in this order: the sequence number (dense, from the anchor), the node, the hash
+//! chain (the stored hash is recomputed from the predecessor and the canonical bytes), the seal
+//! (when the node secret is at hand), then the leaf is appended to the Merkle frontier and every
+//! trusted checkpoint whose size the walk has just reached has its root compared. State is the
+//! frontier (O(log n) hashes), the last hash, one reusable encode buffer and the checkpoints
+//! not yet reached.
 
 use crate::chain::{SealKey, SealedEntry};
 use crate::checkpoint::Checkpoint;
 use crate::hash::Hash;
-use crate::merkle::CompactRange;
+use crate::merkle::{CompactRange, NodeId};
 use crate::note::NoteVerifier;
 
 /// The first problem found, with where it is.
@@ -22,27 +29,72 @@ pub enum Violation {
     #[error("entry {found} out of order: expected {expected}")]
     OutOfOrder { expected: u64, found: u64 },
     #[error("entry {seq}: recorded by node {found:?}, expected {expected:?}")]
-    WrongNode { seq: u64, expected: String, found: String },
+    WrongNode {
+        seq: u64,
+        expected: String,
+        found: String,
+    },
     #[error("Merkle root of the first {size} entries does not match the signed checkpoint")]
     RootMismatch { size: u64 },
     #[error("checkpoint signature invalid: {reason}")]
     BadCheckpointSignature { reason: String },
-    #[error("log ends at size {size} but a trusted checkpoint has size {checkpoint_size}: truncation or rollback")]
+    #[error(
+        "log ends at size {size} but a trusted checkpoint has size {checkpoint_size}: entries \
+         were truncated or the log rolled back, or this copy is older than that checkpoint"
+    )]
     Truncated { size: u64, checkpoint_size: u64 },
 }
 
 impl Violation {
-    /// The sequence number at which the problem shows, when there is one.
+    /// The sequence number at which the problem shows, when there is one: the entry at fault,
+    /// or for a gap or misordering the entry that should have come next, or for a truncation
+    /// the first missing entry. A root mismatch or a bad signature names no single entry.
     pub fn seq(&self) -> Option<u64> {
-        todo!()
+        match self {
+            Violation::ChainBroken { seq }
+            | Violation::SealMismatch { seq }
+            | Violation::DuplicateSequence { seq }
+            | Violation::WrongNode { seq, .. } => Some(*seq),
+            Violation::SequenceGap { expected, .. } | Violation::OutOfOrder { expected, .. } => {
+                Some(*expected)
+            }
+            Violation::Truncated { size, .. } => Some(*size),
+            Violation::RootMismatch { .. } | Violation::BadCheckpointSignature { .. } => None,
+        }
     }
+
     /// A stable machine-readable name of the kind (`chain_broken`, `seal_mismatch`, …).
     pub fn kind(&self) -> &'static str {
-        todo!()
+        match self {
+            Violation::ChainBroken { .. } => "chain_broken",
+            Violation::SealMismatch { .. } => "seal_mismatch",
+            Violation::SequenceGap { .. } => "sequence_gap",
+            Violation::DuplicateSequence { .. } => "duplicate_sequence",
+            Violation::OutOfOrder { .. } => "out_of_order",
+            Violation::WrongNode { .. } => "wrong_node",
+            Violation::RootMismatch { .. } => "root_mismatch",
+            Violation::BadCheckpointSignature { .. } => "bad_checkpoint_signature",
+            Violation::Truncated { .. } => "truncated",
+        }
     }
+
+    /// Every kind name, in declaration order.
+    pub const KINDS: [&'static str; 9] = [
+        "chain_broken",
+        "seal_mismatch",
+        "sequence_gap",
+        "duplicate_sequence",
+        "out_of_order",
+        "wrong_node",
+        "root_mismatch",
+        "bad_checkpoint_signature",
+        "truncated",
+    ];
 }
 
 /// Where verification starts: genesis, or a recorded anchor (after pruning).
+///
+/// `tree` must be the frontier of the first `next_seq` leaves (`tree.size() == next_seq`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Anchor {
     pub next_seq: u64,
@@ -73,32 +125,210 @@ pub struct VerifyReport {
 }
 
 /// Constant-memory verifier fed one entry at a time.
-pub struct StreamVerifier {}
+///
+/// Trusted checkpoints smaller than the anchor's size cannot be checked by the walk (their
+/// leaves were pruned before the anchor) and are ignored; so are checkpoints trusted after the
+/// walk has already passed their size. Those are the business of consistency proofs.
+pub struct StreamVerifier {
+    next_seq: u64,
+    prev_hash: Hash,
+    tree: CompactRange,
+    seal_key: Option<SealKey>,
+    node_id: Option<String>,
+    entries: u64,
+    first_seq: Option<u64>,
+    checkpoints_checked: u64,
+    // Checkpoints not reached yet, largest size first so the next one due is at the end.
+    pending: Vec<Checkpoint>,
+    // Reused for every entry: the canonical encoding and the nodes a leaf append completes.
+    buf: Vec<u8>,
+    completed: Vec<(NodeId, Hash)>,
+}
 
 impl StreamVerifier {
     /// `seal_key`: check seals when the node secret is at hand (online); `None` offline.
     /// `node_id`: when set, every entry must carry it.
-    pub fn new(_start: Anchor, _seal_key: Option<SealKey>, _node_id: Option<String>) -> StreamVerifier {
-        todo!()
+    pub fn new(
+        start: Anchor,
+        seal_key: Option<SealKey>,
+        node_id: Option<String>,
+    ) -> StreamVerifier {
+        StreamVerifier {
+            next_seq: start.next_seq,
+            prev_hash: start.prev_hash,
+            tree: start.tree,
+            seal_key,
+            node_id,
+            entries: 0,
+            first_seq: None,
+            checkpoints_checked: 0,
+            pending: Vec::new(),
+            buf: Vec::with_capacity(1024),
+            completed: Vec::with_capacity(64),
+        }
     }
 
     /// Adds a checkpoint (already opened) whose root must match when the walk reaches its size.
-    pub fn trust_checkpoint(&mut self, _checkpoint: Checkpoint) {
-        todo!()
+    pub fn trust_checkpoint(&mut self, checkpoint: Checkpoint) {
+        if checkpoint.size < self.tree.size() {
+            return;
+        }
+        let at = self.pending.partition_point(|c| c.size > checkpoint.size);
+        self.pending.insert(at, checkpoint);
     }
 
     /// Opens a signed checkpoint with `verifier` and trusts it.
-    pub fn trust_signed_checkpoint(&mut self, _signed_note: &str, _verifier: &NoteVerifier) -> Result<(), Violation> {
-        todo!()
+    pub fn trust_signed_checkpoint(
+        &mut self,
+        signed_note: &str,
+        verifier: &NoteVerifier,
+    ) -> Result<(), Violation> {
+        let checkpoint = Checkpoint::open(signed_note, verifier).map_err(|e| {
+            Violation::BadCheckpointSignature {
+                reason: e.to_string(),
+            }
+        })?;
+        self.trust_checkpoint(checkpoint);
+        Ok(())
     }
 
     /// Checks the next entry.
-    pub fn push(&mut self, _entry: &SealedEntry) -> Result<(), Violation> {
-        todo!()
+    pub fn push(&mut self, entry: &SealedEntry) -> Result<(), Violation> {
+        // A checkpoint of exactly the starting size is due before any leaf is added.
+        self.check_due()?;
+        let event = &entry.event;
+        let seq = event.seq;
+        if seq != self.next_seq {
+            return Err(self.sequence_violation(seq));
+        }
+        if let Some(expected) = &self.node_id {
+            if *expected != event.node_id {
+                return Err(Violation::WrongNode {
+                    seq,
+                    expected: expected.clone(),
+                    found: event.node_id.clone(),
+                });
+            }
+        }
+        let hash = crate::chain::recompute_hash(&self.prev_hash, event, &mut self.buf);
+        if hash != entry.hash {
+            return Err(Violation::ChainBroken { seq });
+        }
+        if let Some(key) = &self.seal_key {
+            if !key.check(&hash, &entry.seal) {
+                return Err(Violation::SealMismatch { seq });
+            }
+        }
+        self.completed.clear();
+        self.tree
+            .append_leaf(entry.leaf_hash(), &mut self.completed);
+        self.prev_hash = hash;
+        self.next_seq = seq.saturating_add(1);
+        self.entries += 1;
+        if self.first_seq.is_none() {
+            self.first_seq = Some(seq);
+        }
+        self.check_due()
     }
 
     /// Ends the walk: any trusted checkpoint larger than what was seen is a truncation.
-    pub fn finish(self) -> Result<VerifyReport, Violation> {
-        todo!()
+    pub fn finish(mut self) -> Result<VerifyReport, Violation> {
+        self.check_due()?;
+        if let Some(largest) = self.pending.first() {
+            return Err(Violation::Truncated {
+                size: self.tree.size(),
+                checkpoint_size: largest.size,
+            });
+        }
+        Ok(VerifyReport {
+            entries: self.entries,
+            first_seq: self.first_seq,
+            size: self.next_seq,
+            root: self.tree.root(),
+            seals_checked: self.seal_key.is_some(),
+            checkpoints_checked: self.checkpoints_checked,
+        })
+    }
+
+    fn sequence_violation(&self, found: u64) -> Violation {
+        let expected = self.next_seq;
+        if found > expected {
+            Violation::SequenceGap { expected, found }
+        } else if expected.checked_sub(1) == Some(found) {
+            Violation::DuplicateSequence { seq: found }
+        } else {
+            Violation::OutOfOrder { expected, found }
+        }
+    }
+
+    /// Compares the root with every pending checkpoint of the current size.
+    #[inline]
+    fn check_due(&mut self) -> Result<(), Violation> {
+        let size = self.tree.size();
+        while let Some(next) = self.pending.last() {
+            if next.size > size {
+                break;
+            }
+            if next.size == size {
+                if next.root != self.tree.root() {
+                    return Err(Violation::RootMismatch { size });
+                }
+                self.checkpoints_checked += 1;
+            }
+            self.pending.pop();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_name_and_seq() {
+        let cases = [
+            (Violation::ChainBroken { seq: 3 }, Some(3)),
+            (Violation::SealMismatch { seq: 4 }, Some(4)),
+            (
+                Violation::SequenceGap {
+                    expected: 5,
+                    found: 9,
+                },
+                Some(5),
+            ),
+            (Violation::DuplicateSequence { seq: 6 }, Some(6)),
+            (
+                Violation::OutOfOrder {
+                    expected: 7,
+                    found: 2,
+                },
+                Some(7),
+            ),
+            (
+                Violation::WrongNode {
+                    seq: 8,
+                    expected: "a".into(),
+                    found: "b".into(),
+                },
+                Some(8),
+            ),
+            (Violation::RootMismatch { size: 9 }, None),
+            (
+                Violation::BadCheckpointSignature { reason: "x".into() },
+                None,
+            ),
+            (
+                Violation::Truncated {
+                    size: 10,
+                    checkpoint_size: 12,
+                },
+                Some(10),
+            ),
+        ];
+        for (i, (v, seq)) in cases.iter().enumerate() {
+            assert_eq!(v.seq(), *seq, "{v}");
+            assert_eq!(v.kind(), Violation::KINDS[i]);
+        }
     }
 }
