@@ -10,6 +10,10 @@ use evident_core::{ChainHead, Hash, SealedEntry};
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
 /// Errors from a backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

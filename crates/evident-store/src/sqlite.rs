@@ -1,0 +1,871 @@
+//! The embedded storage backend: one SQLite database file holding one node's log (entries,
+//! Merkle nodes, checkpoints) and its API keys. Owns the connections (one writer behind a
+//! mutex, a small pool of read-only readers that WAL lets run beside it), durability settings,
+//! error mapping, and the [`Store`] implementation. The schema lives in `sqlite/schema.rs`, the
+//! row encoding in `sqlite/codec.rs`, query planning in `sqlite/query.rs`. It stores what the
+//! integrity core computed and never computes a hash, seal or proof itself.
+
+mod codec;
+mod query;
+mod schema;
+
+use crate::{Filter, KeyRecord, Order, Store, StoreError, StoredCheckpoint};
+use evident_core::event::Millis;
+use evident_core::merkle::{self, CompactRange, NodeId};
+use evident_core::{ChainHead, Hash, SealedEntry};
+use rusqlite::config::DbConfig;
+use rusqlite::ffi::ErrorCode;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// How long a connection waits for another one's lock (another process's writer, a
+/// checkpoint) before giving up with [`StoreError::Locked`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Page cache per connection, in KiB (SQLite's negative `cache_size`).
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+const READER_CACHE_KIB: i64 = 16 * 1024;
+/// Idle readers kept open; more are opened when more threads read at once, and closed after.
+const MAX_IDLE_READERS: usize = 4;
+/// Prepared statements kept per connection (queries are built per filter shape).
+const STATEMENT_CACHE: usize = 128;
+/// WAL frames between automatic checkpoints (4 KiB pages: 16 MiB), larger than SQLite's 1000
+/// so that heavy ingestion checkpoints (and fsyncs the main file) less often.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 4096;
+/// The WAL file is truncated back to this after a checkpoint.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+/// Below this much free space an I/O error on write is taken for a full disk (SQLite reports
+/// ENOSPC from `write` as SQLITE_FULL, but from `fsync` or a file extension as an I/O error).
+const NEARLY_FULL_BYTES: u64 = 16 * 1024 * 1024;
+
+const INSERT_EVENT: &str = "INSERT INTO events (seq, id, recorded_at, occurred_at, node_id, \
+     tenant, actor_id, actor_kind, ip, user_agent, action, target_kind, target_id, outcome, \
+     severity, context, hash, seal) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+const INSERT_NODE: &str = "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?1, ?2, ?3)";
+const SELECT_NODE: &str = "SELECT hash FROM merkle_nodes WHERE level = ?1 AND idx = ?2";
+const KEY_COLUMNS: &str = "id, secret_hash, role, tenant, label, created_at, revoked_at, \
+     expires_at, last_used_at, last_used_ip";
+const CHECKPOINT_COLUMNS: &str = "size, root, note, created_at";
+
+/// A failure inside this backend, before it is mapped to a [`StoreError`] (which for SQLite
+/// errors depends on the database's location: see [`SqliteStore::map_err`]).
+#[derive(Debug)]
+enum Error {
+    Sql(rusqlite::Error),
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        Error::Sql(e)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        Error::Store(e)
+    }
+}
+
+fn backend(message: String) -> Error {
+    Error::Store(StoreError::Backend(message))
+}
+
+fn to_i64(value: u64, what: &str) -> Result<i64, Error> {
+    i64::try_from(value).map_err(|_| backend(format!("{what} {value} is beyond what SQLite holds")))
+}
+
+/// The embedded SQLite store of one node.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The directory holding the database file.
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a connection leaves it usable: SQLite rolls back what was open
+    // (and `writer` re-checks for an open transaction), so a poisoned lock is taken as is.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating the file (not its directory) if absent, and
+    /// brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let existed = path.exists();
+        let dir = dir_of(path);
+        let fail = |e: rusqlite::Error| map_sql_err(e, path, dir);
+        let mut writer = open_writer(path).map_err(fail)?;
+        schema::migrate(&mut writer).map_err(|e| match e {
+            schema::MigrateError::Sql(e) => fail(e),
+            schema::MigrateError::TooNew(v) => StoreError::Backend(format!(
+                "{} has schema version {v}, newer than this build's {}: use a newer evident",
+                path.display(),
+                schema::SCHEMA_VERSION
+            )),
+        })?;
+        if !existed {
+            // Make the new file's directory entry durable too (SQLite syncs the file, and the
+            // directory only for the journal it creates).
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn map_err(&self, e: Error) -> StoreError {
+        match e {
+            Error::Store(e) => e,
+            Error::Sql(e) => map_sql_err(e, &self.path, dir_of(&self.path)),
+        }
+    }
+
+    /// Runs `f` in one read transaction (one consistent snapshot) on a pooled reader.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, StoreError> {
+        let pooled = lock(&self.readers).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_reader(&self.path).map_err(|e| self.map_err(e.into()))?,
+        };
+        let result = (|| -> Result<T, Error> {
+            let tx = conn.unchecked_transaction()?;
+            let out = f(&tx)?;
+            // A read-only transaction: ending it releases the snapshot.
+            tx.commit()?;
+            Ok(out)
+        })();
+        // A connection left inside a transaction (an error mid-read) is closed, not reused.
+        if conn.is_autocommit() {
+            let mut idle = lock(&self.readers);
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+        }
+        result.map_err(|e| self.map_err(e))
+    }
+
+    /// The writer, with no transaction left open by an earlier failure.
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        let mut conn = lock(&self.writer);
+        recover(&mut conn, &self.path);
+        conn
+    }
+
+    /// Runs `f` in one immediate write transaction on the writer; committed (and synced)
+    /// when this returns `Ok`, rolled back otherwise.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, Error>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.writer();
+        let result = (|| -> Result<T, Error> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        if result.is_err() {
+            recover(&mut conn, &self.path);
+        }
+        result.map_err(|e| self.map_err(e))
+    }
+
+    /// A fresh read-write connection to the same file, for tests that need raw SQL.
+    #[cfg(test)]
+    pub(crate) fn test_connection(&self) -> Connection {
+        Connection::open(&self.path).unwrap()
+    }
+}
+
+fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Plans never depend on bound values (queries name their index): without this SQLite
+    // re-prepares a statement each time certain parameters (a LIMIT, a value compared with an
+    // indexed column once statistics exist) are rebound, which a bucket-by-bucket read does
+    // hundreds of times per query.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
+}
+
+fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    configure(&conn, WRITER_CACHE_KIB)?;
+    // WAL: readers see the last commit while the writer appends, and a commit is one
+    // sequential write (plus its fsync) to the log file.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!(
+                "cannot use write-ahead logging on {} (journal mode is {mode})",
+                path.display()
+            )),
+        ));
+    }
+    // FULL, not NORMAL: under WAL, NORMAL fsyncs only at checkpoints, so a commit that
+    // returned can still vanish on power loss. Evident acknowledges an event only once it is
+    // durable, so every commit fsyncs the WAL before it returns.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    configure(&conn, READER_CACHE_KIB)?;
+    Ok(conn)
+}
+
+/// Leaves the writer outside any transaction: after some errors (a full disk, an I/O error)
+/// SQLite keeps the transaction open, or rolls it back itself. If even ROLLBACK fails, the
+/// connection is replaced.
+fn recover(conn: &mut Connection, path: &Path) {
+    if conn.is_autocommit() {
+        return;
+    }
+    let _ = conn.execute_batch("ROLLBACK");
+    if !conn.is_autocommit() {
+        if let Ok(fresh) = open_writer(path) {
+            *conn = fresh;
+        }
+    }
+}
+
+fn map_sql_err(e: rusqlite::Error, path: &Path, dir: &Path) -> StoreError {
+    let Some(code) = e.sqlite_error_code() else {
+        return StoreError::Backend(format!("{}: {e}", path.display()));
+    };
+    match code {
+        ErrorCode::DiskFull => StoreError::Full(format!("{}: {e}", path.display())),
+        ErrorCode::SystemIoFailure
+            if fs4::available_space(dir).is_ok_and(|free| free < NEARLY_FULL_BYTES) =>
+        {
+            StoreError::Full(format!("{}: {e} (no space left on device)", path.display()))
+        }
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Locked(format!(
+            "{}: {e} (another process holds a lock for more than {}s)",
+            path.display(),
+            BUSY_TIMEOUT.as_secs()
+        )),
+        ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt {
+            seq: None,
+            problem: format!("{}: {e}", path.display()),
+        },
+        _ => StoreError::Backend(format!("{}: {e}", path.display())),
+    }
+}
+
+fn hash_from(bytes: &[u8]) -> Option<Hash> {
+    <[u8; 32]>::try_from(bytes).ok().map(Hash)
+}
+
+fn corrupt(seq: Option<u64>, problem: String) -> Error {
+    Error::Store(StoreError::Corrupt { seq, problem })
+}
+
+fn node_label(id: NodeId) -> String {
+    format!("Merkle node (level {}, index {})", id.level, id.index)
+}
+
+/// Reads one node hash; `None` when absent.
+fn read_node(conn: &Connection, id: NodeId) -> Result<Option<Hash>, Error> {
+    let mut stmt = conn.prepare_cached(SELECT_NODE)?;
+    let index = to_i64(id.index, "node index")?;
+    let bytes: Option<Vec<u8>> = stmt
+        .query_row(params![id.level, index], |r| r.get(0))
+        .optional()?;
+    match bytes {
+        None => Ok(None),
+        Some(bytes) => hash_from(&bytes)
+            .map(Some)
+            .ok_or_else(|| corrupt(None, format!("{} is not 32 bytes", node_label(id)))),
+    }
+}
+
+fn load_head_in(conn: &Connection) -> Result<ChainHead, Error> {
+    let last = conn
+        .query_row(
+            "SELECT seq, hash, seal FROM events ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1),
+                    r.get::<_, Vec<u8>>(2),
+                ))
+            },
+        )
+        .optional()?;
+    let Some((seq, hash, seal)) = last else {
+        let stray: bool = conn
+            .prepare_cached("SELECT 1 FROM merkle_nodes LIMIT 1")?
+            .exists([])?;
+        if stray {
+            return Err(corrupt(
+                None,
+                "the log has no entries but holds Merkle nodes: entries were removed".to_owned(),
+            ));
+        }
+        return Ok(ChainHead::genesis());
+    };
+    let last_seq =
+        u64::try_from(seq).map_err(|_| corrupt(None, format!("negative sequence number {seq}")))?;
+    let fixed = |bytes: rusqlite::Result<Vec<u8>>, what: &str| {
+        bytes
+            .ok()
+            .and_then(|b| hash_from(&b))
+            .ok_or_else(|| corrupt(Some(last_seq), format!("column {what} is not 32 bytes")))
+    };
+    let entry_hash = fixed(hash, "hash")?;
+    let entry_seal = fixed(seal, "seal")?;
+    let next_seq = last_seq + 1;
+
+    let mut frontier = Vec::new();
+    for id in merkle::subtree_ids(0, next_seq) {
+        let hash = read_node(conn, id)?.ok_or_else(|| {
+            corrupt(
+                None,
+                format!(
+                    "{} of the tree of size {next_seq} is missing",
+                    node_label(id)
+                ),
+            )
+        })?;
+        frontier.push(hash);
+    }
+    let tree = CompactRange::from_parts(next_seq, frontier)
+        .map_err(|e| corrupt(None, format!("stored Merkle frontier: {e}")))?;
+
+    // The frontier was stored with the entries; the last entry's leaf ties them together.
+    let mut leaf_data = [0u8; 64];
+    leaf_data[..32].copy_from_slice(&entry_hash.0);
+    leaf_data[32..].copy_from_slice(&entry_seal.0);
+    let leaf = NodeId {
+        level: 0,
+        index: last_seq,
+    };
+    match read_node(conn, leaf)? {
+        Some(stored) if stored == merkle::leaf_hash(&leaf_data) => {}
+        Some(_) => {
+            return Err(corrupt(
+                Some(last_seq),
+                "the last entry's Merkle leaf does not match its hash and seal".to_owned(),
+            ));
+        }
+        None => {
+            return Err(corrupt(
+                Some(last_seq),
+                "the last entry has no Merkle leaf".to_owned(),
+            ));
+        }
+    }
+    let beyond: bool = conn
+        .prepare_cached("SELECT 1 FROM merkle_nodes WHERE level = 0 AND idx > ?1 LIMIT 1")?
+        .exists([seq])?;
+    if beyond {
+        return Err(corrupt(
+            None,
+            format!("Merkle leaves beyond the last entry {last_seq}: entries were removed"),
+        ));
+    }
+    Ok(ChainHead {
+        next_seq,
+        last_hash: entry_hash,
+        tree,
+    })
+}
+
+fn append_in(
+    tx: &Connection,
+    entries: &[SealedEntry],
+    nodes: &[(NodeId, Hash)],
+) -> Result<(), Error> {
+    let last: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT seq, recorded_at FROM events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let next = last.map_or(0, |(seq, _)| seq + 1);
+    let mut last_recorded = last.map(|(_, t)| t);
+    // One node's log: every entry names the node of the first (query plans rely on it).
+    let stored_node: Option<String> = tx
+        .prepare_cached("SELECT node_id FROM events ORDER BY seq ASC LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let node = stored_node
+        .as_deref()
+        .or(entries.first().map(|e| e.event.node_id.as_str()))
+        .unwrap_or_default();
+    let mut insert = tx.prepare_cached(INSERT_EVENT)?;
+    for (expected, entry) in (next..).zip(entries) {
+        let e = &entry.event;
+        let seq = to_i64(e.seq, "sequence number")?;
+        if seq != expected {
+            return Err(backend(format!(
+                "refusing to append entry {} where entry {expected} is next: the log must stay \
+                 dense",
+                e.seq
+            )));
+        }
+        if e.node_id != node {
+            return Err(backend(format!(
+                "refusing to append entry {} of node {:?} to the log of node {node:?}: a log \
+                 holds one node's entries",
+                e.seq, e.node_id
+            )));
+        }
+        if let Some(prev) = last_recorded.filter(|prev| e.recorded_at < *prev) {
+            return Err(backend(format!(
+                "refusing to append entry {} recorded at {} ms, before the previous entry \
+                 ({prev} ms): recording time must not go backwards",
+                e.seq, e.recorded_at
+            )));
+        }
+        let ip = match e.actor.ip {
+            None => None,
+            Some(ip) => Some(codec::encode_ip(ip).ok_or_else(|| {
+                backend(format!(
+                    "refusing to append entry {}: actor IP {ip} is not in canonical form \
+                     (IPv4-mapped addresses are held as IPv4)",
+                    e.seq
+                ))
+            })?),
+        };
+        insert.execute(params![
+            seq,
+            e.id.as_bytes(),
+            e.recorded_at,
+            e.occurred_at,
+            e.node_id,
+            e.tenant,
+            e.actor.id,
+            e.actor.kind.as_str(),
+            ip,
+            e.actor.user_agent,
+            e.action,
+            e.target.kind,
+            e.target.id,
+            e.outcome.as_str(),
+            codec::severity_rank(e.severity),
+            e.context.as_str(),
+            entry.hash.as_bytes(),
+            entry.seal.as_bytes(),
+        ])?;
+        last_recorded = Some(e.recorded_at);
+    }
+    let mut insert = tx.prepare_cached(INSERT_NODE)?;
+    for (id, hash) in nodes {
+        let index = to_i64(id.index, "node index")?;
+        match insert.execute(params![id.level, index, hash.as_bytes()]) {
+            Ok(_) => {}
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                return Err(backend(format!(
+                    "{} is already stored: nodes are written once",
+                    node_label(*id)
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn checkpoint_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredCheckpoint, Error>> {
+    let size: i64 = row.get(0)?;
+    let root: Vec<u8> = row.get(1)?;
+    let Some(root) = hash_from(&root) else {
+        return Ok(Err(corrupt(
+            None,
+            format!("the root of the stored checkpoint of size {size} is not 32 bytes"),
+        )));
+    };
+    let Ok(size) = u64::try_from(size) else {
+        return Ok(Err(corrupt(None, format!("checkpoint size {size}"))));
+    };
+    Ok(Ok(StoredCheckpoint {
+        size,
+        root,
+        signed_note: row.get(2)?,
+        created_at: row.get(3)?,
+    }))
+}
+
+fn key_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<KeyRecord, Error>> {
+    let id: String = row.get(0)?;
+    let secret_hash: Vec<u8> = row.get(1)?;
+    let Some(secret_hash) = hash_from(&secret_hash) else {
+        return Ok(Err(corrupt(
+            None,
+            format!("the secret hash of API key {id} is not 32 bytes"),
+        )));
+    };
+    Ok(Ok(KeyRecord {
+        id,
+        secret_hash,
+        role: row.get(2)?,
+        tenant: row.get(3)?,
+        label: row.get(4)?,
+        created_at: row.get(5)?,
+        revoked_at: row.get(6)?,
+        expires_at: row.get(7)?,
+        last_used_at: row.get(8)?,
+        last_used_ip: row.get(9)?,
+    }))
+}
+
+/// Collects the rows of a query whose row decoder may itself find corruption.
+fn collect<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: fn(&rusqlite::Row<'_>) -> rusqlite::Result<Result<T, Error>>,
+) -> Result<Vec<T>, Error> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode(row)??);
+    }
+    Ok(out)
+}
+
+fn key_not_found(id: &str) -> Error {
+    Error::Store(StoreError::NotFound(format!("API key {id}")))
+}
+
+impl Store for SqliteStore {
+    fn load_head(&self) -> Result<ChainHead, StoreError> {
+        self.read(load_head_in)
+    }
+
+    fn append(&self, entries: &[SealedEntry], nodes: &[(NodeId, Hash)]) -> Result<(), StoreError> {
+        if entries.is_empty() && nodes.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| append_in(tx, entries, nodes))
+    }
+
+    fn scan(
+        &self,
+        filter: &Filter,
+        order: Order,
+        after_seq: Option<u64>,
+        limit: Option<u64>,
+        visit: &mut dyn FnMut(SealedEntry) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        if limit == Some(0) {
+            return Ok(());
+        }
+        self.read(
+            |conn| match query::Plan::new(conn, filter, order, after_seq)? {
+                Some(plan) => plan.run(conn, limit, visit),
+                None => Ok(()),
+            },
+        )
+    }
+
+    fn count(&self, filter: &Filter) -> Result<u64, StoreError> {
+        self.read(
+            |conn| match query::Plan::new(conn, filter, Order::Ascending, None)? {
+                Some(plan) => plan.count(conn),
+                None => Ok(0),
+            },
+        )
+    }
+
+    fn read_nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+        self.read(|conn| {
+            ids.iter()
+                .map(|id| {
+                    read_node(conn, *id)?
+                        .ok_or_else(|| Error::Store(StoreError::NotFound(node_label(*id))))
+                })
+                .collect()
+        })
+    }
+
+    fn put_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let size = to_i64(checkpoint.size, "checkpoint size")?;
+            let stored: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT root FROM checkpoints WHERE size = ?1")?
+                .query_row([size], |r| r.get(0))
+                .optional()?;
+            match stored {
+                None => {
+                    tx.prepare_cached(
+                        "INSERT INTO checkpoints (size, root, note, created_at) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![
+                        size,
+                        checkpoint.root.as_bytes(),
+                        checkpoint.signed_note,
+                        checkpoint.created_at
+                    ])?;
+                    Ok(())
+                }
+                // Checkpoints are written once: the same tree again is fine (the first
+                // signature stays), a different root for the same size means two histories.
+                Some(root) if hash_from(&root) == Some(checkpoint.root) => Ok(()),
+                Some(_) => Err(corrupt(
+                    None,
+                    format!(
+                        "a checkpoint of size {} with a different root is already stored: the \
+                         log was rewritten",
+                        checkpoint.size
+                    ),
+                )),
+            }
+        })
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.read(|conn| {
+            let sql =
+                format!("SELECT {CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY size DESC LIMIT 1");
+            Ok(collect(conn, &sql, [], checkpoint_from)?.pop())
+        })
+    }
+
+    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let Ok(size) = i64::try_from(size) else {
+            return Ok(None);
+        };
+        self.read(|conn| {
+            let sql = format!("SELECT {CHECKPOINT_COLUMNS} FROM checkpoints WHERE size = ?1");
+            Ok(collect(conn, &sql, [size], checkpoint_from)?.pop())
+        })
+    }
+
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        self.read(|conn| {
+            let sql = format!("SELECT {CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY size ASC");
+            collect(conn, &sql, [], checkpoint_from)
+        })
+    }
+
+    fn put_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let result = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO api_keys ({KEY_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ))?
+                .execute(params![
+                    key.id,
+                    key.secret_hash.as_bytes(),
+                    key.role,
+                    key.tenant,
+                    key.label,
+                    key.created_at,
+                    key.revoked_at,
+                    key.expires_at,
+                    key.last_used_at,
+                    key.last_used_ip
+                ]);
+            match result {
+                Ok(_) => Ok(()),
+                Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                    Err(backend(format!(
+                        "an API key with id {} or the same secret is already stored",
+                        key.id
+                    )))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    fn key_by_hash(&self, secret_hash: &Hash) -> Result<Option<KeyRecord>, StoreError> {
+        self.read(|conn| {
+            let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = ?1");
+            Ok(collect(conn, &sql, [secret_hash.as_bytes()], key_from)?.pop())
+        })
+    }
+
+    fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.read(|conn| {
+            let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id");
+            collect(conn, &sql, [], key_from)
+        })
+    }
+
+    fn revoke_key(&self, id: &str, at: Millis) -> Result<(), StoreError> {
+        self.write(|tx| {
+            // The first revocation time stands.
+            let n = tx
+                .prepare_cached(
+                    "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
+                )?
+                .execute(params![id, at])?;
+            if n == 0 {
+                Err(key_not_found(id))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn set_key_expiry(&self, id: &str, expires_at: Millis) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached("UPDATE api_keys SET expires_at = ?2 WHERE id = ?1")?
+                .execute(params![id, expires_at])?;
+            if n == 0 {
+                Err(key_not_found(id))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn touch_key(&self, id: &str, at: Millis, ip: Option<&str>) -> Result<(), StoreError> {
+        self.write(|tx| {
+            // Touches may land out of order (they are fire-and-forget): keep the latest.
+            let n = tx
+                .prepare_cached(
+                    "UPDATE api_keys SET last_used_at = ?2, last_used_ip = ?3 \
+                     WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2)",
+                )?
+                .execute(params![id, at, ip])?;
+            if n == 0 {
+                let known = tx
+                    .prepare_cached("SELECT 1 FROM api_keys WHERE id = ?1")?
+                    .exists([id])?;
+                if !known {
+                    return Err(key_not_found(id));
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evident_core::event::{Context, EventInput};
+    use evident_core::{Actor, ActorKind, Outcome, SealKey, Severity, Target};
+
+    fn batch(head: &mut ChainHead, n: usize) -> (Vec<SealedEntry>, Vec<(NodeId, Hash)>) {
+        let key = SealKey::new(&[9u8; 32]).unwrap();
+        let mut nodes = Vec::new();
+        let entries = (0..n)
+            .map(|i| {
+                let input = EventInput {
+                    occurred_at: None,
+                    tenant: "default".to_owned(),
+                    actor: Actor {
+                        id: format!("user-{i}"),
+                        kind: ActorKind::User,
+                        ip: Some(std::net::IpAddr::from([10, 0, 0, (i % 250) as u8])),
+                        user_agent: Some("x".repeat(200)),
+                    },
+                    action: "config.changed".to_owned(),
+                    target: Target {
+                        kind: "node".to_owned(),
+                        id: format!("node-{i}"),
+                    },
+                    outcome: Outcome::Success,
+                    severity: Severity::Notice,
+                    context: Context::from_value(&serde_json::json!({"pad": "y".repeat(500)}))
+                        .unwrap(),
+                };
+                let id = uuid::Uuid::from_u128(u128::from(head.next_seq));
+                head.append(id, 1_000, "node-a", input, &key, &mut nodes)
+            })
+            .collect();
+        (entries, nodes)
+    }
+
+    /// A full disk, simulated by capping the database's size on the writer connection: the
+    /// batch fails as `Full` with nothing of it stored, and the same connection appends again
+    /// once there is room.
+    #[test]
+    fn a_full_disk_fails_the_batch_whole_and_the_store_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("full.db")).unwrap();
+        let mut head = ChainHead::genesis();
+        let (entries, nodes) = batch(&mut head, 10);
+        store.append(&entries, &nodes).unwrap();
+        let stored = head.clone();
+
+        {
+            let conn = store.writer();
+            let pages: i64 = conn
+                .query_row("PRAGMA page_count", [], |r| r.get(0))
+                .unwrap();
+            let _: i64 = conn
+                .query_row(&format!("PRAGMA max_page_count = {}", pages + 3), [], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+        }
+        let mut next = head.clone();
+        let (big, big_nodes) = batch(&mut next, 500);
+        match store.append(&big, &big_nodes) {
+            Err(StoreError::Full(m)) => assert!(m.contains("full"), "{m}"),
+            other => panic!("expected Full, got {other:?}"),
+        }
+        assert_eq!(store.load_head().unwrap(), stored);
+        assert_eq!(store.count(&Filter::default()).unwrap(), 10);
+        assert!(store.writer().is_autocommit());
+
+        {
+            let conn = store.writer();
+            let _: i64 = conn
+                .query_row("PRAGMA max_page_count = 4294967294", [], |r| r.get(0))
+                .unwrap();
+        }
+        store.append(&big, &big_nodes).unwrap();
+        assert_eq!(store.load_head().unwrap(), next);
+        assert_eq!(store.count(&Filter::default()).unwrap(), 510);
+    }
+
+    #[test]
+    fn relative_paths_have_a_directory() {
+        assert_eq!(dir_of(Path::new("evident.db")), Path::new("."));
+        assert_eq!(dir_of(Path::new("/data/evident.db")), Path::new("/data"));
+    }
+}

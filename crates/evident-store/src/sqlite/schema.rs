@@ -1,0 +1,165 @@
+//! The SQLite schema of a node's log and its migrations, keyed by `PRAGMA user_version`: the
+//! append-only `events`, `merkle_nodes` and `checkpoints` tables with the triggers that refuse
+//! any UPDATE, DELETE or overwriting INSERT of them, the indexes that serve every query filter
+//! in sequence order, and the mutable `api_keys` table.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+/// The schema version this build writes and reads.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// Version 1. Notes on choices:
+/// - `STRICT` tables: SQLite refuses a value of the wrong type instead of storing it, so a
+///   row's columns hold what the decoder expects unless someone rebuilt the table.
+/// - `events.seq` is the rowid: the table is clustered in log order, and every secondary index
+///   ends with it implicitly, so `(column)` is `(column, seq)`: an equality filter walks its
+///   index in sequence order, either way, from any keyset cursor, with no sort.
+/// - `ip` is 16 bytes (see `codec::IpBytes`) so a CIDR block of either family is one range
+///   of that column.
+/// - The indexes of high-cardinality columns lead with a bucket of `seq` (see below): with
+///   plain `(actor_id)` indexes every row of a commit dirties another page of each, and at ten
+///   million rows ingestion slowed several times over.
+/// - `severity` is a rank (0 debug … 7 emergency) so a minimum is `>=`.
+/// - Every index costs on the ingest path (a few µs per row each, most for the random ones),
+///   so there are no more than the filters need:
+///   - none on `recorded_at`: it never decreases along `seq` (append refuses otherwise), so a
+///     time range becomes a sequence range by a binary search over the primary key;
+///   - none on `node_id`: a log holds one node (append refuses another), so a node filter
+///     matches all or nothing;
+///   - partial ones on severity, outcome and actor kind (their rare values only);
+///   - none on `id`, `occurred_at`, `user_agent` or `context`: no filter uses them.
+const V1: &str = r#"
+-- `ON CONFLICT FAIL` here and in merkle_nodes, and RAISE(FAIL) in their INSERT triggers,
+-- rather than the default ABORT: for a one-row INSERT the outcome is the same (every check
+-- runs before anything is written, and `append` rolls its whole transaction back on any
+-- error), but an INSERT that has a trigger and may ABORT makes SQLite copy each page it
+-- touches into a statement journal first, which cost a quarter of ingestion throughput.
+CREATE TABLE events (
+    seq          INTEGER PRIMARY KEY ON CONFLICT FAIL,
+    id           BLOB NOT NULL ON CONFLICT FAIL,
+    recorded_at  INTEGER NOT NULL ON CONFLICT FAIL,
+    occurred_at  INTEGER,
+    node_id      TEXT NOT NULL ON CONFLICT FAIL,
+    tenant       TEXT NOT NULL ON CONFLICT FAIL,
+    actor_id     TEXT NOT NULL ON CONFLICT FAIL,
+    actor_kind   TEXT NOT NULL ON CONFLICT FAIL,
+    ip           BLOB,
+    user_agent   TEXT,
+    action       TEXT NOT NULL ON CONFLICT FAIL,
+    target_kind  TEXT NOT NULL ON CONFLICT FAIL,
+    target_id    TEXT NOT NULL ON CONFLICT FAIL,
+    outcome      TEXT NOT NULL ON CONFLICT FAIL,
+    severity     INTEGER NOT NULL ON CONFLICT FAIL,
+    context      TEXT NOT NULL ON CONFLICT FAIL,
+    hash         BLOB NOT NULL ON CONFLICT FAIL,
+    seal         BLOB NOT NULL ON CONFLICT FAIL
+) STRICT;
+
+-- High-cardinality columns, bucketed by 8192 entries: new entries land only in the newest
+-- bucket's few pages, so a commit dirties (and writes to the WAL) a handful of index pages
+-- instead of one random page per row of a large index. A query reads bucket by bucket.
+-- `seq >> 13` must match `query::BUCKET` exactly.
+CREATE INDEX events_by_actor  ON events (seq >> 13, actor_id);
+CREATE INDEX events_by_target ON events (seq >> 13, target_id);
+CREATE INDEX events_by_ip     ON events (seq >> 13, ip);
+-- Columns with few distinct values: each value's run grows at its end, a few pages a commit.
+CREATE INDEX events_by_action ON events (action);
+CREATE INDEX events_by_tenant ON events (tenant);
+-- Columns with a handful of values: only their rare values are indexed. A filter on a common
+-- value (success, user, info) matches densely, so reading the table in order finds a page at
+-- once; a filter on a rare one reads these small indexes, which cost ingestion only for their
+-- rows.
+CREATE INDEX events_severe      ON events (severity)   WHERE severity >= 4;
+CREATE INDEX events_not_success ON events (outcome)    WHERE outcome <> 'success';
+CREATE INDEX events_not_user    ON events (actor_kind) WHERE actor_kind <> 'user';
+
+CREATE TABLE merkle_nodes (
+    level INTEGER NOT NULL ON CONFLICT FAIL,
+    idx   INTEGER NOT NULL ON CONFLICT FAIL,
+    hash  BLOB NOT NULL ON CONFLICT FAIL,
+    PRIMARY KEY (level, idx) ON CONFLICT FAIL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE checkpoints (
+    size       INTEGER PRIMARY KEY,
+    root       BLOB NOT NULL,
+    note       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
+-- Integrity layer 1: the log refuses to be edited. UPDATE and DELETE are refused outright.
+-- INSERT is refused where it would land on a stored row: `INSERT OR REPLACE` deletes the old
+-- row without firing DELETE triggers (unless a connection enables recursive_triggers), so
+-- without these a replace would rewrite history. An entry may only follow the last one.
+-- The retention pruner (a later issue) will delete old `events` rows through a flagged path:
+-- a one-row `prune_permit` table that its own transaction fills and empties, with the events
+-- DELETE trigger skipping rows the permit covers
+-- (`WHEN NOT EXISTS (SELECT 1 FROM prune_permit WHERE OLD.seq < below_seq)`).
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'evident: events are append-only: UPDATE refused'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'evident: events are append-only: DELETE refused'); END;
+CREATE TRIGGER events_no_replace BEFORE INSERT ON events
+WHEN NEW.seq <= (SELECT max(seq) FROM events)
+BEGIN SELECT RAISE(FAIL, 'evident: events are append-only: an entry can only follow the last one'); END;
+CREATE TRIGGER merkle_nodes_no_update BEFORE UPDATE ON merkle_nodes
+BEGIN SELECT RAISE(ABORT, 'evident: merkle_nodes are append-only: UPDATE refused'); END;
+CREATE TRIGGER merkle_nodes_no_delete BEFORE DELETE ON merkle_nodes
+BEGIN SELECT RAISE(ABORT, 'evident: merkle_nodes are append-only: DELETE refused'); END;
+CREATE TRIGGER merkle_nodes_no_replace BEFORE INSERT ON merkle_nodes
+WHEN EXISTS (SELECT 1 FROM merkle_nodes WHERE level = NEW.level AND idx = NEW.idx)
+BEGIN SELECT RAISE(FAIL, 'evident: merkle_nodes are append-only: a stored node cannot be replaced'); END;
+CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'evident: checkpoints are append-only: UPDATE refused'); END;
+CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'evident: checkpoints are append-only: DELETE refused'); END;
+CREATE TRIGGER checkpoints_no_replace BEFORE INSERT ON checkpoints
+WHEN EXISTS (SELECT 1 FROM checkpoints WHERE size = NEW.size)
+BEGIN SELECT RAISE(ABORT, 'evident: checkpoints are append-only: a stored checkpoint cannot be replaced'); END;
+
+-- Mutable on purpose: revocation, expiry and last use are updated in place.
+CREATE TABLE api_keys (
+    id           TEXT PRIMARY KEY,
+    secret_hash  BLOB NOT NULL UNIQUE,
+    role         TEXT NOT NULL,
+    tenant       TEXT,
+    label        TEXT,
+    created_at   INTEGER NOT NULL,
+    revoked_at   INTEGER,
+    expires_at   INTEGER,
+    last_used_at INTEGER,
+    last_used_ip TEXT
+) STRICT;
+"#;
+
+/// What a migration found wrong.
+#[derive(Debug)]
+pub(super) enum MigrateError {
+    Sql(rusqlite::Error),
+    /// The file was written by a newer build.
+    TooNew(i64),
+}
+
+impl From<rusqlite::Error> for MigrateError {
+    fn from(e: rusqlite::Error) -> MigrateError {
+        MigrateError::Sql(e)
+    }
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], in one immediate transaction so that two processes
+/// opening a new file at once cannot both create it.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(MigrateError::TooNew(version));
+    }
+    if version < 1 {
+        tx.execute_batch(V1)?;
+    }
+    if version < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,1429 @@
+//! The embedded SQLite store against its contract: durable round trips, every query filter
+//! against an in-memory oracle in both orders and across pages, append-only triggers, tampered
+//! rows, refused appends that leave nothing behind, checkpoints and API keys.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use evident_core::chain::recompute_hash;
+use evident_core::event::{Context, EventInput, Millis};
+use evident_core::merkle::{self, NodeId};
+use evident_core::{
+    Actor, ActorKind, ChainHead, Hash, Outcome, SealKey, SealedEntry, Severity, Target,
+};
+use evident_store::{
+    ActionFilter, Filter, IpFilter, KeyRecord, Order, SqliteStore, Store, StoreError,
+    StoredCheckpoint,
+};
+use std::net::IpAddr;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const BASE_TIME: Millis = 1_773_478_800_000;
+
+fn seal_key() -> SealKey {
+    SealKey::new(&[7u8; 32]).unwrap()
+}
+
+/// A log being written: the sequencer's side, to produce what the store is given.
+struct Writer {
+    head: ChainHead,
+    key: SealKey,
+    all: Vec<SealedEntry>,
+}
+
+#[derive(Clone)]
+struct Spec {
+    recorded_at: Millis,
+    node: &'static str,
+    tenant: &'static str,
+    actor: &'static str,
+    kind: ActorKind,
+    ip: Option<&'static str>,
+    user_agent: Option<&'static str>,
+    action: String,
+    target_kind: &'static str,
+    target_id: &'static str,
+    outcome: Outcome,
+    severity: Severity,
+    occurred_at: Option<Millis>,
+}
+
+impl Spec {
+    fn simple(recorded_at: Millis) -> Spec {
+        Spec {
+            recorded_at,
+            node: "node-a",
+            tenant: "default",
+            actor: "alice",
+            kind: ActorKind::User,
+            ip: Some("203.0.113.7"),
+            user_agent: Some("curl/8"),
+            action: "auth.login".to_owned(),
+            target_kind: "node",
+            target_id: "nyc-edge-01",
+            outcome: Outcome::Success,
+            severity: Severity::Info,
+            occurred_at: None,
+        }
+    }
+}
+
+impl Writer {
+    fn new() -> Writer {
+        Writer {
+            head: ChainHead::genesis(),
+            key: seal_key(),
+            all: Vec::new(),
+        }
+    }
+
+    /// Sequences `specs` as one batch: the entries and the Merkle nodes they completed.
+    fn batch(&mut self, specs: &[Spec]) -> (Vec<SealedEntry>, Vec<(NodeId, Hash)>) {
+        let mut nodes = Vec::new();
+        let mut entries = Vec::new();
+        for spec in specs {
+            let seq = self.head.next_seq;
+            let input = EventInput {
+                occurred_at: spec.occurred_at,
+                tenant: spec.tenant.to_owned(),
+                actor: Actor {
+                    id: spec.actor.to_owned(),
+                    kind: spec.kind,
+                    ip: spec.ip.map(|s| s.parse::<IpAddr>().unwrap()),
+                    user_agent: spec.user_agent.map(str::to_owned),
+                },
+                action: spec.action.clone(),
+                target: Target {
+                    kind: spec.target_kind.to_owned(),
+                    id: spec.target_id.to_owned(),
+                },
+                outcome: spec.outcome,
+                severity: spec.severity,
+                context: Context::from_value(&serde_json::json!({"n": seq, "note": "héllo"}))
+                    .unwrap(),
+            };
+            let entry = self.head.append(
+                Uuid::from_u128(0xabc0_0000 + u128::from(seq)),
+                spec.recorded_at,
+                spec.node,
+                input,
+                &self.key,
+                &mut nodes,
+            );
+            entries.push(entry);
+        }
+        (entries, nodes)
+    }
+
+    /// Sequences and stores `specs`.
+    fn append(&mut self, store: &SqliteStore, specs: &[Spec]) {
+        let (entries, nodes) = self.batch(specs);
+        store.append(&entries, &nodes).unwrap();
+        self.all.extend(entries);
+    }
+}
+
+fn temp_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evident.db");
+    (dir, path)
+}
+
+fn scan_all(store: &dyn Store, filter: &Filter, order: Order) -> Vec<SealedEntry> {
+    let mut out = Vec::new();
+    store
+        .scan(filter, order, None, None, &mut |e| {
+            out.push(e);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    out
+}
+
+fn seqs(entries: &[SealedEntry]) -> Vec<u64> {
+    entries.iter().map(|e| e.event.seq).collect()
+}
+
+#[test]
+fn append_and_load_head_round_trip_and_survive_reopen() {
+    let (_dir, path) = temp_db();
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.load_head().unwrap(), ChainHead::genesis());
+    assert!(scan_all(&store, &Filter::default(), Order::Ascending).is_empty());
+
+    let mut w = Writer::new();
+    for batch in 0..5 {
+        let specs: Vec<Spec> = (0..(batch * 3 + 1))
+            .map(|i| {
+                let mut s = Spec::simple(BASE_TIME + batch * 100 + i);
+                if i % 2 == 0 {
+                    s.ip = Some("2001:db8::7");
+                    s.user_agent = None;
+                    s.occurred_at = Some(BASE_TIME - 5);
+                }
+                s
+            })
+            .collect();
+        w.append(&store, &specs);
+        assert_eq!(store.load_head().unwrap(), w.head, "after batch {batch}");
+    }
+    assert_eq!(w.head.next_seq, 35);
+    assert_eq!(
+        scan_all(&store, &Filter::default(), Order::Ascending),
+        w.all
+    );
+    assert_eq!(store.count(&Filter::default()).unwrap(), 35);
+    // The stored nodes rebuild the same tree.
+    let ids = merkle::subtree_ids(0, 35);
+    assert_eq!(store.read_nodes(&ids).unwrap(), w.head.tree.hashes());
+    let leaf = store
+        .read_nodes(&[NodeId {
+            level: 0,
+            index: 17,
+        }])
+        .unwrap();
+    assert_eq!(leaf, vec![w.all[17].leaf_hash()]);
+    match store.read_nodes(&[NodeId {
+        level: 0,
+        index: 35,
+    }]) {
+        Err(StoreError::NotFound(m)) => assert!(m.contains("level 0, index 35"), "{m}"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    drop(store);
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.load_head().unwrap(), w.head);
+    assert_eq!(
+        scan_all(&store, &Filter::default(), Order::Ascending),
+        w.all
+    );
+    // And it keeps appending where it left off.
+    w.append(&store, &[Spec::simple(BASE_TIME + 10_000)]);
+    assert_eq!(store.load_head().unwrap(), w.head);
+    let mut reversed = w.all.clone();
+    reversed.reverse();
+    assert_eq!(
+        scan_all(&store, &Filter::default(), Order::Descending),
+        reversed
+    );
+}
+
+#[test]
+fn empty_append_is_a_no_op_and_limits_and_break_stop_early() {
+    let (_dir, path) = temp_db();
+    let store = SqliteStore::open(&path).unwrap();
+    store.append(&[], &[]).unwrap();
+    let mut w = Writer::new();
+    let specs: Vec<Spec> = (0..10).map(|i| Spec::simple(BASE_TIME + i)).collect();
+    w.append(&store, &specs);
+    let mut got = Vec::new();
+    store
+        .scan(
+            &Filter::default(),
+            Order::Ascending,
+            None,
+            Some(3),
+            &mut |e| {
+                got.push(e.event.seq);
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    assert_eq!(got, [0, 1, 2]);
+    got.clear();
+    store
+        .scan(
+            &Filter::default(),
+            Order::Descending,
+            Some(5),
+            None,
+            &mut |e| {
+                got.push(e.event.seq);
+                if got.len() == 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .unwrap();
+    assert_eq!(got, [4, 3]);
+    got.clear();
+    store
+        .scan(
+            &Filter::default(),
+            Order::Ascending,
+            None,
+            Some(0),
+            &mut |e| {
+                got.push(e.event.seq);
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    assert!(got.is_empty());
+}
+
+// ---- filters against an oracle ----
+
+const ACTORS: [(&str, ActorKind); 5] = [
+    ("alice", ActorKind::User),
+    ("bob", ActorKind::User),
+    ("svc-backup", ActorKind::Service),
+    ("evk_3f9a1c2b", ActorKind::ApiKey),
+    ("evident", ActorKind::System),
+];
+const ACTIONS: [&str; 9] = [
+    "auth.login",
+    "auth.login.failed",
+    "config",
+    "config.threshold.changed",
+    "config.key.rotated",
+    "configs.export",
+    "config_x",
+    "pcap.download",
+    "key.rotated",
+];
+const TARGETS: [(&str, &str); 6] = [
+    ("node", "nyc-edge-01"),
+    ("node", "lon-edge-02"),
+    ("user", "alice"),
+    ("key", "nyc-edge-01"),
+    ("node", "a:b"),
+    ("a", "b"),
+];
+const IPS: [Option<&str>; 10] = [
+    None,
+    Some("10.1.2.3"),
+    Some("10.1.9.9"),
+    Some("10.2.0.1"),
+    Some("192.168.1.1"),
+    Some("2001:db8::1"),
+    Some("2001:db8:0:1::5"),
+    Some("2001:db9::1"),
+    Some("203.0.113.7"),
+    Some("0.0.0.0"),
+];
+
+fn varied(i: u64) -> Spec {
+    let (actor, kind) = ACTORS[(i % 5) as usize];
+    let (target_kind, target_id) = TARGETS[(i * 5 % 6) as usize];
+    Spec {
+        // Pairs share a timestamp: time bounds must cut between equal times correctly.
+        recorded_at: BASE_TIME + (i / 2) as i64 * 10,
+        node: "node-a",
+        tenant: if i % 3 == 0 { "acme" } else { "default" },
+        actor,
+        kind,
+        ip: IPS[(i * 7 % 10) as usize],
+        user_agent: if i % 4 == 0 {
+            None
+        } else {
+            Some("Mozilla/5.0")
+        },
+        action: ACTIONS[(i * 4 % 9) as usize].to_owned(),
+        target_kind,
+        target_id,
+        outcome: Outcome::ALL[(i % 3) as usize],
+        severity: Severity::ALL[(i * 3 % 8) as usize],
+        occurred_at: (i % 5 == 0).then_some(BASE_TIME - 1000),
+    }
+}
+
+fn in_block(ip: Option<IpAddr>, block: IpFilter) -> bool {
+    // IPv4 lives at ::ffff:0:0/96 of the IPv6 space; a block of either family is a range there.
+    let as_u128 = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    };
+    let bits = match block.addr {
+        IpAddr::V4(_) => 96 + u32::from(block.prefix_len),
+        IpAddr::V6(_) => u32::from(block.prefix_len),
+    };
+    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+    ip.is_some_and(|ip| as_u128(ip) & mask == as_u128(block.addr) & mask)
+}
+
+fn cidr(text: &str) -> IpFilter {
+    let (addr, len) = text.split_once('/').unwrap();
+    IpFilter {
+        addr: addr.parse().unwrap(),
+        prefix_len: len.parse().unwrap(),
+    }
+}
+
+/// A filter and the predicate it must agree with.
+type Case<'a> = (Filter, Box<dyn Fn(&SealedEntry) -> bool + 'a>);
+
+/// Checks `filter` against `oracle` over `all`: full scans in both orders, page by page with
+/// keyset cursors, and the count.
+fn check(
+    store: &SqliteStore,
+    all: &[SealedEntry],
+    filter: &Filter,
+    oracle: &dyn Fn(&SealedEntry) -> bool,
+) -> usize {
+    check_paged(store, all, filter, oracle, &[1, 7, 50])
+}
+
+fn check_paged(
+    store: &SqliteStore,
+    all: &[SealedEntry],
+    filter: &Filter,
+    oracle: &dyn Fn(&SealedEntry) -> bool,
+    pages: &[u64],
+) -> usize {
+    let expected: Vec<&SealedEntry> = all.iter().filter(|e| oracle(e)).collect();
+    for order in [Order::Ascending, Order::Descending] {
+        let mut want: Vec<SealedEntry> = expected.iter().map(|e| (*e).clone()).collect();
+        if order == Order::Descending {
+            want.reverse();
+        }
+        let got = scan_all(store, filter, order);
+        assert_eq!(seqs(&got), seqs(&want), "{filter:?} {order:?}");
+        assert_eq!(got, want, "{filter:?} {order:?}: entries differ");
+        for &page in pages {
+            let mut paged = Vec::new();
+            let mut after = None;
+            loop {
+                let mut this = Vec::new();
+                store
+                    .scan(filter, order, after, Some(page), &mut |e| {
+                        this.push(e.event.seq);
+                        ControlFlow::Continue(())
+                    })
+                    .unwrap();
+                assert!(this.len() as u64 <= page);
+                let Some(last) = this.last() else { break };
+                after = Some(*last);
+                paged.extend(this);
+            }
+            assert_eq!(paged, seqs(&want), "{filter:?} {order:?} pages of {page}");
+        }
+    }
+    assert_eq!(
+        store.count(filter).unwrap(),
+        expected.len() as u64,
+        "count {filter:?}"
+    );
+    expected.len()
+}
+
+#[test]
+fn every_filter_returns_exactly_the_matching_entries_in_both_orders_and_pages() {
+    let (_dir, path) = temp_db();
+    let store = SqliteStore::open(&path).unwrap();
+    let mut w = Writer::new();
+    let specs: Vec<Spec> = (0..240).map(varied).collect();
+    for chunk in specs.chunks(40) {
+        w.append(&store, chunk);
+    }
+    let all = w.all.clone();
+    let time = |i: usize| all[i].event.recorded_at;
+    let f = Filter::default;
+
+    let mut cases: Vec<Case<'_>> = vec![
+        (f(), Box::new(|_| true)),
+        (
+            Filter {
+                actor: Some("bob".into()),
+                ..f()
+            },
+            Box::new(|e| e.event.actor.id == "bob"),
+        ),
+        (
+            Filter {
+                actor_kind: Some(ActorKind::System),
+                ..f()
+            },
+            Box::new(|e| e.event.actor.kind == ActorKind::System),
+        ),
+        (
+            Filter {
+                action: Some(ActionFilter::Exact("config".into())),
+                ..f()
+            },
+            Box::new(|e| e.event.action == "config"),
+        ),
+        (
+            // `config` and `config.…`, not `configs.export` nor `config_x`.
+            Filter {
+                action: Some(ActionFilter::Prefix("config".into())),
+                ..f()
+            },
+            Box::new(|e| e.event.action == "config" || e.event.action.starts_with("config.")),
+        ),
+        (
+            Filter {
+                action: Some(ActionFilter::Prefix("auth.login".into())),
+                ..f()
+            },
+            Box::new(|e| e.event.action.starts_with("auth.login")),
+        ),
+        (
+            Filter {
+                action: Some(ActionFilter::Prefix("pcap".into())),
+                ..f()
+            },
+            Box::new(|e| e.event.action == "pcap.download"),
+        ),
+        (
+            Filter {
+                target: Some("node:nyc-edge-01".into()),
+                ..f()
+            },
+            Box::new(|e| e.event.target.kind == "node" && e.event.target.id == "nyc-edge-01"),
+        ),
+        (
+            // A bare id matches any kind.
+            Filter {
+                target: Some("nyc-edge-01".into()),
+                ..f()
+            },
+            Box::new(|e| e.event.target.id == "nyc-edge-01"),
+        ),
+        (
+            // Split at the first colon: kind `node`, id `a:b`.
+            Filter {
+                target: Some("node:a:b".into()),
+                ..f()
+            },
+            Box::new(|e| e.event.target.kind == "node" && e.event.target.id == "a:b"),
+        ),
+        (
+            Filter {
+                target: Some("a:b".into()),
+                ..f()
+            },
+            Box::new(|e| e.event.target.kind == "a" && e.event.target.id == "b"),
+        ),
+        (
+            Filter {
+                tenant: Some("acme".into()),
+                ..f()
+            },
+            Box::new(|e| e.event.tenant == "acme"),
+        ),
+        (
+            // One node's log: its node matches everything.
+            Filter {
+                node: Some("node-a".into()),
+                ..f()
+            },
+            Box::new(|_| true),
+        ),
+        (
+            Filter {
+                node: Some("node-a".into()),
+                severity: Some(Severity::Error),
+                ..f()
+            },
+            Box::new(|e| e.event.severity >= Severity::Error),
+        ),
+        (
+            Filter {
+                outcome: Some(Outcome::Denied),
+                ..f()
+            },
+            Box::new(|e| e.event.outcome == Outcome::Denied),
+        ),
+        (
+            Filter {
+                from: Some(time(100)),
+                to: Some(time(201)),
+                ..f()
+            },
+            Box::new(move |e| e.event.recorded_at >= time(100) && e.event.recorded_at < time(201)),
+        ),
+        (
+            // Bounds between stored times.
+            Filter {
+                from: Some(time(30) + 3),
+                to: Some(time(61) - 3),
+                ..f()
+            },
+            Box::new(move |e| e.event.recorded_at > time(30) && e.event.recorded_at < time(61)),
+        ),
+        (
+            Filter {
+                from: Some(time(239)),
+                ..f()
+            },
+            Box::new(move |e| e.event.recorded_at >= time(239)),
+        ),
+        (
+            Filter {
+                to: Some(time(2)),
+                ..f()
+            },
+            Box::new(move |e| e.event.recorded_at < time(2)),
+        ),
+        (
+            Filter {
+                from_seq: Some(17),
+                to_seq: Some(150),
+                ..f()
+            },
+            Box::new(|e| (17..150).contains(&e.event.seq)),
+        ),
+        (
+            Filter {
+                tenant: Some("default".into()),
+                actor: Some("alice".into()),
+                severity: Some(Severity::Notice),
+                from: Some(time(20)),
+                to: Some(time(220)),
+                ..f()
+            },
+            Box::new(move |e| {
+                e.event.tenant == "default"
+                    && e.event.actor.id == "alice"
+                    && e.event.severity >= Severity::Notice
+                    && (time(20)..time(220)).contains(&e.event.recorded_at)
+            }),
+        ),
+        (
+            Filter {
+                action: Some(ActionFilter::Prefix("config".into())),
+                outcome: Some(Outcome::Failure),
+                ip: Some(cidr("10.0.0.0/8")),
+                from_seq: Some(10),
+                ..f()
+            },
+            Box::new(|e| {
+                (e.event.action == "config" || e.event.action.starts_with("config."))
+                    && e.event.outcome == Outcome::Failure
+                    && in_block(e.event.actor.ip, cidr("10.0.0.0/8"))
+                    && e.event.seq >= 10
+            }),
+        ),
+        (
+            Filter {
+                target: Some("nyc-edge-01".into()),
+                actor_kind: Some(ActorKind::User),
+                tenant: Some("acme".into()),
+                ..f()
+            },
+            Box::new(|e| {
+                e.event.target.id == "nyc-edge-01"
+                    && e.event.actor.kind == ActorKind::User
+                    && e.event.tenant == "acme"
+            }),
+        ),
+    ];
+    for severity in Severity::ALL {
+        cases.push((
+            Filter {
+                severity: Some(severity),
+                ..f()
+            },
+            Box::new(move |e| e.event.severity >= severity),
+        ));
+    }
+    for block in [
+        "10.1.2.3/32",
+        "10.1.0.0/16",
+        "10.1.2.3/16",
+        "10.0.0.0/8",
+        "192.168.0.0/16",
+        "0.0.0.0/0",
+        "0.0.0.0/32",
+        "2001:db8::1/128",
+        "2001:db8::/64",
+        "2001:db8::/32",
+        "2001:db8::/31",
+        "::/0",
+        // IPv4 as it sits in the IPv6 space.
+        "::ffff:0:0/96",
+    ] {
+        cases.push((
+            Filter {
+                ip: Some(cidr(block)),
+                ..f()
+            },
+            Box::new(move |e| in_block(e.event.actor.ip, cidr(block))),
+        ));
+    }
+    for (filter, oracle) in &cases {
+        let n = check(&store, &all, filter, oracle.as_ref());
+        assert!(
+            n > 0,
+            "{filter:?}: the data set should have matches for this case"
+        );
+    }
+
+    // Filters that match nothing, each in a different way.
+    let empty: Vec<Filter> = vec![
+        Filter {
+            actor: Some("mallory".into()),
+            ..f()
+        },
+        Filter {
+            node: Some("node-z".into()),
+            ..f()
+        },
+        Filter {
+            node: Some("node-".into()),
+            ..f()
+        },
+        Filter {
+            actor: Some("alice".into()),
+            node: Some("node-z".into()),
+            ..f()
+        },
+        Filter {
+            action: Some(ActionFilter::Prefix("conf".into())),
+            ..f()
+        },
+        Filter {
+            action: Some(ActionFilter::Exact("auth".into())),
+            ..f()
+        },
+        Filter {
+            target: Some("user:nyc-edge-01".into()),
+            ..f()
+        },
+        Filter {
+            ip: Some(cidr("172.16.0.0/12")),
+            ..f()
+        },
+        Filter {
+            ip: Some(cidr("2001:db8::2/128")),
+            ..f()
+        },
+        Filter {
+            from: Some(time(239) + 1),
+            ..f()
+        },
+        Filter {
+            to: Some(time(0)),
+            ..f()
+        },
+        Filter {
+            from: Some(time(100)),
+            to: Some(time(100)),
+            ..f()
+        },
+        Filter {
+            from_seq: Some(240),
+            ..f()
+        },
+        Filter {
+            from_seq: Some(50),
+            to_seq: Some(50),
+            ..f()
+        },
+        Filter {
+            from_seq: Some(u64::MAX),
+            ..f()
+        },
+    ];
+    for filter in &empty {
+        check(&store, &all, filter, &|_| false);
+        let mut n = 0;
+        store
+            .scan(filter, Order::Descending, Some(u64::MAX), None, &mut |_| {
+                n += 1;
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(n, 0, "{filter:?}");
+    }
+
+    // An IP filter with a prefix longer than its family allows is refused, not guessed at.
+    let bad = Filter {
+        ip: Some(IpFilter {
+            addr: "10.0.0.1".parse().unwrap(),
+            prefix_len: 33,
+        }),
+        ..f()
+    };
+    assert!(matches!(
+        store.scan(&bad, Order::Ascending, None, None, &mut |_| {
+            ControlFlow::Continue(())
+        }),
+        Err(StoreError::Backend(_))
+    ));
+}
+
+#[test]
+fn ranges_with_many_distinct_values_are_still_exact() {
+    // More distinct actions under a prefix and addresses in a block than a merge reads at once:
+    // the plan reads another way, with the same results.
+    let (_dir, path) = temp_db();
+    let store = SqliteStore::open(&path).unwrap();
+    let mut w = Writer::new();
+    let specs: Vec<Spec> = (0..1300u64)
+        .map(|i| {
+            let mut s = varied(i);
+            s.action = if i % 10 == 0 {
+                "other".to_owned()
+            } else {
+                format!("bulk.a{i}")
+            };
+            // A Spec holds 'static text: leak the test's addresses.
+            let ip = format!("10.9.{}.{}", i / 256, i % 256);
+            s.ip = Some(Box::leak(ip.into_boxed_str()));
+            s
+        })
+        .collect();
+    for chunk in specs.chunks(500) {
+        w.append(&store, chunk);
+    }
+    let all = w.all.clone();
+    let block = cidr("10.9.0.0/16");
+    let small = cidr("10.9.2.0/23");
+    let cases: Vec<Case<'_>> = vec![
+        (
+            Filter {
+                ip: Some(block),
+                ..Filter::default()
+            },
+            Box::new(move |e| in_block(e.event.actor.ip, block)),
+        ),
+        (
+            Filter {
+                action: Some(ActionFilter::Prefix("bulk".into())),
+                ..Filter::default()
+            },
+            Box::new(|e| e.event.action.starts_with("bulk.")),
+        ),
+        (
+            Filter {
+                ip: Some(small),
+                severity: Some(Severity::Error),
+                ..Filter::default()
+            },
+            Box::new(move |e| {
+                in_block(e.event.actor.ip, small) && e.event.severity >= Severity::Error
+            }),
+        ),
+        (
+            Filter {
+                ip: Some(block),
+                severity: Some(Severity::Critical),
+                ..Filter::default()
+            },
+            Box::new(move |e| {
+                in_block(e.event.actor.ip, block) && e.event.severity >= Severity::Critical
+            }),
+        ),
+    ];
+    for (filter, oracle) in &cases {
+        let n = check_paged(&store, &all, filter, oracle.as_ref(), &[97, 1000]);
+        assert!(n > 0, "{filter:?}");
+    }
+}
+
+#[test]
+fn reads_cross_index_buckets_in_order() {
+    // The high-cardinality indexes are kept in buckets of 8192 entries: a log over three
+    // buckets, with rare values in some buckets only (first, last, both sides of a boundary,
+    // none in the middle of the second), read in both orders and across pages.
+    let (_dir, path) = temp_db();
+    let store = SqliteStore::open(&path).unwrap();
+    let mut w = Writer::new();
+    let rare = [3u64, 8191, 8192, 20_000, 20_001];
+    let specs: Vec<Spec> = (0..20_002u64)
+        .map(|i| {
+            let mut s = varied(i);
+            if rare.contains(&i) {
+                s.actor = "rare";
+                s.target_kind = "node";
+                s.target_id = "rare-target";
+                s.ip = Some("198.51.100.7");
+                s.severity = Severity::Emergency;
+            }
+            s
+        })
+        .collect();
+    for chunk in specs.chunks(2500) {
+        w.append(&store, chunk);
+    }
+    let all = w.all.clone();
+    let time = |i: usize| all[i].event.recorded_at;
+    let cases: Vec<Case<'_>> = vec![
+        (
+            Filter {
+                actor: Some("rare".into()),
+                ..Filter::default()
+            },
+            Box::new(|e| e.event.actor.id == "rare"),
+        ),
+        (
+            Filter {
+                target: Some("node:rare-target".into()),
+                ..Filter::default()
+            },
+            Box::new(|e| e.event.target.id == "rare-target"),
+        ),
+        (
+            Filter {
+                ip: Some(cidr("198.51.100.7/32")),
+                ..Filter::default()
+            },
+            Box::new(|e| in_block(e.event.actor.ip, cidr("198.51.100.7/32"))),
+        ),
+        (
+            Filter {
+                ip: Some(cidr("198.51.0.0/16")),
+                ..Filter::default()
+            },
+            Box::new(|e| in_block(e.event.actor.ip, cidr("198.51.0.0/16"))),
+        ),
+        (
+            // A block covering most rows: sorted within each bucket, in order across them.
+            Filter {
+                ip: Some(cidr("10.0.0.0/8")),
+                ..Filter::default()
+            },
+            Box::new(|e| in_block(e.event.actor.ip, cidr("10.0.0.0/8"))),
+        ),
+        (
+            Filter {
+                actor: Some("alice".into()),
+                from: Some(time(8000)),
+                to: Some(time(16_500)),
+                ..Filter::default()
+            },
+            Box::new(move |e| {
+                e.event.actor.id == "alice"
+                    && (time(8000)..time(16_500)).contains(&e.event.recorded_at)
+            }),
+        ),
+        (
+            Filter {
+                actor: Some("bob".into()),
+                from_seq: Some(8185),
+                to_seq: Some(8200),
+                ..Filter::default()
+            },
+            Box::new(|e| e.event.actor.id == "bob" && (8185..8200).contains(&e.event.seq)),
+        ),
+        (
+            Filter {
+                severity: Some(Severity::Emergency),
+                ..Filter::default()
+            },
+            Box::new(|e| e.event.severity == Severity::Emergency),
+        ),
+    ];
+    for (filter, oracle) in &cases {
+        // Small pages where results are few, so that pages end inside and across buckets.
+        let broad = filter.ip == Some(cidr("10.0.0.0/8"));
+        let pages: &[u64] = if broad { &[3000] } else { &[2, 3000] };
+        let n = check_paged(&store, &all, filter, oracle.as_ref(), pages);
+        assert!(n > 0, "{filter:?}");
+    }
+    let got = seqs(&scan_all(
+        &store,
+        &Filter {
+            actor: Some("rare".into()),
+            ..Filter::default()
+        },
+        Order::Descending,
+    ));
+    assert_eq!(got, [20_001, 20_000, 8192, 8191, 3]);
+}
+
+// ---- immutability and tampering ----
+
+fn raw(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn
+}
+
+fn small_log(path: &Path) -> (SqliteStore, Writer) {
+    let store = SqliteStore::open(path).unwrap();
+    let mut w = Writer::new();
+    let specs: Vec<Spec> = (0..12).map(varied).collect();
+    w.append(&store, &specs);
+    store
+        .put_checkpoint(&StoredCheckpoint {
+            size: 12,
+            root: w.head.tree.root(),
+            signed_note: "example.org/log\n12\nroot\n".to_owned(),
+            created_at: BASE_TIME,
+        })
+        .unwrap();
+    (store, w)
+}
+
+#[test]
+fn triggers_refuse_update_and_delete_of_the_log() {
+    let (_dir, path) = temp_db();
+    let (store, w) = small_log(&path);
+    let conn = raw(&path);
+    for sql in [
+        "UPDATE events SET actor_id = 'mallory' WHERE seq = 3",
+        "UPDATE events SET seq = 100 WHERE seq = 11",
+        "DELETE FROM events WHERE seq = 11",
+        "DELETE FROM events",
+        "UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 0",
+        "DELETE FROM merkle_nodes WHERE level = 0",
+        "UPDATE checkpoints SET root = zeroblob(32)",
+        "DELETE FROM checkpoints",
+        "INSERT OR REPLACE INTO checkpoints VALUES (12, zeroblob(32), 'forged', 0)",
+        "INSERT OR REPLACE INTO merkle_nodes VALUES (0, 3, zeroblob(32))",
+        "REPLACE INTO events SELECT * FROM events WHERE seq = 4",
+        // Filling in below the last entry is not appending either.
+        "INSERT INTO events SELECT seq - 100, id, recorded_at, occurred_at, node_id, tenant, \
+         actor_id, actor_kind, ip, user_agent, action, target_kind, target_id, outcome, \
+         severity, context, hash, seal FROM events WHERE seq = 11",
+    ] {
+        let err = conn.execute_batch(sql).unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(
+        scan_all(&store, &Filter::default(), Order::Ascending),
+        w.all
+    );
+    assert_eq!(store.load_head().unwrap(), w.head);
+    assert_eq!(store.checkpoints().unwrap().len(), 1);
+    assert_eq!(store.checkpoints().unwrap()[0].root, w.head.tree.root());
+}
+
+fn drop_triggers(conn: &rusqlite::Connection) {
+    for table in ["events", "merkle_nodes", "checkpoints"] {
+        for op in ["update", "delete", "replace"] {
+            conn.execute_batch(&format!("DROP TRIGGER {table}_no_{op}"))
+                .unwrap();
+        }
+    }
+}
+
+/// Scans everything, returning the seqs visited and the error.
+fn scan_until_error(store: &SqliteStore) -> (Vec<u64>, Result<(), StoreError>) {
+    let mut visited = Vec::new();
+    let result = store.scan(&Filter::default(), Order::Ascending, None, None, &mut |e| {
+        visited.push(e.event.seq);
+        ControlFlow::Continue(())
+    });
+    (visited, result)
+}
+
+#[test]
+fn tampered_rows_decode_or_fail_with_their_seq() {
+    let (_dir, path) = temp_db();
+    let (store, w) = small_log(&path);
+    let conn = raw(&path);
+    drop_triggers(&conn);
+
+    // An edit that still decodes: the entry reads back changed, and its hash no longer
+    // matches (what the verifier checks).
+    conn.execute_batch("UPDATE events SET actor_id = 'mallory' WHERE seq = 3")
+        .unwrap();
+    let got = scan_all(&store, &Filter::default(), Order::Ascending);
+    assert_eq!(got[3].event.actor.id, "mallory");
+    let mut buf = Vec::new();
+    assert_ne!(
+        recompute_hash(&w.all[2].hash, &got[3].event, &mut buf),
+        got[3].hash
+    );
+    assert_eq!(got[4], w.all[4]);
+
+    // Edits that cannot decode: reported at their row, after the rows before it.
+    for (sql, seq) in [
+        ("UPDATE events SET actor_kind = 'wizard' WHERE seq = 5", 5),
+        (
+            "UPDATE events SET context = '{\"b\":1, \"a\":2}' WHERE seq = 5",
+            5,
+        ),
+        ("UPDATE events SET context = 'not json' WHERE seq = 6", 6),
+        ("UPDATE events SET hash = x'0102' WHERE seq = 7", 7),
+        ("UPDATE events SET seal = x'00' WHERE seq = 7", 7),
+        ("UPDATE events SET id = x'00' WHERE seq = 8", 8),
+        ("UPDATE events SET ip = x'0a000001' WHERE seq = 9", 9),
+        ("UPDATE events SET severity = 99 WHERE seq = 9", 9),
+        ("UPDATE events SET outcome = 'maybe' WHERE seq = 10", 10),
+        (
+            "UPDATE events SET tenant = 'not a tenant!' WHERE seq = 10",
+            10,
+        ),
+        ("UPDATE events SET action = 'Config..X' WHERE seq = 11", 11),
+        (
+            "UPDATE events SET actor_id = CAST(x'ff' AS TEXT) WHERE seq = 11",
+            11,
+        ),
+    ] {
+        let backup: Vec<rusqlite::types::Value> = conn
+            .query_row(
+                &format!("SELECT * FROM events WHERE seq = {seq}"),
+                [],
+                |r| (0..18).map(|i| r.get(i)).collect(),
+            )
+            .unwrap();
+        conn.execute_batch(sql).unwrap();
+        let (visited, result) = scan_until_error(&store);
+        match result {
+            Err(StoreError::Corrupt {
+                seq: Some(s),
+                problem,
+            }) => {
+                assert_eq!(s, seq, "{sql}: {problem}");
+            }
+            other => panic!("{sql}: expected Corrupt at {seq}, got {other:?}"),
+        }
+        assert_eq!(visited, (0..seq).collect::<Vec<u64>>(), "{sql}");
+        // Also when reached through an index.
+        let by_actor = store.scan(
+            &Filter {
+                tenant: Some(w.all[seq as usize].event.tenant.clone()),
+                ..Filter::default()
+            },
+            Order::Descending,
+            None,
+            None,
+            &mut |_| ControlFlow::Continue(()),
+        );
+        if !sql.contains("tenant") {
+            assert!(
+                matches!(by_actor, Err(StoreError::Corrupt { seq: Some(s), .. }) if s == seq),
+                "{sql}: {by_actor:?}"
+            );
+        }
+        // Put the row back for the next case.
+        conn.execute(&format!("DELETE FROM events WHERE seq = {seq}"), [])
+            .unwrap();
+        conn.execute(
+            "INSERT INTO events VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+            rusqlite::params_from_iter(backup),
+        )
+        .unwrap();
+    }
+    let (visited, result) = scan_until_error(&store);
+    result.unwrap();
+    assert_eq!(visited.len(), 12);
+}
+
+#[test]
+fn load_head_detects_a_frontier_that_disagrees_with_the_rows() {
+    let (_dir, path) = temp_db();
+    let (store, _w) = small_log(&path);
+    let conn = raw(&path);
+    drop_triggers(&conn);
+    let corrupt =
+        |store: &SqliteStore| matches!(store.load_head(), Err(StoreError::Corrupt { .. }));
+
+    // The last leaf does not match the last row.
+    conn.execute_batch("UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 11")
+        .unwrap();
+    assert!(corrupt(&store));
+    conn.execute_batch("DELETE FROM merkle_nodes WHERE level = 0 AND idx = 11")
+        .unwrap();
+    assert!(corrupt(&store));
+
+    // The tail of the log was cut off (rows gone, nodes left).
+    let (_dir2, path2) = temp_db();
+    let (store2, _) = small_log(&path2);
+    let conn2 = raw(&path2);
+    drop_triggers(&conn2);
+    conn2
+        .execute_batch("DELETE FROM events WHERE seq >= 10")
+        .unwrap();
+    assert!(corrupt(&store2));
+    conn2.execute_batch("DELETE FROM events").unwrap();
+    assert!(corrupt(&store2));
+
+    // A frontier node is missing.
+    let (_dir3, path3) = temp_db();
+    let (store3, _) = small_log(&path3);
+    let conn3 = raw(&path3);
+    drop_triggers(&conn3);
+    // 12 = 8 + 4: the frontier is (3, 0) and (2, 2).
+    conn3
+        .execute_batch("DELETE FROM merkle_nodes WHERE level = 3 AND idx = 0")
+        .unwrap();
+    assert!(corrupt(&store3));
+}
+
+// ---- refused appends ----
+
+#[test]
+fn appends_that_break_the_log_are_refused_and_leave_nothing() {
+    let (_dir, path) = temp_db();
+    let (store, mut w) = small_log(&path);
+    let before = store.load_head().unwrap();
+    let refused =
+        |store: &SqliteStore, entries: &[SealedEntry], nodes: &[(NodeId, Hash)], why: &str| {
+            match store.append(entries, nodes) {
+                Err(StoreError::Backend(m)) => assert!(m.contains(why), "{m}"),
+                other => panic!("expected a refusal ({why}), got {other:?}"),
+            }
+        };
+
+    // A gap: the batch starts past the next seq.
+    let mut ahead = Writer {
+        head: w.head.clone(),
+        key: seal_key(),
+        all: Vec::new(),
+    };
+    ahead.batch(&[Spec::simple(BASE_TIME + 10_000)]);
+    let (gap, gap_nodes) = ahead.batch(&[Spec::simple(BASE_TIME + 10_000)]);
+    refused(&store, &gap, &gap_nodes, "entry 13 where entry 12 is next");
+
+    // A replay of stored entries.
+    refused(&store, &w.all[11..], &[], "entry 11 where entry 12 is next");
+
+    // A batch that goes wrong in its middle: the good entries before it are not kept either.
+    let mut fork = Writer {
+        head: w.head.clone(),
+        key: seal_key(),
+        all: Vec::new(),
+    };
+    let (mut entries, nodes) = fork.batch(
+        &(0..6)
+            .map(|i| Spec::simple(BASE_TIME + 10_000 + i))
+            .collect::<Vec<_>>(),
+    );
+    entries.remove(3);
+    refused(&store, &entries, &nodes, "entry 16 where entry 15 is next");
+
+    // Another node's entry.
+    let mut other = Writer {
+        head: w.head.clone(),
+        key: seal_key(),
+        all: Vec::new(),
+    };
+    let mut spec = Spec::simple(BASE_TIME + 10_000);
+    spec.node = "node-b";
+    let (entries, nodes) = other.batch(&[Spec::simple(BASE_TIME + 10_000), spec]);
+    refused(&store, &entries, &nodes, "a log holds one node's entries");
+
+    // Time going backwards.
+    let mut back = Writer {
+        head: w.head.clone(),
+        key: seal_key(),
+        all: Vec::new(),
+    };
+    let (entries, nodes) = back.batch(&[Spec::simple(BASE_TIME - 1)]);
+    refused(
+        &store,
+        &entries,
+        &nodes,
+        "recording time must not go backwards",
+    );
+
+    // A Merkle node written twice (after the entries were inserted in the same transaction).
+    let mut dup = Writer {
+        head: w.head.clone(),
+        key: seal_key(),
+        all: Vec::new(),
+    };
+    let (entries, mut nodes) = dup.batch(&[Spec::simple(BASE_TIME + 20_000)]);
+    nodes.push((NodeId { level: 0, index: 0 }, Hash::ZERO));
+    refused(&store, &entries, &nodes, "level 0, index 0");
+
+    // Nothing of any of that was stored, and the store still appends.
+    assert_eq!(store.load_head().unwrap(), before);
+    assert_eq!(store.count(&Filter::default()).unwrap(), 12);
+    assert!(matches!(
+        store.read_nodes(&[NodeId {
+            level: 0,
+            index: 12
+        }]),
+        Err(StoreError::NotFound(_))
+    ));
+    w.append(
+        &store,
+        &[
+            Spec::simple(BASE_TIME + 30_000),
+            Spec::simple(BASE_TIME + 30_000),
+        ],
+    );
+    assert_eq!(store.load_head().unwrap(), w.head);
+    assert_eq!(
+        scan_all(&store, &Filter::default(), Order::Ascending),
+        w.all
+    );
+}
+
+#[test]
+fn a_non_canonical_ip_is_refused_not_rewritten() {
+    let (_dir, path) = temp_db();
+    let store = SqliteStore::open(&path).unwrap();
+    let mut w = Writer::new();
+    let (mut entries, nodes) = w.batch(&[Spec::simple(BASE_TIME)]);
+    // Bypasses validation (which would have made it IPv4): the store must not change it.
+    entries[0].event.actor.ip = Some("::ffff:203.0.113.7".parse().unwrap());
+    assert!(matches!(
+        store.append(&entries, &nodes),
+        Err(StoreError::Backend(_))
+    ));
+    assert_eq!(store.count(&Filter::default()).unwrap(), 0);
+}
+
+// ---- concurrency ----
+
+#[test]
+fn a_long_read_does_not_block_appends_and_sees_one_snapshot() {
+    let (_dir, path) = temp_db();
+    let (store, mut w) = small_log(&path);
+    let store = std::sync::Arc::new(store);
+    let (started_tx, started_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            store
+                .scan(&Filter::default(), Order::Ascending, None, None, &mut |e| {
+                    if seen.is_empty() {
+                        started_tx.send(()).unwrap();
+                        // Hold the read open until the writer has committed (bounded wait).
+                        let _ = go_rx.recv_timeout(Duration::from_secs(20));
+                    }
+                    seen.push(e.event.seq);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            seen
+        })
+    };
+    started_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let t = Instant::now();
+    w.append(&store, &[Spec::simple(BASE_TIME + 50_000)]);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "append waited for a reader"
+    );
+    assert_eq!(store.count(&Filter::default()).unwrap(), 13);
+    go_tx.send(()).unwrap();
+    let seen = reader.join().unwrap();
+    // The read began before the append: it sees the log as it was, whole.
+    assert_eq!(seen, (0..12).collect::<Vec<u64>>());
+}
+
+// ---- checkpoints and keys ----
+
+#[test]
+fn checkpoints_are_kept_once_each_and_listed_in_order() {
+    let (_dir, path) = temp_db();
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.latest_checkpoint().unwrap(), None);
+    assert!(store.checkpoints().unwrap().is_empty());
+    let cp = |size: u64, root: u8| StoredCheckpoint {
+        size,
+        root: Hash([root; 32]),
+        signed_note: format!("example.org/log\n{size}\n\n— sig {root}\n"),
+        created_at: BASE_TIME + size as i64,
+    };
+    store.put_checkpoint(&cp(10, 1)).unwrap();
+    store.put_checkpoint(&cp(30, 3)).unwrap();
+    store.put_checkpoint(&cp(20, 2)).unwrap();
+    assert_eq!(store.latest_checkpoint().unwrap(), Some(cp(30, 3)));
+    assert_eq!(store.checkpoint_at(20).unwrap(), Some(cp(20, 2)));
+    assert_eq!(store.checkpoint_at(21).unwrap(), None);
+    assert_eq!(store.checkpoint_at(u64::MAX).unwrap(), None);
+    assert_eq!(
+        store.checkpoints().unwrap(),
+        vec![cp(10, 1), cp(20, 2), cp(30, 3)]
+    );
+    // The same tree signed again: accepted, the first note stays.
+    let mut again = cp(20, 2);
+    again.signed_note.push_str("cosig\n");
+    store.put_checkpoint(&again).unwrap();
+    assert_eq!(store.checkpoint_at(20).unwrap(), Some(cp(20, 2)));
+    // Another root for a size already signed: two histories, refused.
+    assert!(matches!(
+        store.put_checkpoint(&cp(20, 9)),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert_eq!(store.checkpoints().unwrap().len(), 3);
+}
+
+#[test]
+fn api_keys_are_stored_found_revoked_expired_and_touched() {
+    let (_dir, path) = temp_db();
+    let store = SqliteStore::open(&path).unwrap();
+    let key = |id: &str, secret: u8| KeyRecord {
+        id: id.to_owned(),
+        secret_hash: Hash([secret; 32]),
+        role: "admin".to_owned(),
+        tenant: Some("acme".to_owned()),
+        label: Some("ci".to_owned()),
+        created_at: BASE_TIME,
+        revoked_at: None,
+        expires_at: None,
+        last_used_at: None,
+        last_used_ip: None,
+    };
+    store.put_key(&key("evk_00000001", 1)).unwrap();
+    let mut second = key("evk_00000002", 2);
+    second.tenant = None;
+    second.label = None;
+    second.created_at = BASE_TIME + 1;
+    store.put_key(&second).unwrap();
+    assert_eq!(
+        store.key_by_hash(&Hash([1; 32])).unwrap(),
+        Some(key("evk_00000001", 1))
+    );
+    assert_eq!(store.key_by_hash(&Hash([3; 32])).unwrap(), None);
+    assert_eq!(
+        store.keys().unwrap(),
+        vec![key("evk_00000001", 1), second.clone()]
+    );
+    // Neither the id nor the secret may be reused.
+    assert!(matches!(
+        store.put_key(&key("evk_00000001", 5)),
+        Err(StoreError::Backend(_))
+    ));
+    assert!(matches!(
+        store.put_key(&key("evk_00000009", 2)),
+        Err(StoreError::Backend(_))
+    ));
+
+    store.revoke_key("evk_00000001", BASE_TIME + 100).unwrap();
+    store.revoke_key("evk_00000001", BASE_TIME + 200).unwrap();
+    store
+        .set_key_expiry("evk_00000002", BASE_TIME + 300)
+        .unwrap();
+    store
+        .touch_key("evk_00000002", BASE_TIME + 50, Some("203.0.113.7"))
+        .unwrap();
+    // A late, older touch does not move last use backwards.
+    store
+        .touch_key("evk_00000002", BASE_TIME + 40, Some("198.51.100.1"))
+        .unwrap();
+    let keys = store.keys().unwrap();
+    assert_eq!(keys[0].revoked_at, Some(BASE_TIME + 100));
+    assert_eq!(keys[1].expires_at, Some(BASE_TIME + 300));
+    assert_eq!(keys[1].last_used_at, Some(BASE_TIME + 50));
+    assert_eq!(keys[1].last_used_ip.as_deref(), Some("203.0.113.7"));
+    store
+        .touch_key("evk_00000002", BASE_TIME + 60, None)
+        .unwrap();
+    let k = store.key_by_hash(&Hash([2; 32])).unwrap().unwrap();
+    assert_eq!(
+        (k.last_used_at, k.last_used_ip),
+        (Some(BASE_TIME + 60), None)
+    );
+    for result in [
+        store.revoke_key("evk_nope", BASE_TIME),
+        store.set_key_expiry("evk_nope", BASE_TIME),
+        store.touch_key("evk_nope", BASE_TIME, None),
+    ] {
+        assert!(matches!(result, Err(StoreError::NotFound(m)) if m.contains("evk_nope")));
+    }
+    // Keys are mutable, the log is not: no trigger stands in the way here.
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.keys().unwrap().len(), 2);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let (_dir, path) = temp_db();
+    drop(SqliteStore::open(&path).unwrap());
+    raw(&path)
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    match SqliteStore::open(&path) {
+        Err(StoreError::Backend(m)) => assert!(m.contains("schema version 99"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
