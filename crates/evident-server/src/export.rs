@@ -1,0 +1,524 @@
+//! Writers that get events out of the store, synchronous and streaming: the self-verifying
+//! NDJSON bundle (format owned by `evident_core::export`), CSV (RFC 4180, spreadsheet formula
+//! injection neutralized), and JSON pages with their event form. The HTTP layer runs them on a
+//! blocking thread and streams their output; they hold at most one chunk of rows in memory.
+
+use crate::scan::scan_chunked;
+use evident_core::chain::GENESIS_PREV_HASH;
+use evident_core::event::{Millis, format_rfc3339_millis};
+use evident_core::export::{
+    ExportEntry, ExportHeader, HeaderConsistency, RunEnd, RunStart, entry_line,
+    header_line_with_consistency, run_nodes, trailer_line,
+};
+use evident_core::merkle;
+use evident_core::{Hash, SealedEntry};
+use evident_store::{Filter, Order, Store, StoreError, StoredCheckpoint};
+use serde_json::Value;
+use std::io::Write;
+use std::ops::ControlFlow;
+
+/// The CSV header row, in order.
+pub const CSV_COLUMNS: [&str; 15] = [
+    "timestamp",
+    "node_id",
+    "tenant",
+    "actor",
+    "actor_kind",
+    "action",
+    "target",
+    "ip_address",
+    "user_agent",
+    "outcome",
+    "severity",
+    "context",
+    "seq",
+    "hash",
+    "seal",
+];
+
+/// Errors while writing an export.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportWriteError {
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("writing the export: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("consistency proof asked from size {from}, beyond the checkpoint's size {size}")]
+    ConsistencyBeyondCheckpoint { from: u64, size: u64 },
+    #[error("stored Merkle nodes do not match what the export needs: {0}")]
+    MissingNodes(String),
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExportSummary {
+    pub entries: u64,
+    pub runs: u64,
+}
+
+/// What a bundle covers.
+#[derive(Debug, Clone)]
+pub struct BundleRequest {
+    pub node_id: String,
+    /// The checkpoint every run is tied to; only entries below its size are exported.
+    pub checkpoint: StoredCheckpoint,
+    pub filter: Filter,
+    /// The query, as a JSON object, informational (written canonically into the header).
+    pub query: Value,
+    pub exported_at: Millis,
+    /// At most this many entries.
+    pub limit: Option<u64>,
+    /// Put in the header a consistency proof from this older tree size to the checkpoint's,
+    /// for a verifier that trusts an older checkpoint (omitted when 0 or equal to the size).
+    pub consistency_from: Option<u64>,
+}
+
+/// Writes the self-verifying NDJSON bundle: header, entries (ascending) with run markers, and
+/// trailer, one line each.
+pub fn write_bundle(
+    store: &dyn Store,
+    request: &BundleRequest,
+    out: &mut dyn Write,
+) -> Result<ExportSummary, ExportWriteError> {
+    let size = request.checkpoint.size;
+    let header = ExportHeader {
+        node_id: request.node_id.clone(),
+        checkpoint: request.checkpoint.signed_note.clone(),
+        query: evident_core::canonical::canonical_json(&request.query),
+        exported_at: request.exported_at,
+    };
+    let consistency = match request.consistency_from {
+        Some(from) if from > size => {
+            return Err(ExportWriteError::ConsistencyBeyondCheckpoint { from, size });
+        }
+        Some(from) if from > 0 && from < size => {
+            let plan = merkle::consistency_plan(from, size)
+                .map_err(|e| ExportWriteError::MissingNodes(e.to_string()))?;
+            let hashes = read_exact_nodes(store, plan.nodes())?;
+            let proof = plan
+                .assemble(&hashes)
+                .map_err(|e| ExportWriteError::MissingNodes(e.to_string()))?;
+            Some(HeaderConsistency {
+                from_size: from,
+                proof,
+            })
+        }
+        _ => None,
+    };
+    write_line(
+        out,
+        &header_line_with_consistency(&header, consistency.as_ref()),
+    )?;
+
+    let mut filter = request.filter.clone();
+    filter.to_seq = Some(filter.to_seq.map_or(size, |t| t.min(size)));
+    let mut summary = ExportSummary::default();
+    // The entry read but not yet written: whether it ends its run depends on the next one.
+    let mut pending: Option<(SealedEntry, Option<RunStart>)> = None;
+    scan_chunked(
+        store,
+        &filter,
+        Order::Ascending,
+        request.limit,
+        &mut |entry| -> Result<ControlFlow<()>, ExportWriteError> {
+            let continues = pending
+                .as_ref()
+                .is_some_and(|(p, _)| p.event.seq.checked_add(1) == Some(entry.event.seq));
+            if let Some((p, start)) = pending.take() {
+                let end = if continues {
+                    None
+                } else {
+                    Some(run_end(store, p.event.seq + 1, size)?)
+                };
+                write_entry(out, p, start, end, &mut summary)?;
+            }
+            let start = if continues {
+                None
+            } else {
+                summary.runs += 1;
+                Some(run_start(store, entry.event.seq, size)?)
+            };
+            pending = Some((entry, start));
+            Ok(ControlFlow::Continue(()))
+        },
+    )?;
+    if let Some((p, start)) = pending.take() {
+        let end = run_end(store, p.event.seq + 1, size)?;
+        write_entry(out, p, start, Some(end), &mut summary)?;
+    }
+    write_line(out, &trailer_line(summary.entries, summary.runs))?;
+    out.flush()?;
+    Ok(summary)
+}
+
+fn write_entry(
+    out: &mut dyn Write,
+    entry: SealedEntry,
+    run_start: Option<RunStart>,
+    run_end: Option<RunEnd>,
+    summary: &mut ExportSummary,
+) -> Result<(), ExportWriteError> {
+    let line = entry_line(&ExportEntry {
+        entry,
+        run_start,
+        run_end,
+    });
+    write_line(out, &line)?;
+    summary.entries += 1;
+    Ok(())
+}
+
+fn write_line(out: &mut dyn Write, line: &str) -> std::io::Result<()> {
+    out.write_all(line.as_bytes())?;
+    if !line.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Run marker for a run starting at `start`: the chain predecessor and the tree `[0, start)`.
+fn run_start(store: &dyn Store, start: u64, size: u64) -> Result<RunStart, ExportWriteError> {
+    let prev_hash = if start == 0 {
+        GENESIS_PREV_HASH
+    } else {
+        entry_hash_at(store, start - 1)?
+    };
+    let (left_ids, _) = run_nodes(start, start, size);
+    let left = read_exact_nodes(store, &left_ids)?;
+    Ok(RunStart { prev_hash, left })
+}
+
+/// Run marker for a run ending before `end`: the subtrees covering `[end, size)`.
+fn run_end(store: &dyn Store, end: u64, size: u64) -> Result<RunEnd, ExportWriteError> {
+    let (_, right_ids) = run_nodes(end, end, size);
+    let right = read_exact_nodes(store, &right_ids)?;
+    Ok(RunEnd { right })
+}
+
+fn read_exact_nodes(
+    store: &dyn Store,
+    ids: &[merkle::NodeId],
+) -> Result<Vec<Hash>, ExportWriteError> {
+    let hashes = store.read_nodes(ids)?;
+    if hashes.len() != ids.len() {
+        return Err(ExportWriteError::MissingNodes(format!(
+            "asked for {} nodes, got {}",
+            ids.len(),
+            hashes.len()
+        )));
+    }
+    Ok(hashes)
+}
+
+fn entry_hash_at(store: &dyn Store, seq: u64) -> Result<Hash, ExportWriteError> {
+    let mut found = None;
+    let filter = Filter {
+        from_seq: Some(seq),
+        to_seq: Some(seq + 1),
+        ..Filter::default()
+    };
+    store.scan(&filter, Order::Ascending, None, Some(1), &mut |entry| {
+        found = Some(entry.hash);
+        ControlFlow::Break(())
+    })?;
+    found.ok_or_else(|| StoreError::NotFound(format!("entry {seq}")).into())
+}
+
+/// A CSV cell with spreadsheet formula injection neutralized: a cell that a spreadsheet would
+/// run as a formula gets a leading apostrophe.
+pub fn csv_cell(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{text}").into(),
+        _ => text.into(),
+    }
+}
+
+/// The CSV row of one entry, in [`CSV_COLUMNS`] order.
+pub fn csv_row(entry: &SealedEntry) -> [String; 15] {
+    let e = &entry.event;
+    let cell = |s: &str| csv_cell(s).into_owned();
+    [
+        format_rfc3339_millis(e.recorded_at),
+        cell(&e.node_id),
+        cell(&e.tenant),
+        cell(&e.actor.id),
+        e.actor.kind.as_str().to_owned(),
+        cell(&e.action),
+        cell(&format!("{}:{}", e.target.kind, e.target.id)),
+        e.actor.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        cell(e.actor.user_agent.as_deref().unwrap_or("")),
+        e.outcome.as_str().to_owned(),
+        e.severity.as_str().to_owned(),
+        cell(e.context.as_str()),
+        e.seq.to_string(),
+        entry.hash.to_hex(),
+        entry.seal.to_hex(),
+    ]
+}
+
+/// Writes matching entries as CSV (RFC 4180: CRLF line ends, quoting as needed) with the
+/// header row first.
+pub fn write_csv(
+    store: &dyn Store,
+    filter: &Filter,
+    order: Order,
+    limit: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<ExportSummary, ExportWriteError> {
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(out);
+    writer.write_record(CSV_COLUMNS).map_err(csv_io)?;
+    let mut summary = ExportSummary::default();
+    scan_chunked(store, filter, order, limit, &mut |entry| -> Result<
+        ControlFlow<()>,
+        ExportWriteError,
+    > {
+        writer.write_record(csv_row(&entry)).map_err(csv_io)?;
+        summary.entries += 1;
+        Ok(ControlFlow::Continue(()))
+    })?;
+    writer.flush()?;
+    Ok(summary)
+}
+
+fn csv_io(e: csv::Error) -> ExportWriteError {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => ExportWriteError::Io(io),
+        other => ExportWriteError::Io(std::io::Error::other(format!("{other:?}"))),
+    }
+}
+
+/// The JSON form of a stored entry in API responses: the core's event JSON (keys in its
+/// order, times RFC 3339 UTC with milliseconds, `context` as an object) followed by `hash`
+/// and `seal`.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct EntryJson<'a> {
+    #[serde(flatten)]
+    event: &'a evident_core::Event,
+    hash: &'a Hash,
+    seal: &'a Hash,
+}
+
+impl<'a> EntryJson<'a> {
+    pub fn new(entry: &'a SealedEntry) -> EntryJson<'a> {
+        EntryJson {
+            event: &entry.event,
+            hash: &entry.hash,
+            seal: &entry.seal,
+        }
+    }
+}
+
+/// One page of a JSON query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub entries: Vec<SealedEntry>,
+    /// The seq to continue after, when more entries match.
+    pub next_after: Option<u64>,
+}
+
+/// Reads one page: up to `limit` matching entries after `after` in `order`.
+pub fn query_page(
+    store: &dyn Store,
+    filter: &Filter,
+    order: Order,
+    after: Option<u64>,
+    limit: u64,
+) -> Result<Page, StoreError> {
+    let mut entries = Vec::with_capacity(limit.min(1024) as usize);
+    let mut more = false;
+    // One extra row tells whether there is a next page, so the last page has no cursor.
+    store.scan(filter, order, after, Some(limit + 1), &mut |entry| {
+        if entries.len() as u64 == limit {
+            more = true;
+            return ControlFlow::Break(());
+        }
+        entries.push(entry);
+        ControlFlow::Continue(())
+    })?;
+    let next_after = if more {
+        entries.last().map(|e: &SealedEntry| e.event.seq)
+    } else {
+        None
+    };
+    Ok(Page {
+        entries,
+        next_after,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_get_an_apostrophe() {
+        assert_eq!(csv_cell("=SUM(A1)"), "'=SUM(A1)");
+        assert_eq!(csv_cell("+1"), "'+1");
+        assert_eq!(csv_cell("-1"), "'-1");
+        assert_eq!(csv_cell("@cmd"), "'@cmd");
+        assert_eq!(csv_cell("\tx"), "'\tx");
+        assert_eq!(csv_cell("\rx"), "'\rx");
+        assert_eq!(csv_cell("alice"), "alice");
+        assert_eq!(csv_cell(""), "");
+        assert_eq!(csv_cell("a=b"), "a=b");
+    }
+}
+
+#[cfg(test)]
+mod bundle_tests {
+    use super::*;
+    use crate::test_support::{event_json, faulty_node, test_config};
+    use evident_core::EventInput;
+    use evident_core::export::ExportVerifier;
+
+    fn fill(node: &crate::node::Node, actors: &[&str]) {
+        for actor in actors {
+            let input = EventInput::from_json(&event_json(actor, "auth.login")).unwrap();
+            node.sequencer().append_blocking(vec![input]).unwrap();
+        }
+    }
+
+    fn check(node: &crate::node::Node, bytes: &[u8]) -> evident_core::export::ExportReport {
+        let mut v = ExportVerifier::new(node.files().verifier(), None);
+        let text = std::str::from_utf8(bytes).unwrap();
+        assert!(text.ends_with('\n'));
+        for line in text.lines() {
+            v.push_line(line.as_bytes()).unwrap();
+        }
+        v.finish().unwrap()
+    }
+
+    fn bundle(
+        node: &crate::node::Node,
+        filter: Filter,
+        limit: Option<u64>,
+    ) -> (Vec<u8>, ExportSummary) {
+        let checkpoint = node.sequencer().force_checkpoint_blocking().unwrap();
+        let request = BundleRequest {
+            node_id: node.files().node_id().to_owned(),
+            checkpoint,
+            filter,
+            query: serde_json::json!({"actor": "x"}),
+            exported_at: 1_700_000_000_000,
+            limit,
+            consistency_from: None,
+        };
+        let mut out = Vec::new();
+        let summary = write_bundle(&**node.store(), &request, &mut out).unwrap();
+        (out, summary)
+    }
+
+    #[test]
+    fn whole_and_filtered_bundles_verify_offline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (node, _) = faulty_node(test_config(tmp.path()));
+        fill(
+            &node,
+            &["alice", "bob", "alice", "alice", "carol", "bob", "alice"],
+        );
+
+        let (out, summary) = bundle(&node, Filter::default(), None);
+        assert_eq!(
+            summary,
+            ExportSummary {
+                entries: 7,
+                runs: 1
+            }
+        );
+        let report = check(&node, &out);
+        assert_eq!(report.entries, 7);
+        assert_eq!(report.checkpoint_size, 7);
+
+        // alice is at 0, 2, 3, 6: three runs.
+        let alice = Filter {
+            actor: Some("alice".to_owned()),
+            ..Filter::default()
+        };
+        let (out, summary) = bundle(&node, alice.clone(), None);
+        assert_eq!(
+            summary,
+            ExportSummary {
+                entries: 4,
+                runs: 3
+            }
+        );
+        let report = check(&node, &out);
+        assert_eq!((report.entries, report.runs), (4, 3));
+        assert_eq!((report.first_seq, report.last_seq), (Some(0), Some(6)));
+
+        let (out, summary) = bundle(&node, alice, Some(2));
+        assert_eq!(
+            summary,
+            ExportSummary {
+                entries: 2,
+                runs: 2
+            }
+        );
+        assert_eq!(check(&node, &out).entries, 2);
+        node.shutdown();
+    }
+
+    #[test]
+    fn a_bundle_is_cut_at_its_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (node, _) = faulty_node(test_config(tmp.path()));
+        fill(&node, &["a", "b", "c"]);
+        let checkpoint = node.sequencer().force_checkpoint_blocking().unwrap();
+        fill(&node, &["d", "e"]);
+        let request = BundleRequest {
+            node_id: node.files().node_id().to_owned(),
+            checkpoint,
+            filter: Filter::default(),
+            query: serde_json::json!({}),
+            exported_at: 0,
+            limit: None,
+            consistency_from: None,
+        };
+        let mut out = Vec::new();
+        let summary = write_bundle(&**node.store(), &request, &mut out).unwrap();
+        assert_eq!(summary.entries, 3);
+        assert_eq!(check(&node, &out).checkpoint_size, 3);
+        node.shutdown();
+    }
+
+    #[test]
+    fn csv_has_the_exact_header_and_one_row_per_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (node, _) = faulty_node(test_config(tmp.path()));
+        fill(&node, &["=cmd|' /C calc'!A0", "bob"]);
+        let mut out = Vec::new();
+        let summary = write_csv(
+            &**node.store(),
+            &Filter::default(),
+            Order::Ascending,
+            None,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(summary.entries, 2);
+        let text = String::from_utf8(out).unwrap();
+        let mut lines = text.split("\r\n");
+        assert_eq!(
+            lines.next().unwrap(),
+            "timestamp,node_id,tenant,actor,actor_kind,action,target,ip_address,user_agent,outcome,severity,context,seq,hash,seal"
+        );
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(&rows[0][3], "'=cmd|' /C calc'!A0");
+        assert_eq!(&rows[1][3], "bob");
+        assert_eq!(&rows[1][6], "node:nyc-edge-01");
+        assert_eq!(&rows[1][7], "203.0.113.7");
+        assert_eq!(&rows[1][11], r#"{"new":7,"old":5}"#);
+        assert_eq!(&rows[1][12], "1");
+        assert!(
+            rows[1][0].ends_with('Z') && rows[1][0].len() == 24,
+            "{}",
+            &rows[1][0]
+        );
+        assert_eq!(rows[1][13].len(), 64);
+        node.shutdown();
+    }
+}

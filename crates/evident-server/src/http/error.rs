@@ -1,0 +1,155 @@
+//! The API's one error shape, `{"error":{"code","message","field"?,"index"?}}`, with the HTTP
+//! status each kind of failure gets. Handlers return [`ApiError`]; nothing else writes errors.
+
+use crate::auth::AuthFailure;
+use crate::sequencer::SequencerError;
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use evident_store::StoreError;
+
+/// The error body.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `invalid_event`, `unknown_parameter`.
+    pub code: &'static str,
+    /// Human-readable statement of the problem.
+    pub message: String,
+    /// The offending field (dotted path) or query parameter, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Index (from 0) of the offending event in a batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub detail: ErrorDetail,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            detail: ErrorDetail {
+                code,
+                message: message.into(),
+                field: None,
+                index: None,
+            },
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
+        self.detail.field = Some(field.into());
+        self
+    }
+
+    pub fn with_index(mut self, index: usize) -> ApiError {
+        self.detail.index = Some(index);
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// A bad query parameter value.
+    pub fn bad_param(name: &str, message: impl Into<String>) -> ApiError {
+        ApiError::bad_request("invalid_parameter", message).with_field(name)
+    }
+
+    pub fn unauthorized(failure: AuthFailure) -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            failure.to_string(),
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        tracing::error!(%message, "internal error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    pub fn shutting_down() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the node is shutting down; retry on another node or later",
+        )
+    }
+
+    pub fn from_store(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Full(m) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                format!("storage full: {m}"),
+            ),
+            StoreError::NotFound(m) => ApiError::not_found(format!("not found: {m}")),
+            other => ApiError::internal(format!("storage: {other}")),
+        }
+    }
+
+    pub fn from_sequencer(e: SequencerError) -> ApiError {
+        match e {
+            SequencerError::StorageFull(m) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                format!("storage full, nothing was stored: {m}"),
+            ),
+            SequencerError::ShuttingDown => ApiError::shutting_down(),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+
+    /// A blocking task that panicked or was cancelled.
+    pub fn from_join(e: tokio::task::JoinError) -> ApiError {
+        ApiError::internal(format!("background task failed: {e}"))
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.detail.code,
+            self.detail.message
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let unauthorized = self.status == StatusCode::UNAUTHORIZED;
+        let mut response = (self.status, Json(ErrorBody { error: self.detail })).into_response();
+        if unauthorized {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"evident\""),
+            );
+        }
+        response
+    }
+}

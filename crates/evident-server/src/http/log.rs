@@ -1,0 +1,409 @@
+//! `GET /api/v1/audit-log`: query with filters, as a JSON page with an opaque cursor, or the
+//! whole match streamed as the self-verifying NDJSON bundle or as CSV.
+//!
+//! Order: JSON pages default to newest first (`desc`), what an investigator wants to see;
+//! CSV defaults to oldest first (`asc`); the NDJSON bundle is always ascending (its run
+//! markers need it), so `order=desc` is refused there. The cursor is only for JSON pages.
+
+use super::AppState;
+use super::error::ApiError;
+use super::params::Params;
+use super::stream::stream_response;
+use crate::auth::Caller;
+use crate::export::{self, BundleRequest, EntryJson};
+use crate::sequencer::now_ms;
+use axum::Extension;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use evident_core::event::{self, ActorKind, Outcome, Severity};
+use evident_store::{ActionFilter, Filter, IpFilter, Order};
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+
+/// Every parameter the route accepts.
+pub const PARAMS: [&str; 16] = [
+    "from",
+    "to",
+    "actor",
+    "actor_kind",
+    "action",
+    "target",
+    "ip",
+    "tenant",
+    "node",
+    "severity",
+    "outcome",
+    "limit",
+    "cursor",
+    "order",
+    "format",
+    "consistency_from",
+];
+
+/// Default page size of JSON pages.
+pub const DEFAULT_LIMIT: u64 = 100;
+/// Largest page size of JSON pages.
+pub const MAX_LIMIT: u64 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Ndjson,
+    Csv,
+}
+
+/// One JSON page.
+#[derive(serde::Serialize)]
+struct PageJson<'a> {
+    events: Vec<EntryJson<'a>>,
+    next_cursor: Option<String>,
+}
+
+fn order_byte(order: Order) -> u8 {
+    match order {
+        Order::Ascending => b'a',
+        Order::Descending => b'd',
+    }
+}
+
+/// An opaque cursor: base64url of the order and the last sequence number served.
+pub fn encode_cursor(order: Order, seq: u64) -> String {
+    let mut raw = [0u8; 9];
+    raw[0] = order_byte(order);
+    raw[1..].copy_from_slice(&seq.to_be_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(text: &str, order: Order) -> Result<u64, ApiError> {
+    let bad = || ApiError::bad_param("cursor", "cursor is not one this server issued");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| bad())?;
+    let [tag, rest @ ..] = raw.as_slice() else {
+        return Err(bad());
+    };
+    let seq: [u8; 8] = rest.try_into().map_err(|_| bad())?;
+    if *tag != order_byte(order) {
+        if matches!(tag, b'a' | b'd') {
+            return Err(ApiError::bad_param(
+                "cursor",
+                "cursor was issued for the other order; keep the same order while paging",
+            ));
+        }
+        return Err(bad());
+    }
+    Ok(u64::from_be_bytes(seq))
+}
+
+fn parse_ip_filter(text: &str) -> Result<IpFilter, String> {
+    let (addr_text, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr_text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IP address or CIDR network"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix_len = match prefix {
+        None => max,
+        Some(p) => p
+            .parse::<u8>()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| format!("{text:?}: prefix length must be 0 to {max}"))?,
+    };
+    Ok(IpFilter { addr, prefix_len })
+}
+
+fn parse_action(text: &str) -> Result<ActionFilter, String> {
+    match text.strip_suffix(".*") {
+        Some(prefix) => event::validate_action(prefix)
+            .map(|()| ActionFilter::Prefix(prefix.to_owned()))
+            .map_err(|e| e.problem),
+        None => event::validate_action(text)
+            .map(|()| ActionFilter::Exact(text.to_owned()))
+            .map_err(|e| e.problem),
+    }
+}
+
+/// The filter the parameters describe, with the caller's tenant scope applied.
+fn filter_from(params: &Params, caller: &Caller) -> Result<Filter, ApiError> {
+    let mut filter = Filter {
+        from: params.parse_with("from", event::parse_timestamp)?,
+        to: params.parse_with("to", event::parse_timestamp)?,
+        actor: params.get("actor").map(str::to_owned),
+        actor_kind: params.parse_with("actor_kind", |v| {
+            ActorKind::from_name(v).ok_or("expected user, service, api_key or system")
+        })?,
+        action: params.parse_with("action", parse_action)?,
+        target: params.get("target").map(str::to_owned),
+        ip: params.parse_with("ip", parse_ip_filter)?,
+        tenant: params.parse_with("tenant", |v| {
+            event::validate_tenant(v)
+                .map(|()| v.to_owned())
+                .map_err(|e| e.problem)
+        })?,
+        node: params.parse_with("node", |v| {
+            event::validate_node_id(v)
+                .map(|()| v.to_owned())
+                .map_err(|e| e.problem)
+        })?,
+        severity: params.parse_with("severity", |v| {
+            Severity::parse(v)
+                .ok_or("expected debug, info, notice, warning, error, critical, alert or emergency")
+        })?,
+        outcome: params.parse_with("outcome", |v| {
+            Outcome::from_name(v).ok_or("expected success, failure or denied")
+        })?,
+        ..Filter::default()
+    };
+    if let (Some(from), Some(to)) = (filter.from, filter.to) {
+        if from > to {
+            return Err(ApiError::bad_param("to", "`to` is before `from`"));
+        }
+    }
+    if let Some(scope) = &caller.tenant {
+        match &filter.tenant {
+            Some(asked) if asked != scope => {
+                tracing::warn!(key_id = %caller.key_id, "query refused: another tenant's events");
+                return Err(ApiError::forbidden(format!(
+                    "API key {} may only read tenant {scope:?}",
+                    caller.key_id
+                ))
+                .with_field("tenant"));
+            }
+            _ => filter.tenant = Some(scope.clone()),
+        }
+    }
+    Ok(filter)
+}
+
+/// Queries or exports the log.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit-log",
+    tag = "log",
+    params(super::openapi::AuditLogParams),
+    responses(
+        (status = 200, description = "format=json: a page `{events, next_cursor}`, each event the stored event JSON plus `hash` and `seal`. format=ndjson: the self-verifying export bundle (application/x-ndjson), tied to a checkpoint signed for it. format=csv: RFC 4180 CSV with a header row.",
+            content(
+                (super::openapi::PageDoc = "application/json"),
+                (String = "application/x-ndjson"),
+                (String = "text/csv"),
+            )),
+        (status = 400, description = "A bad or unknown query parameter (named in `field`)", body = super::ErrorBody),
+        (status = 401, description = "Missing, unknown, revoked or expired API key", body = super::ErrorBody),
+        (status = 403, description = "The key's role may not read, or the key is scoped to another tenant", body = super::ErrorBody),
+        (status = 500, description = "Storage failure", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn audit_log(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref(), &PARAMS)?;
+    let format = match params.get("format").unwrap_or("json") {
+        "json" => Format::Json,
+        "ndjson" => Format::Ndjson,
+        "csv" => Format::Csv,
+        other => {
+            return Err(ApiError::bad_param(
+                "format",
+                format!("format {other:?}: expected json, ndjson or csv"),
+            ));
+        }
+    };
+    let order = match params.get("order") {
+        None if format == Format::Json => Order::Descending,
+        None => Order::Ascending,
+        Some("asc") => Order::Ascending,
+        Some("desc") => Order::Descending,
+        Some(other) => {
+            return Err(ApiError::bad_param(
+                "order",
+                format!("order {other:?}: expected asc or desc"),
+            ));
+        }
+    };
+    let limit = params.u64("limit")?;
+    if limit == Some(0) {
+        return Err(ApiError::bad_param("limit", "limit must be at least 1"));
+    }
+    let filter = filter_from(&params, &caller)?;
+    if format != Format::Ndjson && params.get("consistency_from").is_some() {
+        return Err(ApiError::bad_param(
+            "consistency_from",
+            "consistency_from applies to format=ndjson only",
+        ));
+    }
+    if format != Format::Json && params.get("cursor").is_some() {
+        return Err(ApiError::bad_param(
+            "cursor",
+            "cursor applies to format=json pages only; exports stream every match",
+        ));
+    }
+    match format {
+        Format::Json => {
+            let limit = limit.unwrap_or(DEFAULT_LIMIT);
+            if limit > MAX_LIMIT {
+                return Err(ApiError::bad_param(
+                    "limit",
+                    format!(
+                        "limit {limit} is above the maximum of {MAX_LIMIT} per page; page with the cursor or export as ndjson or csv"
+                    ),
+                ));
+            }
+            let after = params
+                .get("cursor")
+                .map(|c| decode_cursor(c, order))
+                .transpose()?;
+            json_page(state, filter, order, after, limit).await
+        }
+        Format::Ndjson => {
+            if order == Order::Descending {
+                return Err(ApiError::bad_param(
+                    "order",
+                    "the NDJSON bundle is always in ascending order",
+                ));
+            }
+            let mut query = Map::new();
+            for (name, value) in params.pairs() {
+                query.insert(name.to_owned(), Value::String(value.to_owned()));
+            }
+            if let Some(tenant) = &filter.tenant {
+                query.insert("tenant".to_owned(), Value::String(tenant.clone()));
+            }
+            let consistency_from = params.u64("consistency_from")?;
+            let checkpoint = state
+                .node()
+                .sequencer()
+                .force_checkpoint()
+                .await
+                .map_err(ApiError::from_sequencer)?;
+            if let Some(from) = consistency_from {
+                if from > checkpoint.size {
+                    return Err(ApiError::bad_param(
+                        "consistency_from",
+                        format!(
+                            "consistency_from {from} is beyond the log, which has {} entries",
+                            checkpoint.size
+                        ),
+                    ));
+                }
+            }
+            let request = BundleRequest {
+                node_id: state.node().files().node_id().to_owned(),
+                checkpoint,
+                filter,
+                query: Value::Object(query),
+                exported_at: now_ms(),
+                limit,
+                consistency_from,
+            };
+            let store = state.store().clone();
+            stream_response(
+                "application/x-ndjson",
+                Some("attachment; filename=\"evident-export.ndjson\""),
+                move |out| export::write_bundle(&*store, &request, out).map(|_| ()),
+            )
+            .await
+        }
+        Format::Csv => {
+            let store = state.store().clone();
+            stream_response(
+                "text/csv; charset=utf-8; header=present",
+                Some("attachment; filename=\"evident-export.csv\""),
+                move |out| export::write_csv(&*store, &filter, order, limit, out).map(|_| ()),
+            )
+            .await
+        }
+    }
+}
+
+async fn json_page(
+    state: AppState,
+    filter: Filter,
+    order: Order,
+    after: Option<u64>,
+    limit: u64,
+) -> Result<Response, ApiError> {
+    let body = state
+        .with_store(move |store| {
+            let page = export::query_page(store, &filter, order, after, limit)
+                .map_err(ApiError::from_store)?;
+            let json = PageJson {
+                events: page.entries.iter().map(EntryJson::new).collect(),
+                next_cursor: page.next_after.map(|seq| encode_cursor(order, seq)),
+            };
+            serde_json::to_vec(&json).map_err(|e| ApiError::internal(e.to_string()))
+        })
+        .await?;
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let c = encode_cursor(Order::Descending, 41);
+        assert_eq!(decode_cursor(&c, Order::Descending).unwrap(), 41);
+        let e = decode_cursor(&c, Order::Ascending).unwrap_err();
+        assert!(
+            e.detail.message.contains("other order"),
+            "{}",
+            e.detail.message
+        );
+        for garbage in [
+            "",
+            "!!!",
+            "AAAA",
+            "bm9wZQ",
+            &encode_cursor(Order::Ascending, 1)[..11],
+        ] {
+            assert!(
+                decode_cursor(garbage, Order::Ascending).is_err(),
+                "{garbage:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ip_filters_take_addresses_and_networks() {
+        assert_eq!(
+            parse_ip_filter("10.1.2.3").unwrap(),
+            IpFilter {
+                addr: "10.1.2.3".parse().unwrap(),
+                prefix_len: 32
+            }
+        );
+        assert_eq!(parse_ip_filter("10.0.0.0/8").unwrap().prefix_len, 8);
+        assert_eq!(parse_ip_filter("2001:db8::/32").unwrap().prefix_len, 32);
+        assert!(parse_ip_filter("10.0.0.0/33").is_err());
+        assert!(parse_ip_filter("10.0.0/8").is_err());
+        assert!(parse_ip_filter("host").is_err());
+    }
+
+    #[test]
+    fn action_filters_distinguish_exact_and_prefix() {
+        assert_eq!(
+            parse_action("config.*").unwrap(),
+            ActionFilter::Prefix("config".to_owned())
+        );
+        assert_eq!(
+            parse_action("auth.login.failed").unwrap(),
+            ActionFilter::Exact("auth.login.failed".to_owned())
+        );
+        assert!(parse_action("*").is_err());
+    }
+}

@@ -1,0 +1,235 @@
+//! Operational routes: online verification of the whole stored log, health, Prometheus
+//! metrics, the OpenAPI document, and the JSON answers for unknown routes and methods.
+
+use super::AppState;
+use super::error::ApiError;
+use super::params::Params;
+use crate::verification::{self, VerifyOutcome};
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+/// The result of a verification.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct VerifyResponse {
+    /// Whether every checked entry and checkpoint was intact.
+    pub ok: bool,
+    /// Entries checked (up to the problem, when there is one).
+    pub entries: u64,
+    /// First sequence number checked.
+    pub first_seq: Option<u64>,
+    /// Tree size reached (ok only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Merkle root at `size` (ok only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// Whether seals were checked (always, online).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seals_checked: Option<bool>,
+    /// Signed checkpoints whose roots were checked (ok only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints_checked: Option<u64>,
+    /// The first problem found (not ok only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub violation: Option<ViolationJson>,
+}
+
+/// A problem found by verification.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ViolationJson {
+    /// `chain_broken`, `seal_mismatch`, `sequence_gap`, `duplicate_sequence`, `out_of_order`,
+    /// `wrong_node`, `root_mismatch`, `bad_checkpoint_signature`, `truncated` or
+    /// `undecodable_entry`.
+    pub kind: String,
+    /// Where it shows, when it is at one entry.
+    pub seq: Option<u64>,
+    pub message: String,
+}
+
+impl VerifyResponse {
+    pub fn from_outcome(outcome: &VerifyOutcome, from: u64) -> VerifyResponse {
+        match outcome {
+            VerifyOutcome::Intact(report) => VerifyResponse {
+                ok: true,
+                entries: report.entries,
+                first_seq: report.first_seq,
+                size: Some(report.size),
+                root: Some(report.root.to_hex()),
+                seals_checked: Some(report.seals_checked),
+                checkpoints_checked: Some(report.checkpoints_checked),
+                violation: None,
+            },
+            VerifyOutcome::Broken {
+                problem,
+                entries_checked,
+            } => VerifyResponse {
+                ok: false,
+                entries: *entries_checked,
+                first_seq: (*entries_checked > 0).then_some(from),
+                size: None,
+                root: None,
+                seals_checked: None,
+                checkpoints_checked: None,
+                violation: Some(ViolationJson {
+                    kind: problem.kind().to_owned(),
+                    seq: problem.seq(),
+                    message: problem.to_string(),
+                }),
+            },
+        }
+    }
+}
+
+/// Verifies the stored log against the node's seal key and every stored checkpoint.
+#[utoipa::path(
+    get,
+    path = "/api/v1/verify",
+    tag = "integrity",
+    params(("from" = Option<u64>, Query, description = "Start at this sequence number (trusting the stored state just before it); default 0")),
+    responses(
+        (status = 200, description = "Verification ran: `ok` says whether the log is intact; when not, `violation` names the first problem", body = VerifyResponse),
+        (status = 400, description = "Bad `from`, or `from` beyond the end of the log", body = super::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
+        (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn verify(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<VerifyResponse>, ApiError> {
+    let params = Params::parse(query.as_deref(), &["from"])?;
+    let from = params.u64("from")?;
+    let _permit = state
+        .0
+        .verify_permit
+        .acquire()
+        .await
+        .map_err(|_| ApiError::shutting_down())?;
+    let files = state.node().files().clone();
+    let outcome = state
+        .with_store(move |store| {
+            verification::verify_store(
+                store,
+                files.seal_key(),
+                &files.verifier(),
+                files.node_id(),
+                from,
+            )
+            .map_err(|e| match e {
+                verification::VerifyError::StartBeyondEnd { .. } => {
+                    ApiError::bad_param("from", e.to_string())
+                }
+                verification::VerifyError::Store(s) => ApiError::from_store(s),
+                other => ApiError::internal(other.to_string()),
+            })
+        })
+        .await?;
+    if !outcome.is_intact() {
+        tracing::error!(?outcome, "verification found a problem");
+    }
+    Ok(Json(VerifyResponse::from_outcome(
+        &outcome,
+        from.unwrap_or(0),
+    )))
+}
+
+/// Health status.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` or `shutting_down`.
+    pub status: &'static str,
+}
+
+/// Liveness and readiness; needs no key.
+#[utoipa::path(
+    get,
+    path = "/api/v1/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Serving", body = Health),
+        (status = 400, description = "A query parameter (this route takes none)", body = super::ErrorBody),
+        (status = 503, description = "Shutting down", body = Health),
+    ),
+)]
+pub async fn healthz(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<(StatusCode, Json<Health>), ApiError> {
+    Params::parse(query.as_deref(), &[])?;
+    Ok(if state.is_shutting_down() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "shutting_down",
+            }),
+        )
+    } else {
+        (StatusCode::OK, Json(Health { status: "ok" }))
+    })
+}
+
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "OpenMetrics text: evident_events_appended_total, evident_group_commit_events, evident_commit_seconds, evident_checkpoints_signed_total, evident_log_size, evident_http_requests_total{route,method,status}, evident_append_failures_total", body = String, content_type = "application/openmetrics-text"),
+        (status = 400, description = "An unknown query parameter (this route takes none)", body = super::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
+        (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn metrics(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    Params::parse(query.as_deref(), &[])?;
+    let mut response = state.node().metrics().encode().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+/// This API's OpenAPI document.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this API", body = Object),
+        (status = 400, description = "An unknown query parameter (this route takes none)", body = super::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
+        (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn openapi(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    Params::parse(query.as_deref(), &[])?;
+    let mut response = super::openapi_json().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// Any path that is not a route.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no such route: {}", uri.path()))
+}
+
+/// A route asked with a method it does not take.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {method}", uri.path()),
+    )
+}

@@ -1,0 +1,297 @@
+//! The routes a verifier needs: the latest signed checkpoint, the node's public key, and
+//! Merkle inclusion and consistency proofs assembled from stored nodes by the core's proof
+//! plans.
+
+use super::AppState;
+use super::error::ApiError;
+use super::params::Params;
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use evident_core::Hash;
+use evident_core::merkle::{self, CompactRange};
+use evident_store::{Filter, Order, Store, StoredCheckpoint};
+use std::ops::ControlFlow;
+
+fn text_plain(body: String) -> Response {
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The latest stored checkpoint, or one signed now if none was yet.
+async fn latest_checkpoint(state: &AppState) -> Result<StoredCheckpoint, ApiError> {
+    let stored = state
+        .with_store(|store| store.latest_checkpoint().map_err(ApiError::from_store))
+        .await?;
+    match stored {
+        Some(cp) => Ok(cp),
+        None => state
+            .node()
+            .sequencer()
+            .force_checkpoint()
+            .await
+            .map_err(ApiError::from_sequencer),
+    }
+}
+
+/// The latest signed checkpoint.
+#[utoipa::path(
+    get,
+    path = "/api/v1/checkpoint",
+    tag = "proofs",
+    responses(
+        (status = 200, description = "The latest signed checkpoint: a C2SP tlog-checkpoint as a C2SP signed note (origin, size, base64 root hash, blank line, signature lines)", body = String, content_type = "text/plain"),
+        (status = 400, description = "An unknown query parameter (this route takes none)", body = super::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
+        (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn checkpoint(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    Params::parse(query.as_deref(), &[])?;
+    Ok(text_plain(latest_checkpoint(&state).await?.signed_note))
+}
+
+/// The key that verifies this node's checkpoints.
+#[utoipa::path(
+    get,
+    path = "/api/v1/public-key",
+    tag = "proofs",
+    responses(
+        (status = 200, description = "The C2SP verifier key string `<origin>+<key id hex>+<base64 key>`, followed by a newline", body = String, content_type = "text/plain"),
+        (status = 400, description = "An unknown query parameter (this route takes none)", body = super::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
+        (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn public_key(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    Params::parse(query.as_deref(), &[])?;
+    Ok(text_plain(format!(
+        "{}\n",
+        state.node().files().verifier().to_vkey_string()
+    )))
+}
+
+/// An inclusion proof.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct InclusionProof {
+    pub seq: u64,
+    /// The tree size the proof is for.
+    pub size: u64,
+    /// RFC 6962 leaf hash of the entry (over entry hash ‖ seal).
+    #[schema(value_type = String)]
+    pub leaf_hash: Hash,
+    /// The entry's chain hash.
+    #[schema(value_type = String)]
+    pub hash: Hash,
+    /// The entry's seal.
+    #[schema(value_type = String)]
+    pub seal: Hash,
+    /// The audit path, leaf to root (RFC 9162 §2.1.3).
+    #[schema(value_type = Vec<String>)]
+    pub proof: Vec<Hash>,
+    /// Root hash of the tree of `size` entries.
+    #[schema(value_type = String)]
+    pub root: Hash,
+    /// The signed checkpoint of exactly `size`, when one was signed.
+    pub checkpoint: Option<String>,
+}
+
+/// A consistency proof.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    #[schema(value_type = String)]
+    pub from_root: Hash,
+    #[schema(value_type = String)]
+    pub to_root: Hash,
+    /// RFC 9162 §2.1.4 consistency proof hashes.
+    #[schema(value_type = Vec<String>)]
+    pub proof: Vec<Hash>,
+    /// The signed checkpoints of exactly `from` and `to`, when signed.
+    pub from_checkpoint: Option<String>,
+    pub to_checkpoint: Option<String>,
+}
+
+/// Root hash of the first `size` entries, from stored nodes.
+fn root_at(store: &dyn Store, size: u64) -> Result<Hash, ApiError> {
+    if size == 0 {
+        return Ok(merkle::empty_root());
+    }
+    let hashes = store
+        .read_nodes(&merkle::subtree_ids(0, size))
+        .map_err(ApiError::from_store)?;
+    CompactRange::from_parts(size, hashes)
+        .map(|range| range.root())
+        .map_err(|e| ApiError::internal(format!("stored tree nodes: {e}")))
+}
+
+fn proof_hashes(store: &dyn Store, plan: &merkle::ProofPlan) -> Result<Vec<Hash>, ApiError> {
+    let hashes = store
+        .read_nodes(plan.nodes())
+        .map_err(ApiError::from_store)?;
+    plan.assemble(&hashes)
+        .map_err(|e| ApiError::internal(format!("stored tree nodes: {e}")))
+}
+
+/// Checks a requested tree size against the log.
+fn check_size(name: &str, size: u64, log_size: u64) -> Result<(), ApiError> {
+    if size > log_size {
+        return Err(ApiError::bad_param(
+            name,
+            format!("{name} {size} is beyond the log, which has {log_size} entries"),
+        ));
+    }
+    Ok(())
+}
+
+/// Proves that entry `seq` is in the tree of `size` entries.
+#[utoipa::path(
+    get,
+    path = "/api/v1/proof/inclusion",
+    tag = "proofs",
+    params(
+        ("seq" = u64, Query, description = "Sequence number of the entry"),
+        ("size" = Option<u64>, Query, description = "Tree size to prove against (default: the latest checkpoint's size); must be above `seq`"),
+    ),
+    responses(
+        (status = 200, description = "The proof", body = InclusionProof),
+        (status = 400, description = "Missing or bad `seq` or `size`, `seq` not below `size`, or `size` beyond the log", body = super::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
+        (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn inclusion(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<InclusionProof>, ApiError> {
+    let params = Params::parse(query.as_deref(), &["seq", "size"])?;
+    let seq = params
+        .u64("seq")?
+        .ok_or_else(|| ApiError::bad_param("seq", "seq is required"))?;
+    let size = match params.u64("size")? {
+        Some(size) => size,
+        None => latest_checkpoint(&state).await?.size,
+    };
+    check_size("size", size, state.node().sequencer().size())?;
+    if seq >= size {
+        return Err(ApiError::bad_param(
+            "seq",
+            format!("entry {seq} is not in the tree of size {size}"),
+        ));
+    }
+    let proof = state
+        .with_store(move |store| {
+            let mut found = None;
+            let filter = Filter {
+                from_seq: Some(seq),
+                to_seq: Some(seq + 1),
+                ..Filter::default()
+            };
+            store
+                .scan(&filter, Order::Ascending, None, Some(1), &mut |entry| {
+                    found = Some(entry);
+                    ControlFlow::Break(())
+                })
+                .map_err(ApiError::from_store)?;
+            let entry = found.ok_or_else(|| ApiError::not_found(format!("entry {seq}")))?;
+            let plan = merkle::inclusion_plan(seq, size)
+                .map_err(|e| ApiError::bad_param("seq", e.to_string()))?;
+            let proof = proof_hashes(store, &plan)?;
+            let checkpoint = store.checkpoint_at(size).map_err(ApiError::from_store)?;
+            let root = match &checkpoint {
+                Some(cp) => cp.root,
+                None => root_at(store, size)?,
+            };
+            Ok(InclusionProof {
+                seq,
+                size,
+                leaf_hash: entry.leaf_hash(),
+                hash: entry.hash,
+                seal: entry.seal,
+                proof,
+                root,
+                checkpoint: checkpoint.map(|c| c.signed_note),
+            })
+        })
+        .await?;
+    Ok(Json(proof))
+}
+
+/// Proves that the tree of `from` entries is a prefix of the tree of `to` entries.
+#[utoipa::path(
+    get,
+    path = "/api/v1/proof/consistency",
+    tag = "proofs",
+    params(
+        ("from" = u64, Query, description = "The older tree size, at least 1"),
+        ("to" = Option<u64>, Query, description = "The newer tree size (default: the latest checkpoint's size)"),
+    ),
+    responses(
+        (status = 200, description = "The proof", body = ConsistencyProof),
+        (status = 400, description = "Missing or bad sizes: need 0 < from <= to <= log size", body = super::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
+        (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn consistency(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    let params = Params::parse(query.as_deref(), &["from", "to"])?;
+    let from = params
+        .u64("from")?
+        .ok_or_else(|| ApiError::bad_param("from", "from is required"))?;
+    let to = match params.u64("to")? {
+        Some(to) => to,
+        None => latest_checkpoint(&state).await?.size,
+    };
+    if from == 0 {
+        return Err(ApiError::bad_param("from", "from must be at least 1"));
+    }
+    if from > to {
+        return Err(ApiError::bad_param(
+            "from",
+            format!("from {from} is larger than to {to}"),
+        ));
+    }
+    check_size("to", to, state.node().sequencer().size())?;
+    let proof = state
+        .with_store(move |store| {
+            let plan = merkle::consistency_plan(from, to)
+                .map_err(|e| ApiError::bad_param("from", e.to_string()))?;
+            let proof = proof_hashes(store, &plan)?;
+            let from_checkpoint = store.checkpoint_at(from).map_err(ApiError::from_store)?;
+            let to_checkpoint = store.checkpoint_at(to).map_err(ApiError::from_store)?;
+            let root = |cp: &Option<StoredCheckpoint>, size| match cp {
+                Some(cp) => Ok(cp.root),
+                None => root_at(store, size),
+            };
+            Ok(ConsistencyProof {
+                from,
+                to,
+                from_root: root(&from_checkpoint, from)?,
+                to_root: root(&to_checkpoint, to)?,
+                proof,
+                from_checkpoint: from_checkpoint.map(|c| c.signed_note),
+                to_checkpoint: to_checkpoint.map(|c| c.signed_note),
+            })
+        })
+        .await?;
+    Ok(Json(proof))
+}

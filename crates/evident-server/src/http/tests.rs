@@ -1,0 +1,924 @@
+//! In-process tests of the HTTP API: requests go through the whole router (auth, handlers,
+//! error mapping) against a real store in a temporary directory.
+
+use super::AppState;
+use crate::auth::{Role, create_key};
+use crate::config::ServerConfig;
+use crate::test_support::{FaultyStore, event_json, faulty_node, test_config};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use evident_core::export::ExportVerifier;
+use evident_core::{Checkpoint, Hash, merkle};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tower::ServiceExt;
+
+struct TestApp {
+    _tmp: tempfile::TempDir,
+    state: AppState,
+    app: Router,
+    faulty: Arc<FaultyStore>,
+    owner: String,
+    readonly: String,
+    writer: String,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).unwrap()
+    }
+    /// Asserts an error reply with `status` and `code`; returns the error object.
+    fn error(&self, status: StatusCode, code: &str) -> Value {
+        assert_eq!(self.status, status, "{}", self.text());
+        let body = self.json();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        body["error"].clone()
+    }
+}
+
+fn setup_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestApp {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = test_config(tmp.path());
+    adjust(&mut config);
+    let (node, faulty) = faulty_node(config);
+    let store = node.store().clone();
+    let now = crate::now_ms();
+    let key = |role| create_key(&*store, role, None, None, now).unwrap().0;
+    let (owner, readonly, writer) = (key(Role::Owner), key(Role::Readonly), key(Role::Writer));
+    let state = AppState::new(node);
+    TestApp {
+        _tmp: tmp,
+        app: super::router(state.clone()),
+        state,
+        faulty,
+        owner,
+        readonly,
+        writer,
+    }
+}
+
+fn setup() -> TestApp {
+    setup_with(|_| {})
+}
+
+impl TestApp {
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        key: Option<&str>,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(key) = key {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        if let Some(ct) = content_type {
+            request = request.header(header::CONTENT_TYPE, ct);
+        }
+        let response = self
+            .app
+            .clone()
+            .oneshot(request.body(body.into()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, uri: &str) -> Reply {
+        self.call(Method::GET, uri, Some(&self.owner), None, Body::empty())
+            .await
+    }
+
+    async fn post_json(&self, body: &Value) -> Reply {
+        self.call(
+            Method::POST,
+            "/api/v1/events",
+            Some(&self.writer),
+            Some("application/json"),
+            body.to_string(),
+        )
+        .await
+    }
+
+    fn size(&self) -> u64 {
+        self.state.node().sequencer().size()
+    }
+
+    /// Appends events for these actors, one request.
+    async fn fill(&self, actors: &[&str]) {
+        let batch: Vec<Value> = actors.iter().map(|a| event_json(a, "auth.login")).collect();
+        let reply = self.post_json(&Value::Array(batch)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.state.node().shutdown();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn append_one_a_batch_and_ndjson_returns_receipts_in_order() {
+    let t = setup();
+    let r = t.post_json(&event_json("alice", "auth.login")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let body = r.json();
+    let receipts = body["receipts"].as_array().unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0]["seq"], 0);
+    assert_eq!(receipts[0]["hash"].as_str().unwrap().len(), 64);
+    assert!(receipts[0]["recorded_at"].as_str().unwrap().ends_with('Z'));
+
+    let r = t
+        .post_json(&json!([event_json("a", "x.y"), event_json("b", "x.y")]))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let seqs: Vec<u64> = r.json()["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 2]);
+
+    let ndjson = format!(
+        "{}\r\n\n{}\n",
+        event_json("c", "x.y"),
+        event_json("d", "x.y")
+    );
+    let r = t
+        .call(
+            Method::POST,
+            "/api/v1/events",
+            Some(&t.writer),
+            Some("application/x-ndjson"),
+            ndjson,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["receipts"][1]["seq"], 4);
+    assert_eq!(t.size(), 5);
+
+    // The receipt's hash is the stored entry's hash.
+    let page = t.get("/api/v1/audit-log?order=asc&limit=1").await.json();
+    assert_eq!(page["events"][0]["hash"], receipts[0]["hash"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_bad_event_rejects_the_whole_batch_naming_index_and_field() {
+    let t = setup();
+    let mut bad = event_json("bob", "auth.login");
+    bad["severity"] = json!("loud");
+    let r = t
+        .post_json(&json!([event_json("alice", "auth.login"), bad]))
+        .await;
+    let e = r.error(StatusCode::BAD_REQUEST, "invalid_event");
+    assert_eq!(e["index"], 1);
+    assert_eq!(e["field"], "severity");
+    assert!(e["message"].as_str().unwrap().contains("event 1"), "{e}");
+
+    let mut bad = event_json("bob", "auth.login");
+    bad["actor"]["ip"] = json!("not-an-ip");
+    let e = t
+        .post_json(&bad)
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_event");
+    assert_eq!(e["field"], "actor.ip");
+
+    let mut bad = event_json("bob", "auth.login");
+    bad["surprise"] = json!(1);
+    let e = t
+        .post_json(&bad)
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_event");
+    assert_eq!(e["index"], 0);
+
+    assert_eq!(t.size(), 0);
+    assert_eq!(t.faulty.appends.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_bodies_get_named_errors_and_store_nothing() {
+    let t = setup_with(|c| {
+        c.max_body_bytes = 4096;
+        c.max_batch_events = 3;
+    });
+    let post = |ct: Option<&'static str>, body: Vec<u8>| {
+        t.call(Method::POST, "/api/v1/events", Some(&t.writer), ct, body)
+    };
+    post(Some("application/json"), b"{\"actor\":".to_vec())
+        .await
+        .error(StatusCode::BAD_REQUEST, "malformed_json");
+    post(Some("application/json"), b"{\"a\":\"\xff\"}".to_vec())
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_utf8");
+    post(Some("application/json"), b"[]".to_vec())
+        .await
+        .error(StatusCode::BAD_REQUEST, "empty_batch");
+    post(Some("application/json"), b"42".to_vec())
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_body");
+    post(Some("text/plain"), b"{}".to_vec())
+        .await
+        .error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    post(None, b"{}".to_vec())
+        .await
+        .error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    post(Some("application/json; charset=latin1"), b"{}".to_vec())
+        .await
+        .error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    post(Some("application/json"), vec![b' '; 5000])
+        .await
+        .error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    let four: Vec<Value> = (0..4)
+        .map(|i| event_json(&format!("u{i}"), "a.b"))
+        .collect();
+    post(
+        Some("application/json"),
+        Value::Array(four).to_string().into_bytes(),
+    )
+    .await
+    .error(StatusCode::PAYLOAD_TOO_LARGE, "too_many_events");
+    let e = post(
+        Some("application/x-ndjson"),
+        format!("{}\nnot json\n", event_json("a", "a.b")).into_bytes(),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "malformed_json");
+    assert_eq!(e["index"], 1);
+    assert!(e["message"].as_str().unwrap().contains("line 2"), "{e}");
+    t.call(
+        Method::POST,
+        "/api/v1/events?dry_run=1",
+        Some(&t.writer),
+        Some("application/json"),
+        event_json("a", "a.b").to_string(),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "unknown_parameter");
+    assert_eq!(t.size(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_and_roles_are_enforced() {
+    let t = setup();
+    let r = t
+        .call(Method::GET, "/api/v1/audit-log", None, None, Body::empty())
+        .await;
+    r.error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(r.headers.contains_key(header::WWW_AUTHENTICATE));
+
+    let unknown = format!("evk_000000000000_{}", "A".repeat(43));
+    t.call(
+        Method::GET,
+        "/api/v1/checkpoint",
+        Some(&unknown),
+        None,
+        Body::empty(),
+    )
+    .await
+    .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    t.call(
+        Method::GET,
+        "/api/v1/checkpoint",
+        Some("letmein"),
+        None,
+        Body::empty(),
+    )
+    .await
+    .error(StatusCode::UNAUTHORIZED, "unauthorized");
+
+    // Writer may append but not read; readonly the reverse.
+    t.call(
+        Method::GET,
+        "/api/v1/audit-log",
+        Some(&t.writer),
+        None,
+        Body::empty(),
+    )
+    .await
+    .error(StatusCode::FORBIDDEN, "forbidden");
+    t.call(
+        Method::POST,
+        "/api/v1/events",
+        Some(&t.readonly),
+        Some("application/json"),
+        event_json("a", "a.b").to_string(),
+    )
+    .await
+    .error(StatusCode::FORBIDDEN, "forbidden");
+    let r = t
+        .call(
+            Method::GET,
+            "/api/v1/audit-log",
+            Some(&t.readonly),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    // Revoked and expired keys stop working.
+    let store = t.state.store().clone();
+    let now = crate::now_ms();
+    let (key, record) = create_key(&*store, Role::Readonly, None, None, now).unwrap();
+    let ok = t
+        .call(
+            Method::GET,
+            "/api/v1/checkpoint",
+            Some(&key),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    crate::auth::revoke_key(&*store, &record.id, now).unwrap();
+    let e = t
+        .call(
+            Method::GET,
+            "/api/v1/checkpoint",
+            Some(&key),
+            None,
+            Body::empty(),
+        )
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(e["message"].as_str().unwrap().contains("revoked"), "{e}");
+
+    let (key, record) = create_key(&*store, Role::Readonly, None, None, now).unwrap();
+    let (new_key, _) = crate::auth::rotate_key(&*store, &record.id, 0, now - 1).unwrap();
+    let e = t
+        .call(
+            Method::GET,
+            "/api/v1/checkpoint",
+            Some(&key),
+            None,
+            Body::empty(),
+        )
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(e["message"].as_str().unwrap().contains("expired"), "{e}");
+    let ok = t
+        .call(
+            Method::GET,
+            "/api/v1/checkpoint",
+            Some(&new_key),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+
+    // Health needs no key.
+    let r = t
+        .call(Method::GET, "/api/v1/healthz", None, None, Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_use_is_recorded() {
+    let t = setup();
+    t.get("/api/v1/checkpoint").await;
+    let mut used = None;
+    for _ in 0..100 {
+        let keys = t.state.store().keys().unwrap();
+        used = keys
+            .into_iter()
+            .find(|k| t.owner.starts_with(&format!("{}_", k.id)))
+            .and_then(|k| k.last_used_at);
+        if used.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(used.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_scoped_keys_stay_in_their_tenant() {
+    let t = setup();
+    let store = t.state.store().clone();
+    let now = crate::now_ms();
+    let (acme, _) = create_key(&*store, Role::Admin, Some("acme".into()), None, now).unwrap();
+    let post = |body: Value| {
+        t.call(
+            Method::POST,
+            "/api/v1/events",
+            Some(&acme),
+            Some("application/json"),
+            body.to_string(),
+        )
+    };
+    let r = post(event_json("a", "a.b")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let mut other = event_json("a", "a.b");
+    other["tenant"] = json!("globex");
+    post(other).await.error(StatusCode::FORBIDDEN, "forbidden");
+    t.fill(&["someone-in-default"]).await;
+
+    let r = t
+        .call(
+            Method::GET,
+            "/api/v1/audit-log",
+            Some(&acme),
+            None,
+            Body::empty(),
+        )
+        .await;
+    let events = r.json()["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["tenant"], "acme");
+    t.call(
+        Method::GET,
+        "/api/v1/audit-log?tenant=default",
+        Some(&acme),
+        None,
+        Body::empty(),
+    )
+    .await
+    .error(StatusCode::FORBIDDEN, "forbidden");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queries_filter_and_page_with_cursors() {
+    let t = setup();
+    let mut batch = Vec::new();
+    for i in 0..7 {
+        let mut e = event_json(if i % 2 == 0 { "alice" } else { "bob" }, "auth.login");
+        if i == 3 {
+            e["action"] = json!("config.threshold.changed");
+            e["severity"] = json!("critical");
+            e["actor"]["ip"] = json!("10.1.2.3");
+        }
+        batch.push(e);
+    }
+    t.post_json(&Value::Array(batch)).await;
+
+    let seqs = |v: &Value| -> Vec<u64> {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let page = t.get("/api/v1/audit-log").await.json();
+    assert_eq!(seqs(&page), vec![6, 5, 4, 3, 2, 1, 0]);
+    assert!(page["next_cursor"].is_null());
+    let first = &page["events"][6];
+    for field in [
+        "id",
+        "recorded_at",
+        "node_id",
+        "tenant",
+        "actor",
+        "target",
+        "context",
+        "hash",
+        "seal",
+    ] {
+        assert!(!first[field].is_null(), "{field} missing in {first}");
+    }
+    assert_eq!(first["context"], json!({"old": 5, "new": 7}));
+
+    assert_eq!(
+        seqs(
+            &t.get("/api/v1/audit-log?actor=alice&order=asc")
+                .await
+                .json()
+        ),
+        vec![0, 2, 4, 6]
+    );
+    assert_eq!(
+        seqs(&t.get("/api/v1/audit-log?action=config.*").await.json()),
+        vec![3]
+    );
+    assert_eq!(
+        seqs(&t.get("/api/v1/audit-log?action=config").await.json()),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        seqs(&t.get("/api/v1/audit-log?severity=error").await.json()),
+        vec![3]
+    );
+    assert_eq!(
+        seqs(&t.get("/api/v1/audit-log?ip=10.0.0.0%2F8").await.json()),
+        vec![3]
+    );
+    assert_eq!(
+        seqs(
+            &t.get("/api/v1/audit-log?target=node:nyc-edge-01&limit=2")
+                .await
+                .json()
+        ),
+        vec![6, 5]
+    );
+    assert_eq!(
+        seqs(
+            &t.get("/api/v1/audit-log?to=1970-01-02T00:00:00Z")
+                .await
+                .json()
+        ),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        seqs(
+            &t.get("/api/v1/audit-log?from=0&outcome=success&actor=bob")
+                .await
+                .json()
+        ),
+        vec![5, 3, 1]
+    );
+
+    // Paging: 3 + 3 + 1, newest first, and the last page has no cursor.
+    let mut all = Vec::new();
+    let mut uri = "/api/v1/audit-log?limit=3".to_owned();
+    loop {
+        let page = t.get(&uri).await.json();
+        all.extend(seqs(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => uri = format!("/api/v1/audit-log?limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(all, vec![6, 5, 4, 3, 2, 1, 0]);
+    let page = t.get("/api/v1/audit-log?limit=3&order=asc").await.json();
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let next = t
+        .get(&format!(
+            "/api/v1/audit-log?limit=3&order=asc&cursor={cursor}"
+        ))
+        .await
+        .json();
+    assert_eq!(seqs(&next), vec![3, 4, 5]);
+    t.get(&format!("/api/v1/audit-log?limit=3&cursor={cursor}"))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_query_parameters_are_named() {
+    let t = setup();
+    for (uri, field, code) in [
+        ("/api/v1/audit-log?actr=alice", "actr", "unknown_parameter"),
+        ("/api/v1/audit-log?limit=1001", "limit", "invalid_parameter"),
+        ("/api/v1/audit-log?limit=0", "limit", "invalid_parameter"),
+        ("/api/v1/audit-log?limit=ten", "limit", "invalid_parameter"),
+        (
+            "/api/v1/audit-log?cursor=garbage!",
+            "cursor",
+            "invalid_parameter",
+        ),
+        (
+            "/api/v1/audit-log?from=yesterday",
+            "from",
+            "invalid_parameter",
+        ),
+        (
+            "/api/v1/audit-log?severity=loud",
+            "severity",
+            "invalid_parameter",
+        ),
+        (
+            "/api/v1/audit-log?outcome=maybe",
+            "outcome",
+            "invalid_parameter",
+        ),
+        (
+            "/api/v1/audit-log?ip=10.0.0.0%2F40",
+            "ip",
+            "invalid_parameter",
+        ),
+        (
+            "/api/v1/audit-log?format=xml",
+            "format",
+            "invalid_parameter",
+        ),
+        ("/api/v1/audit-log?order=up", "order", "invalid_parameter"),
+        (
+            "/api/v1/audit-log?format=ndjson&order=desc",
+            "order",
+            "invalid_parameter",
+        ),
+        (
+            "/api/v1/audit-log?format=csv&cursor=AAAA",
+            "cursor",
+            "invalid_parameter",
+        ),
+        (
+            "/api/v1/audit-log?actor=a&actor=b",
+            "actor",
+            "invalid_parameter",
+        ),
+        (
+            "/api/v1/audit-log?from=2024-01-02T00:00:00Z&to=2024-01-01T00:00:00Z",
+            "to",
+            "invalid_parameter",
+        ),
+        ("/api/v1/proof/inclusion", "seq", "invalid_parameter"),
+        (
+            "/api/v1/proof/consistency?from=0&to=1",
+            "from",
+            "invalid_parameter",
+        ),
+        ("/api/v1/verify?from=x", "from", "invalid_parameter"),
+        ("/api/v1/checkpoint?x=1", "x", "unknown_parameter"),
+    ] {
+        let e = t.get(uri).await.error(StatusCode::BAD_REQUEST, code);
+        assert_eq!(e["field"], field, "{uri}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_routes_and_methods_answer_json() {
+    let t = setup();
+    t.get("/api/v1/nope")
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    t.get("/").await.error(StatusCode::NOT_FOUND, "not_found");
+    t.call(
+        Method::DELETE,
+        "/api/v1/events",
+        Some(&t.owner),
+        None,
+        Body::empty(),
+    )
+    .await
+    .error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    t.call(
+        Method::PUT,
+        "/api/v1/audit-log",
+        Some(&t.owner),
+        None,
+        Body::empty(),
+    )
+    .await
+    .error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ndjson_export_verifies_offline_with_the_public_key() {
+    let t = setup();
+    t.fill(&["alice", "bob", "alice", "carol", "alice"]).await;
+    let vkey = t.get("/api/v1/public-key").await.text();
+    let verifier = evident_core::NoteVerifier::parse(vkey.trim()).unwrap();
+
+    for (uri, entries) in [
+        ("/api/v1/audit-log?format=ndjson", 5),
+        ("/api/v1/audit-log?format=ndjson&actor=alice", 3),
+        ("/api/v1/audit-log?format=ndjson&actor=nobody", 0),
+    ] {
+        let r = t.get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.headers[header::CONTENT_TYPE], "application/x-ndjson");
+        let mut v = ExportVerifier::new(verifier.clone(), None);
+        for line in r.text().lines() {
+            v.push_line(line.as_bytes()).unwrap();
+        }
+        let report = v.finish().unwrap();
+        assert_eq!(report.entries, entries, "{uri}");
+        assert_eq!(report.checkpoint_size, 5);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_ties_to_an_older_trusted_checkpoint_with_consistency_from() {
+    let t = setup();
+    t.fill(&["a", "b", "c"]).await;
+    let old = t.get("/api/v1/checkpoint").await.text();
+    t.fill(&["d", "e"]).await;
+    let vkey = t.get("/api/v1/public-key").await.text();
+    let verifier = evident_core::NoteVerifier::parse(vkey.trim()).unwrap();
+    let check = |body: String| {
+        let mut v = ExportVerifier::new(verifier.clone(), Some(old.clone()));
+        for line in body.lines() {
+            v.push_line(line.as_bytes())?;
+        }
+        v.finish()
+    };
+    let with = t
+        .get("/api/v1/audit-log?format=ndjson&consistency_from=3")
+        .await;
+    assert_eq!(with.status, StatusCode::OK, "{}", with.text());
+    let report = check(with.text()).unwrap();
+    assert_eq!((report.entries, report.checkpoint_size), (5, 5));
+    let without = t.get("/api/v1/audit-log?format=ndjson").await;
+    let err = check(without.text()).unwrap_err();
+    assert!(
+        matches!(err, evident_core::export::ExportError::Unprovable { .. }),
+        "{err}"
+    );
+    let e = t
+        .get("/api/v1/audit-log?format=ndjson&consistency_from=6")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert_eq!(e["field"], "consistency_from");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_export_streams_every_row() {
+    let t = setup();
+    let names: Vec<String> = (0..50).map(|i| format!("user{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    t.fill(&refs).await;
+    let r = t.get("/api/v1/audit-log?format=csv").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let text = r.text();
+    assert!(text.starts_with("timestamp,node_id,tenant,actor,actor_kind,action,target,ip_address,user_agent,outcome,severity,context,seq,hash,seal\r\n"));
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 50);
+    assert_eq!(&rows[0][3], "user0");
+    assert_eq!(&rows[49][12], "49");
+    let r = t
+        .get("/api/v1/audit-log?format=csv&order=desc&limit=2")
+        .await;
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(r.body.as_slice())
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(&rows[0][12], "49");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoints_and_proofs_verify() {
+    let t = setup();
+    t.fill(&["a", "b", "c", "d", "e", "f"]).await;
+    let vkey = t.get("/api/v1/public-key").await.text();
+    let verifier = evident_core::NoteVerifier::parse(vkey.trim()).unwrap();
+    let r = t.get("/api/v1/checkpoint").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let checkpoint = Checkpoint::open(&r.text(), &verifier).unwrap();
+    assert_eq!(checkpoint.size, 6);
+    assert_eq!(checkpoint.origin, "evident/node-1");
+
+    let p = t.get("/api/v1/proof/inclusion?seq=2").await.json();
+    assert_eq!(p["size"], 6);
+    let hash = |v: &Value| Hash::from_hex(v.as_str().unwrap()).unwrap();
+    let proof: Vec<Hash> = p["proof"].as_array().unwrap().iter().map(hash).collect();
+    assert_eq!(hash(&p["root"]), checkpoint.root);
+    merkle::verify_inclusion(&hash(&p["leaf_hash"]), 2, 6, &proof, &checkpoint.root).unwrap();
+    assert!(p["checkpoint"].as_str().is_some());
+
+    t.fill(&["g", "h", "i"]).await;
+    let p = t.get("/api/v1/proof/inclusion?seq=7&size=9").await.json();
+    let proof: Vec<Hash> = p["proof"].as_array().unwrap().iter().map(hash).collect();
+    merkle::verify_inclusion(&hash(&p["leaf_hash"]), 7, 9, &proof, &hash(&p["root"])).unwrap();
+    assert!(p["checkpoint"].is_null());
+
+    let c = t.get("/api/v1/proof/consistency?from=6&to=9").await.json();
+    let proof: Vec<Hash> = c["proof"].as_array().unwrap().iter().map(hash).collect();
+    assert_eq!(hash(&c["from_root"]), checkpoint.root);
+    merkle::verify_consistency(6, &checkpoint.root, 9, &hash(&c["to_root"]), &proof).unwrap();
+
+    t.get("/api/v1/proof/inclusion?seq=9&size=9")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+    t.get("/api/v1/proof/inclusion?seq=1&size=10")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+    t.get("/api/v1/proof/consistency?from=7&to=6")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reports_ok_and_the_first_violation() {
+    let t = setup();
+    t.fill(&["a", "b", "c", "d"]).await;
+    let v = t.get("/api/v1/verify").await.json();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["entries"], 4);
+    assert_eq!(v["size"], 4);
+    let v = t.get("/api/v1/verify?from=2").await.json();
+    assert_eq!(
+        (v["ok"].clone(), v["entries"].clone()),
+        (json!(true), json!(2))
+    );
+    t.get("/api/v1/verify?from=9")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+
+    *t.faulty.tamper_seq.lock().unwrap() = Some(2);
+    let v = t.get("/api/v1/verify").await.json();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["violation"]["kind"], "chain_broken");
+    assert_eq!(v["violation"]["seq"], 2);
+    assert!(v["violation"]["message"].as_str().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_is_507_and_nothing_is_stored() {
+    let t = setup();
+    t.fill(&["a"]).await;
+    t.faulty.disk_full.store(true, Ordering::SeqCst);
+    t.post_json(&event_json("b", "a.b"))
+        .await
+        .error(StatusCode::INSUFFICIENT_STORAGE, "storage_full");
+    t.faulty.disk_full.store(false, Ordering::SeqCst);
+    let r = t.post_json(&event_json("c", "a.b")).await;
+    assert_eq!(r.json()["receipts"][0]["seq"], 1);
+    assert_eq!(t.get("/api/v1/verify").await.json()["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutting_down_refuses_appends_with_503() {
+    let t = setup();
+    t.state.begin_shutdown();
+    t.post_json(&event_json("a", "a.b"))
+        .await
+        .error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down");
+    let r = t
+        .call(Method::GET, "/api/v1/healthz", None, None, Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_appends_and_requests() {
+    let t = setup();
+    t.fill(&["a", "b", "c"]).await;
+    let text = t.get("/api/v1/metrics").await.text();
+    assert!(text.contains("evident_events_appended_total 3"), "{text}");
+    assert!(text.contains("evident_log_size 3"), "{text}");
+    assert!(
+        text.contains(
+            r#"evident_http_requests_total{route="/api/v1/events",method="POST",status="201"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("evident_commit_seconds_count 1"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_describes_every_route() {
+    let t = setup();
+    let doc = t.get("/api/v1/openapi.json").await.json();
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/api/v1/events",
+        "/api/v1/audit-log",
+        "/api/v1/checkpoint",
+        "/api/v1/public-key",
+        "/api/v1/proof/inclusion",
+        "/api/v1/proof/consistency",
+        "/api/v1/verify",
+        "/api/v1/healthz",
+        "/api/v1/metrics",
+        "/api/v1/openapi.json",
+    ] {
+        assert!(paths.contains_key(path), "{path} missing");
+    }
+    let params = doc["paths"]["/api/v1/audit-log"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    assert_eq!(params.len(), super::log::PARAMS.len());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}

@@ -1,0 +1,582 @@
+//! A node's identity on disk and its running parts. [`NodeFiles`] owns the data directory
+//! layout (`node.toml`, `keys/checkpoint.key`, `keys/seal.key`, `evident.db`): created once,
+//! checked on every later start. [`Node`] is a started node: the directory lock, the store and
+//! the sequencer thread. Nothing here speaks HTTP.
+
+use crate::config::{ConfigError, ServerConfig};
+use crate::metrics::Metrics;
+use crate::sequencer::{Sequencer, SequencerSettings};
+use evident_core::{NoteSigner, NoteVerifier, SealKey};
+use evident_store::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Identity file name inside the data directory.
+pub const NODE_FILE: &str = "node.toml";
+/// Key directory inside the data directory (mode 0700).
+pub const KEYS_DIR: &str = "keys";
+/// Checkpoint signing key (C2SP note private key string), mode 0600.
+pub const CHECKPOINT_KEY_FILE: &str = "checkpoint.key";
+/// Seal secret (32 random bytes, hex), mode 0600.
+pub const SEAL_KEY_FILE: &str = "seal.key";
+/// The embedded database.
+pub const DB_FILE: &str = "evident.db";
+/// Lock file held (flock) by the one server using the directory.
+pub const LOCK_FILE: &str = "evident.lock";
+
+/// Errors opening or creating a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "data directory {dir} is locked: another evident server is using it (lock file {lock})"
+    )]
+    Locked { dir: PathBuf, lock: PathBuf },
+    #[error(
+        "{dir} is not an evident data directory (no {NODE_FILE}); start `evident serve` once to create it"
+    )]
+    NotInitialized { dir: PathBuf },
+    #[error(
+        "data directory {dir} belongs to {field} {stored:?}, but the configuration says {configured:?}; \
+         use the matching {field} or another data directory"
+    )]
+    IdentityMismatch {
+        dir: PathBuf,
+        field: &'static str,
+        stored: String,
+        configured: String,
+    },
+    #[error("{path}: {problem}")]
+    BadFile { path: PathBuf, problem: String },
+    #[error("cannot draw randomness from the operating system: {0}")]
+    Random(String),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
+    move |source| NodeError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What `node.toml` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeIdentity {
+    node_id: String,
+    origin: String,
+}
+
+/// A node's identity and keys, as read from its data directory.
+#[derive(Clone)]
+pub struct NodeFiles {
+    data_dir: PathBuf,
+    node_id: String,
+    origin: String,
+    signer: NoteSigner,
+    seal_key: SealKey,
+}
+
+impl std::fmt::Debug for NodeFiles {
+    // Keys stay out of debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeFiles")
+            .field("data_dir", &self.data_dir)
+            .field("node_id", &self.node_id)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeFiles {
+    /// Reads an existing data directory without locking it or changing anything (for
+    /// `evident verify --data-dir` and `evident keys` while a server runs).
+    pub fn open_readonly(data_dir: &Path) -> Result<NodeFiles, NodeError> {
+        let node_file = data_dir.join(NODE_FILE);
+        if !node_file.exists() {
+            return Err(NodeError::NotInitialized {
+                dir: data_dir.to_owned(),
+            });
+        }
+        let identity = read_identity(&node_file)?;
+        let keys = data_dir.join(KEYS_DIR);
+        let signer = read_signer(&keys.join(CHECKPOINT_KEY_FILE))?;
+        let seal_key = read_seal_key(&keys.join(SEAL_KEY_FILE))?;
+        let files = NodeFiles {
+            data_dir: data_dir.to_owned(),
+            node_id: identity.node_id,
+            origin: identity.origin,
+            signer,
+            seal_key,
+        };
+        files.check_signer_name()?;
+        Ok(files)
+    }
+
+    /// Creates the directory, identity and keys on first start, or loads and checks them
+    /// against `config`. The caller holds the directory lock.
+    fn create_or_load(config: &ServerConfig) -> Result<NodeFiles, NodeError> {
+        let dir = &config.data_dir;
+        let origin = config.effective_origin();
+        let node_file = dir.join(NODE_FILE);
+        let keys = dir.join(KEYS_DIR);
+        create_private_dir(&keys)?;
+
+        let identity = if node_file.exists() {
+            let stored = read_identity(&node_file)?;
+            if stored.node_id != config.node_id {
+                return Err(NodeError::IdentityMismatch {
+                    dir: dir.clone(),
+                    field: "node_id",
+                    stored: stored.node_id,
+                    configured: config.node_id.clone(),
+                });
+            }
+            // Only an origin set explicitly must match; the default follows the stored one.
+            if let Some(configured) = &config.origin {
+                if *configured != stored.origin {
+                    return Err(NodeError::IdentityMismatch {
+                        dir: dir.clone(),
+                        field: "origin",
+                        stored: stored.origin,
+                        configured: configured.clone(),
+                    });
+                }
+            }
+            stored
+        } else {
+            NodeIdentity {
+                node_id: config.node_id.clone(),
+                origin,
+            }
+        };
+
+        let signer_path = keys.join(CHECKPOINT_KEY_FILE);
+        let signer = if signer_path.exists() {
+            read_signer(&signer_path)?
+        } else {
+            let signer = NoteSigner::from_seed(&identity.origin, random_bytes()?).map_err(|e| {
+                NodeError::BadFile {
+                    path: signer_path.clone(),
+                    problem: format!("cannot create a signing key: {e}"),
+                }
+            })?;
+            write_private_file(
+                &signer_path,
+                &format!("{}\n", signer.to_private_key_string()),
+            )?;
+            tracing::info!(path = %signer_path.display(), "created checkpoint signing key");
+            signer
+        };
+
+        let seal_path = keys.join(SEAL_KEY_FILE);
+        let seal_key = if seal_path.exists() {
+            read_seal_key(&seal_path)?
+        } else {
+            let secret: [u8; 32] = random_bytes()?;
+            write_private_file(&seal_path, &format!("{}\n", hex::encode(secret)))?;
+            tracing::info!(path = %seal_path.display(), "created seal key");
+            seal_key_from(&seal_path, &secret)?
+        };
+
+        if !node_file.exists() {
+            // Written last: its presence means the directory is complete.
+            let text = toml::to_string(&identity).map_err(|e| NodeError::BadFile {
+                path: node_file.clone(),
+                problem: e.to_string(),
+            })?;
+            write_file_durably(&node_file, &text, None)?;
+        }
+
+        let files = NodeFiles {
+            data_dir: dir.clone(),
+            node_id: identity.node_id,
+            origin: identity.origin,
+            signer,
+            seal_key,
+        };
+        files.check_signer_name()?;
+        Ok(files)
+    }
+
+    fn check_signer_name(&self) -> Result<(), NodeError> {
+        if self.signer.name() != self.origin {
+            return Err(NodeError::BadFile {
+                path: self.data_dir.join(KEYS_DIR).join(CHECKPOINT_KEY_FILE),
+                problem: format!(
+                    "signing key is named {:?} but the node's origin is {:?}",
+                    self.signer.name(),
+                    self.origin
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The checkpoint origin, also the signing key's name.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn signer(&self) -> &NoteSigner {
+        &self.signer
+    }
+
+    /// The public key that verifies this node's checkpoints.
+    pub fn verifier(&self) -> NoteVerifier {
+        self.signer.verifier()
+    }
+
+    pub fn seal_key(&self) -> &SealKey {
+        &self.seal_key
+    }
+
+    /// Path of the embedded database.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join(DB_FILE)
+    }
+
+    /// Opens this node's store (the embedded SQLite database). Safe while a server runs: the
+    /// database arbitrates concurrent access.
+    pub fn open_store(&self) -> Result<Arc<dyn Store>, NodeError> {
+        open_store(&self.db_path())
+    }
+}
+
+fn open_store(path: &Path) -> Result<Arc<dyn Store>, NodeError> {
+    let store = evident_store::sqlite::SqliteStore::open(path)?;
+    Ok(Arc::new(store))
+}
+
+fn read_identity(path: &Path) -> Result<NodeIdentity, NodeError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    toml::from_str(&text).map_err(|e| NodeError::BadFile {
+        path: path.to_owned(),
+        problem: e.message().to_owned(),
+    })
+}
+
+fn read_signer(path: &Path) -> Result<NoteSigner, NodeError> {
+    warn_if_readable_by_others(path);
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    NoteSigner::from_private_key_string(text.trim()).map_err(|e| NodeError::BadFile {
+        path: path.to_owned(),
+        problem: format!("not a signing key: {e}"),
+    })
+}
+
+fn read_seal_key(path: &Path) -> Result<SealKey, NodeError> {
+    warn_if_readable_by_others(path);
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let secret = hex::decode(text.trim()).map_err(|_| NodeError::BadFile {
+        path: path.to_owned(),
+        problem: "expected the seal secret as hex digits".to_owned(),
+    })?;
+    seal_key_from(path, &secret)
+}
+
+fn seal_key_from(path: &Path, secret: &[u8]) -> Result<SealKey, NodeError> {
+    SealKey::new(secret).map_err(|e| NodeError::BadFile {
+        path: path.to_owned(),
+        problem: e.to_string(),
+    })
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], NodeError> {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out).map_err(|e| NodeError::Random(e.to_string()))?;
+    Ok(out)
+}
+
+fn create_private_dir(path: &Path) -> Result<(), NodeError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path).map_err(io_err(path))
+}
+
+fn write_private_file(path: &Path, contents: &str) -> Result<(), NodeError> {
+    write_file_durably(path, contents, Some(0o600))
+}
+
+/// Writes through a temporary file, fsyncs and renames, so that a crash leaves either no file
+/// or the whole file.
+fn write_file_durably(path: &Path, contents: &str, mode: Option<u32>) -> Result<(), NodeError> {
+    let tmp = path.with_extension("tmp");
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if let Some(mode) = mode {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(contents.as_bytes()).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(parent) = path.parent() {
+        // The rename is durable once the directory entry is.
+        if let Ok(dir) = File::open(parent) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(())
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "key file is accessible to other users; chmod 600 it");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// Takes the directory's exclusive lock, or says who holds it.
+fn lock_data_dir(dir: &Path) -> Result<File, NodeError> {
+    use fs4::fs_std::FileExt;
+    let lock = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .map_err(io_err(&lock))?;
+    match file.try_lock_exclusive() {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(NodeError::Locked {
+            dir: dir.to_owned(),
+            lock,
+        }),
+        Err(source) => Err(NodeError::Io { path: lock, source }),
+    }
+}
+
+/// A started node: it holds the data directory's lock, its store and its sequencer thread.
+pub struct Node {
+    config: ServerConfig,
+    files: NodeFiles,
+    store: Arc<dyn Store>,
+    sequencer: Sequencer,
+    metrics: Arc<Metrics>,
+    // Held for the node's lifetime; the OS releases the flock when it is dropped or the
+    // process dies, so a crash never leaves a stale lock behind.
+    _lock: File,
+}
+
+impl Node {
+    /// Validates `config`, creates the data directory on first start (identity, keys,
+    /// database) or loads and checks it, locks it, and starts the sequencer from the stored
+    /// chain head (this is crash recovery). Blocking: call from a blocking thread.
+    pub fn open(config: ServerConfig) -> Result<Node, NodeError> {
+        config.validate()?;
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let lock = lock_data_dir(&dir)?;
+        let files = NodeFiles::create_or_load(&config)?;
+        let store = files.open_store()?;
+        Self::start(config, files, store, lock)
+    }
+
+    /// Creates the data directory if needed and returns its identity, without starting a
+    /// server (for `evident keys create` before the first `serve`). Fails if a server holds
+    /// the directory.
+    pub fn init(config: &ServerConfig) -> Result<NodeFiles, NodeError> {
+        config.validate()?;
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let _lock = lock_data_dir(&dir)?;
+        let files = NodeFiles::create_or_load(config)?;
+        // Creates the database and its schema.
+        files.open_store()?;
+        Ok(files)
+    }
+
+    /// [`Self::open`] with the store wrapped by `wrap` (tests inject faults this way).
+    #[cfg(test)]
+    pub(crate) fn open_wrapped(
+        config: ServerConfig,
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> Result<Node, NodeError> {
+        config.validate()?;
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let lock = lock_data_dir(&dir)?;
+        let files = NodeFiles::create_or_load(&config)?;
+        let store = wrap(files.open_store()?);
+        Self::start(config, files, store, lock)
+    }
+
+    fn start(
+        config: ServerConfig,
+        files: NodeFiles,
+        store: Arc<dyn Store>,
+        lock: File,
+    ) -> Result<Node, NodeError> {
+        let metrics = Arc::new(Metrics::new());
+        let settings = SequencerSettings {
+            node_id: files.node_id().to_owned(),
+            origin: files.origin().to_owned(),
+            checkpoint_every_events: config.checkpoint_every_events,
+            checkpoint_every: std::time::Duration::from_millis(config.checkpoint_every_ms),
+            max_group_commit_events: config.max_group_commit_events,
+        };
+        let sequencer = Sequencer::start(
+            store.clone(),
+            files.seal_key().clone(),
+            files.signer().clone(),
+            settings,
+            metrics.clone(),
+        )?;
+        tracing::info!(
+            data_dir = %files.data_dir().display(),
+            node_id = files.node_id(),
+            size = sequencer.size(),
+            "node started"
+        );
+        Ok(Node {
+            config,
+            files,
+            store,
+            sequencer,
+            metrics,
+            _lock: lock,
+        })
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub fn files(&self) -> &NodeFiles {
+        &self.files
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn sequencer(&self) -> &Sequencer {
+        &self.sequencer
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops the sequencer after it committed everything already queued and signed a final
+    /// checkpoint. Blocking.
+    pub fn shutdown(&self) {
+        self.sequencer.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> ServerConfig {
+        ServerConfig {
+            data_dir: dir.join("data"),
+            ..ServerConfig::default()
+        }
+    }
+
+    #[test]
+    fn first_start_creates_identity_and_private_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = config(tmp.path());
+        let node = Node::open(c.clone()).unwrap();
+        let dir = &c.data_dir;
+        assert!(dir.join(NODE_FILE).exists());
+        assert!(dir.join(DB_FILE).exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(dir.join(KEYS_DIR)), 0o700);
+            assert_eq!(mode(dir.join(KEYS_DIR).join(CHECKPOINT_KEY_FILE)), 0o600);
+            assert_eq!(mode(dir.join(KEYS_DIR).join(SEAL_KEY_FILE)), 0o600);
+        }
+        let vkey = node.files().verifier().to_vkey_string();
+        assert!(vkey.starts_with("evident/node-1+"), "{vkey}");
+        node.shutdown();
+        drop(node);
+
+        // A restart loads the same keys.
+        let again = Node::open(c.clone()).unwrap();
+        assert_eq!(again.files().verifier().to_vkey_string(), vkey);
+        again.shutdown();
+        drop(again);
+
+        let ro = NodeFiles::open_readonly(dir).unwrap();
+        assert_eq!(ro.verifier().to_vkey_string(), vkey);
+        assert_eq!(ro.node_id(), "node-1");
+    }
+
+    #[test]
+    fn a_second_node_on_the_same_dir_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = config(tmp.path());
+        let node = Node::open(c.clone()).unwrap();
+        let err = Node::open(c.clone()).err().unwrap();
+        assert!(matches!(err, NodeError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains(&c.data_dir.display().to_string()));
+        // Reading the identity needs no lock.
+        NodeFiles::open_readonly(&c.data_dir).unwrap();
+        node.shutdown();
+    }
+
+    #[test]
+    fn a_different_node_id_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = config(tmp.path());
+        Node::init(&c).unwrap();
+        let other = ServerConfig {
+            node_id: "node-2".to_owned(),
+            ..c.clone()
+        };
+        let err = Node::open(other).err().unwrap();
+        let text = err.to_string();
+        assert!(text.contains("node-1") && text.contains("node-2"), "{text}");
+    }
+
+    #[test]
+    fn readonly_open_of_a_missing_dir_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = NodeFiles::open_readonly(&tmp.path().join("nope")).unwrap_err();
+        assert!(matches!(err, NodeError::NotInitialized { .. }), "{err}");
+    }
+}
