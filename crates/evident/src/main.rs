@@ -1,3 +1,69 @@
-//! The `evident` binary: argument parsing and wiring only.
+//! The `evident` binary: argument parsing and wiring only. Each command group lives in its
+//! own module under `cmd/`; the HTTP client, output helpers and exit codes are shared.
+//!
+//! Exit codes: 0 success; 1 failure (a verification that found a problem, a refused request,
+//! an I/O error); 2 usage error.
 
-fn main() {}
+mod client;
+mod cmd;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Evident: a tamper-evident audit log. One binary is the server, the admin tool and the
+/// offline verifier.
+#[derive(Debug, Parser)]
+#[command(name = "evident", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (creates the data directory on first start).
+    Serve(cmd::serve::ServeArgs),
+    /// Append one event (from flags) or many (NDJSON on stdin); prints a receipt per event.
+    Append(cmd::append::AppendArgs),
+    /// Query the log with filters; a table on a terminal, JSON with --json.
+    Query(cmd::query::QueryArgs),
+    /// Export matching events as the self-verifying NDJSON bundle, CSV or JSON.
+    Export(cmd::export::ExportArgs),
+    /// Verify a log: a local data directory, a running server, or an export file offline.
+    Verify(cmd::verify::VerifyArgs),
+    /// Fetch the latest signed checkpoint.
+    Checkpoint(cmd::checkpoint::CheckpointArgs),
+    /// Print the public key that verifies this node's checkpoints.
+    PublicKey(cmd::checkpoint::PublicKeyArgs),
+    /// Fetch a Merkle proof and verify it locally.
+    #[command(subcommand)]
+    Proof(cmd::proof::ProofCommand),
+    /// Manage API keys directly on a data directory (works while a server runs on it).
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    output::init_tracing(default_level);
+    // Every HTTPS connection uses ring; installing it can only fail if one is already set.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Append(args) => cmd::append::run(args),
+        Command::Query(args) => cmd::query::run(args),
+        Command::Export(args) => cmd::export::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
+        Command::Checkpoint(args) => cmd::checkpoint::run(args),
+        Command::PublicKey(args) => cmd::checkpoint::run_public_key(args),
+        Command::Proof(command) => cmd::proof::run(command),
+        Command::Keys(command) => cmd::keys::run(command),
+    };
+    output::exit_code(result)
+}

@@ -1,0 +1,222 @@
+//! `evident export`: streams matching events to a file or stdout in constant memory. NDJSON
+//! (the self-verifying bundle) and CSV come from the server as a stream; JSON is built here
+//! as one array from the server's JSON pages. A file is written under a temporary name and
+//! renamed only when complete, so an interrupted export never looks like a finished one.
+
+use crate::client::{ApiClient, ClientArgs};
+use crate::cmd::query::{FilterArgs, pages};
+use crate::output::{bytes_progress, usage};
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use indicatif::ProgressBar;
+use std::io::{Read, Write};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// The self-verifying bundle (`evident verify --export` checks it offline).
+    Ndjson,
+    /// RFC 4180 CSV with a header row.
+    Csv,
+    /// One JSON array of events, each with its hash and seal.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Ndjson)]
+    pub format: ExportFormat,
+    /// Write to this file instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// asc or desc (csv and json; the NDJSON bundle is always ascending) [default: asc].
+    #[arg(long)]
+    pub order: Option<String>,
+    /// Export at most this many events.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+}
+
+/// JSON page size when building a JSON export.
+const JSON_PAGE: u64 = 1000;
+/// Copy buffer for streamed exports.
+const COPY_BUFFER: usize = 64 * 1024;
+
+pub fn run(args: ExportArgs) -> anyhow::Result<()> {
+    if args.format == ExportFormat::Ndjson && args.order.as_deref() == Some("desc") {
+        return Err(usage(
+            "--order desc: the NDJSON bundle is always in ascending order",
+        ));
+    }
+    if args.limit == Some(0) {
+        return Err(usage("--limit must be at least 1"));
+    }
+    // Timeouts apply between reads: a long export is fine as long as bytes keep coming.
+    let client = ApiClient::new(&args.client)?;
+    let bar = bytes_progress(None, "exporting");
+    let result = match &args.out {
+        Some(path) => export_to_file(&client, &args, path, &bar),
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let rows = export_to(&client, &args, &mut out, &bar)?;
+            out.flush()?;
+            Ok(rows)
+        }
+    };
+    bar.finish_and_clear();
+    let rows = result?;
+    if let Some(path) = &args.out {
+        let kind = match args.format {
+            ExportFormat::Ndjson => "lines",
+            ExportFormat::Csv => "CSV records",
+            ExportFormat::Json => "events",
+        };
+        eprintln_quiet(&format!(
+            "exported {rows} {kind} ({}) to {}",
+            format_name(args.format),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+fn format_name(format: ExportFormat) -> &'static str {
+    match format {
+        ExportFormat::Ndjson => "ndjson",
+        ExportFormat::Csv => "csv",
+        ExportFormat::Json => "json",
+    }
+}
+
+fn eprintln_quiet(message: &str) {
+    let _ = writeln!(std::io::stderr(), "{message}");
+}
+
+fn export_to_file(
+    client: &ApiClient,
+    args: &ExportArgs,
+    path: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<u64> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".evident-export-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let mut writer = std::io::BufWriter::new(tmp);
+    let rows = export_to(client, args, &mut writer, bar)?;
+    let tmp = writer
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(rows)
+}
+
+/// Writes the export to `out`; returns the number of lines (ndjson), records (csv) or events
+/// (json) written.
+fn export_to(
+    client: &ApiClient,
+    args: &ExportArgs,
+    out: &mut dyn Write,
+    bar: &ProgressBar,
+) -> anyhow::Result<u64> {
+    let mut params = args.filter.params();
+    if let Some(order) = &args.order {
+        params.push(("order", order.clone()));
+    }
+    match args.format {
+        ExportFormat::Ndjson | ExportFormat::Csv => {
+            params.push(("format", format_name(args.format).to_owned()));
+            if let Some(limit) = args.limit {
+                params.push(("limit", limit.to_string()));
+            }
+            let mut response = client.get("api/v1/audit-log", &params)?;
+            copy_counting_lines(&mut response, out, bar)
+        }
+        ExportFormat::Json => {
+            if args.order.is_none() {
+                params.push(("order", "asc".to_owned()));
+            }
+            let page = args.limit.map_or(JSON_PAGE, |l| l.min(JSON_PAGE));
+            params.push(("limit", page.to_string()));
+            write_json_array(client, params, args.limit, out, bar)
+        }
+    }
+}
+
+fn copy_counting_lines(
+    from: &mut dyn Read,
+    out: &mut dyn Write,
+    bar: &ProgressBar,
+) -> anyhow::Result<u64> {
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut lines = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context("the export stream broke off: the output is incomplete"));
+            }
+        };
+        let chunk = buf.get(..n).unwrap_or_default();
+        out.write_all(chunk).context("writing the export")?;
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        bar.inc(n as u64);
+        bar.set_message(format!("{lines} lines"));
+    }
+    Ok(lines)
+}
+
+fn write_json_array(
+    client: &ApiClient,
+    params: Vec<(&'static str, String)>,
+    limit: Option<u64>,
+    out: &mut dyn Write,
+    bar: &ProgressBar,
+) -> anyhow::Result<u64> {
+    let mut count = 0u64;
+    let max = limit.unwrap_or(u64::MAX);
+    out.write_all(b"[")?;
+    let mut written = 1u64;
+    pages(client, params, None, true, &mut |page| {
+        for event in page.events.iter() {
+            if count == max {
+                break;
+            }
+            let text = event.get();
+            let sep: &[u8] = if count == 0 { b"\n" } else { b",\n" };
+            out.write_all(sep)?;
+            out.write_all(text.as_bytes())?;
+            written += (sep.len() + text.len()) as u64;
+            count += 1;
+        }
+        bar.set_position(written);
+        bar.set_message(format!("{count} events"));
+        Ok(if count == max {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })?;
+    out.write_all(if count == 0 { b"]\n" } else { b"\n]\n" })?;
+    Ok(count)
+}

@@ -1,0 +1,263 @@
+//! `evident keys create|list|rotate|revoke`: API key management straight on a data directory,
+//! through the server library's key functions (no server needed, and safe while one runs:
+//! the database arbitrates). A new key's secret is printed once, alone on the last line.
+
+use crate::cmd::serve::config_from;
+use anyhow::Context as _;
+use clap::builder::PossibleValuesParser;
+use clap::{Args, Subcommand};
+use evident_core::event::format_rfc3339_millis;
+use evident_server::auth::{self, Role};
+use evident_server::node::NodeError;
+use evident_server::{Node, NodeFiles};
+use evident_store::{KeyRecord, Store};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; prints it once, alone on the last line (creates the data directory if
+    /// it does not exist yet).
+    Create(CreateArgs),
+    /// List keys (never their secrets).
+    List(ListArgs),
+    /// Replace a key by a new one with the same role, tenant and label; the old one keeps
+    /// working for the grace period.
+    Rotate(RotateArgs),
+    /// Revoke a key at once.
+    Revoke(RevokeArgs),
+}
+
+/// Which data directory.
+#[derive(Debug, Args)]
+pub struct DataDirArgs {
+    /// Data directory [default: ./evident-data, or EVIDENT_DATA_DIR, or the config file's].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file (for the data directory and, on first use, the node id).
+    #[arg(long, value_name = "FILE", env = "EVIDENT_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub dir: DataDirArgs,
+    /// What the key may do: owner and admin everything, readonly read and export, writer
+    /// append only.
+    #[arg(long, value_parser = PossibleValuesParser::new(["owner", "admin", "readonly", "writer"]))]
+    pub role: String,
+    /// Restrict the key to one tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// A note saying what the key is for.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Node id, used only when this creates the data directory [default: node-1].
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub dir: DataDirArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub dir: DataDirArgs,
+    /// Id of the key to rotate (`evk_` and 12 hex digits).
+    pub id: String,
+    /// Seconds the old key keeps working.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub grace: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    pub dir: DataDirArgs,
+    /// Id of the key to revoke (`evk_` and 12 hex digits).
+    pub id: String,
+}
+
+pub fn run(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create(args) => create(args),
+        KeysCommand::List(args) => list(args),
+        KeysCommand::Rotate(args) => rotate(args),
+        KeysCommand::Revoke(args) => revoke(args),
+    }
+}
+
+/// Opens an existing data directory's store, read-write for keys, without locking it.
+fn open_existing(dir: &DataDirArgs) -> anyhow::Result<(NodeFiles, Arc<dyn Store>)> {
+    let config = config_from(dir.config.as_deref(), dir.data_dir.clone(), None)?;
+    let files = NodeFiles::open_readonly(&config.data_dir)
+        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    let store = files
+        .open_store()
+        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    Ok((files, store))
+}
+
+fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let role: Role = args.role.parse()?;
+    let config = config_from(
+        args.dir.config.as_deref(),
+        args.dir.data_dir.clone(),
+        args.node_id.clone(),
+    )?;
+    let dir = config.data_dir.clone();
+    let files = match NodeFiles::open_readonly(&dir) {
+        Ok(files) => files,
+        Err(NodeError::NotInitialized { .. }) => Node::init(&config)
+            .with_context(|| format!("creating data directory {}", dir.display()))?,
+        Err(e) => {
+            return Err(e).with_context(|| format!("opening data directory {}", dir.display()));
+        }
+    };
+    let store = files
+        .open_store()
+        .with_context(|| format!("opening the database in {}", dir.display()))?;
+    let (secret, record) = auth::create_key(
+        &*store,
+        role,
+        args.tenant,
+        args.label,
+        evident_server::now_ms(),
+    )
+    .context("creating the key")?;
+    print_new_key(&record, &secret, &files)
+}
+
+fn print_new_key(record: &KeyRecord, secret: &str, files: &NodeFiles) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "created API key {} (role {}, tenant {}, label {}) for node {} in {}",
+        record.id,
+        record.role,
+        record.tenant.as_deref().unwrap_or("any"),
+        record.label.as_deref().unwrap_or("-"),
+        files.node_id(),
+        files.data_dir().display()
+    )?;
+    writeln!(
+        out,
+        "The key is shown only now; store it safely. Send it as `Authorization: Bearer <key>` or set EVIDENT_KEY."
+    )?;
+    writeln!(out, "{secret}")?;
+    out.flush()?;
+    Ok(())
+}
+
+fn status(record: &KeyRecord, now: i64) -> String {
+    match (record.revoked_at, record.expires_at) {
+        (Some(at), _) => format!("revoked {}", format_rfc3339_millis(at)),
+        (None, Some(at)) if at <= now => format!("expired {}", format_rfc3339_millis(at)),
+        (None, Some(at)) => format!("expires {}", format_rfc3339_millis(at)),
+        (None, None) => "active".to_owned(),
+    }
+}
+
+fn list(args: ListArgs) -> anyhow::Result<()> {
+    let (_, store) = open_existing(&args.dir)?;
+    let keys = store.keys().context("reading the keys")?;
+    let now = evident_server::now_ms();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let items: Vec<serde_json::Value> = keys
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "id": k.id,
+                    "role": k.role,
+                    "tenant": k.tenant,
+                    "label": k.label,
+                    "created_at": format_rfc3339_millis(k.created_at),
+                    "revoked_at": k.revoked_at.map(format_rfc3339_millis),
+                    "expires_at": k.expires_at.map(format_rfc3339_millis),
+                    "last_used_at": k.last_used_at.map(format_rfc3339_millis),
+                    "last_used_ip": k.last_used_ip,
+                    "status": status(k, now),
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &items)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.id.clone(),
+                k.role.clone(),
+                k.tenant.clone().unwrap_or_else(|| "any".to_owned()),
+                k.label.clone().unwrap_or_default(),
+                format_rfc3339_millis(k.created_at),
+                status(k, now),
+                match (&k.last_used_at, &k.last_used_ip) {
+                    (Some(at), Some(ip)) => format!("{} from {ip}", format_rfc3339_millis(*at)),
+                    (Some(at), None) => format_rfc3339_millis(*at),
+                    _ => "never".to_owned(),
+                },
+            ]
+        })
+        .collect();
+    let table = crate::output::Table::new(
+        vec![
+            "ID",
+            "ROLE",
+            "TENANT",
+            "LABEL",
+            "CREATED",
+            "STATUS",
+            "LAST USED",
+        ],
+        &rows,
+    );
+    table.write_header(&mut out)?;
+    for row in &rows {
+        table.write_row(&mut out, row)?;
+    }
+    Ok(())
+}
+
+fn rotate(args: RotateArgs) -> anyhow::Result<()> {
+    let (files, store) = open_existing(&args.dir)?;
+    let grace_ms = i64::try_from(args.grace.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let (secret, record) = auth::rotate_key(&*store, &args.id, grace_ms, evident_server::now_ms())
+        .with_context(|| format!("rotating key {}", args.id))?;
+    let mut err = std::io::stderr().lock();
+    if args.grace == 0 {
+        writeln!(err, "key {} stopped working now", args.id)?;
+    } else {
+        writeln!(
+            err,
+            "key {} keeps working for {} more seconds",
+            args.id, args.grace
+        )?;
+    }
+    print_new_key(&record, &secret, &files)
+}
+
+fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    let (_, store) = open_existing(&args.dir)?;
+    let record = auth::revoke_key(&*store, &args.id, evident_server::now_ms())
+        .with_context(|| format!("revoking key {}", args.id))?;
+    writeln!(
+        std::io::stdout().lock(),
+        "revoked API key {} (role {})",
+        record.id,
+        record.role
+    )?;
+    Ok(())
+}

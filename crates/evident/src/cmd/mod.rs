@@ -1,0 +1,11 @@
+//! One module per command group. Each has its clap arguments and a `run` that does the work
+//! through the server library (local commands) or the HTTP API (client commands).
+
+pub mod append;
+pub mod checkpoint;
+pub mod export;
+pub mod keys;
+pub mod proof;
+pub mod query;
+pub mod serve;
+pub mod verify;

@@ -1,0 +1,220 @@
+//! What the binary shows a person: log setup, progress bars (on a terminal only, silent when
+//! piped), plain-text tables, and the mapping of a command's result to an exit code and a
+//! message. Commands write their results to stdout and nothing else there.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::fmt;
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+
+/// Exit code of a usage error (as clap uses for bad arguments).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code of any other failure, a failed verification included.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Logs go to stderr; `RUST_LOG` overrides `default_level`.
+pub fn init_tracing(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        // Colour codes only for a person at a terminal, never into a log file.
+        .with_ansi(io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Arguments that parse but make no sense together (exit code 2, like clap's own errors).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// A usage error as an `anyhow::Error`.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    UsageError(message.into()).into()
+}
+
+/// A verification that ran and found a problem: the verdict is the message, exit code 1.
+#[derive(Debug)]
+pub struct VerificationFailed(pub String);
+
+impl fmt::Display for VerificationFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for VerificationFailed {}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints what went wrong (to stderr) and picks the exit code.
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    let Err(error) = result else {
+        return ExitCode::SUCCESS;
+    };
+    // A reader that stopped early (`evident query | head`) is not an error of ours.
+    if is_broken_pipe(&error) {
+        return ExitCode::SUCCESS;
+    }
+    let mut stderr = io::stderr().lock();
+    if let Some(failed) = error.downcast_ref::<VerificationFailed>() {
+        let _ = writeln!(stderr, "{failed}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    if let Some(bad) = error.downcast_ref::<UsageError>() {
+        let _ = writeln!(
+            stderr,
+            "error: {bad}\n\nFor more information, try '--help'."
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let _ = writeln!(stderr, "error: {error:#}");
+    ExitCode::from(EXIT_FAILURE)
+}
+
+/// Whether progress should be drawn: only for a person watching a terminal.
+pub fn stderr_is_terminal() -> bool {
+    io::stderr().is_terminal()
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+/// A progress bar over bytes (with a total when known), drawn on stderr only when it is a
+/// terminal; hidden otherwise, so piped output and logs stay clean.
+pub fn bytes_progress(total: Option<u64>, what: &str) -> ProgressBar {
+    if !stderr_is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+            .with_style(style(
+                "{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg} ({eta})",
+            )),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
+            style("{spinner} {prefix} {bytes} {binary_bytes_per_sec} {msg} ({elapsed})"),
+        ),
+    };
+    bar.set_prefix(what.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// A progress bar over entries, same terminal rule as [`bytes_progress`].
+pub fn count_progress(total: Option<u64>, what: &str) -> ProgressBar {
+    if !stderr_is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+            .with_style(style(
+                "{spinner} {prefix} [{bar:30}] {human_pos}/{human_len} entries {per_sec} ({eta})",
+            )),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
+            style("{spinner} {prefix} {human_pos} entries {per_sec} ({elapsed})"),
+        ),
+    };
+    bar.set_prefix(what.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// Widest a table cell is shown; longer text is cut with an ellipsis.
+const MAX_CELL_CHARS: usize = 40;
+
+/// A plain-text table: column widths from the rows given, cells cut at [`MAX_CELL_CHARS`].
+pub struct Table {
+    headers: Vec<&'static str>,
+    widths: Vec<usize>,
+}
+
+fn cut(text: &str) -> String {
+    // Control characters would break the layout (and could move the cursor).
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.chars().count() <= MAX_CELL_CHARS {
+        clean
+    } else {
+        let mut short: String = clean.chars().take(MAX_CELL_CHARS - 1).collect();
+        short.push('…');
+        short
+    }
+}
+
+impl Table {
+    /// Sizes the columns for `headers` and a first batch of `rows`.
+    pub fn new(headers: Vec<&'static str>, rows: &[Vec<String>]) -> Table {
+        let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+        for row in rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cut(cell).chars().count());
+            }
+        }
+        Table { headers, widths }
+    }
+
+    pub fn write_header(&self, out: &mut dyn Write) -> io::Result<()> {
+        let cells: Vec<String> = self.headers.iter().map(|h| (*h).to_owned()).collect();
+        self.write_row(out, &cells)
+    }
+
+    pub fn write_row(&self, out: &mut dyn Write, row: &[String]) -> io::Result<()> {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(&self.widths).enumerate() {
+            let cell = cut(cell);
+            if i + 1 == row.len() {
+                line.push_str(&cell);
+            } else {
+                let pad = width.saturating_sub(cell.chars().count());
+                line.push_str(&cell);
+                line.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_cut_long_cells() {
+        let rows = vec![
+            vec!["1".to_owned(), "alice".to_owned(), "x".to_owned()],
+            vec!["10".to_owned(), "a".repeat(60), "y\nz".to_owned()],
+        ];
+        let table = Table::new(vec!["SEQ", "ACTOR", "NOTE"], &rows);
+        let mut out = Vec::new();
+        table.write_header(&mut out).unwrap();
+        for row in &rows {
+            table.write_row(&mut out, row).unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("SEQ  ACTOR"), "{text}");
+        assert!(lines[2].contains('…'), "{text}");
+        assert!(lines[2].ends_with("y z"), "{text}");
+        // Every row puts its last column at the same offset.
+        let col = lines[0].find("NOTE").unwrap();
+        assert_eq!(lines[1].chars().count() - 1, col, "{text}");
+    }
+}
