@@ -1,10 +1,12 @@
 //! The self-verifying export bundle (NDJSON): a header carrying the signed checkpoint, one line
 //! per entry, run markers tying each contiguous run of entries to the checkpoint's tree, and a
 //! trailer. Lines are written in one exact form and the reader refuses any other, so that every
-//! byte of an export is checked. Pure: lines in, verdicts out; the caller reads the file.
+//! byte of an export is checked. The header is signed by the node's checkpoint key (a signed
+//! note over the SHA-256 of the header without its `signature` member), so that what was
+//! exported, when and by which node is authenticated too. Pure: lines in, verdicts out; the caller reads the file.
 //!
 //! ```text
-//! {"format":"evident-export/v1","node_id":…,"exported_at":…,"query":{…},"checkpoint":"…"[,"consistency":{…}]}
+//! {"format":"evident-export/v1","node_id":…,"exported_at":…,"query":{…},"checkpoint":"…"[,"consistency":{…}],"signature":"…"}
 //! {<event JSON>,"hash":…,"seal":…,"run_start":{"prev_hash":…,"left":[…]}}      first entry of a run
 //! {<event JSON>,"hash":…,"seal":…}                                             inside a run
 //! {<event JSON>,"hash":…,"seal":…,"run_end":{"right":[…]}}                      last entry of a run
@@ -21,7 +23,7 @@ use crate::checkpoint::Checkpoint;
 use crate::event::{Event, Millis};
 use crate::hash::Hash;
 use crate::merkle::{CompactRange, NodeId};
-use crate::note::NoteVerifier;
+use crate::note::{NoteError, NoteSigner, NoteVerifier};
 use crate::verify::Violation;
 use serde_json::{Map, Value};
 
@@ -39,7 +41,7 @@ pub struct ExportHeader {
     pub node_id: String,
     /// The signed checkpoint note every run is checked against.
     pub checkpoint: String,
-    /// The filters used, informational (canonical JSON text of an object).
+    /// The filters used (canonical JSON text of an object), covered by the header signature.
     pub query: String,
     pub exported_at: crate::event::Millis,
 }
@@ -119,13 +121,14 @@ impl ExportError {
     }
 }
 
-/// The header line (ending in `\n`).
-pub fn header_line(header: &ExportHeader) -> String {
-    header_line_with_consistency(header, None)
-}
+/// First line of the text a header signature signs; the second is the base64 SHA-256 of the
+/// unsigned header line. Its second line is never a decimal number, so a signed header can
+/// never be taken for a checkpoint signed by the same key (and the reverse).
+pub const HEADER_STATEMENT_PREFIX: &str = "evident-export-header/v1\n";
 
-/// The header line (ending in `\n`) with an optional consistency proof member.
-pub fn header_line_with_consistency(
+/// The header line without its `signature` member (ending in `\n`): the bytes a header
+/// signature covers.
+pub fn unsigned_header_line(
     header: &ExportHeader,
     consistency: Option<&HeaderConsistency>,
 ) -> String {
@@ -150,6 +153,41 @@ pub fn header_line_with_consistency(
         push_hash_array(&mut out, &c.proof);
         out.push('}');
     }
+    out.push_str("}\n");
+    out
+}
+
+/// The note text a header signature signs, for an unsigned header line.
+pub fn header_statement(unsigned_line: &str) -> String {
+    use base64::Engine as _;
+    let digest = Hash::digest(unsigned_line.as_bytes());
+    let mut text = String::with_capacity(HEADER_STATEMENT_PREFIX.len() + 45);
+    text.push_str(HEADER_STATEMENT_PREFIX);
+    text.push_str(&base64::engine::general_purpose::STANDARD.encode(digest.as_bytes()));
+    text.push('\n');
+    text
+}
+
+/// The signed header line (ending in `\n`): the unsigned line with a last member
+/// `"signature"` holding the signed note of [`header_statement`], signed by `signer` (the
+/// node's checkpoint key).
+pub fn signed_header_line(
+    header: &ExportHeader,
+    consistency: Option<&HeaderConsistency>,
+    signer: &NoteSigner,
+) -> Result<String, NoteError> {
+    let unsigned = unsigned_header_line(header, consistency);
+    let note = signer.sign(&header_statement(&unsigned))?;
+    Ok(with_signature(&unsigned, &note))
+}
+
+/// `unsigned` (ending in `}\n`) with `,"signature":<note>` inserted before its closing brace.
+fn with_signature(unsigned: &str, note: &str) -> String {
+    let body = unsigned.strip_suffix("}\n").unwrap_or(unsigned);
+    let mut out = String::with_capacity(unsigned.len() + note.len() + 24);
+    out.push_str(body);
+    out.push_str(",\"signature\":");
+    push_json_str(&mut out, note);
     out.push_str("}\n");
     out
 }
@@ -408,6 +446,7 @@ impl ExportVerifier {
                 "query",
                 "checkpoint",
                 "consistency",
+                "signature",
             ],
             "header",
             n,
@@ -430,11 +469,9 @@ impl ExportVerifier {
             query,
             exported_at,
         };
-        require_canonical(
-            &header_line_with_consistency(&header, consistency.as_ref()),
-            line,
-            n,
-        )?;
+        let signature = str_member(obj, "signature", "header", n)?;
+        let unsigned = unsigned_header_line(&header, consistency.as_ref());
+        require_canonical(&with_signature(&unsigned, signature), line, n)?;
 
         let checkpoint = Checkpoint::open(&header.checkpoint, &self.verifier).map_err(|e| {
             violation(
@@ -444,6 +481,24 @@ impl ExportVerifier {
                 },
             )
         })?;
+        // The header's own signature: by the same key, over exactly these header bytes.
+        let opened =
+            crate::note::open(signature, std::slice::from_ref(&self.verifier)).map_err(|e| {
+                violation(
+                    n,
+                    Violation::BadHeaderSignature {
+                        reason: e.to_string(),
+                    },
+                )
+            })?;
+        if opened.text != header_statement(&unsigned) {
+            return Err(violation(
+                n,
+                Violation::BadHeaderSignature {
+                    reason: "the signature is valid but signs a different header".to_owned(),
+                },
+            ));
+        }
         if let Some(c) = &consistency {
             if c.from_size == 0 || c.from_size >= checkpoint.size {
                 return Err(malformed(

@@ -38,6 +38,8 @@ pub enum Violation {
     RootMismatch { size: u64 },
     #[error("checkpoint signature invalid: {reason}")]
     BadCheckpointSignature { reason: String },
+    #[error("export header signature invalid: {reason}")]
+    BadHeaderSignature { reason: String },
     #[error(
         "log ends at size {size} but a trusted checkpoint has size {checkpoint_size}: entries \
          were truncated or the log rolled back, or this copy is older than that checkpoint"
@@ -59,7 +61,9 @@ impl Violation {
                 Some(*expected)
             }
             Violation::Truncated { size, .. } => Some(*size),
-            Violation::RootMismatch { .. } | Violation::BadCheckpointSignature { .. } => None,
+            Violation::RootMismatch { .. }
+            | Violation::BadCheckpointSignature { .. }
+            | Violation::BadHeaderSignature { .. } => None,
         }
     }
 
@@ -74,6 +78,7 @@ impl Violation {
             Violation::WrongNode { .. } => "wrong_node",
             Violation::RootMismatch { .. } => "root_mismatch",
             Violation::BadCheckpointSignature { .. } => "bad_checkpoint_signature",
+            Violation::BadHeaderSignature { .. } => "bad_header_signature",
             Violation::Truncated { .. } => "truncated",
         }
     }

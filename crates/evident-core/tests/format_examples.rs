@@ -330,7 +330,7 @@ fn the_worked_example_in_format_md_is_what_the_code_computes() {
         query: r#"{"actor_kind":["system","user"]}"#.to_owned(),
         exported_at: event::parse_rfc3339("2026-03-14T10:00:00.000Z").unwrap(),
     };
-    let mut bundle = export::header_line(&header);
+    let mut bundle = export::signed_header_line(&header, None, &signer).unwrap();
     bundle.push_str(&export::entry_line(&ExportEntry {
         entry: entries[0].clone(),
         run_start: Some(RunStart {

@@ -631,7 +631,9 @@ fn write_export(
         query: r#"{"actor":"alice","from":"2026-03-14T09:00:00Z"}"#.to_owned(),
         exported_at: 1_773_480_000_123,
     };
-    let mut out = export::header_line_with_consistency(&header, consistency).into_bytes();
+    let mut out = export::signed_header_line(&header, consistency, &signer())
+        .unwrap()
+        .into_bytes();
     let mut runs = 0;
     for (k, &seq) in selected.iter().enumerate() {
         let starts = k == 0 || selected[k - 1] + 1 != seq;
@@ -673,18 +675,6 @@ fn runs_of(selected: &[u64]) -> u64 {
         .enumerate()
         .filter(|(k, seq)| *k == 0 || selected[k - 1] + 1 != **seq)
         .count() as u64
-}
-
-/// Byte ranges of the header's informational members (`exported_at`, `query`), which no
-/// signature or hash covers (see docs/FORMAT.md).
-fn informational_ranges(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
-    let text = std::str::from_utf8(bytes).unwrap();
-    let header_end = text.find('\n').unwrap();
-    let header = &text[..header_end];
-    let at = header.find(",\"exported_at\":").unwrap();
-    let query = header.find(",\"query\":").unwrap();
-    let checkpoint = header.find(",\"checkpoint\":").unwrap();
-    vec![at + 15..query, query + 9..checkpoint]
 }
 
 fn selection_strategy() -> impl Strategy<Value = (Log, Vec<u64>)> {
@@ -777,12 +767,8 @@ proptest! {
         let selected: Vec<u64> = if full { (0..n).collect() } else { selected };
         let bytes = write_export(&log, n, &selected, None);
         export::verify_export(&bytes, note_verifier(), None).unwrap();
-        let skip = informational_ranges(&bytes);
         for (pos, xor) in picks {
             let at = pos % bytes.len();
-            if skip.iter().any(|r| r.contains(&at)) {
-                continue;
-            }
             let mut changed = bytes.clone();
             changed[at] ^= xor;
             let got = export::verify_export(&changed, note_verifier(), None);
@@ -792,9 +778,9 @@ proptest! {
 }
 
 #[test]
-fn informational_header_members_are_not_authenticated() {
-    // Documented in docs/FORMAT.md: `exported_at` and `query` describe the export and are
-    // covered by no signature; a verifier reports them but must not rely on them.
+fn the_export_header_is_signed_and_its_signature_is_bound_to_it() {
+    // `exported_at` and `query` say what was exported and when; the header signature covers
+    // them, so editing either is refused even though no entry changes.
     let log = Log::build(vec![
         EventInput::from_json(&json!({
             "actor": {"id": "alice", "kind": "user"},
@@ -807,14 +793,63 @@ fn informational_header_members_are_not_authenticated() {
     ]);
     let bytes = write_export(&log, 1, &[0], None);
     let text = String::from_utf8(bytes).unwrap();
-    let ranges = informational_ranges(text.as_bytes());
-    assert_eq!(&text[ranges[0].clone()], "\"2026-03-14T09:20:00.123Z\"");
-    assert_eq!(
-        &text[ranges[1].clone()],
-        r#"{"actor":"alice","from":"2026-03-14T09:00:00Z"}"#
-    );
+    export::verify_export(text.as_bytes(), note_verifier(), None).unwrap();
+    let kinds = |edited: &str| {
+        export::verify_export(edited.as_bytes(), note_verifier(), None)
+            .unwrap_err()
+            .violation()
+            .map(Violation::kind)
+    };
     let edited = text.replace("\"actor\":\"alice\"", "\"actor\":\"alicf\"");
-    assert!(export::verify_export(edited.as_bytes(), note_verifier(), None).is_ok());
+    assert_ne!(edited, text);
+    assert_eq!(kinds(&edited), Some("bad_header_signature"));
+    let edited = text.replace("2026-03-14T09:20:00.123Z", "2026-03-14T09:20:00.124Z");
+    assert_ne!(edited, text);
+    assert_eq!(kinds(&edited), Some("bad_header_signature"));
+
+    // A valid signature lifted from another export's header does not fit this one.
+    let other_header = ExportHeader {
+        node_id: NODE.to_owned(),
+        checkpoint: log.signed_checkpoint(1),
+        query: r#"{"actor":"bob"}"#.to_owned(),
+        exported_at: 1_773_480_000_123,
+    };
+    let other = export::signed_header_line(&other_header, None, &signer()).unwrap();
+    let sig = |t: &str| t[t.find(",\"signature\":").unwrap()..t.find('\n').unwrap()].to_owned();
+    let swapped = text.replace(&sig(&text), &sig(&other));
+    assert_ne!(swapped, text);
+    let err = export::verify_export(swapped.as_bytes(), note_verifier(), None).unwrap_err();
+    assert_eq!(
+        err.violation().map(Violation::kind),
+        Some("bad_header_signature")
+    );
+    assert!(
+        err.to_string().contains("signs a different header"),
+        "{err}"
+    );
+
+    // A header signed by another key is refused even when its checkpoint is genuine.
+    let header_end = text.find('\n').unwrap() + 1;
+    let unsigned_end = text.find(",\"signature\":").unwrap();
+    let unsigned = format!("{}}}\n", &text[..unsigned_end]);
+    let foreign = NoteSigner::from_seed(ORIGIN, [1u8; 32]).unwrap();
+    let note = foreign.sign(&export::header_statement(&unsigned)).unwrap();
+    let forged = format!(
+        "{},\"signature\":{}}}\n{}",
+        &text[..unsigned_end],
+        serde_json::to_string(&note).unwrap(),
+        &text[header_end..]
+    );
+    assert_eq!(kinds(&forged), Some("bad_header_signature"));
+
+    // And a header without a signature is not an export.
+    let stripped = format!("{unsigned}{}", &text[header_end..]);
+    let err = export::verify_export(stripped.as_bytes(), note_verifier(), None).unwrap_err();
+    assert!(
+        matches!(err, ExportError::Malformed { line: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("signature"), "{err}");
 }
 
 #[test]
@@ -925,14 +960,10 @@ fn every_single_byte_change_of_a_small_export_is_refused() {
     let bytes = write_export(&log, 5, &[1, 3, 4], None);
     export::verify_export(&bytes, note_verifier(), None).unwrap();
     let header_len = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
-    let skip = informational_ranges(&bytes);
     let mut after_header = export::ExportVerifier::new(note_verifier(), None);
     after_header.push_bytes(&bytes[..header_len]).unwrap();
     let mut tried = 0;
     for at in 0..bytes.len() {
-        if skip.iter().any(|r| r.contains(&at)) {
-            continue;
-        }
         let changes: &[u8] = if at < header_len {
             &[0x01]
         } else {

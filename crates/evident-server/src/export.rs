@@ -7,11 +7,11 @@ use crate::scan::scan_chunked;
 use evident_core::chain::GENESIS_PREV_HASH;
 use evident_core::event::{Millis, format_rfc3339_millis};
 use evident_core::export::{
-    ExportEntry, ExportHeader, HeaderConsistency, RunEnd, RunStart, entry_line,
-    header_line_with_consistency, run_nodes, trailer_line,
+    ExportEntry, ExportHeader, HeaderConsistency, RunEnd, RunStart, entry_line, run_nodes,
+    signed_header_line, trailer_line,
 };
 use evident_core::merkle;
-use evident_core::{Hash, SealedEntry};
+use evident_core::{Hash, NoteSigner, SealedEntry};
 use evident_store::{Filter, Order, Store, StoreError, StoredCheckpoint};
 use serde_json::Value;
 use std::io::Write;
@@ -47,6 +47,8 @@ pub enum ExportWriteError {
     ConsistencyBeyondCheckpoint { from: u64, size: u64 },
     #[error("stored Merkle nodes do not match what the export needs: {0}")]
     MissingNodes(String),
+    #[error("signing the export header: {0}")]
+    Sign(#[from] evident_core::note::NoteError),
 }
 
 /// What an export wrote.
@@ -63,7 +65,7 @@ pub struct BundleRequest {
     /// The checkpoint every run is tied to; only entries below its size are exported.
     pub checkpoint: StoredCheckpoint,
     pub filter: Filter,
-    /// The query, as a JSON object, informational (written canonically into the header).
+    /// The query, as a JSON object (written canonically into the signed header).
     pub query: Value,
     pub exported_at: Millis,
     /// At most this many entries.
@@ -71,6 +73,8 @@ pub struct BundleRequest {
     /// Put in the header a consistency proof from this older tree size to the checkpoint's,
     /// for a verifier that trusts an older checkpoint (omitted when 0 or equal to the size).
     pub consistency_from: Option<u64>,
+    /// The node's checkpoint key, which signs the header.
+    pub signer: NoteSigner,
 }
 
 /// Writes the self-verifying NDJSON bundle: header, entries (ascending) with run markers, and
@@ -107,7 +111,7 @@ pub fn write_bundle(
     };
     write_line(
         out,
-        &header_line_with_consistency(&header, consistency.as_ref()),
+        &signed_header_line(&header, consistency.as_ref(), &request.signer)?,
     )?;
 
     let mut filter = request.filter.clone();
@@ -404,6 +408,7 @@ mod bundle_tests {
             exported_at: 1_700_000_000_000,
             limit,
             consistency_from: None,
+            signer: node.files().signer().clone(),
         };
         let mut out = Vec::new();
         let summary = write_bundle(&**node.store(), &request, &mut out).unwrap();
@@ -475,6 +480,7 @@ mod bundle_tests {
             exported_at: 0,
             limit: None,
             consistency_from: None,
+            signer: node.files().signer().clone(),
         };
         let mut out = Vec::new();
         let summary = write_bundle(&**node.store(), &request, &mut out).unwrap();

@@ -303,6 +303,7 @@ pub async fn audit_log(
                 exported_at: now_ms(),
                 limit,
                 consistency_from,
+                signer: state.node().files().signer().clone(),
             };
             let store = state.store().clone();
             stream_response(
