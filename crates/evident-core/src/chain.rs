@@ -7,9 +7,8 @@
 //! leaf is the RFC 6962 leaf hash of `hash ‖ seal`.
 
 use crate::event::{Event, EventInput, Millis};
-use crate::hash::Hash;
+use crate::hash::{Hash, Sha256State};
 use crate::merkle::{CompactRange, NodeId};
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use uuid::Uuid;
@@ -39,11 +38,16 @@ pub fn recompute_hash(prev: &Hash, event: &Event, buf: &mut Vec<u8>) -> Hash {
     entry_hash(prev, buf)
 }
 
-/// A node's HMAC secret, keyed once so that sealing costs two compressions.
+/// HMAC's block size for SHA-256 (RFC 2104 `B`).
+const HMAC_BLOCK: usize = 64;
+
+/// A node's HMAC secret, keyed once: the SHA-256 states after the inner and outer key blocks
+/// (RFC 2104's `K ⊕ ipad` and `K ⊕ opad`) are computed when the key is made, so a seal costs
+/// exactly two compression-function calls and copies 64 bytes of state, nothing else.
 #[derive(Clone)]
 pub struct SealKey {
-    // The keyed state (inner and outer pads already absorbed); cloned per seal.
-    mac: Hmac<Sha256>,
+    inner: Sha256State,
+    outer: Sha256State,
 }
 
 impl fmt::Debug for SealKey {
@@ -62,23 +66,36 @@ impl SealKey {
         if secret.len() < MIN_SEAL_SECRET_BYTES {
             return Err(WeakSealSecret(secret.len()));
         }
-        // HMAC takes keys of any length; the error arm is unreachable but kept total.
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
-            .map_err(|_| WeakSealSecret(secret.len()))?;
-        Ok(SealKey { mac })
+        // RFC 2104: a key longer than the block is hashed first; the key is zero-padded to one
+        // block and XORed with the pads.
+        let hashed;
+        let key: &[u8] = if secret.len() > HMAC_BLOCK {
+            hashed = Sha256::digest(secret);
+            &hashed
+        } else {
+            secret
+        };
+        let mut ipad = [0x36u8; HMAC_BLOCK];
+        let mut opad = [0x5cu8; HMAC_BLOCK];
+        for ((i, o), k) in ipad.iter_mut().zip(opad.iter_mut()).zip(key) {
+            *i ^= k;
+            *o ^= k;
+        }
+        Ok(SealKey {
+            inner: Sha256State::after_block(&ipad),
+            outer: Sha256State::after_block(&opad),
+        })
     }
 
+    /// HMAC-SHA256(secret, entry hash).
     pub fn seal(&self, entry_hash: &Hash) -> Seal {
-        let mut mac = self.mac.clone();
-        mac.update(&entry_hash.0);
-        Hash(mac.finalize().into_bytes().into())
+        let inner = self.inner.finish_32(&entry_hash.0);
+        self.outer.finish_32(&inner.0)
     }
 
     /// Constant-time check of a seal.
     pub fn check(&self, entry_hash: &Hash, seal: &Seal) -> bool {
-        let mut mac = self.mac.clone();
-        mac.update(&entry_hash.0);
-        mac.verify_slice(&seal.0).is_ok()
+        crate::hash::ct_eq(&self.seal(entry_hash), seal)
     }
 }
 
@@ -98,9 +115,9 @@ impl SealedEntry {
         out[32..].copy_from_slice(&self.seal.0);
         out
     }
-    /// RFC 6962 leaf hash of [`Self::leaf_data`].
+    /// RFC 6962 leaf hash of [`Self::leaf_data`]: SHA-256(0x00 ‖ hash ‖ seal).
     pub fn leaf_hash(&self) -> Hash {
-        crate::merkle::leaf_hash(&self.leaf_data())
+        crate::hash::sha256_prefixed_pair(0x00, &self.hash.0, &self.seal.0)
     }
 }
 
@@ -189,6 +206,54 @@ mod tests {
             let h = Hash::digest(b"some entry");
             assert_eq!(key.seal(&h).0, reference_hmac(&secret, &h.0));
         }
+    }
+
+    #[test]
+    fn seal_matches_the_hmac_crate() {
+        use hmac::{Hmac, Mac};
+        // Keys of one block, of more than one (hashed first, as RFC 4231 cases 6 and 7 are),
+        // and of exactly the minimum.
+        for secret in [
+            vec![0xaau8; 131],
+            vec![1u8; 32],
+            vec![2u8; 64],
+            vec![3u8; 65],
+        ] {
+            let key = SealKey::new(&secret).unwrap();
+            for msg in [Hash::ZERO, Hash::digest(b"entry")] {
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&secret).unwrap();
+                mac.update(&msg.0);
+                let expected: [u8; 32] = mac.finalize().into_bytes().into();
+                assert_eq!(key.seal(&msg).0, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn leaf_hash_is_rfc6962_of_hash_then_seal() {
+        let event = crate::event::Event::new(
+            0,
+            Uuid::from_u128(1),
+            0,
+            "n".to_owned(),
+            crate::event::EventInput::from_json(&serde_json::json!({
+                "actor": {"id": "a", "kind": "user"},
+                "action": "x",
+                "target": {"kind": "k", "id": "i"},
+                "outcome": "success",
+                "severity": "info"
+            }))
+            .unwrap(),
+        );
+        let entry = SealedEntry {
+            event,
+            hash: Hash([3; 32]),
+            seal: Hash([4; 32]),
+        };
+        assert_eq!(
+            entry.leaf_hash(),
+            crate::merkle::leaf_hash(&entry.leaf_data())
+        );
     }
 
     #[test]

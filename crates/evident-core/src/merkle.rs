@@ -47,11 +47,7 @@ pub fn leaf_hash(data: &[u8]) -> Hash {
 
 /// SHA-256(0x01 ‖ left ‖ right).
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut h = Sha256::new();
-    h.update([NODE_PREFIX]);
-    h.update(left.0);
-    h.update(right.0);
-    Hash(h.finalize().into())
+    crate::hash::sha256_prefixed_pair(NODE_PREFIX, &left.0, &right.0)
 }
 
 /// Root of the empty tree: SHA-256 of no bytes.

@@ -8,12 +8,20 @@
 //! trusted checkpoint whose size the walk has just reached has its root compared. State is the
 //! frontier (O(log n) hashes), the last hash, one reusable encode buffer and the checkpoints
 //! not yet reached.
+//!
+//! Parallel verification (threads are the caller's business: this crate spawns none) splits
+//! the log with [`split_ranges`], starts one verifier per range from an [`Anchor`] rebuilt from
+//! stored data, and joins the ranges in order: a range's result stands only if the range
+//! before it ended clean exactly where it starts and in the state it was anchored in
+//! ([`StreamVerifier::position`] equals the next range's anchor). The first range that breaks
+//! under that rule holds the first problem of the whole log, as a single walk would find it.
 
 use crate::chain::{SealKey, SealedEntry};
 use crate::checkpoint::Checkpoint;
 use crate::hash::Hash;
-use crate::merkle::{CompactRange, NodeId};
+use crate::merkle::CompactRange;
 use crate::note::NoteVerifier;
+use std::ops::Range;
 
 /// The first problem found, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,9 +153,8 @@ pub struct StreamVerifier {
     checkpoints_checked: u64,
     // Checkpoints not reached yet, largest size first so the next one due is at the end.
     pending: Vec<Checkpoint>,
-    // Reused for every entry: the canonical encoding and the nodes a leaf append completes.
+    // Reused for every entry: the canonical encoding.
     buf: Vec<u8>,
-    completed: Vec<(NodeId, Hash)>,
 }
 
 impl StreamVerifier {
@@ -169,7 +176,6 @@ impl StreamVerifier {
             checkpoints_checked: 0,
             pending: Vec::new(),
             buf: Vec::with_capacity(1024),
-            completed: Vec::with_capacity(64),
         }
     }
 
@@ -188,12 +194,7 @@ impl StreamVerifier {
         signed_note: &str,
         verifier: &NoteVerifier,
     ) -> Result<(), Violation> {
-        let checkpoint = Checkpoint::open(signed_note, verifier).map_err(|e| {
-            Violation::BadCheckpointSignature {
-                reason: e.to_string(),
-            }
-        })?;
-        self.trust_checkpoint(checkpoint);
+        self.trust_checkpoint(open_checkpoint(signed_note, verifier)?);
         Ok(())
     }
 
@@ -224,9 +225,9 @@ impl StreamVerifier {
                 return Err(Violation::SealMismatch { seq });
             }
         }
-        self.completed.clear();
-        self.tree
-            .append_leaf(entry.leaf_hash(), &mut self.completed);
+        // The nodes this completes are not needed here (only a sequencer stores them). Only a
+        // tree of u64::MAX leaves refuses a leaf, as `CompactRange::append_leaf` documents.
+        let _ = self.tree.append_subtree(0, entry.leaf_hash());
         self.prev_hash = hash;
         self.next_seq = seq.saturating_add(1);
         self.entries += 1;
@@ -234,6 +235,29 @@ impl StreamVerifier {
             self.first_seq = Some(seq);
         }
         self.check_due()
+    }
+
+    /// Where the walk stands: the anchor a verifier of the entries after the last one checked
+    /// starts from. Equal to the next range's anchor when both agree on the log so far.
+    pub fn position(&self) -> Anchor {
+        Anchor {
+            next_seq: self.next_seq,
+            prev_hash: self.prev_hash,
+            tree: self.tree.clone(),
+        }
+    }
+
+    /// What the walk has seen so far, without ending it: unlike [`Self::finish`], checkpoints
+    /// not reached yet are not reported (for a walk over one range of a longer log).
+    pub fn report_so_far(&self) -> VerifyReport {
+        VerifyReport {
+            entries: self.entries,
+            first_seq: self.first_seq,
+            size: self.next_seq,
+            root: self.tree.root(),
+            seals_checked: self.seal_key.is_some(),
+            checkpoints_checked: self.checkpoints_checked,
+        }
     }
 
     /// Ends the walk: any trusted checkpoint larger than what was seen is a truncation.
@@ -286,9 +310,83 @@ impl StreamVerifier {
     }
 }
 
+/// Opens a signed checkpoint with `verifier`, as [`StreamVerifier::trust_signed_checkpoint`]
+/// does (for a caller that hands checkpoints to several verifiers).
+pub fn open_checkpoint(
+    signed_note: &str,
+    verifier: &NoteVerifier,
+) -> Result<Checkpoint, Violation> {
+    Checkpoint::open(signed_note, verifier).map_err(|e| Violation::BadCheckpointSignature {
+        reason: e.to_string(),
+    })
+}
+
+/// Splits `range` into at most `parts` adjacent, non-empty ranges of near-equal length, in
+/// order (none for an empty range; `parts` of 0 counts as 1).
+pub fn split_ranges(range: Range<u64>, parts: usize) -> Vec<Range<u64>> {
+    let len = range.end.saturating_sub(range.start);
+    let parts = u64::try_from(parts.max(1)).unwrap_or(u64::MAX).min(len);
+    let mut out = Vec::new();
+    let mut start = range.start;
+    for i in 0..parts {
+        // The first `len % parts` ranges take one entry more.
+        let size = len / parts + u64::from(i < len % parts);
+        out.push(start..start + size);
+        start += size;
+    }
+    out
+}
+
+/// Which range of a split verifies a checkpoint of `size`: the one whose walk reaches that
+/// size, i.e. `start < size <= end`, or the first range for a checkpoint of exactly its start
+/// (due before any entry is added). `None` below the first start (not checkable by the walk)
+/// and beyond the last end (the caller's last range, which runs open-ended, takes those).
+pub fn range_for_checkpoint(ranges: &[Range<u64>], size: u64) -> Option<usize> {
+    let first = ranges.first()?;
+    if size == first.start {
+        return Some(0);
+    }
+    ranges.iter().position(|r| r.start < size && size <= r.end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_split_evenly_and_cover_everything() {
+        assert_eq!(split_ranges(0..10, 3), vec![0..4, 4..7, 7..10]);
+        assert_eq!(split_ranges(5..7, 4), vec![5..6, 6..7]);
+        assert_eq!(split_ranges(3..3, 2), Vec::<Range<u64>>::new());
+        assert_eq!(split_ranges(0..9, 0), vec![0..9]);
+        for parts in 1..9 {
+            for len in 0..40u64 {
+                let ranges = split_ranges(7..7 + len, parts);
+                assert_eq!(ranges.len() as u64, len.min(parts as u64));
+                let mut at = 7;
+                for r in &ranges {
+                    assert_eq!(r.start, at);
+                    assert!(r.end > r.start);
+                    at = r.end;
+                }
+                if len > 0 {
+                    assert_eq!(at, 7 + len);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_checkpoint_belongs_to_the_range_that_reaches_it() {
+        let ranges = split_ranges(4..10, 2); // 4..7, 7..10
+        assert_eq!(range_for_checkpoint(&ranges, 3), None);
+        assert_eq!(range_for_checkpoint(&ranges, 4), Some(0));
+        assert_eq!(range_for_checkpoint(&ranges, 7), Some(0));
+        assert_eq!(range_for_checkpoint(&ranges, 8), Some(1));
+        assert_eq!(range_for_checkpoint(&ranges, 10), Some(1));
+        assert_eq!(range_for_checkpoint(&ranges, 11), None);
+        assert_eq!(range_for_checkpoint(&[], 0), None);
+    }
 
     #[test]
     fn every_kind_has_its_name_and_seq() {

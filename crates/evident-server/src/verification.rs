@@ -2,16 +2,33 @@
 //! [`StreamVerifier`] with the node's seal key and every stored checkpoint trusted. The ONE
 //! verification behind `GET /api/v1/verify` and `evident verify --data-dir`; it decides
 //! nothing itself, the core does.
+//!
+//! A long log is verified in parallel: [`split_ranges`] cuts it into one range per core, each
+//! range starts from an [`Anchor`] rebuilt from stored data (the predecessor entry's hash and
+//! the stored Merkle nodes of the compact range), and the ranges run on scoped threads. They are
+//! joined in order, and a range's verdict stands only if the range before it ended clean in
+//! exactly the state this one was anchored in; where that fails (a missing entry at a boundary,
+//! a tampered node hash), the walk continues single-threaded from the last state reached. So the
+//! first problem reported, its sequence number and kind, and the counts are the same as a
+//! single walk's; the stored anchors only ever save time, they are never trusted.
 
 use crate::scan::scan_chunked;
+use evident_core::checkpoint::Checkpoint;
 use evident_core::merkle::{CompactRange, subtree_ids};
-use evident_core::verify::{Anchor, VerifyReport};
+use evident_core::verify::{
+    Anchor, VerifyReport, open_checkpoint, range_for_checkpoint, split_ranges,
+};
 use evident_core::{NoteVerifier, SealKey, StreamVerifier, Violation};
 use evident_store::{Filter, Order, Store, StoreError};
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
+use std::sync::mpsc;
 
 /// Entries read per progress callback.
 const PROGRESS_EVERY: u64 = 10_000;
+
+/// Fewest entries per range worth a thread of its own (a range's start-up reads one entry and
+/// at most 64 node hashes; a thread costs tens of microseconds).
+pub const MIN_RANGE_ENTRIES: u64 = 4096;
 
 /// What is wrong with a stored log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,11 +86,14 @@ pub enum VerifyError {
     BadAnchor { from: u64, problem: String },
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    #[error("a verification thread stopped unexpectedly")]
+    Worker,
 }
 
 /// Verifies the stored log from `from_seq` (default: the first entry). Starting later trusts
 /// the stored chain hash and Merkle nodes just before `from_seq`; checkpoints smaller than
-/// `from_seq` cannot be checked from there and are skipped.
+/// `from_seq` cannot be checked from there and are skipped. Uses one thread per core on a long
+/// log.
 pub fn verify_store(
     store: &dyn Store,
     seal_key: &SealKey,
@@ -94,82 +114,388 @@ pub fn verify_store_with_progress(
     from_seq: Option<u64>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<VerifyOutcome, VerifyError> {
-    let from = from_seq.unwrap_or(0);
-    let anchor = if from == 0 {
-        Anchor::genesis()
-    } else {
-        anchor_at(store, from)?
-    };
-    let mut stream = StreamVerifier::new(anchor, Some(seal_key.clone()), Some(node_id.to_owned()));
-    for checkpoint in store.checkpoints()? {
-        if checkpoint.size < from {
-            continue;
+    verify_store_in_ranges(
+        store,
+        seal_key,
+        verifier,
+        node_id,
+        from_seq,
+        Ranges::per_core(),
+        progress,
+    )
+}
+
+/// How a verification splits the log into ranges verified at once, one thread each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ranges {
+    /// At most this many ranges (1: one single-threaded walk).
+    pub max: usize,
+    /// Each range holds at least this many entries (fewer ranges on a shorter log).
+    pub min_entries: u64,
+}
+
+impl Ranges {
+    /// One range per core, each of at least [`MIN_RANGE_ENTRIES`].
+    pub fn per_core() -> Ranges {
+        Ranges {
+            max: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            min_entries: MIN_RANGE_ENTRIES,
         }
-        if let Err(violation) = stream.trust_signed_checkpoint(&checkpoint.signed_note, verifier) {
+    }
+}
+
+/// [`verify_store_with_progress`] with an explicit split (for tests and benchmarks).
+pub fn verify_store_in_ranges(
+    store: &dyn Store,
+    seal_key: &SealKey,
+    verifier: &NoteVerifier,
+    node_id: &str,
+    from_seq: Option<u64>,
+    ranges: Ranges,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyOutcome, VerifyError> {
+    let job = Job {
+        store,
+        seal_key,
+        node_id,
+    };
+    job.run(verifier, from_seq, ranges, progress)
+}
+
+/// What every walk of one verification shares.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    store: &'a dyn Store,
+    seal_key: &'a SealKey,
+    node_id: &'a str,
+}
+
+/// How a walk over stored entries ended (storage failures aside).
+struct Walk {
+    /// Entries that passed.
+    checked: u64,
+    /// The first problem, if any.
+    problem: Option<Problem>,
+}
+
+/// One range's walk, as the thread that ran it left it.
+struct RangeRun {
+    /// The state the range started from (`None`: no anchor could be rebuilt from storage).
+    anchor: Option<Anchor>,
+    /// The walk and the verifier after it (absent without an anchor).
+    walked: Option<(Walk, StreamVerifier)>,
+}
+
+impl Job<'_> {
+    fn run(
+        self,
+        verifier: &NoteVerifier,
+        from_seq: Option<u64>,
+        ranges: Ranges,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VerifyOutcome, VerifyError> {
+        let from = from_seq.unwrap_or(0);
+        let start = if from == 0 {
+            Anchor::genesis()
+        } else {
+            anchor_at(self.store, from)?
+        };
+        let mut checkpoints = Vec::new();
+        for stored in self.store.checkpoints()? {
+            if stored.size < from {
+                continue;
+            }
+            match open_checkpoint(&stored.signed_note, verifier) {
+                Ok(checkpoint) => checkpoints.push(checkpoint),
+                Err(violation) => {
+                    return Ok(VerifyOutcome::Broken {
+                        problem: violation.into(),
+                        entries_checked: 0,
+                    });
+                }
+            }
+        }
+        // The log's extent now (entries appended from here on are walked by the last range,
+        // which runs to the end of the log as a single walk would). Read from the newest row,
+        // not from the head, which refuses to load from a damaged store: finding what is wrong
+        // with one is the walk's job. If even that row cannot be read, one walk finds out why.
+        let Some(size) = self.newest_seq().map(|seq| seq.saturating_add(1)) else {
+            return self.walk_to_end(start, &checkpoints, Totals::default(), progress);
+        };
+        let parts = usize::try_from(size.saturating_sub(from) / ranges.min_entries.max(1))
+            .unwrap_or(usize::MAX)
+            .min(ranges.max);
+        let split = split_ranges(from..size, parts);
+        if split.len() < 2 {
+            return self.walk_to_end(start, &checkpoints, Totals::default(), progress);
+        }
+        self.run_ranges(start, &checkpoints, &split, progress)
+    }
+
+    /// Verifies `split` (adjacent ranges from `start`, the last one open-ended) on one thread
+    /// each, then joins the results in order.
+    fn run_ranges(
+        self,
+        start: Anchor,
+        checkpoints: &[Checkpoint],
+        split: &[Range<u64>],
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VerifyOutcome, VerifyError> {
+        let last = split.len() - 1;
+        let mut assigned: Vec<Vec<Checkpoint>> = vec![Vec::new(); split.len()];
+        for checkpoint in checkpoints {
+            let at = range_for_checkpoint(split, checkpoint.size).unwrap_or(last);
+            if let Some(list) = assigned.get_mut(at) {
+                list.push(checkpoint.clone());
+            }
+        }
+        let (tick, ticks) = mpsc::channel::<u64>();
+        let runs: Vec<Result<RangeRun, VerifyError>> = std::thread::scope(|scope| {
+            let mut handles = Vec::with_capacity(split.len());
+            for (i, (range, trusted)) in split.iter().zip(assigned).enumerate() {
+                let tick = tick.clone();
+                let first = (i == 0).then(|| start.clone());
+                let end = (i != last).then_some(range.end);
+                let range_start = range.start;
+                handles.push(scope.spawn(move || {
+                    let anchor = match first {
+                        Some(anchor) => Some(anchor),
+                        // No anchor: the join falls back to a single walk from the range before.
+                        None => anchor_at(self.store, range_start).ok(),
+                    };
+                    let Some(anchor) = anchor else {
+                        return Ok(RangeRun {
+                            anchor: None,
+                            walked: None,
+                        });
+                    };
+                    let mut stream = self.stream(anchor.clone());
+                    for checkpoint in trusted {
+                        stream.trust_checkpoint(checkpoint);
+                    }
+                    let mut reported = 0;
+                    let walk = self.walk(&mut stream, end, &mut |checked| {
+                        // The receiver lives until every range is done.
+                        let _ = tick.send(checked - reported);
+                        reported = checked;
+                    })?;
+                    Ok(RangeRun {
+                        anchor: Some(anchor),
+                        walked: Some((walk, stream)),
+                    })
+                }));
+            }
+            drop(tick);
+            let mut total = 0;
+            for delta in ticks {
+                total += delta;
+                progress(total);
+            }
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Err(VerifyError::Worker)))
+                .collect()
+        });
+
+        // Join in order. `state` is where the single walk would stand after the ranges so far.
+        let mut totals = Totals::default();
+        let mut state = start;
+        for (i, run) in runs.into_iter().enumerate() {
+            let run = run?;
+            let joined = run.anchor.as_ref() == Some(&state);
+            let walked = match run.walked {
+                Some(walked) if joined => walked,
+                // This range did not start where the one before ended: walk on from there.
+                _ => {
+                    let later: Vec<Checkpoint> = checkpoints
+                        .iter()
+                        .filter(|c| c.size > state.next_seq)
+                        .cloned()
+                        .collect();
+                    return self.walk_to_end(state, &later, totals, progress);
+                }
+            };
+            let (walk, stream) = walked;
+            if let Some(problem) = walk.problem {
+                return Ok(VerifyOutcome::Broken {
+                    problem,
+                    entries_checked: totals.entries + walk.checked,
+                });
+            }
+            let position = stream.position();
+            if i == last {
+                return match stream.finish() {
+                    Ok(report) => {
+                        totals.add(&report);
+                        Ok(VerifyOutcome::Intact(totals.report(&position)))
+                    }
+                    Err(violation) => Ok(VerifyOutcome::Broken {
+                        problem: violation.into(),
+                        entries_checked: totals.entries + walk.checked,
+                    }),
+                };
+            }
+            // Not the end of the log: checkpoints past this range belong to the next ones.
+            totals.add(&stream.report_so_far());
+            state = position;
+        }
+        // Unreachable: the last range returns above.
+        Err(VerifyError::Worker)
+    }
+
+    /// One walk from `start` to the end of the log, trusting `checkpoints`: the whole
+    /// verification when the log is short, and the rest of it when ranges did not join.
+    fn walk_to_end(
+        self,
+        start: Anchor,
+        checkpoints: &[Checkpoint],
+        before: Totals,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VerifyOutcome, VerifyError> {
+        let mut stream = self.stream(start);
+        for checkpoint in checkpoints {
+            stream.trust_checkpoint(checkpoint.clone());
+        }
+        let walk = self.walk(&mut stream, None, &mut |checked| {
+            progress(before.entries + checked)
+        })?;
+        let entries_checked = before.entries + walk.checked;
+        if let Some(problem) = walk.problem {
             return Ok(VerifyOutcome::Broken {
-                problem: violation.into(),
-                entries_checked: 0,
+                problem,
+                entries_checked,
             });
+        }
+        let position = stream.position();
+        match stream.finish() {
+            Ok(report) => {
+                let mut totals = before;
+                totals.add(&report);
+                Ok(VerifyOutcome::Intact(totals.report(&position)))
+            }
+            Err(violation) => Ok(VerifyOutcome::Broken {
+                problem: violation.into(),
+                entries_checked,
+            }),
         }
     }
 
-    let filter = Filter {
-        from_seq: Some(from),
-        ..Filter::default()
-    };
-    let mut checked = 0u64;
-    let mut next_seq = from;
-    let mut found: Option<Violation> = None;
-    let scanned = scan_chunked(
-        store,
-        &filter,
-        Order::Ascending,
-        None,
-        &mut |entry| -> Result<ControlFlow<()>, StoreError> {
-            let seq = entry.event.seq;
-            match stream.push(&entry) {
-                Ok(()) => {
-                    checked += 1;
-                    next_seq = seq.saturating_add(1);
-                    if checked % PROGRESS_EVERY == 0 {
-                        progress(checked);
-                    }
-                    Ok(ControlFlow::Continue(()))
-                }
-                Err(v) => {
-                    found = Some(v);
-                    Ok(ControlFlow::Break(()))
-                }
-            }
-        },
-    );
-    progress(checked);
-    if let Some(violation) = found {
-        return Ok(VerifyOutcome::Broken {
-            problem: violation.into(),
-            entries_checked: checked,
-        });
-    }
-    match scanned {
-        Ok(()) => {}
-        Err(StoreError::Corrupt { seq, problem }) => {
-            return Ok(VerifyOutcome::Broken {
-                // Rows come in order, so an undecodable row without a number is the next one.
-                problem: Problem::Undecodable {
-                    seq: seq.or(Some(next_seq)),
-                    problem,
+    /// The sequence number of the newest stored row, if one can be read.
+    fn newest_seq(&self) -> Option<u64> {
+        let mut newest = None;
+        self.store
+            .scan(
+                &Filter::default(),
+                Order::Descending,
+                None,
+                Some(1),
+                &mut |entry| {
+                    newest = Some(entry.event.seq);
+                    ControlFlow::Break(())
                 },
-                entries_checked: checked,
+            )
+            .ok()?;
+        newest
+    }
+
+    fn stream(&self, start: Anchor) -> StreamVerifier {
+        StreamVerifier::new(
+            start,
+            Some(self.seal_key.clone()),
+            Some(self.node_id.to_owned()),
+        )
+    }
+
+    /// Pushes the stored entries from where `stream` stands up to `end` (exclusive; `None`: to
+    /// the end of the log) until the first problem. `progress` gets the running count.
+    fn walk(
+        &self,
+        stream: &mut StreamVerifier,
+        end: Option<u64>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Walk, VerifyError> {
+        let from = stream.position().next_seq;
+        let filter = Filter {
+            from_seq: Some(from),
+            to_seq: end,
+            ..Filter::default()
+        };
+        let mut checked = 0u64;
+        let mut next_seq = from;
+        let mut found: Option<Violation> = None;
+        let scanned = scan_chunked(
+            self.store,
+            &filter,
+            Order::Ascending,
+            None,
+            &mut |entry| -> Result<ControlFlow<()>, StoreError> {
+                let seq = entry.event.seq;
+                match stream.push(&entry) {
+                    Ok(()) => {
+                        checked += 1;
+                        next_seq = seq.saturating_add(1);
+                        if checked % PROGRESS_EVERY == 0 {
+                            progress(checked);
+                        }
+                        Ok(ControlFlow::Continue(()))
+                    }
+                    Err(v) => {
+                        found = Some(v);
+                        Ok(ControlFlow::Break(()))
+                    }
+                }
+            },
+        );
+        progress(checked);
+        if let Some(violation) = found {
+            return Ok(Walk {
+                checked,
+                problem: Some(violation.into()),
             });
         }
-        Err(e) => return Err(e.into()),
+        match scanned {
+            Ok(()) => Ok(Walk {
+                checked,
+                problem: None,
+            }),
+            Err(StoreError::Corrupt { seq, problem }) => Ok(Walk {
+                checked,
+                // Rows come in order, so an undecodable row without a number is the next one.
+                problem: Some(Problem::Undecodable {
+                    seq: seq.or(Some(next_seq)),
+                    problem,
+                }),
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
-    match stream.finish() {
-        Ok(report) => Ok(VerifyOutcome::Intact(report)),
-        Err(violation) => Ok(VerifyOutcome::Broken {
-            problem: violation.into(),
-            entries_checked: checked,
-        }),
+}
+
+/// Counts of the ranges joined so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    entries: u64,
+    first_seq: Option<u64>,
+    checkpoints_checked: u64,
+}
+
+impl Totals {
+    fn add(&mut self, report: &VerifyReport) {
+        self.entries += report.entries;
+        self.first_seq = self.first_seq.or(report.first_seq);
+        self.checkpoints_checked += report.checkpoints_checked;
+    }
+
+    /// The report of the whole walk, ending at `end`.
+    fn report(&self, end: &Anchor) -> VerifyReport {
+        VerifyReport {
+            entries: self.entries,
+            first_seq: self.first_seq,
+            size: end.next_seq,
+            root: end.tree.root(),
+            seals_checked: true,
+            checkpoints_checked: self.checkpoints_checked,
+        }
     }
 }
 
@@ -309,6 +635,293 @@ mod tests {
             matches!(err, VerifyError::StartBeyondEnd { from: 11, size: 10 }),
             "{err}"
         );
+        node.shutdown();
+    }
+
+    // ---- parallel verification: the same verdict as one walk ----
+
+    use evident_core::event::Millis;
+    use evident_core::merkle::NodeId;
+    use evident_core::{ChainHead, Hash, SealedEntry};
+    use evident_store::{KeyRecord, StoredCheckpoint};
+    use std::sync::Arc;
+
+    /// One way to damage what the store hands back.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Damage {
+        /// The entry's actor id is changed (its stored hash no longer matches).
+        Actor(u64),
+        /// The stored seal has a bit flipped.
+        Seal(u64),
+        /// The stored hash has a bit flipped.
+        StoredHash(u64),
+        /// The row is gone.
+        Missing(u64),
+        /// Reading the row fails as undecodable, naming its seq or not.
+        Undecodable { seq: u64, named: bool },
+        /// Every stored Merkle node hash read has a bit flipped (anchors are wrong).
+        Nodes,
+        /// The signed note of the checkpoint of this size is altered.
+        CheckpointNote(u64),
+    }
+
+    /// A store that reads through to a real one and applies one [`Damage`].
+    struct Damaged {
+        inner: Arc<dyn Store>,
+        damage: Damage,
+    }
+
+    impl Store for Damaged {
+        fn load_head(&self) -> Result<ChainHead, StoreError> {
+            self.inner.load_head()
+        }
+        fn append(
+            &self,
+            entries: &[SealedEntry],
+            nodes: &[(NodeId, Hash)],
+        ) -> Result<(), StoreError> {
+            self.inner.append(entries, nodes)
+        }
+        fn scan(
+            &self,
+            filter: &Filter,
+            order: Order,
+            after_seq: Option<u64>,
+            limit: Option<u64>,
+            visit: &mut dyn FnMut(SealedEntry) -> ControlFlow<()>,
+        ) -> Result<(), StoreError> {
+            let mut delivered = 0u64;
+            let mut failed = None;
+            // One more row than asked, so that a missing row does not shorten the page.
+            self.inner.scan(
+                filter,
+                order,
+                after_seq,
+                limit.map(|l| l + 1),
+                &mut |mut entry| {
+                    if limit.is_some_and(|l| delivered >= l) {
+                        return ControlFlow::Break(());
+                    }
+                    let seq = entry.event.seq;
+                    match self.damage {
+                        Damage::Actor(s) if s == seq => entry.event.actor.id.push_str("-edited"),
+                        Damage::Seal(s) if s == seq => entry.seal.0[7] ^= 1,
+                        Damage::StoredHash(s) if s == seq => entry.hash.0[31] ^= 0x80,
+                        Damage::Missing(s) if s == seq => return ControlFlow::Continue(()),
+                        Damage::Undecodable { seq: s, named } if s == seq => {
+                            failed = Some(named.then_some(seq));
+                            return ControlFlow::Break(());
+                        }
+                        _ => {}
+                    }
+                    delivered += 1;
+                    visit(entry)
+                },
+            )?;
+            match failed {
+                Some(seq) => Err(StoreError::Corrupt {
+                    seq,
+                    problem: "injected".to_owned(),
+                }),
+                None => Ok(()),
+            }
+        }
+        fn count(&self, filter: &Filter) -> Result<u64, StoreError> {
+            self.inner.count(filter)
+        }
+        fn read_nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+            let mut hashes = self.inner.read_nodes(ids)?;
+            if self.damage == Damage::Nodes {
+                for h in &mut hashes {
+                    h.0[0] ^= 1;
+                }
+            }
+            Ok(hashes)
+        }
+        fn put_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+            self.inner.put_checkpoint(checkpoint)
+        }
+        fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+            self.inner.latest_checkpoint()
+        }
+        fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+            self.inner.checkpoint_at(size)
+        }
+        fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+            let mut all = self.inner.checkpoints()?;
+            for c in &mut all {
+                if self.damage == Damage::CheckpointNote(c.size) {
+                    // The note's second line is the size: claim one entry more.
+                    c.signed_note = c.signed_note.replacen(
+                        &format!("\n{}\n", c.size),
+                        &format!("\n{}\n", c.size + 1),
+                        1,
+                    );
+                }
+            }
+            Ok(all)
+        }
+        fn put_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+            self.inner.put_key(key)
+        }
+        fn key_by_hash(&self, secret_hash: &Hash) -> Result<Option<KeyRecord>, StoreError> {
+            self.inner.key_by_hash(secret_hash)
+        }
+        fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+            self.inner.keys()
+        }
+        fn revoke_key(&self, id: &str, at: Millis) -> Result<(), StoreError> {
+            self.inner.revoke_key(id, at)
+        }
+        fn set_key_expiry(&self, id: &str, expires_at: Millis) -> Result<(), StoreError> {
+            self.inner.set_key_expiry(id, expires_at)
+        }
+        fn touch_key(&self, id: &str, at: Millis, ip: Option<&str>) -> Result<(), StoreError> {
+            self.inner.touch_key(id, at, ip)
+        }
+    }
+
+    /// Verifies `store` as one walk and in `ranges` ranges (at least one entry each).
+    fn both(
+        node: &Node,
+        store: &dyn Store,
+        from: Option<u64>,
+        ranges: usize,
+    ) -> (VerifyOutcome, VerifyOutcome) {
+        let f = node.files();
+        let verifier = f.verifier();
+        let go = |ranges| {
+            let mut last_progress = 0;
+            let outcome = verify_store_in_ranges(
+                store,
+                f.seal_key(),
+                &verifier,
+                f.node_id(),
+                from,
+                Ranges {
+                    max: ranges,
+                    min_entries: 1,
+                },
+                &mut |n| last_progress = n,
+            )
+            .unwrap();
+            if let VerifyOutcome::Intact(report) = &outcome {
+                assert_eq!(last_progress, report.entries);
+            }
+            outcome
+        };
+        (go(1), go(ranges))
+    }
+
+    /// 40 entries, checkpoints every 4; in 3 ranges the boundaries are 14 and 27, in 2 it is 20.
+    const N: u64 = 40;
+
+    #[test]
+    fn ranges_verify_an_intact_log_like_one_walk() {
+        let (_tmp, node, _) = filled_node(N as usize);
+        // Every checkpoint of the log signed before verifying, so both walks see the same ones.
+        assert_eq!(
+            node.sequencer().force_checkpoint_blocking().unwrap().size,
+            N
+        );
+        let store = node.store().clone();
+        for ranges in [2, 3, 7, 40, 64] {
+            let (one, many) = both(&node, &*store, None, ranges);
+            assert_eq!(one, many, "{ranges} ranges");
+            let VerifyOutcome::Intact(report) = many else {
+                panic!("{many:?}");
+            };
+            assert_eq!(
+                (report.entries, report.size, report.first_seq),
+                (N, N, Some(0))
+            );
+            assert_eq!(report.checkpoints_checked, N / 4);
+            let (one, many) = both(&node, &*store, Some(9), ranges);
+            assert_eq!(one, many, "from 9, {ranges} ranges");
+            assert!(one.is_intact());
+        }
+        // Wrong stored node hashes make every anchor wrong: the ranges do not join and the walk
+        // goes on from the first range's end, to the same verdict.
+        let damaged = Damaged {
+            inner: store.clone(),
+            damage: Damage::Nodes,
+        };
+        let (one, many) = both(&node, &damaged, None, 3);
+        assert_eq!(one, many);
+        assert!(one.is_intact(), "{one:?}");
+        node.shutdown();
+    }
+
+    #[test]
+    fn ranges_report_the_same_first_problem_as_one_walk() {
+        let (_tmp, node, _) = filled_node(N as usize);
+        // Every checkpoint of the log signed before verifying, so both walks see the same ones.
+        assert_eq!(
+            node.sequencer().force_checkpoint_blocking().unwrap().size,
+            N
+        );
+        let store = node.store().clone();
+        // Inside each range, and on both sides of every boundary of 2 and 3 ranges.
+        let seqs = [0, 1, 5, 13, 14, 15, 19, 20, 21, 26, 27, 28, 33, 38, 39];
+        let mut kinds_seen = std::collections::BTreeSet::new();
+        for &seq in &seqs {
+            let damages = [
+                Damage::Actor(seq),
+                Damage::Seal(seq),
+                Damage::StoredHash(seq),
+                Damage::Missing(seq),
+                Damage::Undecodable { seq, named: true },
+                Damage::Undecodable { seq, named: false },
+            ];
+            for damage in damages {
+                let damaged = Damaged {
+                    inner: store.clone(),
+                    damage,
+                };
+                for ranges in [2, 3] {
+                    let (one, many) = both(&node, &damaged, None, ranges);
+                    assert_eq!(one, many, "{damage:?} in {ranges} ranges");
+                    let VerifyOutcome::Broken {
+                        problem,
+                        entries_checked,
+                    } = &many
+                    else {
+                        panic!("{damage:?}: {many:?}");
+                    };
+                    kinds_seen.insert(problem.kind());
+                    let expected = match damage {
+                        Damage::Actor(_) | Damage::StoredHash(_) => ("chain_broken", seq),
+                        Damage::Seal(_) => ("seal_mismatch", seq),
+                        // The last entry gone: the log ends before the checkpoint of size 40.
+                        Damage::Missing(s) if s == N - 1 => ("truncated", seq),
+                        Damage::Missing(_) => ("sequence_gap", seq),
+                        Damage::Undecodable { .. } => ("undecodable_entry", seq),
+                        _ => unreachable!(),
+                    };
+                    assert_eq!(
+                        (problem.kind(), problem.seq()),
+                        (expected.0, Some(expected.1))
+                    );
+                    assert_eq!(*entries_checked, seq, "{damage:?}");
+                }
+            }
+        }
+        assert_eq!(kinds_seen.len(), 5, "{kinds_seen:?}");
+
+        // A checkpoint whose signature fails is reported before any entry, either way.
+        for size in [4, 20, 40] {
+            let damaged = Damaged {
+                inner: store.clone(),
+                damage: Damage::CheckpointNote(size),
+            };
+            let (one, many) = both(&node, &damaged, None, 3);
+            assert_eq!(one, many);
+            assert!(
+                matches!(&many, VerifyOutcome::Broken { problem, entries_checked: 0 }
+                    if problem.kind() == "bad_checkpoint_signature"),
+                "{many:?}"
+            );
+        }
         node.shutdown();
     }
 }
