@@ -1,8 +1,15 @@
 //! API keys and who may do what: the key format (`evk_<12 hex id>_<secret>`, 256 random bits
-//! in the secret), storage as a SHA-256 hash only, roles and their permissions, and the axum
-//! middleware that turns an `Authorization: Bearer` header into a [`Caller`] or a 401/403.
-//! Secrets are never logged; only the key id is.
+//! in the secret; the id is the visible, non-secret prefix), storage as a SHA-256 hash only,
+//! roles and their permissions, key usage bookkeeping, and the axum middleware that turns an
+//! `Authorization: Bearer` header into a [`Caller`] or a recorded 401/403 (or 429 for an
+//! address the brute-force limiter blocked). Secrets are never logged; only the key id is.
+//!
+//! Roles: owner may do everything, including managing owner and admin keys; admin may
+//! append, read, export, verify and manage readonly and writer keys; readonly may read,
+//! export and verify; writer may only append. A key scoped to a tenant reaches only that
+//! tenant's events and manages only that tenant's keys.
 
+use crate::audit::{AuditActor, AuditEvent, RequestInfo, action};
 use crate::http::{ApiError, AppState};
 use crate::sequencer::now_ms;
 use axum::extract::{ConnectInfo, Request, State};
@@ -15,6 +22,7 @@ use evident_store::{KeyRecord, Store, StoreError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use subtle::ConstantTimeEq;
 
 /// Prefix of every key and key id.
 pub const KEY_PREFIX: &str = "evk_";
@@ -24,9 +32,6 @@ const ID_HEX_LEN: usize = 12;
 const SECRET_BYTES: usize = 32;
 /// Length of the secret part as unpadded base64url.
 const SECRET_TEXT_LEN: usize = 43;
-/// `last_used_at` is written at most this often per key, so a busy key costs no write per
-/// request.
-const TOUCH_EVERY_MS: Millis = 60_000;
 
 /// A key's role.
 #[derive(
@@ -34,11 +39,11 @@ const TOUCH_EVERY_MS: Millis = 60_000;
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Everything.
+    /// Everything, including managing owner and admin keys.
     Owner,
-    /// Everything.
+    /// Append, read, export, verify; manage readonly and writer keys.
     Admin,
-    /// Read and export only.
+    /// Read, export and verify.
     Readonly,
     /// Append only.
     Writer,
@@ -51,8 +56,19 @@ pub enum Permission {
     Append,
     /// Query, export, checkpoints, proofs, verify, public key, OpenAPI, metrics.
     Read,
-    /// Administration (keys and the like).
-    Admin,
+    /// The key routes (which roles a key may manage is [`Role::may_manage`]).
+    ManageKeys,
+}
+
+impl Permission {
+    /// The name used in the OpenAPI document (`x-evident-permission`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Append => "append",
+            Permission::Read => "read",
+            Permission::ManageKeys => "manage_keys",
+        }
+    }
 }
 
 impl Role {
@@ -72,6 +88,15 @@ impl Role {
             Role::Owner | Role::Admin => true,
             Role::Readonly => permission == Permission::Read,
             Role::Writer => permission == Permission::Append,
+        }
+    }
+
+    /// Whether a key of this role may create, revoke or rotate keys of role `other`.
+    pub fn may_manage(self, other: Role) -> bool {
+        match self {
+            Role::Owner => true,
+            Role::Admin => matches!(other, Role::Readonly | Role::Writer),
+            Role::Readonly | Role::Writer => false,
         }
     }
 }
@@ -106,6 +131,8 @@ pub enum KeyError {
     UnknownKey(String),
     #[error("API key {0:?} is already revoked")]
     AlreadyRevoked(String),
+    #[error("API key {0:?} has expired")]
+    Expired(String),
     #[error("stored key {id:?} has an unknown role {role:?}")]
     BadStoredRole { id: String, role: String },
     #[error("storage: {0}")]
@@ -171,7 +198,8 @@ pub fn create_key(
     Ok((key, record))
 }
 
-fn find_key(store: &dyn Store, id: &str) -> Result<KeyRecord, KeyError> {
+/// The stored record of key `id`.
+pub fn find_key(store: &dyn Store, id: &str) -> Result<KeyRecord, KeyError> {
     store
         .keys()?
         .into_iter()
@@ -203,6 +231,9 @@ pub fn rotate_key(
     if old.revoked_at.is_some() {
         return Err(KeyError::AlreadyRevoked(id.to_owned()));
     }
+    if old.expires_at.is_some_and(|t| t <= now) {
+        return Err(KeyError::Expired(id.to_owned()));
+    }
     let role = record_role(&old)?;
     let created = create_key(store, role, old.tenant.clone(), old.label.clone(), now)?;
     store.set_key_expiry(id, now.saturating_add(grace_ms.max(0)))?;
@@ -210,7 +241,8 @@ pub fn rotate_key(
     Ok(created)
 }
 
-fn record_role(record: &KeyRecord) -> Result<Role, KeyError> {
+/// The role of a stored key.
+pub fn record_role(record: &KeyRecord) -> Result<Role, KeyError> {
     record.role.parse().map_err(|_| KeyError::BadStoredRole {
         id: record.id.clone(),
         role: record.role.clone(),
@@ -241,41 +273,75 @@ pub enum AuthFailure {
     Expired,
 }
 
+impl AuthFailure {
+    /// The self-audit action recording this failure.
+    pub fn audit_action(self) -> &'static str {
+        use crate::audit::action;
+        match self {
+            AuthFailure::Missing => action::AUTH_MISSING,
+            AuthFailure::Malformed => action::AUTH_MALFORMED,
+            AuthFailure::Unknown => action::AUTH_UNKNOWN,
+            AuthFailure::Revoked => action::AUTH_REVOKED,
+            AuthFailure::Expired => action::AUTH_EXPIRED,
+        }
+    }
+}
+
+/// A refused authentication, with the non-secret id of a well-formed key when one was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub failure: AuthFailure,
+    pub presented_key_id: Option<String>,
+}
+
 /// Checks an `Authorization` header value against the store.
+///
+/// The key is looked up by the SHA-256 of the whole key text (an index lookup whose timing
+/// depends only on that hash, which tells an attacker nothing about any stored key), then the
+/// stored hash and id are compared with the presented ones in constant time (`subtle`).
 pub fn authenticate(
     store: &dyn Store,
     header: Option<&str>,
     now: Millis,
-) -> Result<Result<(Caller, KeyRecord), AuthFailure>, StoreError> {
+) -> Result<Result<(Caller, KeyRecord), Refusal>, StoreError> {
+    let refuse = |failure, id: Option<&str>| {
+        Ok(Err(Refusal {
+            failure,
+            presented_key_id: id.map(str::to_owned),
+        }))
+    };
     let Some(header) = header else {
-        return Ok(Err(AuthFailure::Missing));
+        return refuse(AuthFailure::Missing, None);
     };
     let Some((scheme, key)) = header.trim().split_once(' ') else {
-        return Ok(Err(AuthFailure::Malformed));
+        return refuse(AuthFailure::Malformed, None);
     };
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Ok(Err(AuthFailure::Malformed));
+        return refuse(AuthFailure::Malformed, None);
     }
     let key = key.trim();
     let Some(id) = key_id_of(key) else {
-        return Ok(Err(AuthFailure::Malformed));
+        return refuse(AuthFailure::Malformed, None);
     };
-    let Some(record) = store.key_by_hash(&key_hash(key))? else {
-        return Ok(Err(AuthFailure::Unknown));
+    let presented = key_hash(key);
+    let Some(record) = store.key_by_hash(&presented)? else {
+        return refuse(AuthFailure::Unknown, Some(id));
     };
-    // The hash matched, so the id must too; a mismatch means a tampered key table.
-    if record.id != id {
-        return Ok(Err(AuthFailure::Unknown));
+    let hash_matches = record.secret_hash.as_bytes().ct_eq(presented.as_bytes());
+    let id_matches = record.id.as_bytes().ct_eq(id.as_bytes());
+    // A mismatch here means a tampered key table.
+    if !bool::from(hash_matches & id_matches) {
+        return refuse(AuthFailure::Unknown, Some(id));
     }
     if record.revoked_at.is_some() {
-        return Ok(Err(AuthFailure::Revoked));
+        return refuse(AuthFailure::Revoked, Some(id));
     }
     if record.expires_at.is_some_and(|t| t <= now) {
-        return Ok(Err(AuthFailure::Expired));
+        return refuse(AuthFailure::Expired, Some(id));
     }
     let Ok(role) = record.role.parse::<Role>() else {
         tracing::error!(key_id = %record.id, "stored key has an unknown role; refusing it");
-        return Ok(Err(AuthFailure::Unknown));
+        return refuse(AuthFailure::Unknown, Some(id));
     };
     let caller = Caller {
         key_id: record.id.clone(),
@@ -285,39 +351,113 @@ pub fn authenticate(
     Ok(Ok((caller, record)))
 }
 
-/// Remembers when each key's `last_used_at` was last written.
+/// Each key's latest use (time and source IP), kept in memory and written to the store in
+/// batches (every [`USAGE_FLUSH_EVERY`] and at shutdown), so that a request costs a map
+/// update, not a database write.
 #[derive(Debug, Default)]
 pub struct UsageTracker {
-    touched: Mutex<HashMap<String, Millis>>,
+    pending: Mutex<HashMap<String, (Millis, Option<String>)>>,
 }
 
+/// How often pending key usage is written to the store.
+pub const USAGE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl UsageTracker {
-    /// Whether `key_id`'s usage should be written now (and notes that it is).
-    fn due(&self, key_id: &str, stored_last_used: Option<Millis>, now: Millis) -> bool {
-        let Ok(mut touched) = self.touched.lock() else {
-            return false;
+    /// Notes that `key_id` was used at `at` from `ip`.
+    pub fn note(&self, key_id: &str, at: Millis, ip: Option<String>) {
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
         };
-        let last = touched
-            .get(key_id)
-            .copied()
-            .or(stored_last_used)
-            .unwrap_or(Millis::MIN);
-        if now.saturating_sub(last) < TOUCH_EVERY_MS {
-            return false;
+        match pending.get_mut(key_id) {
+            Some(entry) => {
+                if entry.0 <= at {
+                    *entry = (at, ip);
+                }
+            }
+            None => {
+                pending.insert(key_id.to_owned(), (at, ip));
+            }
         }
-        touched.insert(key_id.to_owned(), now);
-        true
+    }
+
+    /// The not yet written use of `key_id`.
+    pub fn pending(&self, key_id: &str) -> Option<(Millis, Option<String>)> {
+        self.pending.lock().ok()?.get(key_id).cloned()
+    }
+
+    /// Writes every pending use to `store` (blocking). Failures are logged and the uses kept
+    /// for the next flush.
+    pub fn flush(&self, store: &dyn Store) {
+        let batch: Vec<(String, (Millis, Option<String>))> = match self.pending.lock() {
+            Ok(mut pending) => pending.drain().collect(),
+            Err(_) => return,
+        };
+        for (id, (at, ip)) in batch {
+            match store.touch_key(&id, at, ip.as_deref()) {
+                Ok(()) => {}
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(key_id = %id, error = %e, "cannot record key usage");
+                    self.note(&id, at, ip);
+                }
+            }
+        }
     }
 }
 
-/// Middleware: the request must carry a valid key whose role allows `permission`. The
-/// [`Caller`] is put in the request's extensions for handlers.
+/// The source address of a request, from the connection.
+pub fn peer_ip(request: &Request) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// What a request is, for self-audit events.
+pub fn request_info(request: &Request) -> RequestInfo {
+    RequestInfo {
+        ip: peer_ip(request),
+        user_agent: request
+            .headers()
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        method: request.method().as_str().to_owned(),
+        // Inside the nested `/api/v1` router the URI lost its prefix; the original has it.
+        path: request
+            .extensions()
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| request.uri().path(), |o| o.0.path())
+            .to_owned(),
+    }
+}
+
+fn permission_words(permission: Permission) -> &'static str {
+    match permission {
+        Permission::Append => "append events",
+        Permission::Read => "read the log",
+        Permission::ManageKeys => "manage API keys",
+    }
+}
+
+/// Middleware: the request must carry a valid key whose role allows `permission`. Refusals
+/// are recorded in the log and counted by the brute-force limiter; a blocked address gets
+/// 429 before its key is even looked at. The [`Caller`] and the [`RequestInfo`] are put in
+/// the request's extensions for handlers.
 pub async fn require(
     state: AppState,
     permission: Permission,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let info = request_info(&request);
+    let now = now_ms();
+    if let Some(until) = info
+        .ip
+        .and_then(|ip| state.limiter().blocked_until(ip, now))
+    {
+        return Err(ApiError::too_many_failures(until.saturating_sub(now)));
+    }
     let header = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -325,50 +465,59 @@ pub async fn require(
     let header = match header {
         None => None,
         Some(Ok(h)) => Some(h),
-        Some(Err(_)) => return Err(ApiError::unauthorized(AuthFailure::Malformed)),
+        Some(Err(_)) => Some(String::new()),
     };
-    let ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    let now = now_ms();
     let store = state.store().clone();
     let outcome =
         tokio::task::spawn_blocking(move || authenticate(&*store, header.as_deref(), now))
             .await
             .map_err(|e| ApiError::internal(format!("authentication task failed: {e}")))?
             .map_err(ApiError::from_store)?;
-    let (caller, record) = match outcome {
+    let (caller, _record) = match outcome {
         Ok(found) => found,
-        Err(failure) => {
-            tracing::info!(ip = ip.as_deref().unwrap_or("-"), reason = %failure, "request refused: not authenticated");
-            return Err(ApiError::unauthorized(failure));
+        Err(refusal) => {
+            tracing::info!(ip = ?info.ip, reason = %refusal.failure, "request refused: not authenticated");
+            let event = AuditEvent::new(
+                refusal.failure.audit_action(),
+                "denied",
+                "warning",
+                "route",
+                format!("{} {}", info.method, info.path),
+            )
+            .with("reason", refusal.failure.to_string());
+            let actor = AuditActor::Anonymous {
+                presented_key_id: refusal.presented_key_id,
+            };
+            return Err(state
+                .refuse(actor, &info, event, ApiError::unauthorized(refusal.failure))
+                .await);
         }
     };
     if !caller.role.allows(permission) {
-        tracing::info!(key_id = %caller.key_id, role = %caller.role, ip = ip.as_deref().unwrap_or("-"), "request refused: forbidden");
-        return Err(ApiError::forbidden(format!(
+        tracing::info!(key_id = %caller.key_id, role = %caller.role, ip = ?info.ip, "request refused: forbidden");
+        let error = ApiError::forbidden(format!(
             "API key {} has role {}, which may not {}",
             caller.key_id,
             caller.role,
-            match permission {
-                Permission::Append => "append events",
-                Permission::Read => "read the log",
-                Permission::Admin => "administer the node",
-            }
-        )));
+            permission_words(permission)
+        ));
+        let event = AuditEvent::new(
+            action::FORBIDDEN,
+            "denied",
+            "warning",
+            "route",
+            format!("{} {}", info.method, info.path),
+        )
+        .with("needed", permission_words(permission));
+        return Err(state
+            .refuse(AuditActor::Key(caller), &info, event, error)
+            .await);
     }
-    if state.usage().due(&caller.key_id, record.last_used_at, now) {
-        let store = state.store().clone();
-        let id = caller.key_id.clone();
-        // Fire and forget: bookkeeping must not slow down or fail the request.
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.touch_key(&id, now, ip.as_deref()) {
-                tracing::warn!(key_id = %id, error = %e, "cannot record key usage");
-            }
-        });
-    }
+    state
+        .usage()
+        .note(&caller.key_id, now, info.ip.map(|ip| ip.to_string()));
     request.extensions_mut().insert(caller);
+    request.extensions_mut().insert(info);
     Ok(next.run(request).await)
 }
 
@@ -390,6 +539,15 @@ pub async fn require_append(
     require(state, Permission::Append, request, next).await
 }
 
+/// Like [`require_read`], for key management.
+pub async fn require_manage_keys(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    require(state, Permission::ManageKeys, request, next).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,15 +556,25 @@ mod tests {
     fn roles_allow_what_the_spec_says() {
         use Permission::*;
         assert!(
-            Role::Owner.allows(Append) && Role::Owner.allows(Read) && Role::Owner.allows(Admin)
+            Role::Owner.allows(Append)
+                && Role::Owner.allows(Read)
+                && Role::Owner.allows(ManageKeys)
         );
         assert!(
-            Role::Admin.allows(Append) && Role::Admin.allows(Read) && Role::Admin.allows(Admin)
+            Role::Admin.allows(Append)
+                && Role::Admin.allows(Read)
+                && Role::Admin.allows(ManageKeys)
         );
         assert!(Role::Readonly.allows(Read));
-        assert!(!Role::Readonly.allows(Append) && !Role::Readonly.allows(Admin));
+        assert!(!Role::Readonly.allows(Append) && !Role::Readonly.allows(ManageKeys));
         assert!(Role::Writer.allows(Append));
-        assert!(!Role::Writer.allows(Read) && !Role::Writer.allows(Admin));
+        assert!(!Role::Writer.allows(Read) && !Role::Writer.allows(ManageKeys));
+        for r in Role::ALL {
+            assert!(Role::Owner.may_manage(r));
+            assert!(!Role::Readonly.may_manage(r) && !Role::Writer.may_manage(r));
+        }
+        assert!(Role::Admin.may_manage(Role::Readonly) && Role::Admin.may_manage(Role::Writer));
+        assert!(!Role::Admin.may_manage(Role::Admin) && !Role::Admin.may_manage(Role::Owner));
         for r in Role::ALL {
             assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
         }
@@ -430,13 +598,13 @@ mod tests {
     }
 
     #[test]
-    fn touch_is_throttled_per_key() {
+    fn usage_keeps_the_latest_use() {
         let t = UsageTracker::default();
-        assert!(t.due("k1", None, 1_000_000));
-        assert!(!t.due("k1", None, 1_000_000 + 59_999));
-        assert!(t.due("k2", None, 1_000_000 + 59_999));
-        assert!(t.due("k1", None, 1_000_000 + 60_000));
-        // A recent stored use counts too.
-        assert!(!t.due("k3", Some(5_000_000), 5_000_001));
+        t.note("k1", 10, Some("192.0.2.1".to_owned()));
+        t.note("k1", 5, Some("192.0.2.9".to_owned()));
+        assert_eq!(t.pending("k1"), Some((10, Some("192.0.2.1".to_owned()))));
+        t.note("k1", 20, None);
+        assert_eq!(t.pending("k1"), Some((20, None)));
+        assert_eq!(t.pending("k2"), None);
     }
 }

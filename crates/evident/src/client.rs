@@ -22,6 +22,10 @@ pub struct ClientArgs {
     /// Seconds to wait for the server (connecting, and between reads of an answer).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
+    /// PEM file of the certificate authority (or the self-signed certificate) to trust for an
+    /// https:// URL, in place of the system's roots.
+    #[arg(long, value_name = "FILE", env = "EVIDENT_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// An error answer from the server.
@@ -128,12 +132,24 @@ impl ApiClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let http = Client::builder()
+        let mut builder = Client::builder()
             .connect_timeout(Duration::from_secs(args.timeout.clamp(1, 60)))
             .timeout(timeout)
-            .user_agent(concat!("evident-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("cannot set up the HTTP client")?;
+            .user_agent(concat!("evident-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &args.ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading --ca-cert {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca-cert {}: not a PEM certificate", path.display()))?;
+            if certs.is_empty() {
+                return Err(crate::output::usage(format!(
+                    "--ca-cert {}: no certificate in the file",
+                    path.display()
+                )));
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().context("cannot set up the HTTP client")?;
         Ok(ApiClient {
             http,
             base,

@@ -139,6 +139,16 @@ fn bad_input_gets_a_named_error_and_stores_nothing() {
     assert_eq!(seqs, (1..8).collect::<Vec<u64>>());
 }
 
+/// Entries of the log that are not self-audit events.
+fn r_owner_entries(server: &Server, owner: &str) -> usize {
+    server
+        .api(owner)
+        .all_entries()
+        .iter()
+        .filter(|(_, _, e)| !e["action"].as_str().unwrap().starts_with("evident."))
+        .count()
+}
+
 #[test]
 fn keys_are_checked_by_role() {
     let node = Node::new();
@@ -174,7 +184,9 @@ fn keys_are_checked_by_role() {
     r.append(&event("alice", "x.y"))
         .unwrap_err()
         .assert_error(403, "forbidden", None);
-    assert_eq!(r.size(), 1);
+    // One client event; the rest are the recorded refusals.
+    let client_events = r_owner_entries(&server, &node.owner_key);
+    assert_eq!(client_events, 1);
 
     // The CLI: no key is a usage error; a forbidden request exits 1 naming the refusal.
     let out = common::run(&["query", "--url", &server.url]).code(2);
@@ -244,15 +256,17 @@ fn csv_export_is_rfc4180_and_neutralizes_formulas() {
         ),
         "{text}"
     );
-    // Two records after the header, each ending in CRLF, no bare newline anywhere.
-    assert_eq!(text.matches("\r\n").count(), 3, "{text}");
-    assert_eq!(text.matches('\n').count(), 3, "{text}");
+    // Three records after the header (the two events and the export's own self-audit
+    // event, recorded before the export is cut), each ending in CRLF, no bare newline.
+    assert_eq!(text.matches("\r\n").count(), 4, "{text}");
+    assert_eq!(text.matches('\n').count(), 4, "{text}");
 
     let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
     let header = reader.headers().unwrap().clone();
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(&rows[2][col("action")], "evident.log.exported");
     let first = &rows[0];
     // Formula cells start with an apostrophe; what follows is the value unchanged.
     assert_eq!(

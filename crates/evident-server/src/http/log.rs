@@ -9,6 +9,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::params::Params;
 use super::stream::stream_response;
+use crate::audit::{AuditActor, AuditEvent, RequestInfo, action};
 use crate::auth::Caller;
 use crate::export::{self, BundleRequest, EntryJson};
 use crate::sequencer::now_ms;
@@ -203,9 +204,20 @@ fn filter_from(params: &Params, caller: &Caller) -> Result<Filter, ApiError> {
 pub async fn audit_log(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(info): Extension<RequestInfo>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref(), &PARAMS)?;
+    if let (Some(scope), Some(asked)) = (&caller.tenant, params.get("tenant")) {
+        if asked != scope {
+            let what = if matches!(params.get("format"), Some("ndjson" | "csv")) {
+                "export events"
+            } else {
+                "read events"
+            };
+            return Err(state.refuse_cross_tenant(&caller, &info, asked, what).await);
+        }
+    }
     let format = match params.get("format").unwrap_or("json") {
         "json" => Format::Json,
         "ndjson" => Format::Ndjson,
@@ -245,6 +257,32 @@ pub async fn audit_log(
             "cursor",
             "cursor applies to format=json pages only; exports stream every match",
         ));
+    }
+    if format != Format::Json && !(format == Format::Ndjson && order == Order::Descending) {
+        // Every export is recorded, durably, before any of it leaves.
+        let mut query = Map::new();
+        for (name, value) in params.pairs() {
+            query.insert(name.to_owned(), Value::String(value.to_owned()));
+        }
+        let event = AuditEvent::new(
+            action::EXPORTED,
+            "success",
+            "notice",
+            "log",
+            filter.tenant.as_deref().unwrap_or("*"),
+        )
+        .with(
+            "format",
+            if format == Format::Csv {
+                "csv"
+            } else {
+                "ndjson"
+            },
+        )
+        .with("query", Value::Object(query));
+        state
+            .record(&AuditActor::Key(caller.clone()), &info, event)
+            .await;
     }
     match format {
         Format::Json => {

@@ -2,10 +2,14 @@
 //! and request metrics. Handlers are thin: they parse and check the request, call the
 //! sequencer, the store (on blocking threads) or the export and verification modules, and
 //! shape the answer. Route by route: `events.rs` (append), `log.rs` (query and exports),
-//! `proofs.rs` (checkpoint, public key, proofs), `ops.rs` (verify, health, metrics, OpenAPI).
+//! `proofs.rs` (checkpoint, public key, proofs), `ops.rs` (verify, health, metrics, OpenAPI),
+//! `keys.rs` (API key management). [`ROUTES`] says which permission each route needs; the
+//! router and the OpenAPI document (`x-evident-permission`) both follow it. Every response
+//! carries the security headers of [`security_headers`].
 
 mod error;
 mod events;
+mod keys;
 mod log;
 mod openapi;
 mod ops;
@@ -16,11 +20,13 @@ mod stream;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use openapi::openapi_json;
 
-use crate::auth::{self, UsageTracker};
+use crate::audit::{AuditActor, AuditEvent, FailureLimiter, FailureVerdict, RequestInfo, action};
+use crate::auth::{self, Caller, Permission, UsageTracker};
 use crate::metrics::HttpLabels;
 use crate::node::Node;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -36,6 +42,9 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     node: Node,
     usage: UsageTracker,
+    limiter: FailureLimiter,
+    /// Whether the listener speaks TLS (then responses carry HSTS).
+    tls: AtomicBool,
     shutting_down: AtomicBool,
     /// Full verifications read the whole log: one at a time.
     verify_permit: tokio::sync::Semaphore,
@@ -43,9 +52,18 @@ struct Inner {
 
 impl AppState {
     pub fn new(node: Node) -> AppState {
+        let config = node.config();
+        let limiter = FailureLimiter::new(
+            config.auth_failure_limit,
+            config.auth_failure_window_ms,
+            config.auth_block_ms,
+        );
+        let tls = AtomicBool::new(config.tls_enabled());
         AppState(Arc::new(Inner {
             node,
             usage: UsageTracker::default(),
+            limiter,
+            tls,
             shutting_down: AtomicBool::new(false),
             verify_permit: tokio::sync::Semaphore::new(1),
         }))
@@ -59,10 +77,106 @@ impl AppState {
         self.0.node.store()
     }
 
-    pub(crate) fn usage(&self) -> &UsageTracker {
+    pub fn usage(&self) -> &UsageTracker {
         &self.0.usage
     }
 
+    pub(crate) fn limiter(&self) -> &FailureLimiter {
+        &self.0.limiter
+    }
+
+    /// Says whether responses go out over TLS (HSTS is sent then).
+    pub fn set_tls(&self, on: bool) {
+        self.0.tls.store(on, Ordering::Release);
+    }
+
+    fn tls(&self) -> bool {
+        self.0.tls.load(Ordering::Acquire)
+    }
+
+    /// Appends a self-audit event and waits until it is durable. A failure (the node is
+    /// shutting down, storage full) is logged, never passed on: the request's own answer
+    /// stands.
+    pub async fn record(&self, actor: &AuditActor, request: &RequestInfo, event: AuditEvent) {
+        let action = event.action;
+        let input = event.into_input(actor, request);
+        if let Err(e) = self.node().sequencer().append(vec![input]).await {
+            tracing::warn!(action, error = %e, "cannot record a self-audit event");
+        }
+    }
+
+    /// Refuses a request with `error` (a 401 or 403): counts the failure for the caller's
+    /// address and records `event`, or, when this failure starts a brute-force burst, records
+    /// the one critical burst event instead and answers 429.
+    pub async fn refuse(
+        &self,
+        actor: AuditActor,
+        request: &RequestInfo,
+        event: AuditEvent,
+        error: ApiError,
+    ) -> ApiError {
+        let now = crate::sequencer::now_ms();
+        let verdict = match request.ip {
+            Some(ip) => self.limiter().failure(ip, now),
+            None => FailureVerdict::Counted,
+        };
+        match verdict {
+            FailureVerdict::Counted => {
+                self.record(&actor, request, event).await;
+                error
+            }
+            FailureVerdict::BurstStarted {
+                failures,
+                blocked_until,
+            } => {
+                tracing::warn!(ip = ?request.ip, failures, "address blocked after repeated failures");
+                let config = self.node().config();
+                let burst = AuditEvent::new(
+                    action::BRUTE_FORCE,
+                    "denied",
+                    "critical",
+                    "address",
+                    request.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                )
+                .with("failures", failures)
+                .with("window_ms", config.auth_failure_window_ms)
+                .with("blocked_ms", config.auth_block_ms)
+                .with(
+                    "blocked_until",
+                    evident_core::event::format_rfc3339_millis(blocked_until),
+                )
+                .with("last_attempt", event.action);
+                // The burst event speaks for the whole burst, whoever sent its last request.
+                let burst_actor = AuditActor::Anonymous {
+                    presented_key_id: None,
+                };
+                self.record(&burst_actor, request, burst).await;
+                ApiError::too_many_failures(blocked_until.saturating_sub(now))
+            }
+        }
+    }
+
+    /// Refuses a tenant-scoped `caller`'s attempt to reach `tenant`: a recorded 403.
+    pub async fn refuse_cross_tenant(
+        &self,
+        caller: &Caller,
+        request: &RequestInfo,
+        tenant: &str,
+        what: &str,
+    ) -> ApiError {
+        let scope = caller.tenant.as_deref().unwrap_or_default();
+        tracing::warn!(key_id = %caller.key_id, "request refused: another tenant");
+        let error = ApiError::forbidden(format!(
+            "API key {} is scoped to tenant {scope:?} and may not {what} of tenant {tenant:?}",
+            caller.key_id
+        ))
+        .with_field("tenant");
+        let event = AuditEvent::new(action::CROSS_TENANT, "denied", "warning", "tenant", tenant)
+            .with("attempted", what)
+            .with("key_tenant", scope);
+        self.refuse(AuditActor::Key(caller.clone()), request, event, error)
+            .await
+    }
     /// From now on appends and health checks answer 503.
     pub fn begin_shutdown(&self) {
         self.0.shutting_down.store(true, Ordering::Release);
@@ -85,6 +199,42 @@ impl AppState {
     }
 }
 
+/// Every API route (method, OpenAPI path) and the permission it needs (`None`: no key).
+pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
+    (Method::POST, "/api/v1/events", Some(Permission::Append)),
+    (Method::GET, "/api/v1/audit-log", Some(Permission::Read)),
+    (Method::GET, "/api/v1/checkpoint", Some(Permission::Read)),
+    (Method::GET, "/api/v1/public-key", Some(Permission::Read)),
+    (
+        Method::GET,
+        "/api/v1/proof/inclusion",
+        Some(Permission::Read),
+    ),
+    (
+        Method::GET,
+        "/api/v1/proof/consistency",
+        Some(Permission::Read),
+    ),
+    (Method::GET, "/api/v1/verify", Some(Permission::Read)),
+    (Method::GET, "/api/v1/openapi.json", Some(Permission::Read)),
+    (Method::GET, "/api/v1/metrics", Some(Permission::Read)),
+    (Method::GET, "/api/v1/healthz", None),
+    (Method::GET, "/metrics", Some(Permission::Read)),
+    (Method::GET, "/healthz", None),
+    (Method::GET, "/api/v1/keys", Some(Permission::ManageKeys)),
+    (Method::POST, "/api/v1/keys", Some(Permission::ManageKeys)),
+    (
+        Method::POST,
+        "/api/v1/keys/{id}/revoke",
+        Some(Permission::ManageKeys),
+    ),
+    (
+        Method::POST,
+        "/api/v1/keys/{id}/rotate",
+        Some(Permission::ManageKeys),
+    ),
+];
+
 /// The API router, with every route, its authentication and the request metrics.
 pub fn router(state: AppState) -> Router {
     let read = Router::new()
@@ -106,16 +256,72 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_append,
         ));
+    let manage = Router::new()
+        .route("/keys", get(keys::list).post(keys::create))
+        .route("/keys/{id}/revoke", post(keys::revoke))
+        .route("/keys/{id}/rotate", post(keys::rotate))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_manage_keys,
+        ));
     let api = Router::new()
         .merge(read)
         .merge(append)
+        .merge(manage)
         .route("/healthz", get(ops::healthz));
+    // The conventional root paths of the two operations routes, for probes and scrapers.
+    let root = Router::new()
+        .route(
+            "/metrics",
+            get(ops::root_metrics).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_read,
+            )),
+        )
+        .route("/healthz", get(ops::root_healthz));
     Router::new()
         .nest("/api/v1", api)
+        .merge(root)
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .with_state(state)
+}
+
+/// Adds the security headers to every response: no MIME sniffing, no caching (every answer
+/// is API data, often sensitive), no framing, no referrer, and HSTS when TLS is on.
+async fn security_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    if state.tls() {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
 }
 
 /// Counts every request by route template and status, and logs it (without secrets: the

@@ -1,5 +1,7 @@
 //! The OpenAPI document of the HTTP API (utoipa), generated from the handlers' annotations,
-//! plus the documentation-only schemas of bodies whose parsing lives in the core.
+//! plus the documentation-only schemas of bodies whose parsing lives in the core. Each
+//! operation carries `x-evident-permission` (`append`, `read`, `manage_keys` or `none`), taken
+//! from [`super::ROUTES`], the table the router enforces.
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
@@ -168,10 +170,41 @@ impl Modify for BearerAuth {
         let mut scheme = Http::new(HttpAuthScheme::Bearer);
         scheme.bearer_format = Some("evk_<12 hex id>_<secret>".to_owned());
         scheme.description = Some(
-            "API key. Roles: owner and admin may do everything, readonly may read and export, writer may only append."
+            "API key. Roles: owner may do everything, including managing owner and admin keys; admin may append, read, export, verify and manage readonly and writer keys; readonly may read, export and verify; writer may only append. A tenant-scoped key reaches only its tenant. Each operation's `x-evident-permission` names what it needs."
                 .to_owned(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// Marks every operation with the permission the router requires for it.
+struct Permissions;
+
+impl Modify for Permissions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (method, path, permission) in super::ROUTES {
+            let Some(item) = openapi.paths.paths.get_mut(*path) else {
+                continue;
+            };
+            let operation = match *method {
+                axum::http::Method::GET => item.get.as_mut(),
+                axum::http::Method::POST => item.post.as_mut(),
+                axum::http::Method::PUT => item.put.as_mut(),
+                axum::http::Method::DELETE => item.delete.as_mut(),
+                axum::http::Method::PATCH => item.patch.as_mut(),
+                _ => None,
+            };
+            if let Some(operation) = operation {
+                let name = permission.map_or("none", |p| p.as_str());
+                let extensions = utoipa::openapi::extensions::ExtensionsBuilder::new()
+                    .add("x-evident-permission", name)
+                    .build();
+                operation
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .merge(extensions);
+            }
+        }
     }
 }
 
@@ -191,7 +224,13 @@ impl Modify for BearerAuth {
         super::ops::verify,
         super::ops::healthz,
         super::ops::metrics,
+        super::ops::root_healthz,
+        super::ops::root_metrics,
         super::ops::openapi,
+        super::keys::list,
+        super::keys::create,
+        super::keys::revoke,
+        super::keys::rotate,
     ),
     components(schemas(
         super::error::ErrorBody,
@@ -203,17 +242,24 @@ impl Modify for BearerAuth {
         super::ops::VerifyResponse,
         super::ops::ViolationJson,
         super::ops::Health,
+        super::keys::KeyJson,
+        super::keys::KeyList,
+        super::keys::NewKey,
+        super::keys::CreateKeyRequest,
+        super::keys::RotateKeyRequest,
+        crate::auth::Role,
         EventInputDoc,
         EventDoc,
         PageDoc,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Permissions),
     tags(
         (name = "events", description = "Appending events"),
         (name = "log", description = "Querying and exporting"),
         (name = "proofs", description = "Checkpoints, public key and Merkle proofs"),
         (name = "integrity", description = "Verification"),
         (name = "operations", description = "Health, metrics, this document"),
+        (name = "keys", description = "API keys: list, create, revoke, rotate"),
     ),
 )]
 struct ApiDoc;

@@ -4,11 +4,13 @@
 use super::AppState;
 use super::error::ApiError;
 use super::params::Params;
+use crate::audit::{AuditActor, AuditEvent, RequestInfo, action};
+use crate::auth::Caller;
 use crate::verification::{self, VerifyOutcome};
-use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 
 /// The result of a verification.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -98,6 +100,8 @@ impl VerifyResponse {
 )]
 pub async fn verify(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(info): Extension<RequestInfo>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<VerifyResponse>, ApiError> {
     let params = Params::parse(query.as_deref(), &["from"])?;
@@ -130,10 +134,27 @@ pub async fn verify(
     if !outcome.is_intact() {
         tracing::error!(?outcome, "verification found a problem");
     }
-    Ok(Json(VerifyResponse::from_outcome(
-        &outcome,
-        from.unwrap_or(0),
-    )))
+    let response = VerifyResponse::from_outcome(&outcome, from.unwrap_or(0));
+    // Each verification run is recorded with its result; a broken log is critical.
+    let (outcome_name, severity) = if response.ok {
+        ("success", "notice")
+    } else {
+        ("failure", "critical")
+    };
+    let mut event = AuditEvent::new(action::VERIFIED, outcome_name, severity, "log", "*")
+        .with("from", from.unwrap_or(0))
+        .with("entries", response.entries)
+        .with("ok", response.ok);
+    if let Some(size) = response.size {
+        event = event.with("size", size);
+    }
+    if let Some(violation) = &response.violation {
+        event = event
+            .with("violation", violation.kind.clone())
+            .with("violation_seq", violation.seq);
+    }
+    state.record(&AuditActor::Key(caller), &info, event).await;
+    Ok(Json(response))
 }
 
 /// Health status.
@@ -195,6 +216,43 @@ pub async fn metrics(
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     Ok(response)
+}
+
+/// Liveness and readiness at the conventional root path (same answer as `/api/v1/healthz`),
+/// for load balancers and orchestrators; needs no key.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Serving", body = Health),
+        (status = 400, description = "A query parameter (this route takes none)", body = super::ErrorBody),
+        (status = 503, description = "Shutting down", body = Health),
+    ),
+)]
+pub async fn root_healthz(
+    state: State<AppState>,
+    query: RawQuery,
+) -> Result<(StatusCode, Json<Health>), ApiError> {
+    healthz(state, query).await
+}
+
+/// Prometheus metrics at the path Prometheus scrapes by default (same answer as
+/// `/api/v1/metrics`; configure the scrape job with `authorization: {credentials: KEY}`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "OpenMetrics text, as /api/v1/metrics", body = String, content_type = "application/openmetrics-text"),
+        (status = 400, description = "An unknown query parameter (this route takes none)", body = super::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
+        (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn root_metrics(state: State<AppState>, query: RawQuery) -> Result<Response, ApiError> {
+    metrics(state, query).await
 }
 
 /// This API's OpenAPI document.

@@ -5,10 +5,12 @@
 use super::AppState;
 use super::error::ApiError;
 use super::params::Params;
-use axum::Json;
+use crate::audit::RequestInfo;
+use crate::auth::Caller;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use evident_core::Hash;
 use evident_core::merkle::{self, CompactRange};
 use evident_store::{Filter, Order, Store, StoredCheckpoint};
@@ -177,6 +179,8 @@ fn check_size(name: &str, size: u64, log_size: u64) -> Result<(), ApiError> {
 )]
 pub async fn inclusion(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(info): Extension<RequestInfo>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<InclusionProof>, ApiError> {
     let params = Params::parse(query.as_deref(), &["seq", "size"])?;
@@ -194,6 +198,7 @@ pub async fn inclusion(
             format!("entry {seq} is not in the tree of size {size}"),
         ));
     }
+    let scope = caller.tenant.clone();
     let proof = state
         .with_store(move |store| {
             let mut found = None;
@@ -209,6 +214,11 @@ pub async fn inclusion(
                 })
                 .map_err(ApiError::from_store)?;
             let entry = found.ok_or_else(|| ApiError::not_found(format!("entry {seq}")))?;
+            if let Some(scope) = &scope {
+                if entry.event.tenant != *scope {
+                    return Ok(Err(entry.event.tenant.clone()));
+                }
+            }
             let plan = merkle::inclusion_plan(seq, size)
                 .map_err(|e| ApiError::bad_param("seq", e.to_string()))?;
             let proof = proof_hashes(store, &plan)?;
@@ -217,7 +227,7 @@ pub async fn inclusion(
                 Some(cp) => cp.root,
                 None => root_at(store, size)?,
             };
-            Ok(InclusionProof {
+            Ok(Ok(InclusionProof {
                 seq,
                 size,
                 leaf_hash: entry.leaf_hash(),
@@ -226,10 +236,20 @@ pub async fn inclusion(
                 proof,
                 root,
                 checkpoint: checkpoint.map(|c| c.signed_note),
-            })
+            }))
         })
         .await?;
-    Ok(Json(proof))
+    match proof {
+        Ok(proof) => Ok(Json(proof)),
+        Err(tenant) => Err(state
+            .refuse_cross_tenant(
+                &caller,
+                &info,
+                &tenant,
+                &format!("prove the inclusion of entry {seq}"),
+            )
+            .await),
+    }
 }
 
 /// Proves that the tree of `from` entries is a prefix of the tree of `to` entries.

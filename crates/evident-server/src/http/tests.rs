@@ -411,6 +411,10 @@ async fn keys_and_roles_are_enforced() {
 async fn key_use_is_recorded() {
     let t = setup();
     t.get("/api/v1/checkpoint").await;
+    // Uses are kept in memory and written in batches (the server flushes every 2 s).
+    let pending = t.state.usage().pending(&t.owner[..16]);
+    assert!(pending.is_some_and(|(at, _)| at > 0));
+    t.state.usage().flush(&**t.state.store());
     let mut used = None;
     for _ in 0..100 {
         let keys = t.state.store().keys().unwrap();
@@ -458,8 +462,11 @@ async fn tenant_scoped_keys_stay_in_their_tenant() {
         )
         .await;
     let events = r.json()["events"].as_array().unwrap().clone();
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["tenant"], "acme");
+    // The client's event, and the recorded refusal of the cross-tenant append.
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.iter().all(|e| e["tenant"] == "acme"));
+    assert_eq!(events[0]["action"], "evident.access.cross_tenant");
+    assert_eq!(events[0]["target"]["id"], "globex");
     t.call(
         Method::GET,
         "/api/v1/audit-log?tenant=default",
@@ -695,11 +702,15 @@ async fn the_ndjson_export_verifies_offline_with_the_public_key() {
     let vkey = t.get("/api/v1/public-key").await.text();
     let verifier = evident_core::NoteVerifier::parse(vkey.trim()).unwrap();
 
-    for (uri, entries) in [
-        ("/api/v1/audit-log?format=ndjson", 5),
+    // Each export is recorded (before it is cut) as a self-audit event of kind api_key.
+    for (exports, (uri, entries)) in [
+        ("/api/v1/audit-log?format=ndjson&actor_kind=user", 5),
         ("/api/v1/audit-log?format=ndjson&actor=alice", 3),
         ("/api/v1/audit-log?format=ndjson&actor=nobody", 0),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let r = t.get(uri).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         assert_eq!(r.headers[header::CONTENT_TYPE], "application/x-ndjson");
@@ -709,7 +720,7 @@ async fn the_ndjson_export_verifies_offline_with_the_public_key() {
         }
         let report = v.finish().unwrap();
         assert_eq!(report.entries, entries, "{uri}");
-        assert_eq!(report.checkpoint_size, 5);
+        assert_eq!(report.checkpoint_size, 5 + exports as u64 + 1);
     }
 }
 
@@ -729,11 +740,12 @@ async fn an_export_ties_to_an_older_trusted_checkpoint_with_consistency_from() {
         v.finish()
     };
     let with = t
-        .get("/api/v1/audit-log?format=ndjson&consistency_from=3")
+        .get("/api/v1/audit-log?format=ndjson&consistency_from=3&actor_kind=user")
         .await;
     assert_eq!(with.status, StatusCode::OK, "{}", with.text());
     let report = check(with.text()).unwrap();
-    assert_eq!((report.entries, report.checkpoint_size), (5, 5));
+    // The export's own self-audit event is in the log it is tied to.
+    assert_eq!((report.entries, report.checkpoint_size), (5, 6));
     let without = t.get("/api/v1/audit-log?format=ndjson").await;
     let err = check(without.text()).unwrap_err();
     assert!(
@@ -741,7 +753,7 @@ async fn an_export_ties_to_an_older_trusted_checkpoint_with_consistency_from() {
         "{err}"
     );
     let e = t
-        .get("/api/v1/audit-log?format=ndjson&consistency_from=6")
+        .get("/api/v1/audit-log?format=ndjson&consistency_from=600")
         .await
         .error(StatusCode::BAD_REQUEST, "invalid_parameter");
     assert_eq!(e["field"], "consistency_from");
@@ -753,7 +765,7 @@ async fn csv_export_streams_every_row() {
     let names: Vec<String> = (0..50).map(|i| format!("user{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     t.fill(&refs).await;
-    let r = t.get("/api/v1/audit-log?format=csv").await;
+    let r = t.get("/api/v1/audit-log?format=csv&actor_kind=user").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
         r.headers[header::CONTENT_TYPE]
@@ -771,7 +783,7 @@ async fn csv_export_streams_every_row() {
     assert_eq!(&rows[0][3], "user0");
     assert_eq!(&rows[49][12], "49");
     let r = t
-        .get("/api/v1/audit-log?format=csv&order=desc&limit=2")
+        .get("/api/v1/audit-log?format=csv&order=desc&limit=2&actor_kind=user")
         .await;
     let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(r.body.as_slice())
         .records()
@@ -837,10 +849,11 @@ async fn verify_reports_ok_and_the_first_violation() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["entries"], 4);
     assert_eq!(v["size"], 4);
+    // The first run is recorded after it finished: the log has one more entry now.
     let v = t.get("/api/v1/verify?from=2").await.json();
     assert_eq!(
         (v["ok"].clone(), v["entries"].clone()),
-        (json!(true), json!(2))
+        (json!(true), json!(3))
     );
     t.get("/api/v1/verify?from=9")
         .await
@@ -898,6 +911,21 @@ async fn metrics_count_appends_and_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn health_and_metrics_answer_at_the_root_paths_too() {
+    // Probes and Prometheus look at /healthz and /metrics by default.
+    let t = setup();
+    t.fill(&["a"]).await;
+    let r = t.call(Method::GET, "/healthz", None, None, Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["status"], "ok");
+    let text = t.get("/metrics").await.text();
+    assert!(text.contains("evident_events_appended_total 1"), "{text}");
+    // /metrics needs a key like every route but the health checks.
+    let r = t.call(Method::GET, "/metrics", None, None, Body::empty()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn openapi_describes_every_route() {
     let t = setup();
     let doc = t.get("/api/v1/openapi.json").await.json();
@@ -912,13 +940,139 @@ async fn openapi_describes_every_route() {
         "/api/v1/verify",
         "/api/v1/healthz",
         "/api/v1/metrics",
+        "/healthz",
+        "/metrics",
         "/api/v1/openapi.json",
+        "/api/v1/keys",
+        "/api/v1/keys/{id}/revoke",
+        "/api/v1/keys/{id}/rotate",
     ] {
         assert!(paths.contains_key(path), "{path} missing");
+    }
+    // Every route of the router's table is documented with the permission it enforces.
+    for (method, path, permission) in super::ROUTES {
+        let op = &doc["paths"][*path][method.as_str().to_ascii_lowercase()];
+        assert_eq!(
+            op["x-evident-permission"],
+            permission.map_or("none", |p| p.as_str()),
+            "{method} {path}"
+        );
     }
     let params = doc["paths"]["/api/v1/audit-log"]["get"]["parameters"]
         .as_array()
         .unwrap();
     assert_eq!(params.len(), super::log::PARAMS.len());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_management_follows_role_and_tenant() {
+    let t = setup();
+    let store = t.state.store().clone();
+    let now = crate::now_ms();
+    let (acme_admin, _) = create_key(&*store, Role::Admin, Some("acme".into()), None, now).unwrap();
+    let (admin, _) = create_key(&*store, Role::Admin, None, None, now).unwrap();
+    let post = |key: String, uri: String, body: &'static str| {
+        let t = &t;
+        async move {
+            t.call(
+                Method::POST,
+                &uri,
+                Some(&key),
+                Some("application/json"),
+                body.to_owned(),
+            )
+            .await
+        }
+    };
+    // A tenant-scoped admin's keys are scoped to its tenant, and only readonly or writer.
+    let r = post(
+        acme_admin.clone(),
+        "/api/v1/keys".to_owned(),
+        r#"{"role":"writer"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["record"]["tenant"], "acme");
+    let key = r.json()["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with(r.json()["record"]["id"].as_str().unwrap()));
+    post(
+        acme_admin.clone(),
+        "/api/v1/keys".to_owned(),
+        r#"{"role":"writer","tenant":"globex"}"#,
+    )
+    .await
+    .error(StatusCode::FORBIDDEN, "forbidden");
+    post(
+        acme_admin.clone(),
+        "/api/v1/keys".to_owned(),
+        r#"{"role":"admin"}"#,
+    )
+    .await
+    .error(StatusCode::FORBIDDEN, "forbidden");
+    post(
+        admin.clone(),
+        "/api/v1/keys".to_owned(),
+        r#"{"role":"owner"}"#,
+    )
+    .await
+    .error(StatusCode::FORBIDDEN, "forbidden");
+    post(
+        admin.clone(),
+        "/api/v1/keys".to_owned(),
+        r#"{"role":"root"}"#,
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_body");
+    post(
+        admin.clone(),
+        "/api/v1/keys".to_owned(),
+        r#"{"role":"writer","x":1}"#,
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_body");
+    // Admins may not touch owners; the acme admin sees and manages only acme keys.
+    let owner_revoke = format!("/api/v1/keys/{}/revoke", &t.owner[..16]);
+    post(admin.clone(), owner_revoke, "")
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    let readonly_revoke = format!("/api/v1/keys/{}/revoke", &t.readonly[..16]);
+    post(acme_admin.clone(), readonly_revoke.clone(), "")
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    let r = t
+        .call(
+            Method::GET,
+            "/api/v1/keys",
+            Some(&acme_admin),
+            None,
+            Body::empty(),
+        )
+        .await;
+    let keys = r.json()["keys"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| k["tenant"] == "acme"));
+    // An admin revokes a readonly key; it stops at once.
+    let r = post(admin.clone(), readonly_revoke, "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["status"], "revoked");
+    t.call(
+        Method::GET,
+        "/api/v1/checkpoint",
+        Some(&t.readonly),
+        None,
+        Body::empty(),
+    )
+    .await
+    .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    post(
+        admin.clone(),
+        "/api/v1/keys/evk_nothex/revoke".to_owned(),
+        "",
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+    post(admin, "/api/v1/keys/evk_000000000000/rotate".to_owned(), "")
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
 }

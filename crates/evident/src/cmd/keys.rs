@@ -1,7 +1,15 @@
-//! `evident keys create|list|rotate|revoke`: API key management straight on a data directory,
-//! through the server library's key functions (no server needed, and safe while one runs:
-//! the database arbitrates). A new key's secret is printed once, alone on the last line.
+//! `evident keys create|list|rotate|revoke`: API key management, in one of two ways.
+//!
+//! Online (a key is given with `--key` or EVIDENT_KEY, and no `--data-dir`): through the
+//! server's `/api/v1/keys` routes, with the caller's role and tenant checked and every change
+//! recorded in the log by the server. Offline (`--data-dir`, or no key): straight on a data
+//! directory through the server library's key functions (safe while a server runs: the
+//! database arbitrates). Whoever can write the data directory holds the node's secrets, so
+//! the offline form is the operator's bootstrap and break-glass path and is not recorded in
+//! the log; the online form is, by the server. A new key's secret is printed once, alone on
+//! the last line.
 
+use crate::client::{ApiClient, ClientArgs};
 use crate::cmd::serve::config_from;
 use anyhow::Context as _;
 use clap::builder::PossibleValuesParser;
@@ -11,6 +19,7 @@ use evident_server::auth::{self, Role};
 use evident_server::node::NodeError;
 use evident_server::{Node, NodeFiles};
 use evident_store::{KeyRecord, Store};
+use serde_json::{Value, json};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,7 +38,7 @@ pub enum KeysCommand {
     Revoke(RevokeArgs),
 }
 
-/// Which data directory.
+/// Which data directory (offline), or which server (online).
 #[derive(Debug, Args)]
 pub struct DataDirArgs {
     /// Data directory [default: ./evident-data, or EVIDENT_DATA_DIR, or the config file's].
@@ -38,6 +47,15 @@ pub struct DataDirArgs {
     /// TOML configuration file (for the data directory and, on first use, the node id).
     #[arg(long, value_name = "FILE", env = "EVIDENT_CONFIG")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+impl DataDirArgs {
+    /// Online when a key is given and no data directory or config file is.
+    fn online(&self) -> bool {
+        self.client.key.is_some() && self.data_dir.is_none() && self.config.is_none()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +126,9 @@ fn open_existing(dir: &DataDirArgs) -> anyhow::Result<(NodeFiles, Arc<dyn Store>
 }
 
 fn create(args: CreateArgs) -> anyhow::Result<()> {
+    if args.dir.online() {
+        return create_online(args);
+    }
     let role: Role = args.role.parse()?;
     let config = config_from(
         args.dir.config.as_deref(),
@@ -134,20 +155,31 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         evident_server::now_ms(),
     )
     .context("creating the key")?;
-    print_new_key(&record, &secret, &files)
+    let place = format!("node {} in {}", files.node_id(), files.data_dir().display());
+    print_new_key(
+        &record.id,
+        &record.role,
+        record.tenant.as_deref(),
+        record.label.as_deref(),
+        &secret,
+        &place,
+    )
 }
 
-fn print_new_key(record: &KeyRecord, secret: &str, files: &NodeFiles) -> anyhow::Result<()> {
+fn print_new_key(
+    id: &str,
+    role: &str,
+    tenant: Option<&str>,
+    label: Option<&str>,
+    secret: &str,
+    place: &str,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "created API key {} (role {}, tenant {}, label {}) for node {} in {}",
-        record.id,
-        record.role,
-        record.tenant.as_deref().unwrap_or("any"),
-        record.label.as_deref().unwrap_or("-"),
-        files.node_id(),
-        files.data_dir().display()
+        "created API key {id} (role {role}, tenant {}, label {}) for {place}",
+        tenant.unwrap_or("any"),
+        label.unwrap_or("-"),
     )?;
     writeln!(
         out,
@@ -167,7 +199,100 @@ fn status(record: &KeyRecord, now: i64) -> String {
     }
 }
 
+fn text(value: &Value) -> Option<String> {
+    value.as_str().map(str::to_owned)
+}
+
+fn list_online(args: &ListArgs) -> anyhow::Result<()> {
+    let client = ApiClient::new(&args.dir.client)?;
+    let answer: Value = client.get_json("api/v1/keys", &[])?;
+    let keys = answer["keys"].as_array().cloned().unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &keys)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            vec![
+                text(&k["id"]).unwrap_or_default(),
+                text(&k["role"]).unwrap_or_default(),
+                text(&k["tenant"]).unwrap_or_else(|| "any".to_owned()),
+                text(&k["label"]).unwrap_or_default(),
+                text(&k["created_at"]).unwrap_or_default(),
+                match (text(&k["status"]).as_deref(), text(&k["expires_at"])) {
+                    (Some("expiring"), Some(at)) => format!("expires {at}"),
+                    (Some(status), _) => status.to_owned(),
+                    (None, _) => String::new(),
+                },
+                match (text(&k["last_used_at"]), text(&k["last_used_ip"])) {
+                    (Some(at), Some(ip)) => format!("{at} from {ip}"),
+                    (Some(at), None) => at,
+                    _ => "never".to_owned(),
+                },
+            ]
+        })
+        .collect();
+    write_table(&rows)
+}
+
+fn write_table(rows: &[Vec<String>]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let table = crate::output::Table::new(
+        vec![
+            "ID",
+            "ROLE",
+            "TENANT",
+            "LABEL",
+            "CREATED",
+            "STATUS",
+            "LAST USED",
+        ],
+        rows,
+    );
+    table.write_header(&mut out)?;
+    for row in rows {
+        table.write_row(&mut out, row)?;
+    }
+    Ok(())
+}
+
+fn create_online(args: CreateArgs) -> anyhow::Result<()> {
+    let client = ApiClient::new(&args.dir.client)?;
+    let body = json!({"role": args.role, "tenant": args.tenant, "label": args.label});
+    let answer: Value = client.post(
+        "api/v1/keys",
+        "application/json",
+        serde_json::to_vec(&body)?,
+    )?;
+    print_new_key_json(&answer, &client)
+}
+
+fn print_new_key_json(answer: &Value, client: &ApiClient) -> anyhow::Result<()> {
+    let record = &answer["record"];
+    let secret = answer["key"]
+        .as_str()
+        .context("the server's answer holds no key")?;
+    let place = client
+        .url("", &[])
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    print_new_key(
+        record["id"].as_str().unwrap_or_default(),
+        record["role"].as_str().unwrap_or_default(),
+        record["tenant"].as_str(),
+        record["label"].as_str(),
+        secret,
+        &place,
+    )
+}
+
 fn list(args: ListArgs) -> anyhow::Result<()> {
+    if args.dir.online() {
+        return list_online(&args);
+    }
     let (_, store) = open_existing(&args.dir)?;
     let keys = store.keys().context("reading the keys")?;
     let now = evident_server::now_ms();
@@ -212,30 +337,39 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let table = crate::output::Table::new(
-        vec![
-            "ID",
-            "ROLE",
-            "TENANT",
-            "LABEL",
-            "CREATED",
-            "STATUS",
-            "LAST USED",
-        ],
-        &rows,
-    );
-    table.write_header(&mut out)?;
-    for row in &rows {
-        table.write_row(&mut out, row)?;
-    }
-    Ok(())
+    drop(out);
+    write_table(&rows)
 }
 
 fn rotate(args: RotateArgs) -> anyhow::Result<()> {
+    if args.dir.online() {
+        let client = ApiClient::new(&args.dir.client)?;
+        let body = json!({"grace_seconds": args.grace});
+        let answer: Value = client.post(
+            &format!("api/v1/keys/{}/rotate", args.id),
+            "application/json",
+            serde_json::to_vec(&body)?,
+        )?;
+        print_grace(&args)?;
+        return print_new_key_json(&answer, &client);
+    }
     let (files, store) = open_existing(&args.dir)?;
     let grace_ms = i64::try_from(args.grace.saturating_mul(1000)).unwrap_or(i64::MAX);
     let (secret, record) = auth::rotate_key(&*store, &args.id, grace_ms, evident_server::now_ms())
         .with_context(|| format!("rotating key {}", args.id))?;
+    print_grace(&args)?;
+    let place = format!("node {} in {}", files.node_id(), files.data_dir().display());
+    print_new_key(
+        &record.id,
+        &record.role,
+        record.tenant.as_deref(),
+        record.label.as_deref(),
+        &secret,
+        &place,
+    )
+}
+
+fn print_grace(args: &RotateArgs) -> anyhow::Result<()> {
     let mut err = std::io::stderr().lock();
     if args.grace == 0 {
         writeln!(err, "key {} stopped working now", args.id)?;
@@ -246,10 +380,25 @@ fn rotate(args: RotateArgs) -> anyhow::Result<()> {
             args.id, args.grace
         )?;
     }
-    print_new_key(&record, &secret, &files)
+    Ok(())
 }
 
 fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    if args.dir.online() {
+        let client = ApiClient::new(&args.dir.client)?;
+        let answer: Value = client.post(
+            &format!("api/v1/keys/{}/revoke", args.id),
+            "application/json",
+            Vec::new(),
+        )?;
+        writeln!(
+            std::io::stdout().lock(),
+            "revoked API key {} (role {})",
+            answer["id"].as_str().unwrap_or(&args.id),
+            answer["role"].as_str().unwrap_or("?")
+        )?;
+        return Ok(());
+    }
     let (_, store) = open_existing(&args.dir)?;
     let record = auth::revoke_key(&*store, &args.id, evident_server::now_ms())
         .with_context(|| format!("revoking key {}", args.id))?;
