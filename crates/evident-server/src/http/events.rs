@@ -142,7 +142,7 @@ fn too_many(count: usize, max: usize) -> ApiError {
 /// Splits a body into event values: a JSON object, a JSON array, or NDJSON lines.
 fn event_values(text: &str, kind: BodyKind, max: usize) -> Result<Vec<Value>, ApiError> {
     let values = match kind {
-        BodyKind::Json => match serde_json::from_str::<Value>(text) {
+        BodyKind::Json => match evident_core::json::from_str_strict(text) {
             Ok(Value::Array(items)) => {
                 if items.len() > max {
                     return Err(too_many(items.len(), max));
@@ -171,7 +171,7 @@ fn event_values(text: &str, kind: BodyKind, max: usize) -> Result<Vec<Value>, Ap
             }
             let mut values = Vec::with_capacity(lines.len());
             for (index, (n, line)) in lines.into_iter().enumerate() {
-                let value = serde_json::from_str(line)
+                let value = evident_core::json::from_str_strict(line)
                     .map_err(|e| invalid_json(&e, Some(n)).with_index(index))?;
                 values.push(value);
             }
@@ -213,6 +213,7 @@ fn invalid_event(index: usize, e: ValidationError) -> ApiError {
         (status = 400, description = "Malformed JSON, invalid UTF-8, an invalid event (with its `index` and `field`), an empty batch or a query parameter; nothing stored", body = super::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not append, or the event is for another tenant than the key's", body = super::ErrorBody),
+        (status = 408, description = "The body did not arrive within body_timeout_ms; nothing stored", body = super::ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes or more than max_batch_events events", body = super::ErrorBody),
         (status = 415, description = "Content-Type is not application/json or application/x-ndjson", body = super::ErrorBody),
         (status = 500, description = "Storage failure; nothing stored", body = super::ErrorBody),
@@ -224,6 +225,7 @@ fn invalid_event(index: usize, e: ValidationError) -> ApiError {
 pub async fn append(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(info): Extension<crate::audit::RequestInfo>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
@@ -234,7 +236,19 @@ pub async fn append(
     }
     let config = state.node().config();
     let kind = body_kind(&headers)?;
-    let bytes = read_body(&headers, body, config.max_body_bytes).await?;
+    let deadline = std::time::Duration::from_millis(config.body_timeout_ms);
+    let bytes = tokio::time::timeout(deadline, read_body(&headers, body, config.max_body_bytes))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    config.body_timeout_ms
+                ),
+            )
+        })??;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         ApiError::bad_request(
             "invalid_utf8",
@@ -257,13 +271,11 @@ pub async fn append(
         let input = EventInput::from_json(&value).map_err(|e| invalid_event(index, e))?;
         if let Some(tenant) = &caller.tenant {
             if input.tenant != *tenant {
-                tracing::warn!(key_id = %caller.key_id, "append refused: event for another tenant");
-                return Err(ApiError::forbidden(format!(
-                    "event {index}: API key {} may only write to tenant {tenant:?}",
-                    caller.key_id
-                ))
-                .with_field("tenant")
-                .with_index(index));
+                // Access control (auth.rs): a recorded cross-tenant refusal.
+                let error = state
+                    .refuse_cross_tenant(&caller, &info, &input.tenant, "append events")
+                    .await;
+                return Err(error.with_index(index));
             }
         }
         inputs.push(input);
