@@ -9,6 +9,23 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# PostgreSQL 15 server binaries (initdb, pg_ctl) and the `postgres` system user: the tests of
+# the PostgreSQL backend start a throwaway cluster of their own, on a free loopback port.
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! id postgres >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing postgresql-15 for the PostgreSQL backend tests" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+  else
+    echo "PostgreSQL 15 is missing: install it (apt-get install postgresql-15) first" >&2
+    exit 1
+  fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The end-to-end HTTP suite once more, every node's log in PostgreSQL this time.
+EVIDENT_TEST_BACKEND=postgres cargo test -p evident --locked --test 'e2e_*'
+# Every fuzz target for 20 s from its seed corpus (long runs: README, "Fuzzing").
+./scripts/fuzz.sh 20

@@ -1,0 +1,147 @@
+//! Store-level ingestion benchmark, all in one run on one machine: appends of pre-sealed
+//! entries to the embedded store and to PostgreSQL (a throwaway local cluster, fsync on), in
+//! batches of 1 and of 1000 (one transaction each, as the group-commit writer sends them),
+//! beside what teams build by hand: a PostgreSQL table whose BEFORE INSERT trigger computes a
+//! SHA-256 hash chain, fed one INSERT per event or 1000-row multi-row INSERTs. It measures the
+//! store alone (sealing and HTTP are measured by `evident-bench`).
+//!
+//! `cargo bench -p evident-store --bench ingest [-- EVENTS]` (default 20000 events per case).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use evident_core::event::{Context, EventInput};
+use evident_core::merkle::NodeId;
+use evident_core::{
+    Actor, ActorKind, ChainHead, Hash, Outcome, SealKey, SealedEntry, Severity, Target,
+};
+use evident_store::{PostgresStore, SqliteStore, Store};
+use std::time::Instant;
+
+fn entries(n: usize) -> Vec<(SealedEntry, Vec<(NodeId, Hash)>)> {
+    let key = SealKey::new(&[3u8; 32]).unwrap();
+    let mut head = ChainHead::genesis();
+    (0..n)
+        .map(|i| {
+            let mut nodes = Vec::new();
+            let input = EventInput {
+                occurred_at: None,
+                tenant: "default".to_owned(),
+                actor: Actor {
+                    id: format!("user-{}", i % 500),
+                    kind: ActorKind::User,
+                    ip: Some(std::net::IpAddr::from([
+                        10,
+                        0,
+                        (i / 250 % 250) as u8,
+                        (i % 250) as u8,
+                    ])),
+                    user_agent: Some("Mozilla/5.0 (X11; Linux x86_64)".to_owned()),
+                },
+                action: "config.threshold.changed".to_owned(),
+                target: Target {
+                    kind: "node".to_owned(),
+                    id: format!("edge-{}", i % 64),
+                },
+                outcome: Outcome::Success,
+                severity: Severity::Notice,
+                context: Context::from_value(&serde_json::json!({"old": i, "new": i + 1})).unwrap(),
+            };
+            let id = uuid::Uuid::from_u128(i as u128 + 1);
+            let entry = head.append(id, 1_700_000_000_000, "node-a", input, &key, &mut nodes);
+            (entry, nodes)
+        })
+        .collect()
+}
+
+/// Appends all `log` to `store` in batches of `batch`; events per second.
+fn run_store(store: &dyn Store, log: &[(SealedEntry, Vec<(NodeId, Hash)>)], batch: usize) -> f64 {
+    let start = Instant::now();
+    for chunk in log.chunks(batch) {
+        let entries: Vec<SealedEntry> = chunk.iter().map(|(e, _)| e.clone()).collect();
+        let nodes: Vec<(NodeId, Hash)> = chunk.iter().flat_map(|(_, n)| n.clone()).collect();
+        store.append(&entries, &nodes).unwrap();
+    }
+    log.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+const TRIGGER_TABLE: &str = r#"
+CREATE TABLE handmade (
+    seq bigserial PRIMARY KEY,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    actor text NOT NULL, action text NOT NULL, target text NOT NULL, ip inet,
+    payload jsonb NOT NULL,
+    prev_hash bytea, hash bytea
+);
+CREATE FUNCTION handmade_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE last bytea;
+BEGIN
+    PERFORM pg_advisory_xact_lock(42);
+    SELECT hash INTO last FROM handmade ORDER BY seq DESC LIMIT 1;
+    NEW.prev_hash := coalesce(last, '\x'::bytea);
+    NEW.hash := sha256(NEW.prev_hash || convert_to(
+        NEW.actor || NEW.action || NEW.target || coalesce(host(NEW.ip), '') || NEW.payload::text,
+        'UTF8'));
+    RETURN NEW;
+END $$;
+CREATE TRIGGER handmade_chain BEFORE INSERT ON handmade
+    FOR EACH ROW EXECUTE FUNCTION handmade_chain();
+"#;
+
+/// The hand-built trigger table: `n` events in batches of `batch` rows per INSERT (one
+/// transaction each); events per second.
+fn run_trigger_table(url: &str, n: usize, batch: usize) -> f64 {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client.batch_execute(TRIGGER_TABLE).unwrap();
+    let start = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let rows = batch.min(n - i);
+        let mut sql =
+            String::from("INSERT INTO handmade (actor, action, target, ip, payload) VALUES ");
+        for r in 0..rows {
+            let k = i + r;
+            if r > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "('user-{}', 'config.threshold.changed', 'node:edge-{}', '10.0.{}.{}', \
+                 '{{\"old\": {k}, \"new\": {}}}')",
+                k % 500,
+                k % 64,
+                k / 250 % 250,
+                k % 250,
+                k + 1
+            ));
+        }
+        client.batch_execute(&sql).unwrap();
+        i += rows;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(20_000);
+    let log = entries(n);
+    // fsync on: durability is part of what is measured.
+    let cluster = evident_testpg::Cluster::start_with_fsync().unwrap_or_else(|e| panic!("{e}"));
+    println!("ingestion, {n} events per case, events/s (higher is better)");
+    for batch in [1usize, 1000] {
+        let singles = if batch == 1 { n.min(2_000) } else { n };
+        let log = &log[..singles];
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteStore::open(&dir.path().join("evident.db")).unwrap();
+        let embedded = run_store(&sqlite, log, batch);
+        let url = cluster.create_database_url().unwrap();
+        let pg = PostgresStore::open(&url, "node-a").unwrap();
+        let on_pg = run_store(&pg, log, batch);
+        let url = cluster.create_database_url().unwrap();
+        let trigger = run_trigger_table(&url, singles, batch);
+        println!(
+            "batch {batch:>4}: embedded {embedded:>9.0}  postgres {on_pg:>9.0}  \
+             hand-built trigger table {trigger:>9.0}  (postgres / trigger table: {:.1}x)",
+            on_pg / trigger
+        );
+    }
+}

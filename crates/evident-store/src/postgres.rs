@@ -1,0 +1,1248 @@
+//! The PostgreSQL storage backend: one node's log (entries, Merkle nodes, checkpoints) and its
+//! API keys, in tables that several nodes share, every row keyed by `node_id`. Owns the
+//! connections (one writer behind a mutex, a small pool of readers, and the *lease*: a
+//! dedicated session holding the node's advisory lock for the process lifetime), durability
+//! (`synchronous_commit = on`: a batch is acknowledged after its COMMIT is durable), the
+//! batched ingestion (one transaction per group-commit batch, rows sent with `COPY … BINARY`),
+//! error mapping and the [`Store`] implementation. The schema and grant model live in
+//! `postgres/schema.rs`, the row encoding in `postgres/codec.rs`, the queries in
+//! `postgres/query.rs`. It stores what the integrity core computed and never computes a hash,
+//! seal or proof itself.
+//!
+//! The client is the synchronous `postgres` crate (a blocking wrapper over `tokio-postgres`):
+//! the [`Store`] trait is synchronous and called from blocking threads, so a blocking client
+//! keeps this backend shaped like the embedded one, with no runtime of its own to manage.
+//! Node keys (`checkpoint.key`, `seal.key`) are not stored here: they stay in the node's data
+//! directory, files of mode 0600, whichever backend holds the log; the database only records
+//! each node's public verifier key.
+
+mod codec;
+mod prune;
+mod query;
+mod schema;
+
+use crate::{Filter, KeyRecord, Order, PruneAnchor, Store, StoreError, StoredCheckpoint};
+use evident_core::event::Millis;
+use evident_core::merkle::{self, CompactRange, NodeId};
+use evident_core::{ChainHead, Hash, SealedEntry};
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::error::SqlState;
+use postgres::types::{ToSql, Type};
+use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Transaction};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// Idle readers kept open; more are opened when more threads read at once, and closed after.
+const MAX_IDLE_READERS: usize = 4;
+/// Rows fetched per round trip while scanning (memory stays bounded whatever the result).
+const FETCH_ROWS: i32 = 512;
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long taking the writer lease retries before the node is called taken.
+const LEASE_WAIT: Duration = Duration::from_secs(3);
+
+const KEY_COLUMNS: &str = "id, secret_hash, role, tenant, label, created_at, revoked_at, \
+     expires_at, last_used_at, last_used_ip";
+const CHECKPOINT_COLUMNS: &str = "size, root, note, created_at";
+const COPY_EVENTS: &str = "COPY evident.events (node_id, seq, id, recorded_at, occurred_at, \
+     tenant, actor_id, actor_kind, ip, user_agent, action, target_kind, target_id, outcome, \
+     severity, context, hash, seal) FROM STDIN (FORMAT binary)";
+const EVENT_TYPES: [Type; 18] = [
+    Type::TEXT,
+    Type::INT8,
+    Type::UUID,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::BYTEA,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT2,
+    Type::TEXT,
+    Type::BYTEA,
+    Type::BYTEA,
+];
+const COPY_NODES: &str =
+    "COPY evident.merkle_nodes (node_id, level, idx, hash) FROM STDIN (FORMAT binary)";
+const NODE_TYPES: [Type; 4] = [Type::TEXT, Type::INT2, Type::INT8, Type::BYTEA];
+
+/// Whether `storage` names a PostgreSQL database (`postgres://…` or `postgresql://…`).
+pub fn is_postgres_url(storage: &str) -> bool {
+    storage.starts_with("postgres://") || storage.starts_with("postgresql://")
+}
+
+/// `url` without its password (in the user info or a `password=` parameter), for messages
+/// and for recording which database a node uses.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (rest, params) = match rest.split_once('?') {
+        Some((rest, params)) => (rest, Some(params)),
+        None => (rest, None),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
+            format!("{user}@{host}")
+        }
+        None => authority.to_owned(),
+    };
+    let mut out = format!("{scheme}://{authority}{path}");
+    if let Some(params) = params {
+        let kept: Vec<&str> = params
+            .split('&')
+            .filter(|p| !p.to_ascii_lowercase().starts_with("password="))
+            .collect();
+        if !kept.is_empty() {
+            out.push('?');
+            out.push_str(&kept.join("&"));
+        }
+    }
+    out
+}
+
+/// A node's identity as the database records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub node_id: String,
+    /// Checkpoint origin (and signing key name).
+    pub origin: String,
+    /// The C2SP verifier key of the node's checkpoints.
+    pub verifier_key: String,
+    pub created_at: Millis,
+}
+
+/// A failure inside this backend, before it is mapped to a [`StoreError`].
+#[derive(Debug)]
+enum Error {
+    Sql(postgres::Error),
+    Store(StoreError),
+}
+
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Error {
+        Error::Sql(e)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        Error::Store(e)
+    }
+}
+
+fn backend(message: String) -> Error {
+    Error::Store(StoreError::Backend(message))
+}
+
+fn corrupt(seq: Option<u64>, problem: String) -> Error {
+    Error::Store(StoreError::Corrupt { seq, problem })
+}
+
+fn to_i64(value: u64, what: &str) -> Result<i64, Error> {
+    i64::try_from(value).map_err(|_| {
+        backend(format!(
+            "{what} {value} is beyond what PostgreSQL's bigint holds"
+        ))
+    })
+}
+
+fn to_u64(value: i64, what: &str) -> Result<u64, Error> {
+    u64::try_from(value).map_err(|_| corrupt(None, format!("negative {what} {value}")))
+}
+
+fn hash_from(bytes: &[u8]) -> Option<Hash> {
+    <[u8; 32]>::try_from(bytes).ok().map(Hash)
+}
+
+fn node_label(id: NodeId) -> String {
+    format!("Merkle node (level {}, index {})", id.level, id.index)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A connection left mid-transaction by a panic is rolled back before reuse (the
+    // `Transaction` guard's drop) or found closed and replaced: a poisoned lock is taken as is.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The advisory lock key of a node: 64 bits of SHA-256 over a prefix and the node id.
+fn lease_key(node_id: &str) -> i64 {
+    let digest = Sha256::new()
+        .chain_update(b"evident node lease\0")
+        .chain_update(node_id.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+/// The writer connection with its prepared statements.
+struct WriterConn {
+    client: Client,
+    last_entry: postgres::Statement,
+}
+
+/// The PostgreSQL store of one node.
+pub struct PostgresStore {
+    config: Config,
+    /// The database, password removed, for messages.
+    location: String,
+    node_id: String,
+    writer: Mutex<Option<WriterConn>>,
+    readers: Mutex<Vec<Client>>,
+    /// The session holding this node's advisory lock, once [`Self::acquire_lease`] took it,
+    /// with its backend pid.
+    lease: Mutex<Option<(Client, i32)>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("location", &self.location)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parsed connection settings of `url`; a password missing from it is taken from
+/// `PGPASSWORD`, as libpq does.
+fn config_of(url: &str) -> Result<Config, StoreError> {
+    let mut config: Config = url.parse().map_err(|e| {
+        StoreError::Backend(format!(
+            "storage {:?} is not a valid PostgreSQL URL: {e}",
+            redact_url(url)
+        ))
+    })?;
+    if config.get_password().is_none() {
+        if let Ok(password) = std::env::var("PGPASSWORD") {
+            config.password(password);
+        }
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    Ok(config)
+}
+
+fn map_pg_err(e: postgres::Error, location: &str) -> StoreError {
+    let Some(db) = e.as_db_error() else {
+        return StoreError::Backend(format!("PostgreSQL at {location}: {e}"));
+    };
+    let mut text = format!("PostgreSQL at {location}: {}", db.message());
+    if let Some(detail) = db.detail() {
+        text.push_str(&format!(" ({detail})"));
+    }
+    let code = db.code();
+    if *code == SqlState::DISK_FULL || *code == SqlState::OUT_OF_MEMORY {
+        StoreError::Full(text)
+    } else if *code == SqlState::DATA_CORRUPTED || *code == SqlState::INDEX_CORRUPTED {
+        StoreError::Corrupt {
+            seq: None,
+            problem: text,
+        }
+    } else if *code == SqlState::LOCK_NOT_AVAILABLE {
+        StoreError::Locked(text)
+    } else {
+        StoreError::Backend(text)
+    }
+}
+
+fn is_unique_violation(e: &postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` as the store of node `node_id`, and brings the
+    /// schema up to date. Takes no lock: see [`Self::acquire_lease`] for the writer's.
+    pub fn open(url: &str, node_id: &str) -> Result<PostgresStore, StoreError> {
+        let config = config_of(url)?;
+        let store = PostgresStore {
+            config,
+            location: redact_url(url),
+            node_id: node_id.to_owned(),
+            writer: Mutex::new(None),
+            readers: Mutex::new(Vec::new()),
+            lease: Mutex::new(None),
+        };
+        let mut client = store.connect()?;
+        schema::migrate(&mut client).map_err(|e| match e {
+            schema::MigrateError::Sql(e) => store.map_err(Error::Sql(e)),
+            schema::MigrateError::TooNew(v) => StoreError::Backend(format!(
+                "{} has Evident schema version {v}, newer than this build's {}: use a newer \
+                 evident",
+                store.location,
+                schema::SCHEMA_VERSION
+            )),
+        })?;
+        lock(&store.readers).push(client);
+        Ok(store)
+    }
+
+    /// The database, password removed.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn map_err(&self, e: Error) -> StoreError {
+        match e {
+            Error::Store(e) => e,
+            Error::Sql(e) => map_pg_err(e, &self.location),
+        }
+    }
+
+    fn connect(&self) -> Result<Client, StoreError> {
+        let mut config = self.config.clone();
+        config.application_name(&format!("evident {}", self.node_id));
+        let mut client = config
+            .connect(NoTls)
+            .map_err(|e| map_pg_err(e, &self.location))?;
+        // Acknowledged means durable: whatever the server's default, a COMMIT returns only
+        // once its WAL record is flushed.
+        client
+            .batch_execute("SET synchronous_commit = on")
+            .map_err(|e| map_pg_err(e, &self.location))?;
+        Ok(client)
+    }
+
+    /// Runs `f` in one read-only transaction (one consistent snapshot) on a pooled reader.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, Error>,
+    ) -> Result<T, StoreError> {
+        let pooled = lock(&self.readers).pop();
+        let mut client = match pooled {
+            Some(client) if !client.is_closed() => client,
+            _ => self.connect()?,
+        };
+        let result = (|| -> Result<T, Error> {
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let out = f(&mut tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        if !client.is_closed() {
+            let mut idle = lock(&self.readers);
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(client);
+            }
+        }
+        result.map_err(|e| self.map_err(e))
+    }
+
+    /// Runs `f` in one write transaction on the writer; committed (durably) when this returns
+    /// `Ok`, rolled back otherwise.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>, &WriterStatements<'_>) -> Result<T, Error>,
+    ) -> Result<T, StoreError> {
+        let mut guard = lock(&self.writer);
+        if guard.as_ref().is_none_or(|w| w.client.is_closed()) {
+            *guard = None;
+            let mut client = self.connect()?;
+            let last_entry = client
+                .prepare(
+                    "SELECT seq, recorded_at FROM evident.events WHERE node_id = $1 \
+                     ORDER BY seq DESC LIMIT 1",
+                )
+                .map_err(|e| map_pg_err(e, &self.location))?;
+            *guard = Some(WriterConn { client, last_entry });
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Err(StoreError::Backend(format!(
+                "no connection to {}",
+                self.location
+            )));
+        };
+        let statements = WriterStatements {
+            last_entry: &conn.last_entry,
+        };
+        let result = (|| -> Result<T, Error> {
+            let mut tx = conn.client.transaction()?;
+            let out = f(&mut tx, &statements)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        if conn.client.is_closed() {
+            *guard = None;
+        }
+        result.map_err(|e| self.map_err(e))
+    }
+
+    /// Takes this node's writer lease: a session-level advisory lock on a hash of the node
+    /// id, held by a dedicated connection until the store is dropped (or the process dies, when
+    /// PostgreSQL releases it with the session). Fails with [`StoreError::Locked`], naming the
+    /// session that holds it, when another process serves this node on this database.
+    pub fn acquire_lease(&self) -> Result<(), StoreError> {
+        let mut lease = lock(&self.lease);
+        if lease.is_some() {
+            return Ok(());
+        }
+        let key = lease_key(&self.node_id);
+        let mut client = self.connect()?;
+        let fail = |e| map_pg_err(e, &self.location);
+        // A process that just died may hold the lock a moment longer, until its backend sees
+        // the connection close: retry briefly before calling the node taken.
+        let started = std::time::Instant::now();
+        loop {
+            let row = client
+                .query_one("SELECT pg_try_advisory_lock($1), pg_backend_pid()", &[&key])
+                .map_err(fail)?;
+            let (taken, pid): (bool, i32) =
+                (row.try_get(0).map_err(fail)?, row.try_get(1).map_err(fail)?);
+            if taken {
+                *lease = Some((client, pid));
+                return Ok(());
+            }
+            if started.elapsed() >= LEASE_WAIT {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (classid, objid) = lease_lock_ids(key);
+        let holder = client
+            .query_opt(
+                "SELECT a.pid, coalesce(a.application_name, ''), \
+                        coalesce(host(a.client_addr), 'a local socket'), \
+                        to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') \
+                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 \
+                   AND l.objid = $2 AND l.objsubid = 1 \
+                   AND l.database = (SELECT oid FROM pg_database \
+                                     WHERE datname = current_database()) \
+                 LIMIT 1",
+                &[&classid, &objid],
+            )
+            .map_err(fail)?;
+        let (who, pid) = match holder {
+            Some(row) => {
+                let pid: i32 = row.try_get(0).map_err(fail)?;
+                let app: String = row.try_get(1).map_err(fail)?;
+                let addr: String = row.try_get(2).map_err(fail)?;
+                let since: String = row.try_get(3).map_err(fail)?;
+                (
+                    format!(
+                        "PostgreSQL session {pid} ({app:?}) from {addr}, connected since {since}"
+                    ),
+                    pid.to_string(),
+                )
+            }
+            None => ("another session".to_owned(), "PID".to_owned()),
+        };
+        Err(StoreError::Locked(format!(
+            "node {:?} is already being served from {}: {who} holds its writer lease (an \
+             advisory lock). Two processes with the same node id cannot both write one log; \
+             stop the other one, or give this node another node_id. If that process is gone \
+             for good (a crashed host), end its session: SELECT pg_terminate_backend({pid})",
+            self.node_id, self.location
+        )))
+    }
+
+    /// Whether this store holds its node's writer lease.
+    pub fn holds_lease(&self) -> bool {
+        lock(&self.lease).is_some()
+    }
+
+    /// Records this node's identity, or checks it against the recorded one: a node id is
+    /// bound to one signing key, so a second data directory claiming the same node id with
+    /// other keys is refused instead of forking the log.
+    pub fn register_node(&self, record: &NodeRecord) -> Result<NodeRecord, StoreError> {
+        if record.node_id != self.node_id {
+            return Err(StoreError::Backend(format!(
+                "cannot register node {:?} through the store of node {:?}",
+                record.node_id, self.node_id
+            )));
+        }
+        let stored = self.write(|tx, _| {
+            tx.execute(
+                "INSERT INTO evident.nodes (node_id, origin, verifier_key, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (node_id) DO NOTHING",
+                &[
+                    &record.node_id,
+                    &record.origin,
+                    &record.verifier_key,
+                    &record.created_at,
+                ],
+            )?;
+            node_record_in(tx, &self.node_id)
+        })?;
+        match stored {
+            Some(stored)
+                if stored.origin == record.origin && stored.verifier_key == record.verifier_key =>
+            {
+                Ok(stored)
+            }
+            Some(stored) => Err(StoreError::Backend(format!(
+                "node {:?} in {} belongs to another identity (origin {:?}, key {}); this one \
+                 has origin {:?} and key {}: two data directories use the same node id. Give \
+                 this node another node_id, or use the data directory that created it",
+                self.node_id,
+                self.location,
+                stored.origin,
+                stored.verifier_key,
+                record.origin,
+                record.verifier_key
+            ))),
+            None => Err(StoreError::Backend(format!(
+                "node {:?} could not be recorded in {}",
+                self.node_id, self.location
+            ))),
+        }
+    }
+
+    /// This node's recorded identity, if any.
+    pub fn node_record(&self) -> Result<Option<NodeRecord>, StoreError> {
+        self.read(|tx| node_record_in(tx, &self.node_id))
+    }
+
+    /// Every node recorded in this database.
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        self.read(|tx| {
+            tx.query(
+                "SELECT node_id, origin, verifier_key, created_at FROM evident.nodes \
+                 ORDER BY node_id",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(NodeRecord {
+                    node_id: r.try_get(0)?,
+                    origin: r.try_get(1)?,
+                    verifier_key: r.try_get(2)?,
+                    created_at: r.try_get(3)?,
+                })
+            })
+            .collect()
+        })
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // A `postgres::Client` closes its connection on a small runtime of its own when
+        // dropped, which panics inside an async context (a server dropping its state on a
+        // runtime thread): the connections are closed on a thread of their own.
+        let writer = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let readers = std::mem::take(
+            self.readers
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let lease = self
+            .lease
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if writer.is_none() && readers.is_empty() && lease.is_none() {
+            return;
+        }
+        let closing = std::thread::Builder::new()
+            .name("evident-pg-close".to_owned())
+            .spawn(move || drop((writer, readers, lease)));
+        if let Ok(closing) = closing {
+            let _ = closing.join();
+        }
+    }
+}
+
+fn lease_lock_ids(key: i64) -> (u32, u32) {
+    let bits = u64::from_be_bytes(key.to_be_bytes());
+    ((bits >> 32) as u32, (bits & 0xffff_ffff) as u32)
+}
+
+fn node_record_in(tx: &mut impl GenericClient, node_id: &str) -> Result<Option<NodeRecord>, Error> {
+    let row = tx.query_opt(
+        "SELECT node_id, origin, verifier_key, created_at FROM evident.nodes WHERE node_id = $1",
+        &[&node_id],
+    )?;
+    Ok(match row {
+        None => None,
+        Some(r) => Some(NodeRecord {
+            node_id: r.try_get(0)?,
+            origin: r.try_get(1)?,
+            verifier_key: r.try_get(2)?,
+            created_at: r.try_get(3)?,
+        }),
+    })
+}
+
+/// Statements prepared once on the writer connection.
+struct WriterStatements<'a> {
+    last_entry: &'a postgres::Statement,
+}
+
+/// Reads stored node hashes (`None` where absent), in the order of `ids`.
+fn read_nodes_in(
+    tx: &mut Transaction<'_>,
+    node: &str,
+    ids: &[NodeId],
+) -> Result<Vec<Option<Hash>>, Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let levels: Vec<i16> = ids.iter().map(|id| i16::from(id.level)).collect();
+    let indexes = ids
+        .iter()
+        .map(|id| to_i64(id.index, "node index"))
+        .collect::<Result<Vec<i64>, Error>>()?;
+    let rows = tx.query(
+        "SELECT n.level, n.idx, n.hash FROM evident.merkle_nodes n \
+         JOIN unnest($2::smallint[], $3::bigint[]) AS w(level, idx) \
+           ON n.level = w.level AND n.idx = w.idx \
+         WHERE n.node_id = $1",
+        &[&node, &levels, &indexes],
+    )?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let (level, idx): (i16, i64) = (row.try_get(0)?, row.try_get(1)?);
+        let bytes: &[u8] = row.try_get(2)?;
+        let id = NodeId {
+            level: u8::try_from(level).unwrap_or(u8::MAX),
+            index: to_u64(idx, "node index")?,
+        };
+        let hash = hash_from(bytes)
+            .ok_or_else(|| corrupt(None, format!("{} is not 32 bytes", node_label(id))))?;
+        found.insert((level, idx), hash);
+    }
+    Ok(levels
+        .iter()
+        .zip(&indexes)
+        .map(|(l, i)| found.get(&(*l, *i)).copied())
+        .collect())
+}
+
+fn load_head_in(tx: &mut Transaction<'_>, node: &str) -> Result<ChainHead, Error> {
+    let last = tx.query_opt(
+        "SELECT seq, hash, seal FROM evident.events WHERE node_id = $1 ORDER BY seq DESC LIMIT 1",
+        &[&node],
+    )?;
+    let Some(last) = last else {
+        let stray = tx.query_opt(
+            "SELECT 1 FROM evident.merkle_nodes WHERE node_id = $1 LIMIT 1",
+            &[&node],
+        )?;
+        if stray.is_some() {
+            return Err(corrupt(
+                None,
+                "the log has no entries but holds Merkle nodes: entries were removed".to_owned(),
+            ));
+        }
+        return Ok(ChainHead::genesis());
+    };
+    let seq: i64 = last.try_get(0)?;
+    let last_seq = to_u64(seq, "sequence number")?;
+    let fixed = |idx: usize, what: &str| -> Result<Hash, Error> {
+        last.try_get::<_, &[u8]>(idx)
+            .ok()
+            .and_then(hash_from)
+            .ok_or_else(|| corrupt(Some(last_seq), format!("column {what} is not 32 bytes")))
+    };
+    let entry_hash = fixed(1, "hash")?;
+    let entry_seal = fixed(2, "seal")?;
+    let next_seq = last_seq + 1;
+
+    let ids = merkle::subtree_ids(0, next_seq);
+    let stored = read_nodes_in(tx, node, &ids)?;
+    let mut frontier = Vec::with_capacity(ids.len());
+    for (id, hash) in ids.iter().zip(stored) {
+        frontier.push(hash.ok_or_else(|| {
+            corrupt(
+                None,
+                format!(
+                    "{} of the tree of size {next_seq} is missing",
+                    node_label(*id)
+                ),
+            )
+        })?);
+    }
+    let tree = CompactRange::from_parts(next_seq, frontier)
+        .map_err(|e| corrupt(None, format!("stored Merkle frontier: {e}")))?;
+
+    // The frontier was stored with the entries; the last entry's leaf ties them together.
+    let mut leaf_data = [0u8; 64];
+    leaf_data[..32].copy_from_slice(&entry_hash.0);
+    leaf_data[32..].copy_from_slice(&entry_seal.0);
+    let leaf = NodeId {
+        level: 0,
+        index: last_seq,
+    };
+    match read_nodes_in(tx, node, &[leaf])?.pop().flatten() {
+        Some(stored) if stored == merkle::leaf_hash(&leaf_data) => {}
+        Some(_) => {
+            return Err(corrupt(
+                Some(last_seq),
+                "the last entry's Merkle leaf does not match its hash and seal".to_owned(),
+            ));
+        }
+        None => {
+            return Err(corrupt(
+                Some(last_seq),
+                "the last entry has no Merkle leaf".to_owned(),
+            ));
+        }
+    }
+    let beyond = tx.query_opt(
+        "SELECT 1 FROM evident.merkle_nodes WHERE node_id = $1 AND level = 0 AND idx > $2 \
+         LIMIT 1",
+        &[&node, &seq],
+    )?;
+    if beyond.is_some() {
+        return Err(corrupt(
+            None,
+            format!("Merkle leaves beyond the last entry {last_seq}: entries were removed"),
+        ));
+    }
+    Ok(ChainHead {
+        next_seq,
+        last_hash: entry_hash,
+        tree,
+    })
+}
+
+impl PostgresStore {
+    fn append_in(
+        &self,
+        tx: &mut Transaction<'_>,
+        statements: &WriterStatements<'_>,
+        entries: &[SealedEntry],
+        nodes: &[(NodeId, Hash)],
+    ) -> Result<(), Error> {
+        let node = self.node_id.as_str();
+        // A writer whose lease session ended (a database restart, a cut connection) takes the
+        // lease again before writing on, or refuses if another process has taken the node
+        // over meanwhile. Whatever was written in between, the density check below and the
+        // primary key keep two histories from mixing.
+        let lease_pid = lock(&self.lease).as_ref().map(|(_, pid)| *pid);
+        if let Some(pid) = lease_pid {
+            let (classid, objid) = lease_lock_ids(lease_key(node));
+            let held = tx.query_opt(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1 \
+                 AND classid = $2 AND objid = $3 AND objsubid = 1",
+                &[&pid, &classid, &objid],
+            )?;
+            if held.is_none() {
+                let lost = lock(&self.lease).take();
+                drop(lost);
+                self.acquire_lease()?;
+            }
+        }
+        let last = tx.query_opt(statements.last_entry, &[&node])?;
+        let (next, mut last_recorded) = match last {
+            Some(row) => {
+                let seq: i64 = row.try_get(0)?;
+                (seq + 1, Some(row.try_get::<_, i64>(1)?))
+            }
+            None => (0, None),
+        };
+        let mut ips = Vec::with_capacity(entries.len());
+        for (expected, entry) in (next..).zip(entries) {
+            let e = &entry.event;
+            let seq = to_i64(e.seq, "sequence number")?;
+            if seq != expected {
+                return Err(backend(format!(
+                    "refusing to append entry {} where entry {expected} is next: the log must \
+                     stay dense",
+                    e.seq
+                )));
+            }
+            if e.node_id != node {
+                return Err(backend(format!(
+                    "refusing to append entry {} of node {:?} to the log of node {node:?}: a \
+                     log holds one node's entries",
+                    e.seq, e.node_id
+                )));
+            }
+            if let Some(prev) = last_recorded.filter(|prev| e.recorded_at < *prev) {
+                return Err(backend(format!(
+                    "refusing to append entry {} recorded at {} ms, before the previous entry \
+                     ({prev} ms): recording time must not go backwards",
+                    e.seq, e.recorded_at
+                )));
+            }
+            last_recorded = Some(e.recorded_at);
+            ips.push(match e.actor.ip {
+                None => None,
+                Some(ip) => Some(codec::encode_ip(ip).ok_or_else(|| {
+                    backend(format!(
+                        "refusing to append entry {}: actor IP {ip} is not in canonical form \
+                         (IPv4-mapped addresses are held as IPv4)",
+                        e.seq
+                    ))
+                })?),
+            });
+        }
+        if !entries.is_empty() {
+            let sink = tx.copy_in(COPY_EVENTS)?;
+            let mut writer = BinaryCopyInWriter::new(sink, &EVENT_TYPES);
+            for (entry, ip) in entries.iter().zip(&ips) {
+                let e = &entry.event;
+                let seq = to_i64(e.seq, "sequence number")?;
+                let ip: Option<&[u8]> = ip.as_ref().map(|b| &b[..]);
+                let severity = codec::severity_rank(e.severity);
+                let row: [&(dyn ToSql + Sync); 18] = [
+                    &node,
+                    &seq,
+                    &e.id,
+                    &e.recorded_at,
+                    &e.occurred_at,
+                    &e.tenant,
+                    &e.actor.id,
+                    &e.actor.kind.as_str(),
+                    &ip,
+                    &e.actor.user_agent,
+                    &e.action,
+                    &e.target.kind,
+                    &e.target.id,
+                    &e.outcome.as_str(),
+                    &severity,
+                    &e.context.as_str(),
+                    &entry.hash.as_bytes().as_slice(),
+                    &entry.seal.as_bytes().as_slice(),
+                ];
+                writer.write(&row)?;
+            }
+            match writer.finish() {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(backend(format!(
+                        "entries from {next} on are already stored: another writer appended to \
+                         node {node:?}'s log"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !nodes.is_empty() {
+            let sink = tx.copy_in(COPY_NODES)?;
+            let mut writer = BinaryCopyInWriter::new(sink, &NODE_TYPES);
+            for (id, hash) in nodes {
+                let level = i16::from(id.level);
+                let index = to_i64(id.index, "node index")?;
+                writer.write(&[&node, &level, &index, &hash.as_bytes().as_slice()])?;
+            }
+            match writer.finish() {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    let which = duplicate_node(&e)
+                        .map_or_else(|| "a Merkle node of this batch".to_owned(), node_label);
+                    return Err(backend(format!(
+                        "{which} is already stored: nodes are written once"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The node a unique violation on `merkle_nodes` names, from the error's detail
+/// (`Key (node_id, level, idx)=(node-a, 0, 0) already exists.`).
+fn duplicate_node(e: &postgres::Error) -> Option<NodeId> {
+    let detail = e.as_db_error()?.detail()?;
+    let values = detail.split_once(")=(")?.1.split_once(')')?.0;
+    let mut parts = values.rsplit(", ");
+    let index = parts.next()?.parse().ok()?;
+    let level = parts.next()?.parse().ok()?;
+    Some(NodeId { level, index })
+}
+
+fn checkpoint_from(row: &postgres::Row) -> Result<StoredCheckpoint, Error> {
+    let size: i64 = row.try_get(0)?;
+    let root: &[u8] = row.try_get(1)?;
+    let Some(root) = hash_from(root) else {
+        return Err(corrupt(
+            None,
+            format!("the root of the stored checkpoint of size {size} is not 32 bytes"),
+        ));
+    };
+    Ok(StoredCheckpoint {
+        size: to_u64(size, "checkpoint size")?,
+        root,
+        signed_note: row.try_get(2)?,
+        created_at: row.try_get(3)?,
+    })
+}
+
+fn key_from(row: &postgres::Row) -> Result<KeyRecord, Error> {
+    let id: String = row.try_get(0)?;
+    let secret_hash: &[u8] = row.try_get(1)?;
+    let Some(secret_hash) = hash_from(secret_hash) else {
+        return Err(corrupt(
+            None,
+            format!("the secret hash of API key {id} is not 32 bytes"),
+        ));
+    };
+    Ok(KeyRecord {
+        id,
+        secret_hash,
+        role: row.try_get(2)?,
+        tenant: row.try_get(3)?,
+        label: row.try_get(4)?,
+        created_at: row.try_get(5)?,
+        revoked_at: row.try_get(6)?,
+        expires_at: row.try_get(7)?,
+        last_used_at: row.try_get(8)?,
+        last_used_ip: row.try_get(9)?,
+    })
+}
+
+fn key_not_found(id: &str) -> Error {
+    Error::Store(StoreError::NotFound(format!("API key {id}")))
+}
+
+impl Store for PostgresStore {
+    fn load_head(&self) -> Result<ChainHead, StoreError> {
+        self.read(|tx| load_head_in(tx, &self.node_id))
+    }
+
+    fn append(&self, entries: &[SealedEntry], nodes: &[(NodeId, Hash)]) -> Result<(), StoreError> {
+        if entries.is_empty() && nodes.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx, statements| self.append_in(tx, statements, entries, nodes))
+    }
+
+    fn scan(
+        &self,
+        filter: &Filter,
+        order: Order,
+        after_seq: Option<u64>,
+        limit: Option<u64>,
+        visit: &mut dyn FnMut(SealedEntry) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        if limit == Some(0) {
+            return Ok(());
+        }
+        let Some(query) = query::select(&self.node_id, filter, order, after_seq, limit)? else {
+            return Ok(());
+        };
+        self.read(|tx| {
+            let statement = tx.prepare(&query.sql)?;
+            let portal = tx.bind(&statement, &query.params())?;
+            loop {
+                let rows = tx.query_portal(&portal, FETCH_ROWS)?;
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                let last_batch = rows.len() < FETCH_ROWS.unsigned_abs() as usize;
+                for row in &rows {
+                    if visit(codec::decode(row)?).is_break() {
+                        return Ok(());
+                    }
+                }
+                if last_batch {
+                    return Ok(());
+                }
+            }
+        })
+    }
+
+    fn count(&self, filter: &Filter) -> Result<u64, StoreError> {
+        let only_seqs = Filter {
+            from_seq: None,
+            to_seq: None,
+            node: None,
+            ..filter.clone()
+        } == Filter::default();
+        if only_seqs && filter.node.as_deref().is_none_or(|n| n == self.node_id) {
+            // Entries are dense from the first stored to the last (append refuses gaps, and
+            // retention removes a prefix): a plain range is counted without reading it.
+            return self.read(|tx| {
+                let row = tx.query_one(
+                    "SELECT min(seq), max(seq) FROM evident.events WHERE node_id = $1",
+                    &[&self.node_id],
+                )?;
+                let (Some(first), Some(last)) = (
+                    row.try_get::<_, Option<i64>>(0)?,
+                    row.try_get::<_, Option<i64>>(1)?,
+                ) else {
+                    return Ok(0);
+                };
+                let lo = filter
+                    .from_seq
+                    .map_or(first, |s| first.max(query::clamp(s)));
+                let hi = filter.to_seq.map_or(last.saturating_add(1), |s| {
+                    last.saturating_add(1).min(query::clamp(s))
+                });
+                Ok(u64::try_from(hi.saturating_sub(lo)).unwrap_or(0))
+            });
+        }
+        let Some(query) = query::count(&self.node_id, filter)? else {
+            return Ok(0);
+        };
+        self.read(|tx| {
+            let n: i64 = tx.query_one(&query.sql, &query.params())?.try_get(0)?;
+            to_u64(n, "count")
+        })
+    }
+
+    fn read_nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
+        self.read(|tx| {
+            read_nodes_in(tx, &self.node_id, ids)?
+                .into_iter()
+                .zip(ids)
+                .map(|(hash, id)| {
+                    hash.ok_or_else(|| Error::Store(StoreError::NotFound(node_label(*id))))
+                })
+                .collect()
+        })
+    }
+
+    fn put_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        let size = to_i64(checkpoint.size, "checkpoint size").map_err(|e| self.map_err(e))?;
+        self.write(|tx, _| {
+            let inserted = tx.execute(
+                "INSERT INTO evident.checkpoints (node_id, size, root, note, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (node_id, size) DO NOTHING",
+                &[
+                    &self.node_id,
+                    &size,
+                    &checkpoint.root.as_bytes().as_slice(),
+                    &checkpoint.signed_note,
+                    &checkpoint.created_at,
+                ],
+            )?;
+            if inserted == 1 {
+                return Ok(());
+            }
+            // Checkpoints are written once: the same tree again is fine (the first signature
+            // stays), a different root for the same size means two histories.
+            let row = tx.query_one(
+                "SELECT root FROM evident.checkpoints WHERE node_id = $1 AND size = $2",
+                &[&self.node_id, &size],
+            )?;
+            let root: &[u8] = row.try_get(0)?;
+            if hash_from(root) == Some(checkpoint.root) {
+                Ok(())
+            } else {
+                Err(corrupt(
+                    None,
+                    format!(
+                        "a checkpoint of size {} with a different root is already stored: the \
+                         log was rewritten",
+                        checkpoint.size
+                    ),
+                ))
+            }
+        })
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.read(|tx| {
+            let sql = format!(
+                "SELECT {CHECKPOINT_COLUMNS} FROM evident.checkpoints WHERE node_id = $1 \
+                 ORDER BY size DESC LIMIT 1"
+            );
+            tx.query_opt(&sql, &[&self.node_id])?
+                .as_ref()
+                .map(checkpoint_from)
+                .transpose()
+        })
+    }
+
+    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let Ok(size) = i64::try_from(size) else {
+            return Ok(None);
+        };
+        self.read(|tx| {
+            let sql = format!(
+                "SELECT {CHECKPOINT_COLUMNS} FROM evident.checkpoints WHERE node_id = $1 \
+                 AND size = $2"
+            );
+            tx.query_opt(&sql, &[&self.node_id, &size])?
+                .as_ref()
+                .map(checkpoint_from)
+                .transpose()
+        })
+    }
+
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        self.read(|tx| {
+            let sql = format!(
+                "SELECT {CHECKPOINT_COLUMNS} FROM evident.checkpoints WHERE node_id = $1 \
+                 ORDER BY size ASC"
+            );
+            tx.query(&sql, &[&self.node_id])?
+                .iter()
+                .map(checkpoint_from)
+                .collect()
+        })
+    }
+
+    fn put_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        self.write(|tx, _| {
+            let result = tx.execute(
+                &format!(
+                    "INSERT INTO evident.api_keys (node_id, {KEY_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                ),
+                &[
+                    &self.node_id,
+                    &key.id,
+                    &key.secret_hash.as_bytes().as_slice(),
+                    &key.role,
+                    &key.tenant,
+                    &key.label,
+                    &key.created_at,
+                    &key.revoked_at,
+                    &key.expires_at,
+                    &key.last_used_at,
+                    &key.last_used_ip,
+                ],
+            );
+            match result {
+                Ok(_) => Ok(()),
+                Err(e) if is_unique_violation(&e) => Err(backend(format!(
+                    "an API key with id {} or the same secret is already stored",
+                    key.id
+                ))),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    fn key_by_hash(&self, secret_hash: &Hash) -> Result<Option<KeyRecord>, StoreError> {
+        self.read(|tx| {
+            let sql = format!(
+                "SELECT {KEY_COLUMNS} FROM evident.api_keys WHERE node_id = $1 \
+                 AND secret_hash = $2"
+            );
+            tx.query_opt(&sql, &[&self.node_id, &secret_hash.as_bytes().as_slice()])?
+                .as_ref()
+                .map(key_from)
+                .transpose()
+        })
+    }
+
+    fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.read(|tx| {
+            let sql = format!(
+                "SELECT {KEY_COLUMNS} FROM evident.api_keys WHERE node_id = $1 \
+                 ORDER BY created_at, id"
+            );
+            tx.query(&sql, &[&self.node_id])?
+                .iter()
+                .map(key_from)
+                .collect()
+        })
+    }
+
+    fn revoke_key(&self, id: &str, at: Millis) -> Result<(), StoreError> {
+        self.write(|tx, _| {
+            // The first revocation time stands.
+            let n = tx.execute(
+                "UPDATE evident.api_keys SET revoked_at = coalesce(revoked_at, $3) \
+                 WHERE node_id = $1 AND id = $2",
+                &[&self.node_id, &id, &at],
+            )?;
+            if n == 0 {
+                Err(key_not_found(id))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn set_key_expiry(&self, id: &str, expires_at: Millis) -> Result<(), StoreError> {
+        self.write(|tx, _| {
+            let n = tx.execute(
+                "UPDATE evident.api_keys SET expires_at = $3 WHERE node_id = $1 AND id = $2",
+                &[&self.node_id, &id, &expires_at],
+            )?;
+            if n == 0 {
+                Err(key_not_found(id))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn touch_key(&self, id: &str, at: Millis, ip: Option<&str>) -> Result<(), StoreError> {
+        self.write(|tx, _| {
+            // Touches may land out of order (they are fire-and-forget): keep the latest.
+            let n = tx.execute(
+                "UPDATE evident.api_keys SET last_used_at = $3, last_used_ip = $4 \
+                 WHERE node_id = $1 AND id = $2 \
+                   AND (last_used_at IS NULL OR last_used_at <= $3)",
+                &[&self.node_id, &id, &at, &ip],
+            )?;
+            if n == 0 {
+                let known = tx.query_opt(
+                    "SELECT 1 FROM evident.api_keys WHERE node_id = $1 AND id = $2",
+                    &[&self.node_id, &id],
+                )?;
+                if known.is_none() {
+                    return Err(key_not_found(id));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn prune_anchor(&self) -> Result<Option<PruneAnchor>, StoreError> {
+        self.read(|tx| prune::anchor_in(tx, &self.node_id))
+    }
+
+    fn begin_prune(&self, anchor: &PruneAnchor) -> Result<(), StoreError> {
+        self.write(|tx, _| prune::begin_in(tx, &self.node_id, anchor))
+    }
+
+    fn prune_batch(&self, max_entries: u64) -> Result<u64, StoreError> {
+        self.write(|tx, _| prune::batch_in(tx, &self.node_id, max_entries))
+    }
+
+    fn finish_prune(&self, event_seq: u64) -> Result<(), StoreError> {
+        self.write(|tx, _| prune::finish_in(tx, &self.node_id, event_seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("postgres://evident:s3cret@db.example:5432/evident?sslmode=disable"),
+            "postgres://evident@db.example:5432/evident?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgresql://db/evident?password=x&user=y"),
+            "postgresql://db/evident?user=y"
+        );
+        assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
+        assert!(is_postgres_url("postgresql://h/d"));
+        assert!(!is_postgres_url("./evident-data"));
+    }
+
+    #[test]
+    fn lease_keys_differ_per_node_and_split_into_lock_ids() {
+        assert_ne!(lease_key("node-1"), lease_key("node-2"));
+        let key = lease_key("node-1");
+        let (hi, lo) = lease_lock_ids(key);
+        assert_eq!((u64::from(hi) << 32) | u64::from(lo), key as u64);
+    }
+}

@@ -1,0 +1,182 @@
+//! Retention pruning on PostgreSQL: the node's `evident.prune_anchor` row (where its kept log
+//! starts) and the one path by which old entries are ever deleted, a transaction that sets
+//! `SET LOCAL evident.pruning = 'on'` (the flag the immutability triggers consult) and deletes
+//! one bounded batch below the persisted anchor.
+
+use super::{Error, backend, corrupt, hash_from, to_i64, to_u64};
+use crate::PruneAnchor;
+use postgres::Transaction;
+
+const ANCHOR_COLUMNS: &str = "from_seq, below_seq, hash, seal, recorded_at, checkpoint_size, \
+     checkpoint_note, started_at, event_seq";
+
+/// The node's stored anchor, if its log was ever pruned.
+pub(super) fn anchor_in(tx: &mut Transaction<'_>, node: &str) -> Result<Option<PruneAnchor>, Error> {
+    let Some(row) = tx.query_opt(
+        &format!("SELECT {ANCHOR_COLUMNS} FROM evident.prune_anchor WHERE node_id = $1"),
+        &[&node],
+    )?
+    else {
+        return Ok(None);
+    };
+    let fixed = |bytes: &[u8], what: &str| {
+        hash_from(bytes)
+            .ok_or_else(|| corrupt(None, format!("retention anchor: {what} is not 32 bytes")))
+    };
+    let event: Option<i64> = row.try_get(8)?;
+    Ok(Some(PruneAnchor {
+        from_seq: to_u64(row.try_get(0)?, "retention anchor from_seq")?,
+        below_seq: to_u64(row.try_get(1)?, "retention anchor below_seq")?,
+        hash: fixed(row.try_get(2)?, "hash")?,
+        seal: fixed(row.try_get(3)?, "seal")?,
+        recorded_at: row.try_get(4)?,
+        checkpoint_size: to_u64(row.try_get(5)?, "retention anchor checkpoint size")?,
+        checkpoint_note: row.try_get(6)?,
+        started_at: row.try_get(7)?,
+        event_seq: event
+            .map(|e| to_u64(e, "retention anchor event seq"))
+            .transpose()?,
+    }))
+}
+
+/// Persists the intent to prune below `anchor.below_seq` (see [`crate::Store::begin_prune`]).
+pub(super) fn begin_in(
+    tx: &mut Transaction<'_>,
+    node: &str,
+    anchor: &PruneAnchor,
+) -> Result<(), Error> {
+    let current = anchor_in(tx, node)?;
+    if let Some(current) = &current {
+        if current.event_seq.is_none() {
+            if current == anchor {
+                return Ok(());
+            }
+            return Err(backend(format!(
+                "a prune of the entries below {} is unfinished: finish it first",
+                current.below_seq
+            )));
+        }
+        if anchor.below_seq <= current.below_seq {
+            return Err(backend(format!(
+                "entries below {} are pruned already: a prune moves the anchor forward",
+                current.below_seq
+            )));
+        }
+    }
+    if anchor.below_seq == 0 || anchor.event_seq.is_some() {
+        return Err(backend(
+            "a new retention anchor needs below_seq >= 1 and no event yet".to_owned(),
+        ));
+    }
+    let below = to_i64(anchor.below_seq, "sequence number")?;
+    let last: Option<i64> = tx
+        .query_one(
+            "SELECT max(seq) FROM evident.events WHERE node_id = $1",
+            &[&node],
+        )?
+        .try_get(0)?;
+    if last.is_none_or(|last| last < below) {
+        return Err(backend(format!(
+            "refusing to prune below entry {below}: the newest entry is always kept"
+        )));
+    }
+    let prev = below - 1;
+    let stored = tx.query_opt(
+        "SELECT hash, seal, recorded_at FROM evident.events WHERE node_id = $1 AND seq = $2",
+        &[&node, &prev],
+    )?;
+    match stored {
+        Some(row) => {
+            let hash: &[u8] = row.try_get(0)?;
+            let seal: &[u8] = row.try_get(1)?;
+            let recorded_at: i64 = row.try_get(2)?;
+            if hash_from(hash) != Some(anchor.hash)
+                || hash_from(seal) != Some(anchor.seal)
+                || recorded_at != anchor.recorded_at
+            {
+                return Err(backend(format!(
+                    "the retention anchor does not match the stored entry {prev}"
+                )));
+            }
+        }
+        None => {
+            return Err(backend(format!(
+                "the anchor entry {prev} is not stored (pruned already?)"
+            )));
+        }
+    }
+    let cp_size = to_i64(anchor.checkpoint_size, "checkpoint size")?;
+    let has_checkpoint = tx
+        .query_opt(
+            "SELECT 1 FROM evident.checkpoints WHERE node_id = $1 AND size = $2",
+            &[&node, &cp_size],
+        )?
+        .is_some();
+    if anchor.checkpoint_size < anchor.below_seq || !has_checkpoint {
+        return Err(backend(format!(
+            "the retention anchor needs a stored checkpoint of size at least {below}"
+        )));
+    }
+    let from = to_i64(anchor.from_seq, "sequence number")?;
+    tx.execute(
+        &format!(
+            "INSERT INTO evident.prune_anchor (node_id, {ANCHOR_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL) \
+             ON CONFLICT (node_id) DO UPDATE SET from_seq = excluded.from_seq, \
+             below_seq = excluded.below_seq, hash = excluded.hash, seal = excluded.seal, \
+             recorded_at = excluded.recorded_at, checkpoint_size = excluded.checkpoint_size, \
+             checkpoint_note = excluded.checkpoint_note, started_at = excluded.started_at, \
+             event_seq = NULL"
+        ),
+        &[
+            &node,
+            &from,
+            &below,
+            &anchor.hash.as_bytes().as_slice(),
+            &anchor.seal.as_bytes().as_slice(),
+            &anchor.recorded_at,
+            &cp_size,
+            &anchor.checkpoint_note,
+            &anchor.started_at,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Deletes at most `max_entries` of the node's oldest entries below its anchor, with the
+/// pruning flag set for this transaction only.
+pub(super) fn batch_in(
+    tx: &mut Transaction<'_>,
+    node: &str,
+    max_entries: u64,
+) -> Result<u64, Error> {
+    let Some(anchor) = anchor_in(tx, node)? else {
+        return Ok(0);
+    };
+    let below = to_i64(anchor.below_seq, "sequence number")?;
+    let limit = to_i64(max_entries, "batch size")?;
+    tx.batch_execute("SET LOCAL evident.pruning = 'on'")?;
+    let deleted = tx.execute(
+        "DELETE FROM evident.events WHERE node_id = $1 AND seq IN \
+         (SELECT seq FROM evident.events WHERE node_id = $1 AND seq < $2 \
+          ORDER BY seq ASC LIMIT $3)",
+        &[&node, &below, &limit],
+    )?;
+    // Not needed past this statement; cleared so nothing later in the transaction has it.
+    tx.batch_execute("SET LOCAL evident.pruning = 'off'")?;
+    Ok(deleted)
+}
+
+/// Marks the node's unfinished prune done.
+pub(super) fn finish_in(tx: &mut Transaction<'_>, node: &str, event_seq: u64) -> Result<(), Error> {
+    let seq = to_i64(event_seq, "sequence number")?;
+    let n = tx.execute(
+        "UPDATE evident.prune_anchor SET event_seq = $2 \
+         WHERE node_id = $1 AND event_seq IS NULL",
+        &[&node, &seq],
+    )?;
+    if n == 0 {
+        return Err(backend("no unfinished prune to finish".to_owned()));
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! Queries over `evident.events` on PostgreSQL: turns a [`Filter`] into one SQL statement over
+//! one node's rows, in sequence order from a keyset cursor, with every user value a bound
+//! parameter (the SQL text is built from constants only). The planner picks the index: each
+//! filter has one that leads with `node_id` and ends with `seq` (see `schema.rs`), so an
+//! equality filter reads its run in order with no sort.
+
+use super::codec::{self, EVENT_COLUMNS};
+use crate::{ActionFilter, Filter, IpFilter, Order, StoreError};
+use evident_core::event::Severity;
+use postgres::types::ToSql;
+use std::net::IpAddr;
+
+/// A statement and its parameters.
+pub(super) struct Query {
+    pub(super) sql: String,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Query {
+    pub(super) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| &**p as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+/// Conditions being built: `AND`-ed SQL and their parameters.
+struct Conditions {
+    sql: String,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Conditions {
+    /// The placeholder of a new parameter.
+    fn param(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.params.push(Box::new(value));
+        format!("${}", self.params.len())
+    }
+
+    fn and(&mut self, condition: &str) {
+        self.sql.push_str(" AND ");
+        self.sql.push_str(condition);
+    }
+}
+
+pub(super) fn clamp(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// The stored-form range `[low, high]` of a CIDR block (host bits of the address ignored).
+fn ip_range(filter: IpFilter) -> Result<([u8; 16], [u8; 16]), StoreError> {
+    let (bytes, prefix) = match filter.addr {
+        IpAddr::V4(v4) if filter.prefix_len <= 32 => (
+            v4.to_ipv6_mapped().octets(),
+            96 + u32::from(filter.prefix_len),
+        ),
+        IpAddr::V6(v6) if filter.prefix_len <= 128 => (v6.octets(), u32::from(filter.prefix_len)),
+        addr => {
+            return Err(StoreError::Backend(format!(
+                "invalid IP filter {addr}/{}: prefix length too long for the address family",
+                filter.prefix_len
+            )));
+        }
+    };
+    let value = u128::from_be_bytes(bytes);
+    let host_mask = u128::MAX.checked_shr(prefix).unwrap_or(0);
+    Ok((
+        (value & !host_mask).to_be_bytes(),
+        (value | host_mask).to_be_bytes(),
+    ))
+}
+
+/// The `WHERE` conditions of `filter` on `node`'s rows; `None` when nothing can match.
+fn conditions(
+    node: &str,
+    filter: &Filter,
+    order: Order,
+    after_seq: Option<u64>,
+) -> Result<Option<Conditions>, StoreError> {
+    let mut c = Conditions {
+        sql: String::new(),
+        params: Vec::new(),
+    };
+    let p = c.param(node.to_owned());
+    c.sql.push_str(&format!("node_id = {p}"));
+    // A store holds one node's log: another node's filter matches nothing.
+    if filter.node.as_deref().is_some_and(|n| n != node) {
+        return Ok(None);
+    }
+    let mut lo = filter.from_seq.map_or(0, clamp);
+    let mut hi = filter.to_seq.map_or(i64::MAX, clamp);
+    match (after_seq, order) {
+        (Some(after), Order::Ascending) => lo = lo.max(clamp(after).saturating_add(1)),
+        (Some(after), Order::Descending) => hi = hi.min(clamp(after)),
+        (None, _) => {}
+    }
+    if lo >= hi {
+        return Ok(None);
+    }
+    if lo > 0 {
+        let p = c.param(lo);
+        c.and(&format!("seq >= {p}"));
+    }
+    if hi < i64::MAX {
+        let p = c.param(hi);
+        c.and(&format!("seq < {p}"));
+    }
+    if let Some(from) = filter.from {
+        let p = c.param(from);
+        c.and(&format!("recorded_at >= {p}"));
+    }
+    if let Some(to) = filter.to {
+        let p = c.param(to);
+        c.and(&format!("recorded_at < {p}"));
+    }
+    if let Some(actor) = &filter.actor {
+        let p = c.param(actor.clone());
+        c.and(&format!("actor_id = {p}"));
+    }
+    if let Some(kind) = filter.actor_kind {
+        let p = c.param(kind.as_str().to_owned());
+        c.and(&format!("actor_kind = {p}"));
+    }
+    match &filter.action {
+        Some(ActionFilter::Exact(action)) => {
+            let p = c.param(action.clone());
+            c.and(&format!("action = {p}"));
+        }
+        // The root of every action: no constraint.
+        Some(ActionFilter::Prefix(prefix)) if prefix.is_empty() => {}
+        Some(ActionFilter::Prefix(prefix)) => {
+            // `p` itself, and `p.…`: every text from `p.` up to `p/` ('/' follows '.' in the
+            // byte order of the C collation).
+            let exact = c.param(prefix.clone());
+            let low = c.param(format!("{prefix}."));
+            let high = c.param(format!("{prefix}/"));
+            c.and(&format!(
+                "(action = {exact} OR (action >= {low} AND action < {high}))"
+            ));
+        }
+        None => {}
+    }
+    if let Some(target) = &filter.target {
+        // `kind:id`, or a bare id of any kind.
+        let (kind, id) = match target.split_once(':') {
+            Some((kind, id)) => (Some(kind), id),
+            None => (None, target.as_str()),
+        };
+        let p = c.param(id.to_owned());
+        c.and(&format!("target_id = {p}"));
+        if let Some(kind) = kind {
+            let p = c.param(kind.to_owned());
+            c.and(&format!("target_kind = {p}"));
+        }
+    }
+    if let Some(ip) = filter.ip {
+        let (low, high) = ip_range(ip)?;
+        if low == high {
+            let p = c.param(low.to_vec());
+            c.and(&format!("ip = {p}"));
+        } else {
+            let low = c.param(low.to_vec());
+            let high = c.param(high.to_vec());
+            c.and(&format!("ip BETWEEN {low} AND {high}"));
+        }
+    }
+    if let Some(tenant) = &filter.tenant {
+        let p = c.param(tenant.clone());
+        c.and(&format!("tenant = {p}"));
+    }
+    // Debug is the least severity: "at least debug" is no constraint.
+    if let Some(min) = filter.severity.filter(|s| *s != Severity::Debug) {
+        let rank = codec::severity_rank(min);
+        let p = c.param(rank);
+        c.and(&format!("severity >= {p}"));
+        // Lets the planner use the partial index of severe events.
+        if rank >= 4 {
+            c.and("severity >= 4");
+        }
+    }
+    if let Some(outcome) = filter.outcome {
+        let p = c.param(outcome.as_str().to_owned());
+        c.and(&format!("outcome = {p}"));
+    }
+    Ok(Some(c))
+}
+
+/// The rows of `filter`, in `order`, after the cursor, at most `limit`.
+pub(super) fn select(
+    node: &str,
+    filter: &Filter,
+    order: Order,
+    after_seq: Option<u64>,
+    limit: Option<u64>,
+) -> Result<Option<Query>, StoreError> {
+    let Some(mut c) = conditions(node, filter, order, after_seq)? else {
+        return Ok(None);
+    };
+    let direction = match order {
+        Order::Ascending => "ASC",
+        Order::Descending => "DESC",
+    };
+    let mut sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM evident.events WHERE {} ORDER BY seq {direction}",
+        c.sql
+    );
+    if let Some(limit) = limit {
+        let p = c.param(clamp(limit));
+        sql.push_str(&format!(" LIMIT {p}"));
+    }
+    Ok(Some(Query {
+        sql,
+        params: c.params,
+    }))
+}
+
+/// The number of rows of `filter`.
+pub(super) fn count(node: &str, filter: &Filter) -> Result<Option<Query>, StoreError> {
+    let Some(c) = conditions(node, filter, Order::Ascending, None)? else {
+        return Ok(None);
+    };
+    Ok(Some(Query {
+        sql: format!("SELECT count(*) FROM evident.events WHERE {}", c.sql),
+        params: c.params,
+    }))
+}

@@ -1,0 +1,1101 @@
+//! The storage contract, run against both backends: the embedded SQLite store and PostgreSQL
+//! (a throwaway cluster shared by this test binary, one fresh database per test; see the
+//! `evident-testpg` crate). Durable round trips, every query filter against an in-memory
+//! oracle in both orders and across pages, refused appends that leave nothing behind,
+//! snapshots, checkpoints and API keys. Backend-specific checks live in `sqlite.rs` and
+//! `postgres.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use evident_core::event::{Context, EventInput, Millis};
+use evident_core::merkle::{self, NodeId};
+use evident_core::{
+    Actor, ActorKind, ChainHead, Hash, Outcome, SealKey, SealedEntry, Severity, Target,
+};
+use evident_store::{
+    ActionFilter, Filter, IpFilter, KeyRecord, Order, PostgresStore, SqliteStore, Store,
+    StoreError, StoredCheckpoint,
+};
+use std::net::IpAddr;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Which backend a test runs against.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty store of node `node-a` on one backend, which can be opened again.
+struct Fixture {
+    _dir: Option<tempfile::TempDir>,
+    open: Box<dyn Fn() -> Arc<dyn Store>>,
+    store: Arc<dyn Store>,
+}
+
+impl Fixture {
+    fn new(backend: Backend) -> Fixture {
+        let (dir, open): (_, Box<dyn Fn() -> Arc<dyn Store>>) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let path: PathBuf = dir.path().join("evident.db");
+                (
+                    Some(dir),
+                    Box::new(move || Arc::new(SqliteStore::open(&path).unwrap())),
+                )
+            }
+            Backend::Postgres => {
+                let url = evident_testpg::fresh_database_url().unwrap_or_else(|e| panic!("{e}"));
+                (
+                    None,
+                    Box::new(move || Arc::new(PostgresStore::open(&url, "node-a").unwrap())),
+                )
+            }
+        };
+        let store = open();
+        Fixture {
+            _dir: dir,
+            open,
+            store,
+        }
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// The same storage, opened again.
+    fn reopen(&self) -> Arc<dyn Store> {
+        (self.open)()
+    }
+}
+
+/// Runs each listed contract test once per backend.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(super::Backend::Sqlite) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(super::Backend::Postgres) } )*
+        }
+    };
+}
+
+contract!(
+    append_and_load_head_round_trip_and_survive_reopen,
+    empty_append_is_a_no_op_and_limits_and_break_stop_early,
+    every_filter_returns_exactly_the_matching_entries_in_both_orders_and_pages,
+    appends_that_break_the_log_are_refused_and_leave_nothing,
+    a_non_canonical_ip_is_refused_not_rewritten,
+    a_long_read_does_not_block_appends_and_sees_one_snapshot,
+    checkpoints_are_kept_once_each_and_listed_in_order,
+    api_keys_are_stored_found_revoked_expired_and_touched,
+);
+
+const BASE_TIME: Millis = 1_773_478_800_000;
+
+fn seal_key() -> SealKey {
+    SealKey::new(&[7u8; 32]).unwrap()
+}
+
+/// A log being written: the sequencer's side, to produce what the store is given.
+struct Writer {
+    head: ChainHead,
+    key: SealKey,
+    all: Vec<SealedEntry>,
+}
+
+#[derive(Clone)]
+struct Spec {
+    recorded_at: Millis,
+    node: &'static str,
+    tenant: &'static str,
+    actor: &'static str,
+    kind: ActorKind,
+    ip: Option<&'static str>,
+    user_agent: Option<&'static str>,
+    action: String,
+    target_kind: &'static str,
+    target_id: &'static str,
+    outcome: Outcome,
+    severity: Severity,
+    occurred_at: Option<Millis>,
+}
+
+impl Spec {
+    fn simple(recorded_at: Millis) -> Spec {
+        Spec {
+            recorded_at,
+            node: "node-a",
+            tenant: "default",
+            actor: "alice",
+            kind: ActorKind::User,
+            ip: Some("203.0.113.7"),
+            user_agent: Some("curl/8"),
+            action: "auth.login".to_owned(),
+            target_kind: "node",
+            target_id: "nyc-edge-01",
+            outcome: Outcome::Success,
+            severity: Severity::Info,
+            occurred_at: None,
+        }
+    }
+}
+
+impl Writer {
+    fn new() -> Writer {
+        Writer {
+            head: ChainHead::genesis(),
+            key: seal_key(),
+            all: Vec::new(),
+        }
+    }
+
+    /// Sequences `specs` as one batch: the entries and the Merkle nodes they completed.
+    fn batch(&mut self, specs: &[Spec]) -> (Vec<SealedEntry>, Vec<(NodeId, Hash)>) {
+        let mut nodes = Vec::new();
+        let mut entries = Vec::new();
+        for spec in specs {
+            let seq = self.head.next_seq;
+            let input = EventInput {
+                occurred_at: spec.occurred_at,
+                tenant: spec.tenant.to_owned(),
+                actor: Actor {
+                    id: spec.actor.to_owned(),
+                    kind: spec.kind,
+                    ip: spec.ip.map(|s| s.parse::<IpAddr>().unwrap()),
+                    user_agent: spec.user_agent.map(str::to_owned),
+                },
+                action: spec.action.clone(),
+                target: Target {
+                    kind: spec.target_kind.to_owned(),
+                    id: spec.target_id.to_owned(),
+                },
+                outcome: spec.outcome,
+                severity: spec.severity,
+                context: Context::from_value(&serde_json::json!({"n": seq, "note": "héllo"}))
+                    .unwrap(),
+            };
+            let entry = self.head.append(
+                Uuid::from_u128(0xabc0_0000 + u128::from(seq)),
+                spec.recorded_at,
+                spec.node,
+                input,
+                &self.key,
+                &mut nodes,
+            );
+            entries.push(entry);
+        }
+        (entries, nodes)
+    }
+
+    /// Sequences and stores `specs`.
+    fn append(&mut self, store: &dyn Store, specs: &[Spec]) {
+        let (entries, nodes) = self.batch(specs);
+        store.append(&entries, &nodes).unwrap();
+        self.all.extend(entries);
+    }
+}
+
+fn scan_all(store: &dyn Store, filter: &Filter, order: Order) -> Vec<SealedEntry> {
+    let mut out = Vec::new();
+    store
+        .scan(filter, order, None, None, &mut |e| {
+            out.push(e);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    out
+}
+
+fn seqs(entries: &[SealedEntry]) -> Vec<u64> {
+    entries.iter().map(|e| e.event.seq).collect()
+}
+
+fn append_and_load_head_round_trip_and_survive_reopen(backend: Backend) {
+    let fx = Fixture::new(backend);
+    let store = fx.store();
+    assert_eq!(store.load_head().unwrap(), ChainHead::genesis());
+    assert!(scan_all(&*store, &Filter::default(), Order::Ascending).is_empty());
+
+    let mut w = Writer::new();
+    for batch in 0..5 {
+        let specs: Vec<Spec> = (0..(batch * 3 + 1))
+            .map(|i| {
+                let mut s = Spec::simple(BASE_TIME + batch * 100 + i);
+                if i % 2 == 0 {
+                    s.ip = Some("2001:db8::7");
+                    s.user_agent = None;
+                    s.occurred_at = Some(BASE_TIME - 5);
+                }
+                s
+            })
+            .collect();
+        w.append(&*store, &specs);
+        assert_eq!(store.load_head().unwrap(), w.head, "after batch {batch}");
+    }
+    assert_eq!(w.head.next_seq, 35);
+    assert_eq!(
+        scan_all(&*store, &Filter::default(), Order::Ascending),
+        w.all
+    );
+    assert_eq!(store.count(&Filter::default()).unwrap(), 35);
+    // The stored nodes rebuild the same tree.
+    let ids = merkle::subtree_ids(0, 35);
+    assert_eq!(store.read_nodes(&ids).unwrap(), w.head.tree.hashes());
+    let leaf = store
+        .read_nodes(&[NodeId {
+            level: 0,
+            index: 17,
+        }])
+        .unwrap();
+    assert_eq!(leaf, vec![w.all[17].leaf_hash()]);
+    match store.read_nodes(&[NodeId {
+        level: 0,
+        index: 35,
+    }]) {
+        Err(StoreError::NotFound(m)) => assert!(m.contains("level 0, index 35"), "{m}"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    let store = fx.reopen();
+    assert_eq!(store.load_head().unwrap(), w.head);
+    assert_eq!(
+        scan_all(&*store, &Filter::default(), Order::Ascending),
+        w.all
+    );
+    // And it keeps appending where it left off.
+    w.append(&*store, &[Spec::simple(BASE_TIME + 10_000)]);
+    assert_eq!(store.load_head().unwrap(), w.head);
+    let mut reversed = w.all.clone();
+    reversed.reverse();
+    assert_eq!(
+        scan_all(&*store, &Filter::default(), Order::Descending),
+        reversed
+    );
+}
+
+fn empty_append_is_a_no_op_and_limits_and_break_stop_early(backend: Backend) {
+    let fx = Fixture::new(backend);
+    let store = fx.store();
+    store.append(&[], &[]).unwrap();
+    let mut w = Writer::new();
+    let specs: Vec<Spec> = (0..10).map(|i| Spec::simple(BASE_TIME + i)).collect();
+    w.append(&*store, &specs);
+    let mut got = Vec::new();
+    store
+        .scan(
+            &Filter::default(),
+            Order::Ascending,
+            None,
+            Some(3),
+            &mut |e| {
+                got.push(e.event.seq);
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    assert_eq!(got, [0, 1, 2]);
+    got.clear();
+    store
+        .scan(
+            &Filter::default(),
+            Order::Descending,
+            Some(5),
+            None,
+            &mut |e| {
+                got.push(e.event.seq);
+                if got.len() == 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .unwrap();
+    assert_eq!(got, [4, 3]);
+    got.clear();
+    store
+        .scan(
+            &Filter::default(),
+            Order::Ascending,
+            None,
+            Some(0),
+            &mut |e| {
+                got.push(e.event.seq);
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    assert!(got.is_empty());
+}
+
+// ---- filters against an oracle ----
+
+const ACTORS: [(&str, ActorKind); 5] = [
+    ("alice", ActorKind::User),
+    ("bob", ActorKind::User),
+    ("svc-backup", ActorKind::Service),
+    ("evk_3f9a1c2b", ActorKind::ApiKey),
+    ("evident", ActorKind::System),
+];
+const ACTIONS: [&str; 9] = [
+    "auth.login",
+    "auth.login.failed",
+    "config",
+    "config.threshold.changed",
+    "config.key.rotated",
+    "configs.export",
+    "config_x",
+    "pcap.download",
+    "key.rotated",
+];
+const TARGETS: [(&str, &str); 6] = [
+    ("node", "nyc-edge-01"),
+    ("node", "lon-edge-02"),
+    ("user", "alice"),
+    ("key", "nyc-edge-01"),
+    ("node", "a:b"),
+    ("a", "b"),
+];
+const IPS: [Option<&str>; 10] = [
+    None,
+    Some("10.1.2.3"),
+    Some("10.1.9.9"),
+    Some("10.2.0.1"),
+    Some("192.168.1.1"),
+    Some("2001:db8::1"),
+    Some("2001:db8:0:1::5"),
+    Some("2001:db9::1"),
+    Some("203.0.113.7"),
+    Some("0.0.0.0"),
+];
+
+fn varied(i: u64) -> Spec {
+    let (actor, kind) = ACTORS[(i % 5) as usize];
+    let (target_kind, target_id) = TARGETS[(i * 5 % 6) as usize];
+    Spec {
+        // Pairs share a timestamp: time bounds must cut between equal times correctly.
+        recorded_at: BASE_TIME + (i / 2) as i64 * 10,
+        node: "node-a",
+        tenant: if i % 3 == 0 { "acme" } else { "default" },
+        actor,
+        kind,
+        ip: IPS[(i * 7 % 10) as usize],
+        user_agent: if i % 4 == 0 {
+            None
+        } else {
+            Some("Mozilla/5.0")
+        },
+        action: ACTIONS[(i * 4 % 9) as usize].to_owned(),
+        target_kind,
+        target_id,
+        outcome: Outcome::ALL[(i % 3) as usize],
+        severity: Severity::ALL[(i * 3 % 8) as usize],
+        occurred_at: (i % 5 == 0).then_some(BASE_TIME - 1000),
+    }
+}
+
+fn in_block(ip: Option<IpAddr>, block: IpFilter) -> bool {
+    // IPv4 lives at ::ffff:0:0/96 of the IPv6 space; a block of either family is a range there.
+    let as_u128 = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    };
+    let bits = match block.addr {
+        IpAddr::V4(_) => 96 + u32::from(block.prefix_len),
+        IpAddr::V6(_) => u32::from(block.prefix_len),
+    };
+    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+    ip.is_some_and(|ip| as_u128(ip) & mask == as_u128(block.addr) & mask)
+}
+
+fn cidr(text: &str) -> IpFilter {
+    let (addr, len) = text.split_once('/').unwrap();
+    IpFilter {
+        addr: addr.parse().unwrap(),
+        prefix_len: len.parse().unwrap(),
+    }
+}
+
+/// A filter and the predicate it must agree with.
+type Case<'a> = (Filter, Box<dyn Fn(&SealedEntry) -> bool + 'a>);
+
+/// Checks `filter` against `oracle` over `all`: full scans in both orders, page by page with
+/// keyset cursors, and the count.
+fn check(
+    store: &dyn Store,
+    all: &[SealedEntry],
+    filter: &Filter,
+    oracle: &dyn Fn(&SealedEntry) -> bool,
+) -> usize {
+    check_paged(store, all, filter, oracle, &[1, 7, 50])
+}
+
+fn check_paged(
+    store: &dyn Store,
+    all: &[SealedEntry],
+    filter: &Filter,
+    oracle: &dyn Fn(&SealedEntry) -> bool,
+    pages: &[u64],
+) -> usize {
+    let expected: Vec<&SealedEntry> = all.iter().filter(|e| oracle(e)).collect();
+    for order in [Order::Ascending, Order::Descending] {
+        let mut want: Vec<SealedEntry> = expected.iter().map(|e| (*e).clone()).collect();
+        if order == Order::Descending {
+            want.reverse();
+        }
+        let got = scan_all(store, filter, order);
+        assert_eq!(seqs(&got), seqs(&want), "{filter:?} {order:?}");
+        assert_eq!(got, want, "{filter:?} {order:?}: entries differ");
+        for &page in pages {
+            let mut paged = Vec::new();
+            let mut after = None;
+            loop {
+                let mut this = Vec::new();
+                store
+                    .scan(filter, order, after, Some(page), &mut |e| {
+                        this.push(e.event.seq);
+                        ControlFlow::Continue(())
+                    })
+                    .unwrap();
+                assert!(this.len() as u64 <= page);
+                let Some(last) = this.last() else { break };
+                after = Some(*last);
+                paged.extend(this);
+            }
+            assert_eq!(paged, seqs(&want), "{filter:?} {order:?} pages of {page}");
+        }
+    }
+    assert_eq!(
+        store.count(filter).unwrap(),
+        expected.len() as u64,
+        "count {filter:?}"
+    );
+    expected.len()
+}
+
+fn every_filter_returns_exactly_the_matching_entries_in_both_orders_and_pages(backend: Backend) {
+    let fx = Fixture::new(backend);
+    let store = fx.store();
+    let mut w = Writer::new();
+    let specs: Vec<Spec> = (0..240).map(varied).collect();
+    for chunk in specs.chunks(40) {
+        w.append(&*store, chunk);
+    }
+    let all = w.all.clone();
+    let time = |i: usize| all[i].event.recorded_at;
+    let f = Filter::default;
+
+    let mut cases: Vec<Case<'_>> = vec![
+        (f(), Box::new(|_| true)),
+        (
+            Filter {
+                actor: Some("bob".into()),
+                ..f()
+            },
+            Box::new(|e| e.event.actor.id == "bob"),
+        ),
+        (
+            Filter {
+                actor_kind: Some(ActorKind::System),
+                ..f()
+            },
+            Box::new(|e| e.event.actor.kind == ActorKind::System),
+        ),
+        (
+            Filter {
+                action: Some(ActionFilter::Exact("config".into())),
+                ..f()
+            },
+            Box::new(|e| e.event.action == "config"),
+        ),
+        (
+            // `config` and `config.…`, not `configs.export` nor `config_x`.
+            Filter {
+                action: Some(ActionFilter::Prefix("config".into())),
+                ..f()
+            },
+            Box::new(|e| e.event.action == "config" || e.event.action.starts_with("config.")),
+        ),
+        (
+            Filter {
+                action: Some(ActionFilter::Prefix("auth.login".into())),
+                ..f()
+            },
+            Box::new(|e| e.event.action.starts_with("auth.login")),
+        ),
+        (
+            Filter {
+                action: Some(ActionFilter::Prefix("pcap".into())),
+                ..f()
+            },
+            Box::new(|e| e.event.action == "pcap.download"),
+        ),
+        (
+            Filter {
+                target: Some("node:nyc-edge-01".into()),
+                ..f()
+            },
+            Box::new(|e| e.event.target.kind == "node" && e.event.target.id == "nyc-edge-01"),
+        ),
+        (
+            // A bare id matches any kind.
+            Filter {
+                target: Some("nyc-edge-01".into()),
+                ..f()
+            },
+            Box::new(|e| e.event.target.id == "nyc-edge-01"),
+        ),
+        (
+            // Split at the first colon: kind `node`, id `a:b`.
+            Filter {
+                target: Some("node:a:b".into()),
+                ..f()
+            },
+            Box::new(|e| e.event.target.kind == "node" && e.event.target.id == "a:b"),
+        ),
+        (
+            Filter {
+                target: Some("a:b".into()),
+                ..f()
+            },
+            Box::new(|e| e.event.target.kind == "a" && e.event.target.id == "b"),
+        ),
+        (
+            Filter {
+                tenant: Some("acme".into()),
+                ..f()
+            },
+            Box::new(|e| e.event.tenant == "acme"),
+        ),
+        (
+            // One node's log: its node matches everything.
+            Filter {
+                node: Some("node-a".into()),
+                ..f()
+            },
+            Box::new(|_| true),
+        ),
+        (
+            Filter {
+                node: Some("node-a".into()),
+                severity: Some(Severity::Error),
+                ..f()
+            },
+            Box::new(|e| e.event.severity >= Severity::Error),
+        ),
+        (
+            Filter {
+                outcome: Some(Outcome::Denied),
+                ..f()
+            },
+            Box::new(|e| e.event.outcome == Outcome::Denied),
+        ),
+        (
+            Filter {
+                from: Some(time(100)),
+                to: Some(time(201)),
+                ..f()
+            },
+            Box::new(move |e| e.event.recorded_at >= time(100) && e.event.recorded_at < time(201)),
+        ),
+        (
+            // Bounds between stored times.
+            Filter {
+                from: Some(time(30) + 3),
+                to: Some(time(61) - 3),
+                ..f()
+            },
+            Box::new(move |e| e.event.recorded_at > time(30) && e.event.recorded_at < time(61)),
+        ),
+        (
+            Filter {
+                from: Some(time(239)),
+                ..f()
+            },
+            Box::new(move |e| e.event.recorded_at >= time(239)),
+        ),
+        (
+            Filter {
+                to: Some(time(2)),
+                ..f()
+            },
+            Box::new(move |e| e.event.recorded_at < time(2)),
+        ),
+        (
+            Filter {
+                from_seq: Some(17),
+                to_seq: Some(150),
+                ..f()
+            },
+            Box::new(|e| (17..150).contains(&e.event.seq)),
+        ),
+        (
+            Filter {
+                tenant: Some("default".into()),
+                actor: Some("alice".into()),
+                severity: Some(Severity::Notice),
+                from: Some(time(20)),
+                to: Some(time(220)),
+                ..f()
+            },
+            Box::new(move |e| {
+                e.event.tenant == "default"
+                    && e.event.actor.id == "alice"
+                    && e.event.severity >= Severity::Notice
+                    && (time(20)..time(220)).contains(&e.event.recorded_at)
+            }),
+        ),
+        (
+            Filter {
+                action: Some(ActionFilter::Prefix("config".into())),
+                outcome: Some(Outcome::Failure),
+                ip: Some(cidr("10.0.0.0/8")),
+                from_seq: Some(10),
+                ..f()
+            },
+            Box::new(|e| {
+                (e.event.action == "config" || e.event.action.starts_with("config."))
+                    && e.event.outcome == Outcome::Failure
+                    && in_block(e.event.actor.ip, cidr("10.0.0.0/8"))
+                    && e.event.seq >= 10
+            }),
+        ),
+        (
+            Filter {
+                target: Some("nyc-edge-01".into()),
+                actor_kind: Some(ActorKind::User),
+                tenant: Some("acme".into()),
+                ..f()
+            },
+            Box::new(|e| {
+                e.event.target.id == "nyc-edge-01"
+                    && e.event.actor.kind == ActorKind::User
+                    && e.event.tenant == "acme"
+            }),
+        ),
+    ];
+    for severity in Severity::ALL {
+        cases.push((
+            Filter {
+                severity: Some(severity),
+                ..f()
+            },
+            Box::new(move |e| e.event.severity >= severity),
+        ));
+    }
+    for block in [
+        "10.1.2.3/32",
+        "10.1.0.0/16",
+        "10.1.2.3/16",
+        "10.0.0.0/8",
+        "192.168.0.0/16",
+        "0.0.0.0/0",
+        "0.0.0.0/32",
+        "2001:db8::1/128",
+        "2001:db8::/64",
+        "2001:db8::/32",
+        "2001:db8::/31",
+        "::/0",
+        // IPv4 as it sits in the IPv6 space.
+        "::ffff:0:0/96",
+    ] {
+        cases.push((
+            Filter {
+                ip: Some(cidr(block)),
+                ..f()
+            },
+            Box::new(move |e| in_block(e.event.actor.ip, cidr(block))),
+        ));
+    }
+    for (filter, oracle) in &cases {
+        let n = check(&*store, &all, filter, oracle.as_ref());
+        assert!(
+            n > 0,
+            "{filter:?}: the data set should have matches for this case"
+        );
+    }
+
+    // Filters that match nothing, each in a different way.
+    let empty: Vec<Filter> = vec![
+        Filter {
+            actor: Some("mallory".into()),
+            ..f()
+        },
+        Filter {
+            node: Some("node-z".into()),
+            ..f()
+        },
+        Filter {
+            node: Some("node-".into()),
+            ..f()
+        },
+        Filter {
+            actor: Some("alice".into()),
+            node: Some("node-z".into()),
+            ..f()
+        },
+        Filter {
+            action: Some(ActionFilter::Prefix("conf".into())),
+            ..f()
+        },
+        Filter {
+            action: Some(ActionFilter::Exact("auth".into())),
+            ..f()
+        },
+        Filter {
+            target: Some("user:nyc-edge-01".into()),
+            ..f()
+        },
+        Filter {
+            ip: Some(cidr("172.16.0.0/12")),
+            ..f()
+        },
+        Filter {
+            ip: Some(cidr("2001:db8::2/128")),
+            ..f()
+        },
+        Filter {
+            from: Some(time(239) + 1),
+            ..f()
+        },
+        Filter {
+            to: Some(time(0)),
+            ..f()
+        },
+        Filter {
+            from: Some(time(100)),
+            to: Some(time(100)),
+            ..f()
+        },
+        Filter {
+            from_seq: Some(240),
+            ..f()
+        },
+        Filter {
+            from_seq: Some(50),
+            to_seq: Some(50),
+            ..f()
+        },
+        Filter {
+            from_seq: Some(u64::MAX),
+            ..f()
+        },
+    ];
+    for filter in &empty {
+        check(&*store, &all, filter, &|_| false);
+        let mut n = 0;
+        store
+            .scan(filter, Order::Descending, Some(u64::MAX), None, &mut |_| {
+                n += 1;
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(n, 0, "{filter:?}");
+    }
+
+    // An IP filter with a prefix longer than its family allows is refused, not guessed at.
+    let bad = Filter {
+        ip: Some(IpFilter {
+            addr: "10.0.0.1".parse().unwrap(),
+            prefix_len: 33,
+        }),
+        ..f()
+    };
+    assert!(matches!(
+        store.scan(&bad, Order::Ascending, None, None, &mut |_| {
+            ControlFlow::Continue(())
+        }),
+        Err(StoreError::Backend(_))
+    ));
+}
+
+// ---- refused appends ----
+
+fn appends_that_break_the_log_are_refused_and_leave_nothing(backend: Backend) {
+    let fx = Fixture::new(backend);
+    let (store, mut w) = small_log(&fx);
+    let before = store.load_head().unwrap();
+    let refused =
+        |store: &dyn Store, entries: &[SealedEntry], nodes: &[(NodeId, Hash)], why: &str| {
+            match store.append(entries, nodes) {
+                Err(StoreError::Backend(m)) => assert!(m.contains(why), "{m}"),
+                other => panic!("expected a refusal ({why}), got {other:?}"),
+            }
+        };
+
+    // A gap: the batch starts past the next seq.
+    let mut ahead = Writer {
+        head: w.head.clone(),
+        key: seal_key(),
+        all: Vec::new(),
+    };
+    ahead.batch(&[Spec::simple(BASE_TIME + 10_000)]);
+    let (gap, gap_nodes) = ahead.batch(&[Spec::simple(BASE_TIME + 10_000)]);
+    refused(&*store, &gap, &gap_nodes, "entry 13 where entry 12 is next");
+
+    // A replay of stored entries.
+    refused(
+        &*store,
+        &w.all[11..],
+        &[],
+        "entry 11 where entry 12 is next",
+    );
+
+    // A batch that goes wrong in its middle: the good entries before it are not kept either.
+    let mut fork = Writer {
+        head: w.head.clone(),
+        key: seal_key(),
+        all: Vec::new(),
+    };
+    let (mut entries, nodes) = fork.batch(
+        &(0..6)
+            .map(|i| Spec::simple(BASE_TIME + 10_000 + i))
+            .collect::<Vec<_>>(),
+    );
+    entries.remove(3);
+    refused(&*store, &entries, &nodes, "entry 16 where entry 15 is next");
+
+    // Another node's entry.
+    let mut other = Writer {
+        head: w.head.clone(),
+        key: seal_key(),
+        all: Vec::new(),
+    };
+    let mut spec = Spec::simple(BASE_TIME + 10_000);
+    spec.node = "node-b";
+    let (entries, nodes) = other.batch(&[Spec::simple(BASE_TIME + 10_000), spec]);
+    refused(&*store, &entries, &nodes, "a log holds one node's entries");
+
+    // Time going backwards.
+    let mut back = Writer {
+        head: w.head.clone(),
+        key: seal_key(),
+        all: Vec::new(),
+    };
+    let (entries, nodes) = back.batch(&[Spec::simple(BASE_TIME - 1)]);
+    refused(
+        &*store,
+        &entries,
+        &nodes,
+        "recording time must not go backwards",
+    );
+
+    // A Merkle node written twice (after the entries were inserted in the same transaction).
+    let mut dup = Writer {
+        head: w.head.clone(),
+        key: seal_key(),
+        all: Vec::new(),
+    };
+    let (entries, mut nodes) = dup.batch(&[Spec::simple(BASE_TIME + 20_000)]);
+    nodes.push((NodeId { level: 0, index: 0 }, Hash::ZERO));
+    refused(&*store, &entries, &nodes, "level 0, index 0");
+
+    // Nothing of any of that was stored, and the store still appends.
+    assert_eq!(store.load_head().unwrap(), before);
+    assert_eq!(store.count(&Filter::default()).unwrap(), 12);
+    assert!(matches!(
+        store.read_nodes(&[NodeId {
+            level: 0,
+            index: 12
+        }]),
+        Err(StoreError::NotFound(_))
+    ));
+    w.append(
+        &*store,
+        &[
+            Spec::simple(BASE_TIME + 30_000),
+            Spec::simple(BASE_TIME + 30_000),
+        ],
+    );
+    assert_eq!(store.load_head().unwrap(), w.head);
+    assert_eq!(
+        scan_all(&*store, &Filter::default(), Order::Ascending),
+        w.all
+    );
+}
+
+fn a_non_canonical_ip_is_refused_not_rewritten(backend: Backend) {
+    let fx = Fixture::new(backend);
+    let store = fx.store();
+    let mut w = Writer::new();
+    let (mut entries, nodes) = w.batch(&[Spec::simple(BASE_TIME)]);
+    // Bypasses validation (which would have made it IPv4): the store must not change it.
+    entries[0].event.actor.ip = Some("::ffff:203.0.113.7".parse().unwrap());
+    assert!(matches!(
+        store.append(&entries, &nodes),
+        Err(StoreError::Backend(_))
+    ));
+    assert_eq!(store.count(&Filter::default()).unwrap(), 0);
+}
+
+// ---- concurrency ----
+
+fn a_long_read_does_not_block_appends_and_sees_one_snapshot(backend: Backend) {
+    let fx = Fixture::new(backend);
+    let (store, mut w) = small_log(&fx);
+    let store = Arc::clone(&store);
+    let (started_tx, started_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            store
+                .scan(&Filter::default(), Order::Ascending, None, None, &mut |e| {
+                    if seen.is_empty() {
+                        started_tx.send(()).unwrap();
+                        // Hold the read open until the writer has committed (bounded wait).
+                        let _ = go_rx.recv_timeout(Duration::from_secs(20));
+                    }
+                    seen.push(e.event.seq);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            seen
+        })
+    };
+    started_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    // The append commits while the read is still open (it would hang here otherwise).
+    w.append(&*store, &[Spec::simple(BASE_TIME + 50_000)]);
+    assert_eq!(store.count(&Filter::default()).unwrap(), 13);
+    go_tx.send(()).unwrap();
+    let seen = reader.join().unwrap();
+    // The read began before the append: it sees the log as it was, whole.
+    assert_eq!(seen, (0..12).collect::<Vec<u64>>());
+}
+
+// ---- checkpoints and keys ----
+
+fn checkpoints_are_kept_once_each_and_listed_in_order(backend: Backend) {
+    let fx = Fixture::new(backend);
+    let store = fx.store();
+    assert_eq!(store.latest_checkpoint().unwrap(), None);
+    assert!(store.checkpoints().unwrap().is_empty());
+    let cp = |size: u64, root: u8| StoredCheckpoint {
+        size,
+        root: Hash([root; 32]),
+        signed_note: format!("example.org/log\n{size}\n\n— sig {root}\n"),
+        created_at: BASE_TIME + size as i64,
+    };
+    store.put_checkpoint(&cp(10, 1)).unwrap();
+    store.put_checkpoint(&cp(30, 3)).unwrap();
+    store.put_checkpoint(&cp(20, 2)).unwrap();
+    assert_eq!(store.latest_checkpoint().unwrap(), Some(cp(30, 3)));
+    assert_eq!(store.checkpoint_at(20).unwrap(), Some(cp(20, 2)));
+    assert_eq!(store.checkpoint_at(21).unwrap(), None);
+    assert_eq!(store.checkpoint_at(u64::MAX).unwrap(), None);
+    assert_eq!(
+        store.checkpoints().unwrap(),
+        vec![cp(10, 1), cp(20, 2), cp(30, 3)]
+    );
+    // The same tree signed again: accepted, the first note stays.
+    let mut again = cp(20, 2);
+    again.signed_note.push_str("cosig\n");
+    store.put_checkpoint(&again).unwrap();
+    assert_eq!(store.checkpoint_at(20).unwrap(), Some(cp(20, 2)));
+    // Another root for a size already signed: two histories, refused.
+    assert!(matches!(
+        store.put_checkpoint(&cp(20, 9)),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert_eq!(store.checkpoints().unwrap().len(), 3);
+}
+
+fn api_keys_are_stored_found_revoked_expired_and_touched(backend: Backend) {
+    let fx = Fixture::new(backend);
+    let store = fx.store();
+    let key = |id: &str, secret: u8| KeyRecord {
+        id: id.to_owned(),
+        secret_hash: Hash([secret; 32]),
+        role: "admin".to_owned(),
+        tenant: Some("acme".to_owned()),
+        label: Some("ci".to_owned()),
+        created_at: BASE_TIME,
+        revoked_at: None,
+        expires_at: None,
+        last_used_at: None,
+        last_used_ip: None,
+    };
+    store.put_key(&key("evk_00000001", 1)).unwrap();
+    let mut second = key("evk_00000002", 2);
+    second.tenant = None;
+    second.label = None;
+    second.created_at = BASE_TIME + 1;
+    store.put_key(&second).unwrap();
+    assert_eq!(
+        store.key_by_hash(&Hash([1; 32])).unwrap(),
+        Some(key("evk_00000001", 1))
+    );
+    assert_eq!(store.key_by_hash(&Hash([3; 32])).unwrap(), None);
+    assert_eq!(
+        store.keys().unwrap(),
+        vec![key("evk_00000001", 1), second.clone()]
+    );
+    // Neither the id nor the secret may be reused.
+    assert!(matches!(
+        store.put_key(&key("evk_00000001", 5)),
+        Err(StoreError::Backend(_))
+    ));
+    assert!(matches!(
+        store.put_key(&key("evk_00000009", 2)),
+        Err(StoreError::Backend(_))
+    ));
+
+    store.revoke_key("evk_00000001", BASE_TIME + 100).unwrap();
+    store.revoke_key("evk_00000001", BASE_TIME + 200).unwrap();
+    store
+        .set_key_expiry("evk_00000002", BASE_TIME + 300)
+        .unwrap();
+    store
+        .touch_key("evk_00000002", BASE_TIME + 50, Some("203.0.113.7"))
+        .unwrap();
+    // A late, older touch does not move last use backwards.
+    store
+        .touch_key("evk_00000002", BASE_TIME + 40, Some("198.51.100.1"))
+        .unwrap();
+    let keys = store.keys().unwrap();
+    assert_eq!(keys[0].revoked_at, Some(BASE_TIME + 100));
+    assert_eq!(keys[1].expires_at, Some(BASE_TIME + 300));
+    assert_eq!(keys[1].last_used_at, Some(BASE_TIME + 50));
+    assert_eq!(keys[1].last_used_ip.as_deref(), Some("203.0.113.7"));
+    store
+        .touch_key("evk_00000002", BASE_TIME + 60, None)
+        .unwrap();
+    let k = store.key_by_hash(&Hash([2; 32])).unwrap().unwrap();
+    assert_eq!(
+        (k.last_used_at, k.last_used_ip),
+        (Some(BASE_TIME + 60), None)
+    );
+    for result in [
+        store.revoke_key("evk_nope", BASE_TIME),
+        store.set_key_expiry("evk_nope", BASE_TIME),
+        store.touch_key("evk_nope", BASE_TIME, None),
+    ] {
+        assert!(matches!(result, Err(StoreError::NotFound(m)) if m.contains("evk_nope")));
+    }
+    // Keys are mutable, the log is not: no trigger stands in the way here.
+    let store = fx.reopen();
+    assert_eq!(store.keys().unwrap().len(), 2);
+}
+
+fn small_log(fx: &Fixture) -> (Arc<dyn Store>, Writer) {
+    let store = fx.store();
+    let mut w = Writer::new();
+    let specs: Vec<Spec> = (0..12).map(varied).collect();
+    w.append(&*store, &specs);
+    store
+        .put_checkpoint(&StoredCheckpoint {
+            size: 12,
+            root: w.head.tree.root(),
+            signed_note: "example.org/log\n12\nroot\n".to_owned(),
+            created_at: BASE_TIME,
+        })
+        .unwrap();
+    (store, w)
+}
