@@ -39,9 +39,12 @@ enum Command {
     /// Fetch a Merkle proof and verify it locally.
     #[command(subcommand)]
     Proof(cmd::proof::ProofCommand),
-    /// Manage API keys directly on a data directory (works while a server runs on it).
+    /// Manage API keys: through the server (with --key, recorded in the log) or directly on a
+    /// data directory (with --data-dir; works while a server runs on it).
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
+    /// Copy a node's log between storages (data directory or PostgreSQL), integrity intact.
+    Migrate(cmd::migrate::MigrateArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::PublicKey(args) => cmd::checkpoint::run_public_key(args),
         Command::Proof(command) => cmd::proof::run(command),
         Command::Keys(command) => cmd::keys::run(command),
+        Command::Migrate(args) => cmd::migrate::run(args),
     };
     output::exit_code(result)
 }

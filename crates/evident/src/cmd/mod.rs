@@ -5,6 +5,7 @@ pub mod append;
 pub mod checkpoint;
 pub mod export;
 pub mod keys;
+pub mod migrate;
 pub mod proof;
 pub mod query;
 pub mod serve;
