@@ -41,6 +41,11 @@ pub struct ExportArgs {
     /// Export at most this many events.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+    /// ndjson only: include a consistency proof from this older log size (the size of a
+    /// checkpoint the recipient already holds), so that `evident verify --export FILE
+    /// --checkpoint OLD` can tie the export to it.
+    #[arg(long, value_name = "SIZE")]
+    pub consistency_from: Option<u64>,
 }
 
 /// JSON page size when building a JSON export.
@@ -56,6 +61,11 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     }
     if args.limit == Some(0) {
         return Err(usage("--limit must be at least 1"));
+    }
+    if args.consistency_from.is_some() && args.format != ExportFormat::Ndjson {
+        return Err(usage(
+            "--consistency-from applies to --format ndjson only (the self-verifying bundle)",
+        ));
     }
     // Timeouts apply between reads: a long export is fine as long as bytes keep coming.
     let client = ApiClient::new(&args.client)?;
@@ -73,16 +83,20 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let rows = result?;
     if let Some(path) = &args.out {
-        let kind = match args.format {
-            ExportFormat::Ndjson => "lines",
-            ExportFormat::Csv => "CSV records",
-            ExportFormat::Json => "events",
+        // Every event is one line: no field may hold a control character, and the context
+        // is canonical JSON, which escapes them.
+        let what = match args.format {
+            ExportFormat::Ndjson => format!(
+                "{rows} lines (ndjson bundle: header, {} events, trailer)",
+                rows.saturating_sub(2)
+            ),
+            ExportFormat::Csv => format!(
+                "{rows} lines (csv: header row and {} events)",
+                rows.saturating_sub(1)
+            ),
+            ExportFormat::Json => format!("{rows} events (json)"),
         };
-        eprintln_quiet(&format!(
-            "exported {rows} {kind} ({}) to {}",
-            format_name(args.format),
-            path.display()
-        ));
+        eprintln_quiet(&format!("exported {what} to {}", path.display()));
     }
     Ok(())
 }
@@ -145,6 +159,9 @@ fn export_to(
             params.push(("format", format_name(args.format).to_owned()));
             if let Some(limit) = args.limit {
                 params.push(("limit", limit.to_string()));
+            }
+            if let Some(size) = args.consistency_from {
+                params.push(("consistency_from", size.to_string()));
             }
             let mut response = client.get("api/v1/audit-log", &params)?;
             copy_counting_lines(&mut response, out, bar)

@@ -218,13 +218,14 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     };
     out.flush()?;
     let mut err = std::io::stderr().lock();
+    let events = if count == 1 { "event" } else { "events" };
     if let Some(cursor) = next {
         writeln!(
             err,
-            "{count} events shown; more match: add --cursor {cursor} (or --all)"
+            "{count} {events} shown; more match: add --cursor {cursor} (or --all)"
         )?;
     } else if !args.json {
-        writeln!(err, "{count} events")?;
+        writeln!(err, "{count} {events}")?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::cmd::checkpoint::{load_verifier, read_checkpoint_file};
 use crate::output::{VerificationFailed, bytes_progress, count_progress};
 use anyhow::Context as _;
 use clap::Args;
+use evident_core::Checkpoint;
 use evident_core::export::{ExportError, ExportReport, ExportVerifier};
 use evident_server::verification::{self, Problem, VerifyOutcome};
 use std::io::{Read, Write};
@@ -192,6 +193,11 @@ const READ_BUFFER: usize = 256 * 1024;
 fn verify_export(file: &Path, public_key: &str, checkpoint: Option<&Path>) -> anyhow::Result<()> {
     let verifier = load_verifier(public_key)?;
     let trusted = checkpoint.map(read_checkpoint_file).transpose()?;
+    // Only for a hint; a checkpoint that does not open is for the verifier to report.
+    let trusted_size = trusted
+        .as_deref()
+        .and_then(|note| Checkpoint::open(note, &verifier).ok())
+        .map(|cp| cp.size);
     let opened = std::fs::File::open(file)
         .with_context(|| format!("cannot open export {}", file.display()))?;
     let total = opened.metadata().ok().map(|m| m.len());
@@ -199,6 +205,7 @@ fn verify_export(file: &Path, public_key: &str, checkpoint: Option<&Path>) -> an
     let result = check_export_stream(
         opened,
         ExportVerifier::new(verifier.clone(), trusted.clone()),
+        trusted_size,
         &mut |n| bar.inc(n),
     );
     bar.finish_and_clear();
@@ -227,10 +234,12 @@ fn verify_export(file: &Path, public_key: &str, checkpoint: Option<&Path>) -> an
 
 /// Feeds `input` to `verifier` in fixed-size chunks (the core cuts lines and bounds their
 /// length, so memory stays constant whatever the file holds). The outer error is an I/O
-/// failure; the inner one the verdict on a bad export.
+/// failure; the inner one the verdict on a bad export. `trusted_size` is the size of the
+/// user's checkpoint, for the hint when the export cannot be tied to it.
 fn check_export_stream(
     mut input: impl Read,
     mut verifier: ExportVerifier,
+    trusted_size: Option<u64>,
     progress: &mut dyn FnMut(u64),
 ) -> anyhow::Result<anyhow::Result<ExportReport>> {
     let mut buf = vec![0u8; READ_BUFFER];
@@ -243,13 +252,15 @@ fn check_export_stream(
         };
         progress(n as u64);
         if let Err(e) = verifier.push_bytes(buf.get(..n).unwrap_or_default()) {
-            return Ok(Err(export_failure(e)));
+            return Ok(Err(export_failure(e, trusted_size)));
         }
     }
-    Ok(verifier.finish().map_err(export_failure))
+    Ok(verifier
+        .finish()
+        .map_err(|e| export_failure(e, trusted_size)))
 }
 
-fn export_failure(error: ExportError) -> anyhow::Error {
+fn export_failure(error: ExportError, trusted_size: Option<u64>) -> anyhow::Error {
     let verdict = match &error {
         ExportError::Violation { line, violation } => match violation.seq() {
             Some(seq) => format!(
@@ -260,9 +271,17 @@ fn export_failure(error: ExportError) -> anyhow::Error {
         },
         ExportError::Malformed { line, problem } => format!("FAILED at line {line}: {problem}"),
         ExportError::Truncated(what) => format!("FAILED: the export is truncated: {what}"),
-        ExportError::Unprovable { line, problem } => format!(
-            "FAILED at line {line}: cannot check the export against your checkpoint: {problem}"
-        ),
+        ExportError::Unprovable { line, problem } => {
+            // Say how to get an export that can be checked: the exporter passes the size.
+            let hint = trusted_size.map_or_else(String::new, |size| {
+                format!(
+                    "\n(`evident export --format ndjson --consistency-from {size}` makes an export that carries this proof)"
+                )
+            });
+            format!(
+                "FAILED at line {line}: cannot check the export against your checkpoint: {problem}{hint}"
+            )
+        }
     };
     VerificationFailed(verdict).into()
 }
