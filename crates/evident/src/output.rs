@@ -82,8 +82,25 @@ pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    let _ = writeln!(stderr, "error: {error:#}");
+    let _ = writeln!(stderr, "error: {}", error_chain(&error));
     ExitCode::from(EXIT_FAILURE)
+}
+
+/// The error and its causes joined with `: `, skipping a cause whose text the message before
+/// it already ends with (many library errors print their source in their own message, and
+/// `{:#}` would then say it twice).
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 /// Whether progress should be drawn: only for a person watching a terminal.
@@ -194,6 +211,35 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Like the server's listen error: its message includes its source.
+    #[derive(Debug)]
+    struct Listen(std::io::Error);
+
+    impl std::fmt::Display for Listen {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot listen on 127.0.0.1:1: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Listen {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let error = anyhow::Error::new(Listen(io)).context("server stopped");
+        assert_eq!(
+            error_chain(&error),
+            "server stopped: cannot listen on 127.0.0.1:1: Address already in use"
+        );
+        // A cause its parent does not repeat is kept.
+        let error = anyhow::anyhow!("disk on fire").context("writing the export");
+        assert_eq!(error_chain(&error), "writing the export: disk on fire");
+    }
 
     #[test]
     fn tables_align_and_cut_long_cells() {
