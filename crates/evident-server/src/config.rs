@@ -12,10 +12,16 @@ use std::path::{Path, PathBuf};
 pub struct ServerConfig {
     /// Where the node keeps its database, keys and identity (`./evident-data`).
     pub data_dir: PathBuf,
+    /// Where the log is kept: unset or `embedded` for the embedded SQLite store inside the
+    /// data directory (the default), or a `postgres://user@host:port/db` URL (a password
+    /// missing from it is read from `PGPASSWORD`). Node keys stay in the data directory's
+    /// files either way. Once set, the data directory records it (password removed).
+    pub storage: Option<String>,
     /// Address the HTTP API listens on (`127.0.0.1:7707`).
     pub listen: SocketAddr,
-    /// This node's id, recorded in every event (`node-1`).
-    pub node_id: String,
+    /// This node's id, recorded in every event. `None`: the id recorded in the data directory,
+    /// or `node-1` for a new one (see [`ServerConfig::effective_node_id`]).
+    pub node_id: Option<String>,
     /// Checkpoint origin and signing key name; `None` means `evident/<node_id>`.
     pub origin: Option<String>,
     /// Sign a checkpoint once this many entries were appended since the last one.
@@ -28,6 +34,35 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Most events the sequencer commits in one transaction.
     pub max_group_commit_events: usize,
+    /// PEM certificate chain for TLS on the listener (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the listener (with `tls_cert`).
+    pub tls_key: Option<PathBuf>,
+    /// Generate (once, kept in `<data_dir>/tls/`) a self-signed development certificate for
+    /// `localhost`, `127.0.0.1` and `::1`, and serve TLS with it.
+    pub tls_self_signed: bool,
+    /// Serve plain HTTP on a non-loopback address. Off by default: without TLS the server
+    /// only listens on loopback.
+    pub allow_plain_http: bool,
+    /// Brute-force protection: this many failed requests (401 or 403) from one IP address
+    /// within `auth_failure_window_ms` block that address.
+    pub auth_failure_limit: u32,
+    /// The window over which failures are counted, in milliseconds.
+    pub auth_failure_window_ms: u64,
+    /// How long a blocked address gets 429 for every request, in milliseconds.
+    pub auth_block_ms: u64,
+    /// A request's headers must arrive in full this long after the connection turns to them
+    /// (slowloris protection; an idle keep-alive connection is closed after it too).
+    pub header_timeout_ms: u64,
+    /// A request body must arrive in full this long after its handler starts reading it.
+    pub body_timeout_ms: u64,
+    /// Largest request head (request line and headers), in bytes; larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Days entries are kept before the daily pruner deletes them (365): at least 90, or
+    /// `unlimited` (or 0) to keep every entry.
+    pub retention_days: crate::retention::RetentionDays,
 }
 
 /// Default data directory.
@@ -36,19 +71,38 @@ pub const DEFAULT_DATA_DIR: &str = "./evident-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7707";
 /// Default node id.
 pub const DEFAULT_NODE_ID: &str = "node-1";
+/// Default brute-force threshold: failed requests from one address per window.
+pub const DEFAULT_AUTH_FAILURE_LIMIT: u32 = 20;
+/// Default brute-force window (one minute).
+pub const DEFAULT_AUTH_FAILURE_WINDOW_MS: u64 = 60_000;
+/// Default block after the threshold is crossed (five minutes).
+pub const DEFAULT_AUTH_BLOCK_MS: u64 = 300_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            storage: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7707)),
-            node_id: DEFAULT_NODE_ID.to_owned(),
+            node_id: None,
             origin: None,
             checkpoint_every_events: 1000,
             checkpoint_every_ms: 1000,
             max_batch_events: 1000,
             max_body_bytes: 8 * 1024 * 1024,
             max_group_commit_events: 20_000,
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
+            allow_plain_http: false,
+            auth_failure_limit: DEFAULT_AUTH_FAILURE_LIMIT,
+            auth_failure_window_ms: DEFAULT_AUTH_FAILURE_WINDOW_MS,
+            auth_block_ms: DEFAULT_AUTH_BLOCK_MS,
+            header_timeout_ms: 30_000,
+            body_timeout_ms: 60_000,
+            max_header_bytes: 64 * 1024,
+            max_connections: 512,
+            retention_days: crate::retention::RetentionDays::default(),
         }
     }
 }
@@ -117,12 +171,13 @@ impl ServerConfig {
             };
             match field {
                 "DATA_DIR" => self.data_dir = PathBuf::from(value),
+                "STORAGE" => self.storage = Some(value),
                 "LISTEN" => {
                     self.listen = value
                         .parse()
                         .map_err(|e| bad(format!("{value:?} is not an address:port ({e})")))?
                 }
-                "NODE_ID" => self.node_id = value,
+                "NODE_ID" => self.node_id = Some(value),
                 "ORIGIN" => self.origin = Some(value),
                 "CHECKPOINT_EVERY_EVENTS" => {
                     self.checkpoint_every_events = parse_number(&value).map_err(bad)?
@@ -135,22 +190,49 @@ impl ServerConfig {
                 "MAX_GROUP_COMMIT_EVENTS" => {
                     self.max_group_commit_events = parse_number(&value).map_err(bad)?
                 }
+                "TLS_CERT" => self.tls_cert = Some(PathBuf::from(value)),
+                "TLS_KEY" => self.tls_key = Some(PathBuf::from(value)),
+                "TLS_SELF_SIGNED" => self.tls_self_signed = parse_bool(&value).map_err(bad)?,
+                "ALLOW_PLAIN_HTTP" => self.allow_plain_http = parse_bool(&value).map_err(bad)?,
+                "AUTH_FAILURE_LIMIT" => {
+                    self.auth_failure_limit = parse_number(&value).map_err(bad)?
+                }
+                "AUTH_FAILURE_WINDOW_MS" => {
+                    self.auth_failure_window_ms = parse_number(&value).map_err(bad)?
+                }
+                "AUTH_BLOCK_MS" => self.auth_block_ms = parse_number(&value).map_err(bad)?,
+                "HEADER_TIMEOUT_MS" => {
+                    self.header_timeout_ms = parse_number(&value).map_err(bad)?
+                }
+                "BODY_TIMEOUT_MS" => self.body_timeout_ms = parse_number(&value).map_err(bad)?,
+                "MAX_HEADER_BYTES" => self.max_header_bytes = parse_number(&value).map_err(bad)?,
+                "MAX_CONNECTIONS" => self.max_connections = parse_number(&value).map_err(bad)?,
+                "RETENTION_DAYS" => {
+                    self.retention_days =
+                        crate::retention::RetentionDays::parse(&value).map_err(bad)?
+                }
                 _ => {}
             }
         }
         Ok(())
     }
 
-    /// The checkpoint origin (and note key name) in effect.
+    /// The node id for a new data directory: the configured one, or `node-1`. An existing
+    /// data directory keeps the id it records (a configured one must match it).
+    pub fn effective_node_id(&self) -> &str {
+        self.node_id.as_deref().unwrap_or(DEFAULT_NODE_ID)
+    }
+
+    /// The checkpoint origin (and note key name) for a new data directory.
     pub fn effective_origin(&self) -> String {
         self.origin
             .clone()
-            .unwrap_or_else(|| format!("evident/{}", self.node_id))
+            .unwrap_or_else(|| format!("evident/{}", self.effective_node_id()))
     }
 
     /// Checks every setting; the first problem found is returned, naming the setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        evident_core::event::validate_node_id(&self.node_id).map_err(|e| ConfigError::Invalid {
+        evident_core::event::validate_node_id(self.effective_node_id()).map_err(|e| ConfigError::Invalid {
             field: "node_id",
             message: e.problem,
         })?;
@@ -172,6 +254,12 @@ impl ServerConfig {
             ("max_batch_events", self.max_batch_events == 0),
             ("max_body_bytes", self.max_body_bytes == 0),
             ("max_group_commit_events", self.max_group_commit_events == 0),
+            ("auth_failure_limit", self.auth_failure_limit == 0),
+            ("auth_failure_window_ms", self.auth_failure_window_ms == 0),
+            ("auth_block_ms", self.auth_block_ms == 0),
+            ("header_timeout_ms", self.header_timeout_ms == 0),
+            ("body_timeout_ms", self.body_timeout_ms == 0),
+            ("max_connections", self.max_connections == 0),
         ];
         for (field, is_zero) in positive {
             if is_zero {
@@ -181,7 +269,98 @@ impl ServerConfig {
                 });
             }
         }
+        if self.max_header_bytes < 8192 {
+            return Err(ConfigError::Invalid {
+                field: "max_header_bytes",
+                message: "must be at least 8192".to_owned(),
+            });
+        }
+        if self.max_connections > 1_000_000 {
+            return Err(ConfigError::Invalid {
+                field: "max_connections",
+                message: "must be at most 1000000".to_owned(),
+            });
+        }
+        self.retention_days
+            .check()
+            .map_err(|message| ConfigError::Invalid {
+                field: "retention_days",
+                message,
+            })?;
+        if let Some(storage) = &self.storage {
+            if !is_embedded(storage) && !evident_store::postgres::is_postgres_url(storage) {
+                return Err(ConfigError::Invalid {
+                    field: "storage",
+                    message: format!(
+                        "{:?} is neither `embedded` nor a postgres:// URL",
+                        evident_store::postgres::redact_url(storage)
+                    ),
+                });
+            }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    field: "tls_key",
+                    message: "tls_cert is set but tls_key is not; give both PEM files".to_owned(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    field: "tls_cert",
+                    message: "tls_key is set but tls_cert is not; give both PEM files".to_owned(),
+                });
+            }
+            (Some(_), Some(_)) if self.tls_self_signed => {
+                return Err(ConfigError::Invalid {
+                    field: "tls_self_signed",
+                    message: "choose either a certificate (tls_cert, tls_key) or a self-signed one, not both"
+                        .to_owned(),
+                });
+            }
+            _ => {}
+        }
+        if !self.tls_enabled() && !self.listen.ip().is_loopback() && !self.allow_plain_http {
+            return Err(ConfigError::Invalid {
+                field: "listen",
+                message: format!(
+                    "refusing to serve plain HTTP on {}, which is not a loopback address: API keys \
+                     would cross the network in clear text. Give a certificate (--tls-cert and \
+                     --tls-key, or EVIDENT_TLS_CERT and EVIDENT_TLS_KEY), use --tls-self-signed for \
+                     development, or, behind a TLS-terminating proxy, pass --allow-plain-http \
+                     (EVIDENT_ALLOW_PLAIN_HTTP=true)",
+                    self.listen
+                ),
+            });
+        }
         Ok(())
+    }
+
+    /// The limits every connection is served with.
+    pub fn connection_limits(&self) -> crate::connections::ConnectionLimits {
+        crate::connections::ConnectionLimits {
+            header_timeout: std::time::Duration::from_millis(self.header_timeout_ms),
+            max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// Whether the listener speaks TLS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_self_signed || self.tls_cert.is_some()
+    }
+}
+
+/// Whether a `storage` setting names the embedded store.
+pub fn is_embedded(storage: &str) -> bool {
+    matches!(storage, "" | "embedded" | "sqlite")
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean (true or false)")),
     }
 }
 
@@ -204,7 +383,7 @@ mod tests {
         let c = ServerConfig::default();
         assert_eq!(c.data_dir, PathBuf::from("./evident-data"));
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.node_id, "node-1");
+        assert_eq!(c.effective_node_id(), "node-1");
         assert_eq!(c.effective_origin(), "evident/node-1");
         assert_eq!(c.max_body_bytes, 8 * 1024 * 1024);
         assert_eq!(c.max_group_commit_events, 20_000);
@@ -217,7 +396,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
-        assert_eq!(c.node_id, "edge-7");
+        assert_eq!(c.node_id.as_deref(), Some("edge-7"));
         assert_eq!(c.effective_origin(), "evident/edge-7");
         assert_eq!(c.checkpoint_every_ms, 50);
         assert_eq!(c.checkpoint_every_events, 1000);
@@ -241,7 +420,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
-        assert_eq!(c.node_id, "n2");
+        assert_eq!(c.node_id.as_deref(), Some("n2"));
         assert_eq!(c.max_batch_events, 5);
 
         let err = c
@@ -262,5 +441,29 @@ mod tests {
         c.origin = Some("has space".to_owned());
         let err = c.validate().unwrap_err();
         assert!(err.to_string().contains("origin"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_an_explicit_setting() {
+        let mut c = ServerConfig {
+            listen: "0.0.0.0:7707".parse().unwrap(),
+            ..ServerConfig::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--allow-plain-http") && err.contains("0.0.0.0:7707"),
+            "{err}"
+        );
+        c.allow_plain_http = true;
+        c.validate().unwrap();
+        c.allow_plain_http = false;
+        c.tls_self_signed = true;
+        c.validate().unwrap();
+        c.tls_self_signed = false;
+        c.tls_cert = Some(PathBuf::from("cert.pem"));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("tls_key"), "{err}");
+        c.apply_env([("EVIDENT_ALLOW_PLAIN_HTTP".to_owned(), "maybe".to_owned())])
+            .unwrap_err();
     }
 }

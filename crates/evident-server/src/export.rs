@@ -225,7 +225,14 @@ fn entry_hash_at(store: &dyn Store, seq: u64) -> Result<Hash, ExportWriteError> 
         found = Some(entry.hash);
         ControlFlow::Break(())
     })?;
-    found.ok_or_else(|| StoreError::NotFound(format!("entry {seq}")).into())
+    if let Some(hash) = found {
+        return Ok(hash);
+    }
+    // The first kept entry of a pruned log: its predecessor is the retention anchor.
+    match store.prune_anchor()? {
+        Some(anchor) if anchor.below_seq == seq + 1 => Ok(anchor.hash),
+        _ => Err(StoreError::NotFound(format!("entry {seq}")).into()),
+    }
 }
 
 /// A CSV cell with spreadsheet formula injection neutralized: a cell that a spreadsheet would

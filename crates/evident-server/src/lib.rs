@@ -2,20 +2,25 @@
 //!
 //! [`config`] reads settings; [`node`] owns the data directory, its keys and the started node;
 //! [`sequencer`] is the one writer (group commit, checkpoints); [`auth`] the API keys and
-//! roles; [`verification`] and [`export`] read the log out (in chunks, [`scan`]) through the
-//! integrity core;
+//! roles; [`audit`] the self-audit events and the brute-force limiter; [`tls`] HTTPS on the
+//! listener; [`verification`] and [`export`] read the log out (in chunks, [`scan`]) through
+//! the integrity core;
 //! [`http`] is the axum API; [`metrics`] what is counted. The integrity rules themselves live
 //! in `evident-core`, storage in `evident-store`. Logging uses `tracing`; installing a
 //! subscriber is the binary's job.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod export;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod retention;
 pub mod scan;
 pub mod sequencer;
+pub mod tls;
 pub mod verification;
 
 #[cfg(test)]
@@ -42,6 +47,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("background task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The HTTP application for `state` (for in-process tests and embedding).
@@ -54,21 +61,52 @@ pub fn now_ms() -> evident_core::event::Millis {
     sequencer::now_ms()
 }
 
-/// Opens the node, listens on `config.listen`, prints the address, and serves until SIGINT or
-/// SIGTERM; then stops taking requests, lets in-flight ones finish, commits what is queued and
-/// signs a final checkpoint.
+/// Opens the node, listens on `config.listen` (with TLS when configured), prints the
+/// address, and serves until SIGINT or SIGTERM; then stops taking requests, lets in-flight
+/// ones finish, commits what is queued and signs a final checkpoint.
 pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
+    config.validate().map_err(NodeError::from)?;
     let addr = config.listen;
+    let tls_config = if config.tls_enabled() {
+        let config = config.clone();
+        Some(
+            tokio::task::spawn_blocking(move || tls_server_config(&config))
+                .await
+                .map_err(|e| ServeError::Task(e.to_string()))??,
+        )
+    } else {
+        None
+    };
     let node = tokio::task::spawn_blocking(move || Node::open(config))
         .await
         .map_err(|e| ServeError::Task(e.to_string()))??;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    serve(node, listener, shutdown_signal()).await
+    serve_with(node, listener, tls_config, shutdown_signal()).await
 }
 
-/// Serves `node` on `listener` until `shutdown` resolves, then shuts down gracefully.
+/// The TLS configuration `config` asks for: its PEM files, or the data directory's
+/// self-signed development certificate (generated on first use).
+pub fn tls_server_config(
+    config: &ServerConfig,
+) -> Result<std::sync::Arc<rustls::ServerConfig>, tls::TlsError> {
+    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| tls::TlsError::Io {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+            tls::self_signed(&config.data_dir, config.listen)?
+        }
+    };
+    let (chain, key) = tls::load_pem(&cert, &key)?;
+    tls::server_config(chain, key)
+}
+
+/// Serves `node` on `listener` (plain HTTP) until `shutdown` resolves, then shuts down
+/// gracefully.
 pub async fn serve<F>(
     node: Node,
     listener: tokio::net::TcpListener,
@@ -77,27 +115,77 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    serve_with(node, listener, None, shutdown).await
+}
+
+/// Serves `node` on `listener`, over TLS when `tls` is given, until `shutdown` resolves.
+pub async fn serve_with<F>(
+    node: Node,
+    listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    shutdown: F,
+) -> Result<(), ServeError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let local = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // Printed on stdout so that scripts and tests can find the port when listening on :0.
-    println!("evident listening on http://{local}");
-    tracing::info!(addr = %local, "listening");
+    println!("evident listening on {scheme}://{local}");
+    tracing::info!(addr = %local, tls = tls.is_some(), "listening");
     let state = AppState::new(node);
-    let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    state.set_tls(tls.is_some());
+    let limits = state.node().config().connection_limits();
+    let app = app(state.clone());
     let flag = state.clone();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            flag.begin_shutdown();
-        })
-        .await;
+    let graceful = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        flag.begin_shutdown();
+    };
+    let flusher = tokio::spawn(flush_key_usage(state.clone()));
+    let pruner = tokio::spawn(retention::run_daily(state.clone()));
+    let result: Result<(), ServeError> = match tls {
+        None => {
+            use axum::serve::ListenerExt as _;
+            // Small answers go out at once rather than waiting for the client's ACK.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            connections::serve(listener, app, limits, graceful).await;
+            Ok(())
+        }
+        Some(config) => match tls::TlsListener::new(listener, config) {
+            Ok(listener) => {
+                connections::serve(listener, app, limits, graceful).await;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        },
+    };
+    flusher.abort();
+    pruner.abort();
     let closing = state.clone();
-    tokio::task::spawn_blocking(move || closing.node().shutdown())
-        .await
-        .map_err(|e| ServeError::Task(e.to_string()))?;
+    tokio::task::spawn_blocking(move || {
+        closing.usage().flush(&**closing.store());
+        closing.node().shutdown();
+    })
+    .await
+    .map_err(|e| ServeError::Task(e.to_string()))?;
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Writes the keys' last use to the store every [`auth::USAGE_FLUSH_EVERY`].
+async fn flush_key_usage(state: AppState) {
+    let mut tick = tokio::time::interval(auth::USAGE_FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || state.usage().flush(&**state.store())).await;
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.

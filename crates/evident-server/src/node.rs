@@ -2,12 +2,21 @@
 //! layout (`node.toml`, `keys/checkpoint.key`, `keys/seal.key`, `evident.db`): created once,
 //! checked on every later start. [`Node`] is a started node: the directory lock, the store and
 //! the sequencer thread. Nothing here speaks HTTP.
+//!
+//! The log lives in the embedded database (`evident.db`) or in PostgreSQL (`storage =
+//! "postgres://…"`); `node.toml` records which (PostgreSQL's URL without its password), so
+//! that every later command on the directory finds the log, and a start with other storage is
+//! refused unless that storage already holds this node's log (moved there by `evident
+//! migrate`). The keys stay in the data directory's files, mode 0600, with both backends. On
+//! PostgreSQL a started node also holds its writer lease (an advisory lock on its node id),
+//! and the database binds each node id to one verifier key.
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::Metrics;
 use crate::sequencer::{Sequencer, SequencerSettings};
 use evident_core::{NoteSigner, NoteVerifier, SealKey};
-use evident_store::{Store, StoreError};
+use evident_store::postgres::NodeRecord;
+use evident_store::{PostgresStore, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -59,6 +68,17 @@ pub enum NodeError {
     BadFile { path: PathBuf, problem: String },
     #[error("cannot draw randomness from the operating system: {0}")]
     Random(String),
+    #[error(
+        "data directory {dir} keeps its log in {stored}, but the configuration says {configured}, \
+         which holds no log of node {node_id:?}; to move the log there, stop the server and run \
+         `evident migrate --from {dir} --to {configured}` first, then start with that storage"
+    )]
+    StorageMismatch {
+        dir: PathBuf,
+        node_id: String,
+        stored: String,
+        configured: String,
+    },
     #[error("storage: {0}")]
     Store(#[from] StoreError),
 }
@@ -76,6 +96,67 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
 struct NodeIdentity {
     node_id: String,
     origin: String,
+    /// Where the log lives: absent for the embedded database, else a PostgreSQL URL without
+    /// its password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    storage: Option<String>,
+}
+
+/// Where a node's log lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// `evident.db` in the data directory.
+    Embedded,
+    /// A PostgreSQL database (the URL may carry a password: never printed as is).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Storage {
+    /// Parses a `storage` setting (`embedded`, or a postgres:// URL).
+    pub fn parse(setting: &str) -> Result<Storage, ConfigError> {
+        if crate::config::is_embedded(setting) {
+            Ok(Storage::Embedded)
+        } else if evident_store::postgres::is_postgres_url(setting) {
+            Ok(Storage::Postgres(setting.to_owned()))
+        } else {
+            Err(ConfigError::Invalid {
+                field: "storage",
+                message: format!(
+                    "{:?} is neither `embedded` nor a postgres:// URL",
+                    evident_store::postgres::redact_url(setting)
+                ),
+            })
+        }
+    }
+
+    /// What `node.toml` records: `None` for embedded, the URL without password otherwise.
+    fn recorded(&self) -> Option<String> {
+        match self {
+            Storage::Embedded => None,
+            Storage::Postgres(url) => Some(evident_store::postgres::redact_url(url)),
+        }
+    }
+
+    fn from_recorded(recorded: Option<&str>) -> Storage {
+        match recorded {
+            None => Storage::Embedded,
+            Some(url) => Storage::Postgres(url.to_owned()),
+        }
+    }
+
+    /// For messages: `the embedded database` or the URL without password.
+    pub fn describe(&self) -> String {
+        match self {
+            Storage::Embedded => "the embedded database".to_owned(),
+            Storage::Postgres(url) => evident_store::postgres::redact_url(url),
+        }
+    }
 }
 
 /// A node's identity and keys, as read from its data directory.
@@ -84,6 +165,7 @@ pub struct NodeFiles {
     data_dir: PathBuf,
     node_id: String,
     origin: String,
+    storage: Storage,
     signer: NoteSigner,
     seal_key: SealKey,
 }
@@ -95,6 +177,7 @@ impl std::fmt::Debug for NodeFiles {
             .field("data_dir", &self.data_dir)
             .field("node_id", &self.node_id)
             .field("origin", &self.origin)
+            .field("storage", &self.storage)
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +198,7 @@ impl NodeFiles {
         let seal_key = read_seal_key(&keys.join(SEAL_KEY_FILE))?;
         let files = NodeFiles {
             data_dir: data_dir.to_owned(),
+            storage: Storage::from_recorded(identity.storage.as_deref()),
             node_id: identity.node_id,
             origin: identity.origin,
             signer,
@@ -122,6 +206,52 @@ impl NodeFiles {
         };
         files.check_signer_name()?;
         Ok(files)
+    }
+
+    /// Creates a data directory for an existing node identity and keys (the destination of
+    /// `evident migrate`): `dir` must not hold a node yet. The keys are written mode 0600.
+    pub fn create_copy(
+        dir: &Path,
+        from: &NodeFiles,
+        storage: Storage,
+    ) -> Result<NodeFiles, NodeError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let _lock = lock_data_dir(dir)?;
+        let node_file = dir.join(NODE_FILE);
+        if node_file.exists() {
+            return Err(NodeError::BadFile {
+                path: node_file,
+                problem: "the destination already holds a node; choose a new directory".to_owned(),
+            });
+        }
+        let keys = dir.join(KEYS_DIR);
+        create_private_dir(&keys)?;
+        write_private_file(
+            &keys.join(CHECKPOINT_KEY_FILE),
+            &format!("{}\n", from.signer.to_private_key_string()),
+        )?;
+        // The seal secret is copied as its file holds it (a `SealKey` never gives it out).
+        let seal_source = from.data_dir.join(KEYS_DIR).join(SEAL_KEY_FILE);
+        let seal_text = std::fs::read_to_string(&seal_source).map_err(io_err(&seal_source))?;
+        write_private_file(&keys.join(SEAL_KEY_FILE), &seal_text)?;
+        let identity = NodeIdentity {
+            node_id: from.node_id.clone(),
+            origin: from.origin.clone(),
+            storage: storage.recorded(),
+        };
+        let text = toml::to_string(&identity).map_err(|e| NodeError::BadFile {
+            path: node_file.clone(),
+            problem: e.to_string(),
+        })?;
+        write_file_durably(&node_file, &text, None)?;
+        Ok(NodeFiles {
+            data_dir: dir.to_owned(),
+            node_id: from.node_id.clone(),
+            origin: from.origin.clone(),
+            storage,
+            signer: from.signer.clone(),
+            seal_key: from.seal_key.clone(),
+        })
     }
 
     /// Creates the directory, identity and keys on first start, or loads and checks them
@@ -135,15 +265,18 @@ impl NodeFiles {
 
         let identity = if node_file.exists() {
             let stored = read_identity(&node_file)?;
-            if stored.node_id != config.node_id {
-                return Err(NodeError::IdentityMismatch {
-                    dir: dir.clone(),
-                    field: "node_id",
-                    stored: stored.node_id,
-                    configured: config.node_id.clone(),
-                });
+            // Only a node id or origin set explicitly must match; the defaults follow the
+            // stored ones, so a node keeps its identity without repeating it on every start.
+            if let Some(configured) = &config.node_id {
+                if *configured != stored.node_id {
+                    return Err(NodeError::IdentityMismatch {
+                        dir: dir.clone(),
+                        field: "node_id",
+                        stored: stored.node_id,
+                        configured: configured.clone(),
+                    });
+                }
             }
-            // Only an origin set explicitly must match; the default follows the stored one.
             if let Some(configured) = &config.origin {
                 if *configured != stored.origin {
                     return Err(NodeError::IdentityMismatch {
@@ -157,10 +290,12 @@ impl NodeFiles {
             stored
         } else {
             NodeIdentity {
-                node_id: config.node_id.clone(),
+                node_id: config.effective_node_id().to_owned(),
                 origin,
+                storage: None,
             }
         };
+        let configured = config.storage.as_deref().map(Storage::parse).transpose()?;
 
         let signer_path = keys.join(CHECKPOINT_KEY_FILE);
         let signer = if signer_path.exists() {
@@ -190,7 +325,47 @@ impl NodeFiles {
             seal_key_from(&seal_path, &secret)?
         };
 
-        if !node_file.exists() {
+        let mut identity = identity;
+        let existed = node_file.exists();
+        let storage = if !existed {
+            let storage = configured.unwrap_or(Storage::Embedded);
+            identity.storage = storage.recorded();
+            storage
+        } else {
+            let recorded = Storage::from_recorded(identity.storage.as_deref());
+            match configured {
+                None => recorded,
+                Some(configured) if configured.recorded() == recorded.recorded() => configured,
+                Some(configured) => {
+                    // Another storage: only where this node's log already is (migrated).
+                    let holds_log = match &configured {
+                        Storage::Postgres(url) => {
+                            let store = PostgresStore::open(url, &identity.node_id)?;
+                            store.node_record()?.is_some_and(|r| {
+                                r.verifier_key == signer.verifier().to_vkey_string()
+                            })
+                        }
+                        Storage::Embedded => false,
+                    };
+                    if !holds_log {
+                        return Err(NodeError::StorageMismatch {
+                            dir: dir.clone(),
+                            node_id: identity.node_id,
+                            stored: recorded.describe(),
+                            configured: configured.describe(),
+                        });
+                    }
+                    tracing::info!(
+                        from = %recorded.describe(),
+                        to = %configured.describe(),
+                        "the data directory now uses the storage its log was migrated to"
+                    );
+                    identity.storage = configured.recorded();
+                    configured
+                }
+            }
+        };
+        if !existed || identity.storage != read_identity(&node_file)?.storage {
             // Written last: its presence means the directory is complete.
             let text = toml::to_string(&identity).map_err(|e| NodeError::BadFile {
                 path: node_file.clone(),
@@ -203,6 +378,7 @@ impl NodeFiles {
             data_dir: dir.clone(),
             node_id: identity.node_id,
             origin: identity.origin,
+            storage,
             signer,
             seal_key,
         };
@@ -255,16 +431,48 @@ impl NodeFiles {
         self.data_dir.join(DB_FILE)
     }
 
-    /// Opens this node's store (the embedded SQLite database). Safe while a server runs: the
-    /// database arbitrates concurrent access.
-    pub fn open_store(&self) -> Result<Arc<dyn Store>, NodeError> {
-        open_store(&self.db_path())
+    /// Where this node's log lives.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
-}
 
-fn open_store(path: &Path) -> Result<Arc<dyn Store>, NodeError> {
-    let store = evident_store::sqlite::SqliteStore::open(path)?;
-    Ok(Arc::new(store))
+    /// Opens this node's store (the embedded database or PostgreSQL, as recorded). Safe
+    /// while a server runs: the database arbitrates concurrent access, and no writer lease is
+    /// taken.
+    pub fn open_store(&self) -> Result<Arc<dyn Store>, NodeError> {
+        match &self.storage {
+            Storage::Embedded => Ok(Arc::new(evident_store::sqlite::SqliteStore::open(
+                &self.db_path(),
+            )?)),
+            Storage::Postgres(url) => Ok(Arc::new(PostgresStore::open(url, &self.node_id)?)),
+        }
+    }
+
+    /// The identity PostgreSQL records for this node.
+    pub fn node_record(&self) -> NodeRecord {
+        NodeRecord {
+            node_id: self.node_id.clone(),
+            origin: self.origin.clone(),
+            verifier_key: self.verifier().to_vkey_string(),
+            created_at: crate::now_ms(),
+        }
+    }
+
+    /// Opens the store to write: on PostgreSQL, records (or checks) this node's identity and,
+    /// when `lease`, takes the node's writer lease, refusing when another process holds it.
+    fn open_store_to_write(&self, lease: bool) -> Result<Arc<dyn Store>, NodeError> {
+        match &self.storage {
+            Storage::Embedded => self.open_store(),
+            Storage::Postgres(url) => {
+                let store = PostgresStore::open(url, &self.node_id)?;
+                if lease {
+                    store.acquire_lease()?;
+                }
+                store.register_node(&self.node_record())?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
 }
 
 fn read_identity(path: &Path) -> Result<NodeIdentity, NodeError> {
@@ -363,6 +571,12 @@ fn warn_if_readable_by_others(path: &Path) {
     let _ = path;
 }
 
+/// Takes `dir`'s exclusive lock (as a server does), so that no server starts on it while the
+/// returned file is held; fails when one runs (for `evident migrate`).
+pub fn lock_existing_data_dir(dir: &Path) -> Result<File, NodeError> {
+    lock_data_dir(dir)
+}
+
 /// Takes the directory's exclusive lock, or says who holds it.
 fn lock_data_dir(dir: &Path) -> Result<File, NodeError> {
     use fs4::fs_std::FileExt;
@@ -406,7 +620,7 @@ impl Node {
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let lock = lock_data_dir(&dir)?;
         let files = NodeFiles::create_or_load(&config)?;
-        let store = files.open_store()?;
+        let store = files.open_store_to_write(true)?;
         Self::start(config, files, store, lock)
     }
 
@@ -419,8 +633,8 @@ impl Node {
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let _lock = lock_data_dir(&dir)?;
         let files = NodeFiles::create_or_load(config)?;
-        // Creates the database and its schema.
-        files.open_store()?;
+        // Creates the database and its schema (and on PostgreSQL records the node).
+        files.open_store_to_write(false)?;
         Ok(files)
     }
 
@@ -435,7 +649,7 @@ impl Node {
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let lock = lock_data_dir(&dir)?;
         let files = NodeFiles::create_or_load(&config)?;
-        let store = wrap(files.open_store()?);
+        let store = wrap(files.open_store_to_write(true)?);
         Self::start(config, files, store, lock)
     }
 
@@ -565,12 +779,27 @@ mod tests {
         let c = config(tmp.path());
         Node::init(&c).unwrap();
         let other = ServerConfig {
-            node_id: "node-2".to_owned(),
+            node_id: Some("node-2".to_owned()),
             ..c.clone()
         };
         let err = Node::open(other).err().unwrap();
         let text = err.to_string();
         assert!(text.contains("node-1") && text.contains("node-2"), "{text}");
+    }
+
+    #[test]
+    fn a_node_keeps_its_id_without_repeating_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let created = ServerConfig {
+            node_id: Some("edge-7".to_owned()),
+            ..config(tmp.path())
+        };
+        Node::init(&created).unwrap();
+        // Started again with no node id configured: the stored one, not the default.
+        let node = Node::open(config(tmp.path())).unwrap();
+        assert_eq!(node.files().node_id(), "edge-7");
+        assert_eq!(node.files().origin(), "evident/edge-7");
+        node.shutdown();
     }
 
     #[test]

@@ -194,11 +194,14 @@ impl Job<'_> {
         ranges: Ranges,
         progress: &mut dyn FnMut(u64),
     ) -> Result<VerifyOutcome, VerifyError> {
-        let from = from_seq.unwrap_or(0);
-        let start = if from == 0 {
-            Anchor::genesis()
-        } else {
-            anchor_at(self.store, from)?
+        // After retention pruning the log starts at the recorded anchor (see `retention_start`).
+        let pruned = self.store.prune_anchor()?;
+        let floor = pruned.as_ref().map_or(0, |a| a.below_seq);
+        let from = from_seq.unwrap_or(0).max(floor);
+        let start = match &pruned {
+            Some(anchor) if from == floor => retention_start(self.store, self.seal_key, anchor)?,
+            _ if from == 0 => Anchor::genesis(),
+            _ => anchor_at(self.store, from)?,
         };
         let mut checkpoints = Vec::new();
         for stored in self.store.checkpoints()? {
@@ -497,6 +500,46 @@ impl Totals {
             checkpoints_checked: self.checkpoints_checked,
         }
     }
+}
+
+/// The state a pruned log is verified from: the retention anchor's hash as the first kept
+/// entry's predecessor, and the compact range of the pruned prefix from the stored Merkle
+/// nodes. The anchor is checked, not trusted: its seal under the node's key, and its Merkle
+/// leaf against the stored tree (appending that leaf to the stored range of `[0, k - 1)` must
+/// give the stored range of `[0, k)`, which the walk then checks against the signed
+/// checkpoints).
+fn retention_start(
+    store: &dyn Store,
+    seal_key: &SealKey,
+    anchor: &evident_store::PruneAnchor,
+) -> Result<Anchor, VerifyError> {
+    let k = anchor.below_seq;
+    let bad = |problem: String| VerifyError::BadAnchor { from: k, problem };
+    if !seal_key.check(&anchor.hash, &anchor.seal) {
+        return Err(bad(
+            "the retention anchor's seal does not match its hash under this node's key".into(),
+        ));
+    }
+    let range = |size: u64| -> Result<CompactRange, VerifyError> {
+        let hashes = store.read_nodes(&subtree_ids(0, size))?;
+        CompactRange::from_parts(size, hashes).map_err(|e| bad(e.to_string()))
+    };
+    let tree = range(k)?;
+    let mut before = range(k - 1)?;
+    let mut leaf = [0u8; 64];
+    leaf[..32].copy_from_slice(&anchor.hash.0);
+    leaf[32..].copy_from_slice(&anchor.seal.0);
+    before.append_leaf(evident_core::merkle::leaf_hash(&leaf), &mut Vec::new());
+    if before != tree {
+        return Err(bad(
+            "the retention anchor's Merkle leaf does not match the stored tree".into(),
+        ));
+    }
+    Ok(Anchor {
+        next_seq: k,
+        prev_hash: anchor.hash,
+        tree,
+    })
 }
 
 /// The chain and tree state just before entry `from`, from stored data.

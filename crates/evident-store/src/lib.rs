@@ -1,8 +1,8 @@
 //! Evident's storage: one small, synchronous interface ([`Store`]) and its backends, one file
-//! each (`sqlite.rs` is the embedded default). A backend persists what the integrity core
-//! produced (sealed entries, Merkle node hashes, signed checkpoints) plus API keys, durably
-//! and append-only; it never computes a hash, a seal or a proof itself. Callers on an async
-//! runtime call it from blocking threads.
+//! each (`sqlite.rs` is the embedded default, `postgres.rs` the PostgreSQL one). A backend
+//! persists what the integrity core produced (sealed entries, Merkle node hashes, signed
+//! checkpoints) plus API keys, durably and append-only; it never computes a hash, a seal or a
+//! proof itself. Callers on an async runtime call it from blocking threads.
 
 use evident_core::event::{ActorKind, Millis, Outcome, Severity};
 use evident_core::merkle::NodeId;
@@ -10,8 +10,10 @@ use evident_core::{ChainHead, Hash, SealedEntry};
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Errors from a backend.
@@ -108,6 +110,32 @@ pub struct StoredCheckpoint {
     pub created_at: Millis,
 }
 
+/// The retention anchor: where the kept log starts after pruning. Entries `[0, below_seq)` are
+/// pruned (or, while `event_seq` is `None`, being pruned); every Merkle node hash and every
+/// checkpoint stays. One per node; each completed prune moves it forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneAnchor {
+    /// First entry of the latest prune's range (the previous anchor's `below_seq`, or 0).
+    pub from_seq: u64,
+    /// One past the last pruned entry: the first kept entry's sequence number (at least 1).
+    pub below_seq: u64,
+    /// Hash of entry `below_seq - 1`: the chain predecessor of the first kept entry.
+    pub hash: Hash,
+    /// Seal of entry `below_seq - 1` (its Merkle leaf is `leaf_hash(hash ‖ seal)`).
+    pub seal: Hash,
+    /// When entry `below_seq - 1` was recorded.
+    pub recorded_at: Millis,
+    /// The size of the signed checkpoint covering the anchor (at least `below_seq`).
+    pub checkpoint_size: u64,
+    /// That checkpoint, as signed.
+    pub checkpoint_note: String,
+    /// When this prune began.
+    pub started_at: Millis,
+    /// The sequence number of the `retention.pruned` event recording this prune; `None`
+    /// while the prune is unfinished (a restart finishes it).
+    pub event_seq: Option<u64>,
+}
+
 /// One storage backend.
 pub trait Store: Send + Sync {
     /// The state a sequencer resumes from: next sequence number, last hash and Merkle frontier
@@ -149,4 +177,38 @@ pub trait Store: Send + Sync {
     fn revoke_key(&self, id: &str, at: Millis) -> Result<(), StoreError>;
     fn set_key_expiry(&self, id: &str, expires_at: Millis) -> Result<(), StoreError>;
     fn touch_key(&self, id: &str, at: Millis, ip: Option<&str>) -> Result<(), StoreError>;
+
+    /// The retention anchor, `None` when the log was never pruned.
+    fn prune_anchor(&self) -> Result<Option<PruneAnchor>, StoreError> {
+        Ok(None)
+    }
+
+    /// Records the intent to prune entries below `anchor.below_seq` (persisted before any
+    /// entry is deleted, so that a restart finishes it). Refused while another prune is
+    /// unfinished, when it would not move the anchor forward, when it would leave no entry,
+    /// and when the anchor's hash and seal are not those of entry `below_seq - 1`.
+    fn begin_prune(&self, anchor: &PruneAnchor) -> Result<(), StoreError> {
+        let _ = anchor;
+        Err(StoreError::Backend(
+            "this store does not support retention pruning".to_owned(),
+        ))
+    }
+
+    /// Deletes at most `max_entries` of the oldest entries below the anchor's `below_seq` in
+    /// one transaction (the only path by which an entry is ever deleted) and returns how many
+    /// it deleted: 0 when none is left. Merkle nodes and checkpoints are never deleted.
+    fn prune_batch(&self, max_entries: u64) -> Result<u64, StoreError> {
+        let _ = max_entries;
+        Err(StoreError::Backend(
+            "this store does not support retention pruning".to_owned(),
+        ))
+    }
+
+    /// Marks the unfinished prune done: its `retention.pruned` event is entry `event_seq`.
+    fn finish_prune(&self, event_seq: u64) -> Result<(), StoreError> {
+        let _ = event_seq;
+        Err(StoreError::Backend(
+            "this store does not support retention pruning".to_owned(),
+        ))
+    }
 }

@@ -6,10 +6,11 @@
 //! integrity core computed and never computes a hash, seal or proof itself.
 
 mod codec;
+mod prune;
 mod query;
 mod schema;
 
-use crate::{Filter, KeyRecord, Order, Store, StoreError, StoredCheckpoint};
+use crate::{Filter, KeyRecord, Order, PruneAnchor, Store, StoreError, StoredCheckpoint};
 use evident_core::event::Millis;
 use evident_core::merkle::{self, CompactRange, NodeId};
 use evident_core::{ChainHead, Hash, SealedEntry};
@@ -779,6 +780,22 @@ impl Store for SqliteStore {
             }
             Ok(())
         })
+    }
+
+    fn prune_anchor(&self) -> Result<Option<PruneAnchor>, StoreError> {
+        self.read(prune::anchor_in)
+    }
+
+    fn begin_prune(&self, anchor: &PruneAnchor) -> Result<(), StoreError> {
+        self.write(|tx| prune::begin_in(tx, anchor))
+    }
+
+    fn prune_batch(&self, max_entries: u64) -> Result<u64, StoreError> {
+        self.write(|tx| prune::batch_in(tx, max_entries))
+    }
+
+    fn finish_prune(&self, event_seq: u64) -> Result<(), StoreError> {
+        self.write(|tx| prune::finish_in(tx, event_seq))
     }
 }
 

@@ -174,6 +174,7 @@ fn check_size(name: &str, size: u64, log_size: u64) -> Result<(), ApiError> {
         (status = 400, description = "Missing or bad `seq` or `size`, `seq` not below `size`, or `size` beyond the log", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+        (status = 410, description = "The entry was pruned by retention (code `pruned`)", body = super::ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -213,7 +214,21 @@ pub async fn inclusion(
                     ControlFlow::Break(())
                 })
                 .map_err(ApiError::from_store)?;
-            let entry = found.ok_or_else(|| ApiError::not_found(format!("entry {seq}")))?;
+            let Some(entry) = found else {
+                return Err(match store.prune_anchor().map_err(ApiError::from_store)? {
+                    Some(anchor) if seq < anchor.below_seq => ApiError::new(
+                        axum::http::StatusCode::GONE,
+                        "pruned",
+                        format!(
+                            "entry {seq} was pruned by retention (entries below {} are no \
+                             longer kept); its inclusion can no longer be proven here",
+                            anchor.below_seq
+                        ),
+                    )
+                    .with_field("seq"),
+                    _ => ApiError::not_found(format!("entry {seq}")),
+                });
+            };
             if let Some(scope) = &scope {
                 if entry.event.tenant != *scope {
                     return Ok(Err(entry.event.tenant.clone()));

@@ -6,7 +6,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes and reads.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1. Notes on choices:
 /// - `STRICT` tables: SQLite refuses a value of the wrong type instead of storing it, so a
@@ -132,6 +132,51 @@ CREATE TABLE api_keys (
 ) STRICT;
 "#;
 
+/// Version 2: retention. The `prune_anchor` row (where the kept log starts, see
+/// [`crate::PruneAnchor`]) and the one path by which an entry is ever deleted: the pruner's
+/// own transaction fills the one-row `prune_permit` table, deletes, and empties it again
+/// before it commits, and the events DELETE trigger lets a row go only while a permit covers
+/// it and the permit does not reach past the recorded anchor. Chosen over dropping and
+/// recreating the trigger inside the pruner's transaction: the trigger is never absent (a
+/// schema change would also invalidate every connection's prepared statements), and a permit
+/// reaches only the rows below the anchor that was persisted first. `merkle_nodes` and
+/// `checkpoints` stay undeletable: proofs for kept entries and consistency proofs from older
+/// checkpoints need them.
+const V2: &str = r#"
+CREATE TABLE prune_anchor (
+    one             INTEGER PRIMARY KEY CHECK (one = 1),
+    from_seq        INTEGER NOT NULL,
+    below_seq       INTEGER NOT NULL CHECK (below_seq >= 1),
+    hash            BLOB NOT NULL,
+    seal            BLOB NOT NULL,
+    recorded_at     INTEGER NOT NULL,
+    checkpoint_size INTEGER NOT NULL,
+    checkpoint_note TEXT NOT NULL,
+    started_at      INTEGER NOT NULL,
+    event_seq       INTEGER
+) STRICT;
+CREATE TRIGGER prune_anchor_forward BEFORE UPDATE ON prune_anchor
+WHEN NEW.below_seq < OLD.below_seq
+  OR (OLD.event_seq IS NULL AND (NEW.below_seq <> OLD.below_seq OR NEW.hash <> OLD.hash))
+  OR (OLD.event_seq IS NOT NULL AND NEW.below_seq = OLD.below_seq)
+BEGIN SELECT RAISE(ABORT, 'evident: the retention anchor only moves forward, one prune at a time'); END;
+CREATE TRIGGER prune_anchor_no_delete BEFORE DELETE ON prune_anchor
+BEGIN SELECT RAISE(ABORT, 'evident: the retention anchor cannot be deleted'); END;
+
+CREATE TABLE prune_permit (
+    one       INTEGER PRIMARY KEY CHECK (one = 1),
+    below_seq INTEGER NOT NULL
+) STRICT;
+
+DROP TRIGGER events_no_delete;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+WHEN NOT EXISTS (
+    SELECT 1 FROM prune_permit p, prune_anchor a
+    WHERE OLD.seq < p.below_seq AND p.below_seq <= a.below_seq
+)
+BEGIN SELECT RAISE(ABORT, 'evident: events are append-only: DELETE refused (only the retention pruner deletes, below its anchor)'); END;
+"#;
+
 /// What a migration found wrong.
 #[derive(Debug)]
 pub(super) enum MigrateError {
@@ -156,6 +201,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     }
     if version < 1 {
         tx.execute_batch(V1)?;
+    }
+    if version < 2 {
+        tx.execute_batch(V2)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

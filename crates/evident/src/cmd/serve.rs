@@ -1,5 +1,6 @@
 //! `evident serve`: settings from defaults, then the TOML file, then `EVIDENT_*` variables,
-//! then these flags; then the server runs on a tokio runtime until SIGINT or SIGTERM.
+//! then these flags (TLS among them); then the server runs on a tokio runtime until SIGINT or
+//! SIGTERM.
 
 use anyhow::Context as _;
 use clap::Args;
@@ -22,6 +23,25 @@ pub struct ServeArgs {
     /// This node's id, recorded in every event [default: node-1, or EVIDENT_NODE_ID].
     #[arg(long, value_name = "ID")]
     pub node_id: Option<String>,
+    /// Where the log lives: `embedded` (SQLite in the data directory, the default) or a
+    /// postgres://user@host:port/db URL [or EVIDENT_STORAGE, `storage`]. Keys stay in the
+    /// data directory either way.
+    #[arg(long, value_name = "embedded|URL")]
+    pub storage: Option<String>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key) [or EVIDENT_TLS_CERT, `tls_cert`].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [or EVIDENT_TLS_KEY, `tls_key`].
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a self-signed development certificate, generated once into
+    /// DATA_DIR/tls/cert.pem (give that file to clients as --ca-cert).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls_self_signed: bool,
+    /// Allow plain HTTP on a non-loopback address (behind a TLS-terminating proxy only);
+    /// without TLS the server otherwise refuses to listen off loopback.
+    #[arg(long)]
+    pub allow_plain_http: bool,
 }
 
 /// The configuration in effect: file, then environment, then flags.
@@ -35,7 +55,7 @@ pub fn config_from(
         settings.data_dir = dir;
     }
     if let Some(id) = node_id {
-        settings.node_id = id;
+        settings.node_id = Some(id);
     }
     Ok(settings)
 }
@@ -44,6 +64,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = config_from(args.config.as_deref(), args.data_dir, args.node_id)?;
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls_cert = Some(cert);
+        config.tls_key = Some(key);
+        config.tls_self_signed = false;
+    }
+    if args.tls_self_signed {
+        config.tls_self_signed = true;
+        config.tls_cert = None;
+        config.tls_key = None;
+    }
+    if args.allow_plain_http {
+        config.allow_plain_http = true;
+    }
+    if let Some(storage) = args.storage {
+        config.storage = Some(storage);
     }
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

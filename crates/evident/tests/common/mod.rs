@@ -101,10 +101,32 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node on the backend under test (see [`postgres_under_test`]).
     pub fn new() -> Node {
+        let storage = storage_for_new_node();
+        let envs: Vec<(&str, &str)> = storage
+            .iter()
+            .map(|url| ("EVIDENT_STORAGE", url.as_str()))
+            .collect();
+        Node::create(&envs)
+    }
+
+    /// A node on the embedded store, whatever the backend under test (for tests that edit
+    /// the SQLite file itself).
+    pub fn embedded() -> Node {
+        Node::create(&[])
+    }
+
+    /// A node whose log is in a fresh database of this test binary's PostgreSQL cluster.
+    pub fn postgres() -> Node {
+        let url = fresh_postgres_database();
+        Node::create(&[("EVIDENT_STORAGE", url.as_str())])
+    }
+
+    fn create(envs: &[(&str, &str)]) -> Node {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
-        let owner_key = create_key(&dir, "owner", &[]);
+        let owner_key = create_key_with_env(&dir, "owner", &[], envs);
         Node {
             tmp,
             dir,
@@ -127,8 +149,38 @@ impl Node {
     }
 }
 
+/// Whether the suite runs against PostgreSQL: `EVIDENT_TEST_BACKEND=postgres` (scripts/test.sh
+/// runs the end-to-end tests once per backend); otherwise the embedded store.
+pub fn postgres_under_test() -> bool {
+    match std::env::var("EVIDENT_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("embedded") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("EVIDENT_TEST_BACKEND={other:?}: expected sqlite or postgres"),
+    }
+}
+
+/// A fresh database on this test binary's throwaway PostgreSQL cluster: its URL.
+pub fn fresh_postgres_database() -> String {
+    evident_testpg::fresh_database_url().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The `storage` setting of a new node on the backend under test (`None`: embedded).
+pub fn storage_for_new_node() -> Option<String> {
+    postgres_under_test().then(fresh_postgres_database)
+}
+
 /// Creates a key with `evident keys create`; returns the key, the last line of stdout.
 pub fn create_key(dir: &Path, role: &str, extra: &[&str]) -> String {
+    create_key_with_env(dir, role, extra, &[])
+}
+
+/// [`create_key`] with environment variables (`EVIDENT_STORAGE` for a new data directory).
+pub fn create_key_with_env(
+    dir: &Path,
+    role: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> String {
     let mut args = vec![
         "keys",
         "create",
@@ -138,7 +190,14 @@ pub fn create_key(dir: &Path, role: &str, extra: &[&str]) -> String {
         role,
     ];
     args.extend_from_slice(extra);
-    let out = run(&args).ok();
+    let out = Run::from(
+        evident()
+            .args(&args)
+            .envs(envs.iter().copied())
+            .output()
+            .expect("run evident"),
+    )
+    .ok();
     let key = out.stdout.lines().last().unwrap_or("").to_owned();
     assert!(
         key.starts_with("evk_"),
@@ -160,6 +219,9 @@ pub struct Server {
     pub dir: PathBuf,
     pub log: PathBuf,
     envs: Vec<(String, String)>,
+    args: Vec<String>,
+    /// The certificate to trust, for a TLS server.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// How long a server may take to come up.
@@ -173,6 +235,17 @@ impl Server {
 
     /// Starts a server on `dir` with extra environment variables.
     pub fn start_with_env(dir: &Path, envs: &[(&str, &str)]) -> Server {
+        Server::start_with(dir, envs, &[], None)
+    }
+
+    /// Starts a server on `dir` with extra environment variables and `serve` arguments,
+    /// trusting `ca_cert` when it serves TLS.
+    pub fn start_with(
+        dir: &Path,
+        envs: &[(&str, &str)],
+        args: &[&str],
+        ca_cert: Option<PathBuf>,
+    ) -> Server {
         let envs: Vec<(String, String)> = envs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -183,9 +256,26 @@ impl Server {
             dir: dir.to_owned(),
             log: PathBuf::new(),
             envs,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            ca_cert,
         };
         server.spawn();
         server
+    }
+
+    /// Starts `evident serve --tls-self-signed` on `node`'s directory; clients trust the
+    /// generated certificate.
+    pub fn start_tls_self_signed(node: &Node) -> Server {
+        let cert = node.dir.join("tls").join("cert.pem");
+        Server::start_with(&node.dir, &[], &["--tls-self-signed"], Some(cert))
+    }
+
+    /// A client that trusts this server's certificate (when it has one).
+    pub fn client(&self) -> reqwest::blocking::Client {
+        match &self.ca_cert {
+            Some(path) => tls_client(path),
+            None => http_client(),
+        }
     }
 
     fn spawn(&mut self) {
@@ -198,18 +288,17 @@ impl Server {
             .join(format!("server-{}-{n}.log", std::process::id()));
         let log = std::fs::File::create(&self.log).unwrap();
         let mut cmd = evident();
-        cmd.args([
-            "serve",
-            "--data-dir",
-            self.dir.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        // Checkpoints often, so that tests need not wait long for one.
-        .env("EVIDENT_CHECKPOINT_EVERY_MS", "100")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log));
+        cmd.args(["serve", "--data-dir", self.dir.to_str().unwrap()]);
+        if !self.args.iter().any(|a| a == "--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd
+            // Checkpoints often, so that tests need not wait long for one.
+            .env("EVIDENT_CHECKPOINT_EVERY_MS", "100")
+            .env("RUST_LOG", "info")
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
@@ -239,7 +328,7 @@ impl Server {
 
     fn wait_healthy(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
-        let http = http_client();
+        let http = self.client();
         loop {
             let answer = http.get(format!("{}/api/v1/healthz", self.url)).send();
             if answer.is_ok_and(|r| r.status() == 200) {
@@ -302,7 +391,7 @@ impl Server {
     /// An HTTP client for this server with `key`.
     pub fn api(&self, key: &str) -> Api {
         Api {
-            http: http_client(),
+            http: self.client(),
             url: self.url.clone(),
             key: Some(key.to_owned()),
         }
@@ -312,6 +401,9 @@ impl Server {
     pub fn cli(&self, key: &str, args: &[&str]) -> Run {
         let mut all: Vec<&str> = args.to_vec();
         all.extend_from_slice(&["--url", &self.url, "--key", key]);
+        if let Some(ca) = &self.ca_cert {
+            all.extend_from_slice(&["--ca-cert", ca.to_str().unwrap()]);
+        }
         run(&all)
     }
 }
@@ -330,6 +422,18 @@ pub fn http_client() -> reqwest::blocking::Client {
     });
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A blocking HTTPS client that trusts only the PEM certificate at `ca`.
+pub fn tls_client(ca: &Path) -> reqwest::blocking::Client {
+    let _ = http_client();
+    let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).unwrap();
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .tls_certs_only(certs)
         .build()
         .unwrap()
 }
