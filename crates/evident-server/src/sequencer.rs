@@ -1,9 +1,15 @@
-//! The sequencer (batcher and group commit): the ONE writer of the log. A dedicated thread owns
-//! the chain head, loaded from the store at start (which is all crash recovery needs), takes
-//! append requests from a channel, sequences every request already waiting on a copy of the
-//! head, commits them in one store transaction, and only then adopts the new head and answers.
-//! It also signs checkpoints, every N entries, after a time with unsigned entries, or on demand.
-//! It knows nothing of HTTP.
+//! The sequencer (batcher and group commit): the ONE writer of the log, as two threads in a
+//! pipeline. The batcher owns the chain head, loaded from the store at start (which is all crash
+//! recovery needs): it takes append requests from a channel and seals each one onto the head as
+//! it arrives (sequence number, id, recording time, chain hash, seal, Merkle nodes). The
+//! committer stores everything the batcher sealed since the previous commit in one store
+//! transaction (one fsync), and only then answers those requests. While the committer waits on
+//! the disk, the batcher seals the next group, so sealing and committing overlap; a group is
+//! handed over only when the committer is idle, so groups grow with the load exactly as a
+//! single-threaded group commit does. If a commit fails, the group sealed on top of it is
+//! failed too (nothing of it was stored) and the batcher resumes from the store's head. The
+//! committer also signs checkpoints, every N entries, after a time with unsigned entries, or on
+//! demand, always of committed entries only. It knows nothing of HTTP.
 
 use crate::metrics::Metrics;
 use evident_core::chain::ChainHead;
@@ -78,6 +84,19 @@ enum Command {
         reply: CheckpointReply,
     },
     Shutdown,
+    /// From the committer: it finished the group it was handed and is idle.
+    Committed(Outcome),
+}
+
+/// How the committer's last group ended.
+enum Outcome {
+    Stored,
+    /// Nothing of the group was stored; the batcher resumes from `head`, the store's.
+    Failed {
+        error: SequencerError,
+        head: Box<ChainHead>,
+        last_recorded_at: Millis,
+    },
 }
 
 /// Handle to the sequencer thread. Cheap to share behind an `Arc`.
@@ -114,22 +133,36 @@ impl Sequencer {
         let size = Arc::new(AtomicU64::new(head.next_seq));
         metrics.log_size.set(head.next_seq);
         let (tx, rx) = mpsc::channel();
-        let worker = Worker {
-            store,
-            seal_key,
+        let (work_tx, work_rx) = mpsc::channel();
+        let committer = Committer {
+            store: store.clone(),
             signer,
-            settings,
+            settings: settings.clone(),
             metrics,
-            head,
-            last_recorded_at,
+            head: head.clone(),
             last_checkpoint,
             unsigned_since: None,
             size: size.clone(),
+            back: tx.clone(),
+        };
+        let committer = std::thread::Builder::new()
+            .name("evident-committer".to_owned())
+            .spawn(move || committer.run(work_rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start committer thread: {e}")))?;
+        let batcher = Batcher {
+            seal_key,
+            settings,
+            head,
+            last_recorded_at,
+            open: Group::default(),
+            committer_idle: true,
+            shutting_down: false,
             stash: VecDeque::new(),
+            work: work_tx,
         };
         let thread = std::thread::Builder::new()
             .name("evident-sequencer".to_owned())
-            .spawn(move || worker.run(rx))
+            .spawn(move || batcher.run(rx, committer))
             .map_err(|e| StoreError::Backend(format!("cannot start sequencer thread: {e}")))?;
         Ok(Sequencer {
             tx,
@@ -243,86 +276,250 @@ pub(crate) fn now_ms() -> Millis {
     Millis::try_from(now.as_millis()).unwrap_or(Millis::MAX)
 }
 
-struct Worker {
-    store: Arc<dyn Store>,
-    seal_key: SealKey,
-    signer: NoteSigner,
-    settings: SequencerSettings,
-    metrics: Arc<Metrics>,
-    head: ChainHead,
-    last_recorded_at: Millis,
-    last_checkpoint: Option<StoredCheckpoint>,
-    /// When the oldest entry not covered by a checkpoint was committed.
-    unsigned_since: Option<Instant>,
-    size: Arc<AtomicU64>,
-    /// Requests taken from the channel that did not fit in the previous group commit.
-    stash: VecDeque<Command>,
+/// Requests sealed since the last hand-over, with what the committer needs to store and answer
+/// them.
+#[derive(Default)]
+struct Group {
+    entries: Vec<SealedEntry>,
+    nodes: Vec<(NodeId, Hash)>,
+    pending: Vec<Pending>,
+    /// Checkpoint requests to answer after this group's commit.
+    checkpoints: Vec<CheckpointReply>,
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.checkpoints.is_empty()
+    }
 }
 
 struct Pending {
     reply: AppendReply,
-    /// Range of this request's entries in the batch.
+    /// Range of this request's entries in the group.
     start: usize,
     end: usize,
 }
 
-impl Worker {
-    fn run(mut self, rx: mpsc::Receiver<Command>) {
-        let mut shutting_down = false;
+/// What the committer is handed.
+enum Work {
+    /// A sealed group, and the head after it.
+    Group(Group, Box<ChainHead>),
+    Shutdown,
+}
+
+/// The first pipeline stage: takes requests, seals them onto the (not yet committed) head, and
+/// hands each group to the committer when it is idle.
+struct Batcher {
+    seal_key: SealKey,
+    settings: SequencerSettings,
+    /// The head after every sealed entry, committed or not.
+    head: ChainHead,
+    last_recorded_at: Millis,
+    /// Sealed, not yet handed over.
+    open: Group,
+    committer_idle: bool,
+    shutting_down: bool,
+    /// Append requests taken from the channel that did not fit in the open group, oldest
+    /// first.
+    stash: VecDeque<(Vec<EventInput>, AppendReply)>,
+    work: mpsc::Sender<Work>,
+}
+
+impl Batcher {
+    fn run(mut self, rx: mpsc::Receiver<Command>, committer: JoinHandle<()>) {
         loop {
-            let first = match self.stash.pop_front() {
-                Some(command) => command,
-                None if shutting_down => match rx.try_recv() {
+            if self.committer_idle && !self.open.is_empty() {
+                self.hand_off();
+            }
+            if let Some((inputs, reply)) = self.next_stashed() {
+                // Fits now, and is the oldest waiting request: sealed without queueing again.
+                self.seal(inputs, reply);
+                continue;
+            }
+            let command = if self.shutting_down {
+                match rx.try_recv() {
                     Ok(command) => command,
-                    Err(_) => break,
-                },
-                None => match self.unsigned_since {
-                    Some(since) => {
-                        let wait = self
-                            .settings
-                            .checkpoint_every
-                            .saturating_sub(since.elapsed());
-                        match rx.recv_timeout(wait) {
-                            Ok(command) => command,
-                            Err(mpsc::RecvTimeoutError::Timeout) => {
-                                self.sign_checkpoint_logged();
-                                continue;
-                            }
-                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                        }
-                    }
-                    None => match rx.recv() {
+                    Err(_) if self.open.is_empty() && self.committer_idle => break,
+                    // The committer's answer is still due.
+                    Err(_) => match rx.recv() {
                         Ok(command) => command,
                         Err(_) => break,
                     },
+                }
+            } else {
+                match rx.recv() {
+                    Ok(command) => command,
+                    Err(_) => break,
+                }
+            };
+            self.handle(command);
+        }
+        // Everything queued was committed; the committer signs what is unsigned and stops.
+        let _ = self.work.send(Work::Shutdown);
+        if committer.join().is_err() {
+            tracing::error!("committer thread panicked");
+        }
+        tracing::info!(size = self.head.next_seq, "sequencer stopped");
+    }
+
+    /// The oldest stashed request, if it fits in the open group now.
+    fn next_stashed(&mut self) -> Option<(Vec<EventInput>, AppendReply)> {
+        let (inputs, _) = self.stash.front()?;
+        let fits = self.open.entries.is_empty()
+            || self.open.entries.len() + inputs.len() <= self.settings.max_group_commit_events;
+        if fits { self.stash.pop_front() } else { None }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Append { inputs, reply } => {
+                let full = !self.open.entries.is_empty()
+                    && self.open.entries.len() + inputs.len()
+                        > self.settings.max_group_commit_events;
+                if full || !self.stash.is_empty() {
+                    self.stash.push_back((inputs, reply));
+                } else {
+                    self.seal(inputs, reply);
+                }
+            }
+            Command::Checkpoint { reply } => self.open.checkpoints.push(reply),
+            Command::Shutdown => self.shutting_down = true,
+            Command::Committed(outcome) => {
+                self.committer_idle = true;
+                if let Outcome::Failed {
+                    error,
+                    head,
+                    last_recorded_at,
+                } = outcome
+                {
+                    // The open group was sealed on entries that were not stored: fail it (it
+                    // was not stored either) and continue from the store's head.
+                    let open = std::mem::take(&mut self.open);
+                    for p in open.pending {
+                        let _ = p.reply.send(Err(error.clone()));
+                    }
+                    self.open.checkpoints = open.checkpoints;
+                    self.head = *head;
+                    self.last_recorded_at = self.last_recorded_at.max(last_recorded_at);
+                }
+            }
+        }
+    }
+
+    /// Seals one request's events onto the head, into the open group.
+    fn seal(&mut self, inputs: Vec<EventInput>, reply: AppendReply) {
+        let recorded_at = now_ms().max(self.last_recorded_at);
+        self.last_recorded_at = recorded_at;
+        let ids = new_ids(recorded_at, inputs.len());
+        let group = &mut self.open;
+        let start = group.entries.len();
+        group.entries.reserve(inputs.len());
+        for (input, id) in inputs.into_iter().zip(ids) {
+            group.entries.push(self.head.append(
+                id,
+                recorded_at,
+                &self.settings.node_id,
+                input,
+                &self.seal_key,
+                &mut group.nodes,
+            ));
+        }
+        group.pending.push(Pending {
+            reply,
+            start,
+            end: group.entries.len(),
+        });
+    }
+
+    fn hand_off(&mut self) {
+        let group = std::mem::take(&mut self.open);
+        match self
+            .work
+            .send(Work::Group(group, Box::new(self.head.clone())))
+        {
+            Ok(()) => self.committer_idle = false,
+            Err(mpsc::SendError(work)) => {
+                // The committer is gone: nothing of this group can be stored.
+                tracing::error!("the committer thread has stopped");
+                if let Work::Group(group, _) = work {
+                    for p in group.pending {
+                        let _ = p.reply.send(Err(SequencerError::ShuttingDown));
+                    }
+                    for reply in group.checkpoints {
+                        let _ = reply.send(Err(SequencerError::ShuttingDown));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `n` version 7 UUIDs for entries recorded at `recorded_at`: the timestamp, then random bits
+/// drawn from the OS in one call for the whole request.
+fn new_ids(recorded_at: Millis, n: usize) -> Vec<uuid::Uuid> {
+    let mut random = vec![0u8; n * 10];
+    if getrandom::fill(&mut random).is_err() {
+        return (0..n).map(|_| uuid::Uuid::now_v7()).collect();
+    }
+    let millis = u64::try_from(recorded_at).unwrap_or(0);
+    random
+        .chunks_exact(10)
+        .map(|bytes| {
+            let mut r = [0u8; 10];
+            r.copy_from_slice(bytes);
+            uuid::Builder::from_unix_timestamp_millis(millis, &r).into_uuid()
+        })
+        .collect()
+}
+
+/// The second pipeline stage: stores each sealed group in one transaction, answers its
+/// requests, and signs checkpoints of what is committed.
+struct Committer {
+    store: Arc<dyn Store>,
+    signer: NoteSigner,
+    settings: SequencerSettings,
+    metrics: Arc<Metrics>,
+    /// The head after the last committed entry.
+    head: ChainHead,
+    last_checkpoint: Option<StoredCheckpoint>,
+    /// When the oldest entry not covered by a checkpoint was committed.
+    unsigned_since: Option<Instant>,
+    size: Arc<AtomicU64>,
+    /// To the batcher: a group is done.
+    back: mpsc::Sender<Command>,
+}
+
+impl Committer {
+    fn run(mut self, rx: mpsc::Receiver<Work>) {
+        loop {
+            let work = match self.unsigned_since {
+                Some(since) => {
+                    let wait = self
+                        .settings
+                        .checkpoint_every
+                        .saturating_sub(since.elapsed());
+                    match rx.recv_timeout(wait) {
+                        Ok(work) => work,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.sign_checkpoint_logged();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(work) => work,
+                    Err(_) => break,
                 },
             };
-            let mut appends: Vec<(Vec<EventInput>, AppendReply)> = Vec::new();
-            let mut checkpoints: Vec<CheckpointReply> = Vec::new();
-            let mut events = 0usize;
-            let mut next = Some(first);
-            while let Some(command) = next.take() {
-                match command {
-                    Command::Append { inputs, reply } => {
-                        if events > 0
-                            && events + inputs.len() > self.settings.max_group_commit_events
-                        {
-                            self.stash.push_back(Command::Append { inputs, reply });
-                            break;
-                        }
-                        events += inputs.len();
-                        appends.push((inputs, reply));
-                    }
-                    Command::Checkpoint { reply } => checkpoints.push(reply),
-                    Command::Shutdown => shutting_down = true,
-                }
-                if events >= self.settings.max_group_commit_events {
-                    break;
-                }
-                next = self.stash.pop_front().or_else(|| rx.try_recv().ok());
-            }
-            if !appends.is_empty() {
-                self.commit(appends);
+            let (group, head) = match work {
+                Work::Group(group, head) => (group, head),
+                Work::Shutdown => break,
+            };
+            if group.pending.is_empty() {
+                let _ = self.back.send(Command::Committed(Outcome::Stored));
+            } else {
+                self.commit(group.entries, group.nodes, group.pending, *head);
             }
             // Under steady traffic the receive never times out, so the time rule is checked
             // here too.
@@ -332,46 +529,28 @@ impl Worker {
             {
                 self.sign_checkpoint_logged();
             }
-            for reply in checkpoints {
+            for reply in group.checkpoints {
                 let _ = reply.send(self.checkpoint_now());
             }
         }
-        // Everything queued was committed; leave no entry unsigned behind.
+        // Everything handed over was committed; leave no entry unsigned behind.
         if self.unsigned_since.is_some() {
             self.sign_checkpoint_logged();
         }
-        tracing::info!(size = self.head.next_seq, "sequencer stopped");
     }
 
-    /// Sequences every request on a copy of the head, stores them in one transaction, and
-    /// answers each request. The head moves only if the store committed.
-    fn commit(&mut self, appends: Vec<(Vec<EventInput>, AppendReply)>) {
-        let mut head = self.head.clone();
-        let recorded_at = now_ms().max(self.last_recorded_at);
-        let total: usize = appends.iter().map(|(inputs, _)| inputs.len()).sum();
-        let mut entries: Vec<SealedEntry> = Vec::with_capacity(total);
-        let mut nodes: Vec<(NodeId, Hash)> = Vec::with_capacity(total * 2);
-        let mut pending = Vec::with_capacity(appends.len());
-        for (inputs, reply) in appends {
-            let start = entries.len();
-            for input in inputs {
-                let id = uuid::Uuid::now_v7();
-                entries.push(head.append(
-                    id,
-                    recorded_at,
-                    &self.settings.node_id,
-                    input,
-                    &self.seal_key,
-                    &mut nodes,
-                ));
-            }
-            pending.push(Pending {
-                reply,
-                start,
-                end: entries.len(),
-            });
-        }
-
+    /// Stores one group in one transaction, tells the batcher, and answers the group's
+    /// requests. The committed head becomes `head` only if the store committed. The batcher is
+    /// told first: a client that reacts to its answer with a new request must find the batcher
+    /// already past this group (after a failure, resumed from the store's head).
+    fn commit(
+        &mut self,
+        entries: Vec<SealedEntry>,
+        nodes: Vec<(NodeId, Hash)>,
+        pending: Vec<Pending>,
+        head: ChainHead,
+    ) {
+        let total = entries.len();
         let started = Instant::now();
         let result = self.store.append(&entries, &nodes);
         self.metrics
@@ -380,7 +559,6 @@ impl Worker {
         match result {
             Ok(()) => {
                 self.head = head;
-                self.last_recorded_at = recorded_at;
                 self.size.store(self.head.next_seq, Ordering::Release);
                 self.metrics.events_appended.inc_by(total as u64);
                 self.metrics.batch_events.observe(total as f64);
@@ -388,6 +566,7 @@ impl Worker {
                 if self.unsigned_since.is_none() {
                     self.unsigned_since = Some(Instant::now());
                 }
+                let _ = self.back.send(Command::Committed(Outcome::Stored));
                 for p in pending {
                     let receipts = entries[p.start..p.end]
                         .iter()
@@ -410,17 +589,23 @@ impl Worker {
                 tracing::error!(error = %e, events = total, "group commit failed; nothing stored");
                 self.metrics.append_failures.inc_by(pending.len() as u64);
                 let error = SequencerError::from(&e);
+                let last_recorded_at = self.resync_head();
+                let _ = self.back.send(Command::Committed(Outcome::Failed {
+                    error: error.clone(),
+                    head: Box::new(self.head.clone()),
+                    last_recorded_at,
+                }));
                 for p in pending {
                     let _ = p.reply.send(Err(error.clone()));
                 }
-                self.resync_head();
             }
         }
     }
 
     /// After a failed commit the store is the authority on what the head is; a head that
-    /// disagreed with it would fork the chain on the next append.
-    fn resync_head(&mut self) {
+    /// disagreed with it would fork the chain on the next append. Returns the recording time
+    /// of the last stored entry (as far as known).
+    fn resync_head(&mut self) -> Millis {
         match self.store.load_head() {
             Ok(stored) if stored != self.head => {
                 tracing::error!(
@@ -431,15 +616,13 @@ impl Worker {
                 self.head = stored;
                 self.size.store(self.head.next_seq, Ordering::Release);
                 self.metrics.log_size.set(self.head.next_seq);
-                if let Ok(t) = last_recorded_at(&*self.store) {
-                    self.last_recorded_at = self.last_recorded_at.max(t);
-                }
             }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "cannot reload the chain head after a failed commit")
             }
         }
+        last_recorded_at(&*self.store).unwrap_or(Millis::MIN)
     }
 
     fn sign_checkpoint_logged(&mut self) {
@@ -448,7 +631,7 @@ impl Worker {
         }
     }
 
-    /// Signs and stores a checkpoint of the current head, unless the latest one already
+    /// Signs and stores a checkpoint of the committed head, unless the latest one already
     /// covers it.
     fn checkpoint_now(&mut self) -> Result<StoredCheckpoint, SequencerError> {
         let size = self.head.next_seq;
@@ -535,6 +718,35 @@ mod tests {
         assert_eq!(node.sequencer().size(), 120);
         // Group commit: fewer transactions than requests is allowed, more is not.
         assert!(faulty.appends.load(Ordering::SeqCst) <= 40);
+        assert!(verify(&node).is_intact(), "{:?}", verify(&node));
+        node.shutdown();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn groups_larger_than_the_cap_wait_their_turn_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = ServerConfig {
+            max_group_commit_events: 4,
+            ..test_config(tmp.path())
+        };
+        let (node, _) = faulty_node(config);
+        let node = Arc::new(node);
+        let mut tasks = Vec::new();
+        for t in 0..30 {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                let inputs = (0..3).map(|i| input(&format!("u{t}-{i}"))).collect();
+                node.sequencer().append(inputs).await.unwrap()
+            }));
+        }
+        let mut seqs = Vec::new();
+        for task in tasks {
+            let receipts = task.await.unwrap();
+            assert_eq!(receipts[2].seq, receipts[0].seq + 2);
+            seqs.extend(receipts.iter().map(|r| r.seq));
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..90).collect::<Vec<u64>>());
         assert!(verify(&node).is_intact(), "{:?}", verify(&node));
         node.shutdown();
     }
