@@ -175,6 +175,17 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"evident\""),
             );
         }
+        // Refused before its body was read (too large, or too slow): the rest of the body is
+        // still on the connection, so the server closes it after this answer. Saying so keeps
+        // a client from reusing the connection for its next request and losing it.
+        if matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
