@@ -232,9 +232,11 @@ impl ServerConfig {
 
     /// Checks every setting; the first problem found is returned, naming the setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        evident_core::event::validate_node_id(self.effective_node_id()).map_err(|e| ConfigError::Invalid {
-            field: "node_id",
-            message: e.problem,
+        evident_core::event::validate_node_id(self.effective_node_id()).map_err(|e| {
+            ConfigError::Invalid {
+                field: "node_id",
+                message: e.problem,
+            }
         })?;
         let origin = self.effective_origin();
         // A C2SP key name is non-empty and has no whitespace or `+`.

@@ -5,16 +5,20 @@
 //! A prune removes a prefix `[from, k)` of the log: `k` is the first entry recorded inside the
 //! window (never more: the newest entry is always kept, it is the chain's tip). In order:
 //! 1. a signed checkpoint of size at least `k` is found (the latest) or signed;
-//! 2. the anchor (entry `k - 1`'s hash, seal and time, and that checkpoint) is persisted as
-//!    the store's unfinished [`PruneAnchor`] before anything is deleted;
-//! 3. entries below `k` are deleted in bounded batches, one transaction each;
-//! 4. a `retention.pruned` event (actor kind `system`) records the range, the count and the
-//!    anchor, and the anchor is marked finished with that event's sequence number.
+//! 2. a `retention.pruned` event (actor kind `system`) is appended: the range, the count and
+//!    the anchor (entry `k - 1`'s hash, seal and time, and that checkpoint), sealed and chained
+//!    like any entry, before anything is deleted;
+//! 3. the anchor, naming that event, is stored as the store's [`PruneAnchor`] (the store
+//!    checks it against the stored entry `k - 1`, the checkpoint and the event);
+//! 4. entries below `k` are deleted in bounded batches, one transaction each.
 //!
-//! A crash anywhere resumes at the next run: an unfinished anchor is finished first (its
-//! deletions are idempotent), and before appending the event the pruner looks for one already
-//! recording this range (a crash between steps 4's append and its mark), so the event is
-//! written exactly once per prune. Merkle node hashes and checkpoints are never deleted.
+//! A crash anywhere resumes at the next run, writing no second event: an event recorded but
+//! not anchored (a crash between 2 and 3) is adopted, once its seal checks and provided it
+//! does not reach into the last [`MIN_RETENTION_DAYS`] days; entries left below a stored
+//! anchor (a crash during 4) are deleted, once the anchor checks against its event.
+//! Verification starts from the anchor and requires it to match its sealed event, so an
+//! anchor cannot be forged or moved over kept entries without the node's seal key. Merkle node
+//! hashes and checkpoints are never deleted.
 
 use crate::audit::{AuditActor, AuditEvent, RequestInfo};
 use crate::node::Node;
@@ -192,10 +196,11 @@ fn entry_at(node: &Node, seq: u64) -> Result<Option<SealedEntry>, StoreError> {
 
 fn first_seq(node: &Node, filter: &Filter, order: Order) -> Result<Option<u64>, StoreError> {
     let mut found = None;
-    node.store().scan(filter, order, None, Some(1), &mut |entry| {
-        found = Some(entry.event.seq);
-        ControlFlow::Break(())
-    })?;
+    node.store()
+        .scan(filter, order, None, Some(1), &mut |entry| {
+            found = Some(entry.event.seq);
+            ControlFlow::Break(())
+        })?;
     Ok(found)
 }
 
@@ -206,8 +211,15 @@ pub fn prune(node: &Node, request: &PruneRequest) -> Result<PruneOutcome, PruneE
         .check()
         .map_err(PruneError::Refused)?;
     let store = node.store();
+    if !request.dry_run {
+        // Before anything is recorded: a prune the credentials cannot finish is not begun.
+        store.check_prune_permitted()?;
+    }
     let current = store.prune_anchor()?;
-    if let Some(anchor) = current.clone().filter(|a| a.event_seq.is_none()) {
+    let floor = current.as_ref().map_or(0, |a| a.below_seq);
+
+    // A prune recorded in the log but not anchored yet (a crash between the two): adopt it.
+    if let Some(anchor) = recorded_unanchored(node, floor, request.now)? {
         if request.dry_run {
             return Ok(PruneOutcome::WouldPrune {
                 from_seq: anchor.from_seq,
@@ -215,9 +227,26 @@ pub fn prune(node: &Node, request: &PruneRequest) -> Result<PruneOutcome, PruneE
                 unfinished: true,
             });
         }
+        store.begin_prune(&anchor)?;
         return run(node, request, &anchor, true);
     }
-    let from_seq = current.as_ref().map_or(0, |a| a.below_seq);
+    // Anchored, with entries below the anchor left (a crash between batches): delete them.
+    if let Some(anchor) = current {
+        let oldest = first_seq(node, &Filter::default(), Order::Ascending)?;
+        if oldest.is_some_and(|seq| seq < anchor.below_seq) {
+            if request.dry_run {
+                return Ok(PruneOutcome::WouldPrune {
+                    from_seq: anchor.from_seq,
+                    below_seq: anchor.below_seq,
+                    unfinished: true,
+                });
+            }
+            check_recorded(node, &anchor)?;
+            return run(node, request, &anchor, true);
+        }
+    }
+
+    let from_seq = floor;
     let Some(newest) = first_seq(node, &Filter::default(), Order::Descending)? else {
         return Ok(PruneOutcome::Nothing { kept_from: 0 });
     };
@@ -254,7 +283,7 @@ pub fn prune(node: &Node, request: &PruneRequest) -> Result<PruneOutcome, PruneE
         Some(cp) if cp.size >= below_seq => cp,
         _ => node.sequencer().force_checkpoint_blocking()?,
     };
-    let anchor = PruneAnchor {
+    let mut anchor = PruneAnchor {
         from_seq,
         below_seq,
         hash: last_pruned.hash,
@@ -263,14 +292,30 @@ pub fn prune(node: &Node, request: &PruneRequest) -> Result<PruneOutcome, PruneE
         checkpoint_size: checkpoint.size,
         checkpoint_note: checkpoint.signed_note,
         started_at: request.now,
-        event_seq: None,
+        event_seq: 0,
     };
+    // Recorded first, in the sealed log; anchored second; deleted last.
+    let receipts = node.sequencer().append_blocking(vec![pruned_event(
+        node,
+        request.days,
+        cutoff,
+        &anchor,
+    )])?;
+    anchor.event_seq = receipts
+        .first()
+        .map(|r| r.seq)
+        .ok_or_else(|| PruneError::Refused("the event got no receipt".to_owned()))?;
     store.begin_prune(&anchor)?;
-    tracing::info!(from_seq, below_seq, "retention: pruning");
+    tracing::info!(
+        from_seq,
+        below_seq,
+        event_seq = anchor.event_seq,
+        "retention: pruning"
+    );
     run(node, request, &anchor, false)
 }
 
-/// Deletes below a persisted, unfinished anchor, then records the prune once.
+/// Deletes below a stored anchor in batches.
 fn run(
     node: &Node,
     request: &PruneRequest,
@@ -295,60 +340,120 @@ fn run(
             break;
         }
     }
-    let event_seq = match recorded_event(node, anchor)? {
-        Some(seq) => seq,
-        None => {
-            let receipts = node
-                .sequencer()
-                .append_blocking(vec![pruned_event(node, request, anchor)])?;
-            receipts
-                .first()
-                .map(|r| r.seq)
-                .ok_or_else(|| PruneError::Refused("the event got no receipt".to_owned()))?
-        }
-    };
-    store.finish_prune(event_seq)?;
     tracing::info!(
         from_seq = anchor.from_seq,
         below_seq = anchor.below_seq,
-        event_seq,
+        event_seq = anchor.event_seq,
         "retention: pruned"
     );
     Ok(PruneOutcome::Pruned {
         from_seq: anchor.from_seq,
         below_seq: anchor.below_seq,
         count: anchor.below_seq - anchor.from_seq,
-        event_seq,
+        event_seq: anchor.event_seq,
         resumed,
     })
 }
 
-/// The `retention.pruned` event already recording `anchor`'s prune, if a run appended it and
-/// stopped before marking the anchor finished.
-fn recorded_event(node: &Node, anchor: &PruneAnchor) -> Result<Option<u64>, StoreError> {
+/// Refuses to go on deleting below a stored anchor that its sealed `retention.pruned` event
+/// does not record (an anchor written past the store's checks).
+fn check_recorded(node: &Node, anchor: &PruneAnchor) -> Result<(), PruneError> {
+    let event = entry_at(node, anchor.event_seq)?;
+    let recorded = event.as_ref().is_some_and(|e| {
+        let context: serde_json::Value =
+            serde_json::from_str(e.event.context.as_str()).unwrap_or_default();
+        e.event.action == PRUNED_ACTION
+            && node.files().seal_key().check(&e.hash, &e.seal)
+            && context["to_seq"].as_u64() == Some(anchor.below_seq)
+            && context["anchor"]["hash"].as_str() == Some(anchor.hash.to_hex().as_str())
+    });
+    if recorded {
+        Ok(())
+    } else {
+        Err(PruneError::Refused(format!(
+            "the stored retention anchor (below entry {}) is not the one its retention.pruned \
+             event (entry {}) records: refusing to delete (run `evident verify --data-dir`)",
+            anchor.below_seq, anchor.event_seq
+        )))
+    }
+}
+
+/// The anchor of the newest `retention.pruned` event if it records a prune beyond `floor`
+/// (the stored anchor): a run appended it and stopped before storing the anchor. The event
+/// must carry this node's seal, and (as this pruner never reaches inside the shortest
+/// window) must not reach entries recorded in the last [`MIN_RETENTION_DAYS`] days.
+fn recorded_unanchored(
+    node: &Node,
+    floor: u64,
+    now: Millis,
+) -> Result<Option<PruneAnchor>, PruneError> {
     let filter = Filter {
         action: Some(ActionFilter::Exact(PRUNED_ACTION.to_owned())),
         actor_kind: Some(evident_core::event::ActorKind::System),
-        from_seq: Some(anchor.below_seq),
+        from_seq: Some(floor),
         ..Filter::default()
     };
-    let mut found = None;
+    let mut newest = None;
     node.store()
-        .scan(&filter, Order::Descending, None, Some(16), &mut |entry| {
-            let context: serde_json::Value =
-                serde_json::from_str(entry.event.context.as_str()).unwrap_or_default();
-            if context["to_seq"].as_u64() == Some(anchor.below_seq)
-                && context["anchor"]["hash"].as_str() == Some(anchor.hash.to_hex().as_str())
-            {
-                found = Some(entry.event.seq);
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
+        .scan(&filter, Order::Descending, None, Some(1), &mut |entry| {
+            newest = Some(entry);
+            ControlFlow::Break(())
         })?;
-    Ok(found)
+    let Some(entry) = newest else {
+        return Ok(None);
+    };
+    let context: serde_json::Value =
+        serde_json::from_str(entry.event.context.as_str()).unwrap_or_default();
+    let Some(below_seq) = context["to_seq"].as_u64().filter(|k| *k > floor) else {
+        return Ok(None);
+    };
+    let refuse = |why: &str| {
+        PruneError::Refused(format!(
+            "entry {} records a prune below entry {below_seq} that was never anchored, but {why}: \
+             refusing to act on it (run `evident verify --data-dir`)",
+            entry.event.seq
+        ))
+    };
+    if !node.files().seal_key().check(&entry.hash, &entry.seal) {
+        return Err(refuse("its seal is not this node's"));
+    }
+    let hash = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(|h| evident_core::Hash::from_hex(h).ok())
+    };
+    let (Some(from_seq), Some(hash), Some(seal), Some(recorded_at), Some(size), Some(note)) = (
+        context["from_seq"].as_u64(),
+        hash(&context["anchor"]["hash"]),
+        hash(&context["anchor"]["seal"]),
+        context["anchor"]["recorded_at"].as_i64(),
+        context["checkpoint"]["size"].as_u64(),
+        context["checkpoint"]["note"].as_str(),
+    ) else {
+        return Err(refuse("its context lacks the anchor"));
+    };
+    let recent = Filter {
+        from: Some(now.saturating_sub(i64::from(MIN_RETENTION_DAYS) * DAY_MS)),
+        ..Filter::default()
+    };
+    if first_seq(node, &recent, Order::Ascending)?.is_some_and(|recent| below_seq > recent) {
+        return Err(refuse(&format!(
+            "it reaches entries recorded in the last {MIN_RETENTION_DAYS} days"
+        )));
+    }
+    Ok(Some(PruneAnchor {
+        from_seq,
+        below_seq,
+        hash,
+        seal,
+        recorded_at,
+        checkpoint_size: size,
+        checkpoint_note: note.to_owned(),
+        started_at: entry.event.recorded_at,
+        event_seq: entry.event.seq,
+    }))
 }
 
-fn pruned_event(node: &Node, request: &PruneRequest, anchor: &PruneAnchor) -> EventInput {
+fn pruned_event(node: &Node, days: u32, cutoff: Millis, anchor: &PruneAnchor) -> EventInput {
     AuditEvent::new(
         PRUNED_ACTION,
         "success",
@@ -359,13 +464,8 @@ fn pruned_event(node: &Node, request: &PruneRequest, anchor: &PruneAnchor) -> Ev
     .with("from_seq", anchor.from_seq)
     .with("to_seq", anchor.below_seq)
     .with("count", anchor.below_seq - anchor.from_seq)
-    .with("retention_days", request.days)
-    .with(
-        "cutoff",
-        request
-            .now
-            .saturating_sub(i64::from(request.days).saturating_mul(DAY_MS)),
-    )
+    .with("retention_days", days)
+    .with("cutoff", cutoff)
     .with(
         "anchor",
         serde_json::json!({
@@ -392,14 +492,24 @@ pub async fn run_daily(state: crate::http::AppState) {
         tracing::info!("retention: unlimited, the pruner does not run");
         return;
     };
-    let first = tokio::time::Instant::now() + FIRST_RUN_AFTER;
+    // Hidden, for end-to-end tests: a fixed clock, and the first run at once.
+    let test_now: Option<Millis> = std::env::var("EVIDENT_TEST_NOW")
+        .ok()
+        .and_then(|v| v.trim().parse().ok());
+    let first = tokio::time::Instant::now()
+        + if test_now.is_some() {
+            std::time::Duration::ZERO
+        } else {
+            FIRST_RUN_AFTER
+        };
     let mut tick = tokio::time::interval_at(first, RUN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let state = state.clone();
         let ran = tokio::task::spawn_blocking(move || {
-            prune(state.node(), &PruneRequest::new(crate::now_ms(), days))
+            let now = test_now.unwrap_or_else(crate::now_ms);
+            prune(state.node(), &PruneRequest::new(now, days))
         })
         .await;
         match ran {
@@ -407,5 +517,265 @@ pub async fn run_daily(state: crate::http::AppState) {
             Ok(Err(e)) => tracing::warn!(error = %e, "retention: pruning failed"),
             Err(e) => tracing::warn!(error = %e, "retention: pruner task failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::{BundleRequest, write_bundle};
+    use crate::test_support::{event_json, faulty_node, test_config};
+    use crate::verification::{VerifyOutcome, verify_store};
+    use evident_core::export::ExportVerifier;
+    use evident_core::merkle;
+
+    fn append(node: &Node, n: usize) -> Vec<crate::sequencer::Receipt> {
+        (0..n)
+            .map(|i| {
+                let input =
+                    EventInput::from_json(&event_json(&format!("u{i}"), "auth.login")).unwrap();
+                node.sequencer().append_blocking(vec![input]).unwrap()[0].clone()
+            })
+            .collect()
+    }
+
+    fn pruned_events(node: &Node) -> u64 {
+        node.store()
+            .count(&Filter {
+                action: Some(ActionFilter::Exact(PRUNED_ACTION.to_owned())),
+                ..Filter::default()
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn the_setting_takes_days_or_unlimited_and_refuses_short_windows() {
+        assert_eq!(RetentionDays::parse("365"), Ok(RetentionDays(Some(365))));
+        assert_eq!(RetentionDays::parse("unlimited"), Ok(RetentionDays(None)));
+        assert_eq!(RetentionDays::parse("0"), Ok(RetentionDays(None)));
+        assert!(RetentionDays::parse("soon").is_err());
+        assert!(RetentionDays(Some(90)).check().is_ok());
+        let short = RetentionDays(Some(30)).check().unwrap_err();
+        assert!(short.contains("minimum of 90"), "{short}");
+        let c = crate::ServerConfig::from_toml_str("retention_days = \"unlimited\"\n").unwrap();
+        assert_eq!(c.retention_days, RetentionDays(None));
+        let c = crate::ServerConfig::from_toml_str("retention_days = 30\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("retention_days") && err.contains("90"),
+            "{err}"
+        );
+        assert_eq!(
+            crate::ServerConfig::default().retention_days,
+            RetentionDays(Some(365))
+        );
+    }
+
+    /// Old entries go, the window stays, an interrupted prune finishes with one event, and
+    /// verification, proofs and an export of the kept range all still check.
+    #[test]
+    fn a_prune_keeps_the_window_and_the_log_verifiable_and_resumes_after_a_crash() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (node, _) = faulty_node(test_config(tmp.path()));
+        let old = append(&node, 6);
+        let before = node.sequencer().force_checkpoint_blocking().unwrap();
+        // The clock moves on before the entries that will be inside the window.
+        while crate::now_ms() <= old[5].recorded_at {
+            std::thread::yield_now();
+        }
+        let kept = append(&node, 5);
+        let now = kept[0].recorded_at + i64::from(DEFAULT_RETENTION_DAYS) * DAY_MS;
+        let request = PruneRequest {
+            batch_entries: 4,
+            ..PruneRequest::new(now, DEFAULT_RETENTION_DAYS)
+        };
+
+        let dry = prune(
+            &node,
+            &PruneRequest {
+                dry_run: true,
+                ..request.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            dry,
+            PruneOutcome::WouldPrune {
+                from_seq: 0,
+                below_seq: 6,
+                unfinished: false
+            }
+        );
+        assert_eq!(node.store().count(&Filter::default()).unwrap(), 11);
+
+        // A crash after the first batch: the intent is persisted, four entries are gone.
+        let cut = prune(
+            &node,
+            &PruneRequest {
+                max_batches: Some(1),
+                ..request.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            cut,
+            PruneOutcome::Interrupted {
+                below_seq: 6,
+                deleted: 4
+            }
+        );
+        // Recorded first, then anchored, then deleted.
+        assert_eq!(pruned_events(&node), 1);
+        // Verification already starts from the anchor.
+        let f = node.files();
+        let outcome = verify_store(
+            &**node.store(),
+            f.seal_key(),
+            &f.verifier(),
+            f.node_id(),
+            None,
+        )
+        .unwrap();
+        assert!(outcome.is_intact(), "{outcome:?}");
+
+        let done = prune(&node, &request).unwrap();
+        assert_eq!(
+            done,
+            PruneOutcome::Pruned {
+                from_seq: 0,
+                below_seq: 6,
+                count: 6,
+                event_seq: 11,
+                resumed: true
+            }
+        );
+        assert_eq!(
+            prune(&node, &request).unwrap(),
+            PruneOutcome::Nothing { kept_from: 6 }
+        );
+        assert_eq!(pruned_events(&node), 1);
+        let mut seqs = Vec::new();
+        node.store()
+            .scan(&Filter::default(), Order::Ascending, None, None, &mut |e| {
+                seqs.push(e.event.seq);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(seqs, (6..12).collect::<Vec<_>>());
+        let event = entry_at(&node, 11).unwrap().unwrap();
+        assert_eq!(event.event.action, PRUNED_ACTION);
+        assert_eq!(event.event.actor.kind, evident_core::ActorKind::System);
+        let context: serde_json::Value =
+            serde_json::from_str(event.event.context.as_str()).unwrap();
+        assert_eq!(context["from_seq"], 0);
+        assert_eq!(context["to_seq"], 6);
+        assert_eq!(context["count"], 6);
+        assert_eq!(context["anchor"]["seq"], 5);
+        assert_eq!(context["anchor"]["hash"], old[5].hash.to_hex());
+        assert!(context["checkpoint"]["size"].as_u64().unwrap() >= 6);
+
+        // Verification from the anchor.
+        match verify_store(
+            &**node.store(),
+            f.seal_key(),
+            &f.verifier(),
+            f.node_id(),
+            None,
+        )
+        .unwrap()
+        {
+            VerifyOutcome::Intact(report) => {
+                assert_eq!(report.first_seq, Some(6));
+                assert_eq!(report.entries, 6);
+                assert_eq!(report.size, 12);
+            }
+            broken => panic!("{broken:?}"),
+        }
+
+        // Proofs: inclusion of a kept entry, consistency from the checkpoint before pruning.
+        let after = node.sequencer().force_checkpoint_blocking().unwrap();
+        let store = node.store();
+        let plan = merkle::inclusion_plan(8, after.size).unwrap();
+        let proof = plan
+            .assemble(&store.read_nodes(plan.nodes()).unwrap())
+            .unwrap();
+        let leaf = entry_at(&node, 8).unwrap().unwrap().leaf_hash();
+        merkle::verify_inclusion(&leaf, 8, after.size, &proof, &after.root).unwrap();
+        let plan = merkle::consistency_plan(before.size, after.size).unwrap();
+        let proof = plan
+            .assemble(&store.read_nodes(plan.nodes()).unwrap())
+            .unwrap();
+        merkle::verify_consistency(before.size, &before.root, after.size, &after.root, &proof)
+            .unwrap();
+
+        // An export of the kept log (its first run starts at the anchor) verifies offline.
+        let request = BundleRequest {
+            node_id: f.node_id().to_owned(),
+            checkpoint: after,
+            filter: Filter::default(),
+            query: serde_json::json!({}),
+            exported_at: 1_700_000_000_000,
+            limit: None,
+            consistency_from: Some(before.size),
+            signer: f.signer().clone(),
+        };
+        let mut out = Vec::new();
+        write_bundle(&**store, &request, &mut out).unwrap();
+        let mut v = ExportVerifier::new(f.verifier(), None);
+        for line in std::str::from_utf8(&out).unwrap().lines() {
+            v.push_line(line.as_bytes()).unwrap();
+        }
+        let report = v.finish().unwrap();
+        assert_eq!(report.entries, 6);
+
+        // The next window only moves forward; more entries keep the chain.
+        append(&node, 2);
+        let outcome = verify_store(
+            &**node.store(),
+            f.seal_key(),
+            &f.verifier(),
+            f.node_id(),
+            Some(0),
+        )
+        .unwrap();
+        assert!(outcome.is_intact(), "{outcome:?}");
+    }
+
+    /// A crash after the event was appended but before the anchor was stored: the next run
+    /// adopts the recorded prune and finishes it without writing a second event.
+    #[test]
+    fn a_crash_after_the_event_does_not_record_the_prune_twice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (node, faulty) = faulty_node(test_config(tmp.path()));
+        let old = append(&node, 3);
+        while crate::now_ms() <= old[2].recorded_at {
+            std::thread::yield_now();
+        }
+        let kept = append(&node, 2);
+        let request =
+            PruneRequest::new(kept[0].recorded_at + 100 * DAY_MS, MIN_RETENTION_DAYS + 10);
+        faulty
+            .fail_begin_prune
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(prune(&node, &request).is_err());
+        assert_eq!(pruned_events(&node), 1);
+        assert_eq!(node.store().prune_anchor().unwrap(), None);
+        assert_eq!(node.store().count(&Filter::default()).unwrap(), 6);
+        faulty
+            .fail_begin_prune
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            prune(&node, &request).unwrap(),
+            PruneOutcome::Pruned {
+                from_seq: 0,
+                below_seq: 3,
+                count: 3,
+                event_seq: 5,
+                resumed: true
+            }
+        );
+        assert_eq!(pruned_events(&node), 1);
+        assert_eq!(node.store().prune_anchor().unwrap().unwrap().event_seq, 5);
+        assert_eq!(node.store().count(&Filter::default()).unwrap(), 3);
     }
 }

@@ -22,6 +22,8 @@ pub struct FaultyStore {
     pub tamper_seq: Mutex<Option<u64>>,
     /// Reading the entry with this seq fails as undecodable.
     pub undecodable_seq: Mutex<Option<u64>>,
+    /// `begin_prune` fails while set (a crash after the prune's event was appended).
+    pub fail_begin_prune: AtomicBool,
 }
 
 impl FaultyStore {
@@ -32,6 +34,7 @@ impl FaultyStore {
             appends: AtomicU64::new(0),
             tamper_seq: Mutex::new(None),
             undecodable_seq: Mutex::new(None),
+            fail_begin_prune: AtomicBool::new(false),
         })
     }
 }
@@ -114,6 +117,23 @@ impl Store for FaultyStore {
     }
     fn touch_key(&self, id: &str, at: Millis, ip: Option<&str>) -> Result<(), StoreError> {
         self.inner.touch_key(id, at, ip)
+    }
+    fn prune_anchor(&self) -> Result<Option<evident_store::PruneAnchor>, StoreError> {
+        self.inner.prune_anchor()
+    }
+    fn check_prune_permitted(&self) -> Result<(), StoreError> {
+        self.inner.check_prune_permitted()
+    }
+    fn begin_prune(&self, anchor: &evident_store::PruneAnchor) -> Result<(), StoreError> {
+        if self.fail_begin_prune.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend(
+                "crashed before anchoring (injected)".to_owned(),
+            ));
+        }
+        self.inner.begin_prune(anchor)
+    }
+    fn prune_batch(&self, max_entries: u64) -> Result<u64, StoreError> {
+        self.inner.prune_batch(max_entries)
     }
 }
 

@@ -535,6 +535,34 @@ fn retention_start(
             "the retention anchor's Merkle leaf does not match the stored tree".into(),
         ));
     }
+    // Every prune is recorded by a sealed `retention.pruned` entry (kept: at or above `k`,
+    // so the walk checks its seal and chain) before its anchor is stored: the anchor must be
+    // the one it records, so it cannot be forged or moved forward over kept entries.
+    let event_seq = anchor.event_seq;
+    let mut recorded = None;
+    let filter = Filter {
+        from_seq: Some(event_seq),
+        to_seq: Some(event_seq.saturating_add(1)),
+        ..Filter::default()
+    };
+    store.scan(&filter, Order::Ascending, None, Some(1), &mut |entry| {
+        recorded = Some(entry);
+        ControlFlow::Break(())
+    })?;
+    let context: Option<serde_json::Value> = recorded
+        .as_ref()
+        .filter(|e| e.event.action == crate::retention::PRUNED_ACTION)
+        .and_then(|e| serde_json::from_str(e.event.context.as_str()).ok());
+    let matches = context.is_some_and(|c| {
+        c["to_seq"].as_u64() == Some(k)
+            && c["anchor"]["hash"].as_str() == Some(anchor.hash.to_hex().as_str())
+    });
+    if event_seq < k || !matches {
+        return Err(bad(format!(
+            "the retention anchor is not the one recorded by the retention.pruned event at \
+             entry {event_seq}"
+        )));
+    }
     Ok(Anchor {
         next_seq: k,
         prev_hash: anchor.hash,

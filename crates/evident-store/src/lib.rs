@@ -111,8 +111,10 @@ pub struct StoredCheckpoint {
 }
 
 /// The retention anchor: where the kept log starts after pruning. Entries `[0, below_seq)` are
-/// pruned (or, while `event_seq` is `None`, being pruned); every Merkle node hash and every
-/// checkpoint stays. One per node; each completed prune moves it forward.
+/// pruned (or being pruned: deletion goes in batches after the anchor is stored); every Merkle
+/// node hash and every checkpoint stays. One per node; each prune moves it forward. It is
+/// always recorded first by a sealed `retention.pruned` entry of the log (`event_seq`), which
+/// verification checks it against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PruneAnchor {
     /// First entry of the latest prune's range (the previous anchor's `below_seq`, or 0).
@@ -131,9 +133,9 @@ pub struct PruneAnchor {
     pub checkpoint_note: String,
     /// When this prune began.
     pub started_at: Millis,
-    /// The sequence number of the `retention.pruned` event recording this prune; `None`
-    /// while the prune is unfinished (a restart finishes it).
-    pub event_seq: Option<u64>,
+    /// The sequence number of the `retention.pruned` event recording this prune (a kept
+    /// entry: at least `below_seq`).
+    pub event_seq: u64,
 }
 
 /// One storage backend.
@@ -183,10 +185,18 @@ pub trait Store: Send + Sync {
         Ok(None)
     }
 
-    /// Records the intent to prune entries below `anchor.below_seq` (persisted before any
-    /// entry is deleted, so that a restart finishes it). Refused while another prune is
-    /// unfinished, when it would not move the anchor forward, when it would leave no entry,
-    /// and when the anchor's hash and seal are not those of entry `below_seq - 1`.
+    /// Whether this store's credentials may prune (on PostgreSQL: the pruner role's grants),
+    /// checked before a prune records anything. `Ok` when they may.
+    fn check_prune_permitted(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Stores `anchor` (after its `retention.pruned` event was appended, before any entry is
+    /// deleted), replacing the previous one. Refused when it would not move the anchor
+    /// forward, when entry `event_seq` is not a stored `retention.pruned` event at or above
+    /// `below_seq`, when the anchor's hash, seal and time are not those of the stored entry
+    /// `below_seq - 1`, or when no stored checkpoint of `checkpoint_size >= below_seq` exists.
+    /// Storing the same anchor again is a no-op.
     fn begin_prune(&self, anchor: &PruneAnchor) -> Result<(), StoreError> {
         let _ = anchor;
         Err(StoreError::Backend(
@@ -199,14 +209,6 @@ pub trait Store: Send + Sync {
     /// it deleted: 0 when none is left. Merkle nodes and checkpoints are never deleted.
     fn prune_batch(&self, max_entries: u64) -> Result<u64, StoreError> {
         let _ = max_entries;
-        Err(StoreError::Backend(
-            "this store does not support retention pruning".to_owned(),
-        ))
-    }
-
-    /// Marks the unfinished prune done: its `retention.pruned` event is entry `event_seq`.
-    fn finish_prune(&self, event_seq: u64) -> Result<(), StoreError> {
-        let _ = event_seq;
         Err(StoreError::Backend(
             "this store does not support retention pruning".to_owned(),
         ))

@@ -1206,16 +1206,16 @@ impl Store for PostgresStore {
         self.read(|tx| prune::anchor_in(tx, &self.node_id))
     }
 
+    fn check_prune_permitted(&self) -> Result<(), StoreError> {
+        self.read(prune::check_permitted_in)
+    }
+
     fn begin_prune(&self, anchor: &PruneAnchor) -> Result<(), StoreError> {
         self.write(|tx, _| prune::begin_in(tx, &self.node_id, anchor))
     }
 
     fn prune_batch(&self, max_entries: u64) -> Result<u64, StoreError> {
         self.write(|tx, _| prune::batch_in(tx, &self.node_id, max_entries))
-    }
-
-    fn finish_prune(&self, event_seq: u64) -> Result<(), StoreError> {
-        self.write(|tx, _| prune::finish_in(tx, &self.node_id, event_seq))
     }
 }
 

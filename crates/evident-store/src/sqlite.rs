@@ -793,10 +793,6 @@ impl Store for SqliteStore {
     fn prune_batch(&self, max_entries: u64) -> Result<u64, StoreError> {
         self.write(|tx| prune::batch_in(tx, max_entries))
     }
-
-    fn finish_prune(&self, event_seq: u64) -> Result<(), StoreError> {
-        self.write(|tx| prune::finish_in(tx, event_seq))
-    }
 }
 
 #[cfg(test)]

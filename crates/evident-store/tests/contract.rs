@@ -12,8 +12,8 @@ use evident_core::{
     Actor, ActorKind, ChainHead, Hash, Outcome, SealKey, SealedEntry, Severity, Target,
 };
 use evident_store::{
-    ActionFilter, Filter, IpFilter, KeyRecord, Order, PostgresStore, SqliteStore, Store,
-    StoreError, StoredCheckpoint,
+    ActionFilter, Filter, IpFilter, KeyRecord, Order, PostgresStore, PruneAnchor, SqliteStore,
+    Store, StoreError, StoredCheckpoint,
 };
 use std::net::IpAddr;
 use std::ops::ControlFlow;
@@ -35,24 +35,49 @@ struct Fixture {
     _dir: Option<tempfile::TempDir>,
     open: Box<dyn Fn() -> Arc<dyn Store>>,
     store: Arc<dyn Store>,
+    /// Runs a DELETE of entry `seq` from a plain SQL client (not the store): its error text.
+    raw_delete: Box<dyn Fn(u64) -> Result<u64, String>>,
 }
 
 impl Fixture {
     fn new(backend: Backend) -> Fixture {
-        let (dir, open): (_, Box<dyn Fn() -> Arc<dyn Store>>) = match backend {
+        type Open = Box<dyn Fn() -> Arc<dyn Store>>;
+        type RawDelete = Box<dyn Fn(u64) -> Result<u64, String>>;
+        let (dir, open, raw_delete): (_, Open, RawDelete) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let path: PathBuf = dir.path().join("evident.db");
+                let raw = path.clone();
                 (
                     Some(dir),
                     Box::new(move || Arc::new(SqliteStore::open(&path).unwrap())),
+                    Box::new(move |seq| {
+                        let conn = rusqlite::Connection::open(&raw).unwrap();
+                        conn.execute("DELETE FROM events WHERE seq = ?1", [seq as i64])
+                            .map(|n| n as u64)
+                            .map_err(|e| e.to_string())
+                    }),
                 )
             }
             Backend::Postgres => {
                 let url = evident_testpg::fresh_database_url().unwrap_or_else(|e| panic!("{e}"));
+                let raw = url.clone();
                 (
                     None,
                     Box::new(move || Arc::new(PostgresStore::open(&url, "node-a").unwrap())),
+                    Box::new(move |seq| {
+                        let mut client =
+                            ::postgres::Client::connect(&raw, ::postgres::NoTls).unwrap();
+                        client
+                            .execute(
+                                "DELETE FROM evident.events WHERE seq = $1",
+                                &[&(seq as i64)],
+                            )
+                            .map_err(|e| {
+                                e.as_db_error()
+                                    .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+                            })
+                    }),
                 )
             }
         };
@@ -61,6 +86,7 @@ impl Fixture {
             _dir: dir,
             open,
             store,
+            raw_delete,
         }
     }
 
@@ -95,6 +121,7 @@ contract!(
     a_long_read_does_not_block_appends_and_sees_one_snapshot,
     checkpoints_are_kept_once_each_and_listed_in_order,
     api_keys_are_stored_found_revoked_expired_and_touched,
+    pruning_deletes_a_prefix_in_batches_below_a_persisted_anchor_and_keeps_the_tree,
 );
 
 const BASE_TIME: Millis = 1_773_478_800_000;
@@ -1098,4 +1125,134 @@ fn small_log(fx: &Fixture) -> (Arc<dyn Store>, Writer) {
         })
         .unwrap();
     (store, w)
+}
+
+/// Retention at the storage level: the anchor (which names its `retention.pruned` event) is
+/// checked against the stored entries and checkpoint and only moves forward; deletes come
+/// only in bounded batches below it (and go on after a reopen, as after a crash); DELETE from
+/// a plain SQL client stays refused; Merkle nodes and checkpoints stay, so proofs for kept
+/// entries and consistency from an older checkpoint still verify; the log goes on from the
+/// same head.
+fn pruning_deletes_a_prefix_in_batches_below_a_persisted_anchor_and_keeps_the_tree(
+    backend: Backend,
+) {
+    let fx = Fixture::new(backend);
+    let store = fx.store();
+    let mut w = Writer::new();
+    let mut specs: Vec<Spec> = (0..30)
+        .map(|i| Spec::simple(BASE_TIME + i * 1000))
+        .collect();
+    // Entry 29 records the prune (the pruner appends it before anchoring).
+    specs[29].action = "retention.pruned".to_owned();
+    w.append(&*store, &specs[..12]);
+    let old_root = w.head.tree.root();
+    let cp = |size: u64, root: Hash| StoredCheckpoint {
+        size,
+        root,
+        signed_note: format!("example.org/log\n{size}\nroot\n"),
+        created_at: BASE_TIME,
+    };
+    store.put_checkpoint(&cp(12, old_root)).unwrap();
+    w.append(&*store, &specs[12..]);
+    let root = w.head.tree.root();
+    store.put_checkpoint(&cp(30, root)).unwrap();
+    let head = store.load_head().unwrap();
+
+    assert_eq!(store.prune_anchor().unwrap(), None);
+    // No anchor, no deletion.
+    assert_eq!(store.prune_batch(100).unwrap(), 0);
+    assert_eq!(store.count(&Filter::default()).unwrap(), 30);
+    // Nor from a plain SQL client, ever.
+    let refused = (fx.raw_delete)(0).unwrap_err();
+    assert!(refused.contains("DELETE refused"), "{refused}");
+
+    let last_pruned = &w.all[19];
+    let anchor = PruneAnchor {
+        from_seq: 0,
+        below_seq: 20,
+        hash: last_pruned.hash,
+        seal: last_pruned.seal,
+        recorded_at: last_pruned.event.recorded_at,
+        checkpoint_size: 30,
+        checkpoint_note: cp(30, root).signed_note,
+        started_at: BASE_TIME + 400 * 86_400_000,
+        event_seq: 29,
+    };
+    // Refused: a hash that is not entry 19's, a checkpoint that does not cover the anchor,
+    // an event that is not a retention.pruned one, an event below the anchor.
+    let mut wrong = anchor.clone();
+    wrong.hash = w.all[18].hash;
+    assert!(store.begin_prune(&wrong).is_err());
+    let mut wrong = anchor.clone();
+    wrong.checkpoint_size = 12;
+    assert!(store.begin_prune(&wrong).is_err());
+    let mut wrong = anchor.clone();
+    wrong.event_seq = 28;
+    assert!(store.begin_prune(&wrong).is_err());
+    let mut wrong = anchor.clone();
+    wrong.event_seq = 19;
+    assert!(store.begin_prune(&wrong).is_err());
+    assert_eq!(store.prune_anchor().unwrap(), None);
+
+    store.begin_prune(&anchor).unwrap();
+    store.begin_prune(&anchor).unwrap(); // the same anchor again: fine
+    assert_eq!(store.prune_anchor().unwrap(), Some(anchor.clone()));
+
+    // The first batch, then a "crash": the store is opened again and the prune goes on.
+    assert_eq!(store.prune_batch(7).unwrap(), 7);
+    drop(store);
+    let store = fx.reopen();
+    assert_eq!(store.prune_anchor().unwrap(), Some(anchor.clone()));
+    assert_eq!(
+        seqs(&scan_all(&*store, &Filter::default(), Order::Ascending))[0],
+        7
+    );
+    // Still no DELETE from outside, not even below the anchor.
+    let refused = (fx.raw_delete)(8).unwrap_err();
+    assert!(refused.contains("DELETE refused"), "{refused}");
+    assert_eq!(store.prune_batch(7).unwrap(), 7);
+    assert_eq!(store.prune_batch(7).unwrap(), 6);
+    assert_eq!(store.prune_batch(7).unwrap(), 0);
+
+    // Exactly the prefix went; the window (20..30) is whole.
+    let kept = scan_all(&*store, &Filter::default(), Order::Ascending);
+    assert_eq!(seqs(&kept), (20..30).collect::<Vec<_>>());
+    assert_eq!(kept, w.all[20..].to_vec());
+    assert_eq!(store.count(&Filter::default()).unwrap(), 10);
+    let by_time = Filter {
+        from: Some(BASE_TIME),
+        to: Some(BASE_TIME + 25_000),
+        ..Filter::default()
+    };
+    assert_eq!(
+        seqs(&scan_all(&*store, &by_time, Order::Descending)),
+        (20..25).rev().collect::<Vec<_>>()
+    );
+    assert_eq!(store.load_head().unwrap(), head);
+    assert_eq!(store.checkpoints().unwrap().len(), 2);
+
+    // Every Merkle node stays: inclusion of a kept entry, consistency from the old checkpoint.
+    let plan = merkle::inclusion_plan(25, 30).unwrap();
+    let proof = plan
+        .assemble(&store.read_nodes(plan.nodes()).unwrap())
+        .unwrap();
+    merkle::verify_inclusion(&w.all[25].leaf_hash(), 25, 30, &proof, &root).unwrap();
+    let plan = merkle::consistency_plan(12, 30).unwrap();
+    let proof = plan
+        .assemble(&store.read_nodes(plan.nodes()).unwrap())
+        .unwrap();
+    merkle::verify_consistency(12, &old_root, 30, &root, &proof).unwrap();
+
+    // The log goes on; the anchor never moves back.
+    w.append(&*store, &[Spec::simple(BASE_TIME + 31_000)]);
+    assert_eq!(store.load_head().unwrap(), w.head);
+    let mut back = anchor.clone();
+    back.below_seq = 10;
+    back.hash = w.all[9].hash;
+    back.seal = w.all[9].seal;
+    back.recorded_at = w.all[9].event.recorded_at;
+    assert!(store.begin_prune(&back).is_err());
+    let refused = (fx.raw_delete)(20).unwrap_err();
+    assert!(refused.contains("DELETE refused"), "{refused}");
+    assert_eq!(store.count(&Filter::default()).unwrap(), 11);
 }

@@ -186,7 +186,7 @@ fn the_documented_service_role_appends_and_reads_but_cannot_rewrite() {
                  GRANT SELECT, INSERT ON evident.events, evident.merkle_nodes, \
                        evident.checkpoints, evident.nodes TO {role}; \
                  GRANT SELECT, INSERT, UPDATE ON evident.api_keys TO {role}; \
-                 GRANT SELECT ON evident.schema_version TO {role};"
+                 GRANT SELECT ON evident.schema_version, evident.prune_anchor TO {role};"
             ),
         )
         .unwrap();
@@ -228,6 +228,22 @@ fn the_documented_service_role_appends_and_reads_but_cannot_rewrite() {
         );
     }
     assert_eq!(all(&store).len(), 3);
+
+    // Retention: the service role reads the anchor but may not prune, and the pruner knows
+    // before it records anything; the documented pruner grants make it able to.
+    assert_eq!(store.prune_anchor().unwrap(), None);
+    let err = store.check_prune_permitted().unwrap_err().to_string();
+    assert!(err.contains("may not prune"), "{err}");
+    cluster()
+        .psql(
+            &db,
+            &format!(
+                "GRANT INSERT, UPDATE ON evident.prune_anchor TO {role}; \
+                 GRANT DELETE ON evident.events TO {role};"
+            ),
+        )
+        .unwrap();
+    store.check_prune_permitted().unwrap();
 }
 
 #[test]

@@ -45,6 +45,9 @@ enum Command {
     Keys(cmd::keys::KeysCommand),
     /// Copy a node's log between storages (data directory or PostgreSQL), integrity intact.
     Migrate(cmd::migrate::MigrateArgs),
+    /// Delete entries older than the retention window (what the server does daily), keeping
+    /// the log verifiable from the recorded anchor.
+    Prune(cmd::prune::PruneArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Proof(command) => cmd::proof::run(command),
         Command::Keys(command) => cmd::keys::run(command),
         Command::Migrate(args) => cmd::migrate::run(args),
+        Command::Prune(args) => cmd::prune::run(args),
     };
     output::exit_code(result)
 }

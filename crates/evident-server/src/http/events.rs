@@ -269,6 +269,19 @@ pub async fn append(
             }
         }
         let input = EventInput::from_json(&value).map_err(|e| invalid_event(index, e))?;
+        if input.action == crate::retention::PRUNED_ACTION {
+            // Only the node's retention pruner records prunes: the event drives its resumption
+            // and anchors verification, so a client may not write one.
+            return Err(ApiError::bad_request(
+                "invalid_event",
+                format!(
+                    "event {index}: action: {} is reserved for the node's retention pruner",
+                    crate::retention::PRUNED_ACTION
+                ),
+            )
+            .with_field("action")
+            .with_index(index));
+        }
         if let Some(tenant) = &caller.tenant {
             if input.tenant != *tenant {
                 // Access control (auth.rs): a recorded cross-tenant refusal.

@@ -36,14 +36,19 @@ pub struct VerifyResponse {
     /// The first problem found (not ok only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub violation: Option<ViolationJson>,
+    /// Entries below this sequence number were pruned by retention: verification started
+    /// from the recorded anchor there (absent for a log never pruned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruned_below: Option<u64>,
 }
 
 /// A problem found by verification.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ViolationJson {
     /// `chain_broken`, `seal_mismatch`, `sequence_gap`, `duplicate_sequence`, `out_of_order`,
-    /// `wrong_node`, `root_mismatch`, `bad_checkpoint_signature`, `truncated` or
-    /// `undecodable_entry`.
+    /// `wrong_node`, `root_mismatch`, `bad_checkpoint_signature`, `truncated`,
+    /// `undecodable_entry`, or `bad_anchor` (a retention anchor that does not match the seal,
+    /// the stored tree or its `retention.pruned` event).
     pub kind: String,
     /// Where it shows, when it is at one entry.
     pub seq: Option<u64>,
@@ -62,6 +67,7 @@ impl VerifyResponse {
                 seals_checked: Some(report.seals_checked),
                 checkpoints_checked: Some(report.checkpoints_checked),
                 violation: None,
+                pruned_below: None,
             },
             VerifyOutcome::Broken {
                 problem,
@@ -79,6 +85,7 @@ impl VerifyResponse {
                     seq: problem.seq(),
                     message: problem.to_string(),
                 }),
+                pruned_below: None,
             },
         }
     }
@@ -113,28 +120,64 @@ pub async fn verify(
         .await
         .map_err(|_| ApiError::shutting_down())?;
     let files = state.node().files().clone();
-    let outcome = state
+    let (verdict, pruned_below) = state
         .with_store(move |store| {
-            verification::verify_store(
+            let pruned_below = store
+                .prune_anchor()
+                .map_err(ApiError::from_store)?
+                .map(|a| a.below_seq);
+            let verdict = match verification::verify_store(
                 store,
                 files.seal_key(),
                 &files.verifier(),
                 files.node_id(),
                 from,
-            )
-            .map_err(|e| match e {
-                verification::VerifyError::StartBeyondEnd { .. } => {
-                    ApiError::bad_param("from", e.to_string())
+            ) {
+                Ok(outcome) => Ok(outcome),
+                // A retention anchor that does not check is a finding, not a server error.
+                Err(verification::VerifyError::BadAnchor { from, problem }) => Err((from, problem)),
+                Err(e @ verification::VerifyError::StartBeyondEnd { .. }) => {
+                    return Err(ApiError::bad_param("from", e.to_string()));
                 }
-                verification::VerifyError::Store(s) => ApiError::from_store(s),
-                other => ApiError::internal(other.to_string()),
-            })
+                Err(verification::VerifyError::Store(s)) => return Err(ApiError::from_store(s)),
+                Err(other) => return Err(ApiError::internal(other.to_string())),
+            };
+            Ok((verdict, pruned_below))
         })
         .await?;
-    if !outcome.is_intact() {
-        tracing::error!(?outcome, "verification found a problem");
-    }
-    let response = VerifyResponse::from_outcome(&outcome, from.unwrap_or(0));
+    let mut response = match &verdict {
+        Ok(outcome) => {
+            if !outcome.is_intact() {
+                tracing::error!(?outcome, "verification found a problem");
+            }
+            VerifyResponse::from_outcome(outcome, from.unwrap_or(0))
+        }
+        Err((at, problem)) => {
+            tracing::error!(
+                at,
+                problem,
+                "verification: the retention anchor does not check"
+            );
+            VerifyResponse {
+                ok: false,
+                entries: 0,
+                first_seq: None,
+                size: None,
+                root: None,
+                seals_checked: None,
+                checkpoints_checked: None,
+                violation: Some(ViolationJson {
+                    kind: "bad_anchor".to_owned(),
+                    seq: Some(*at),
+                    message: format!(
+                        "cannot start at the retention anchor (entry {at}): {problem}"
+                    ),
+                }),
+                pruned_below: None,
+            }
+        }
+    };
+    response.pruned_below = pruned_below;
     // Each verification run is recorded with its result; a broken log is critical.
     let (outcome_name, severity) = if response.ok {
         ("success", "notice")

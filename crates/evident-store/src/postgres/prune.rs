@@ -7,11 +7,17 @@ use super::{Error, backend, corrupt, hash_from, to_i64, to_u64};
 use crate::PruneAnchor;
 use postgres::Transaction;
 
+/// The action of the event that records a prune (see the server's retention module).
+const RECORD_ACTION: &str = "retention.pruned";
+
 const ANCHOR_COLUMNS: &str = "from_seq, below_seq, hash, seal, recorded_at, checkpoint_size, \
      checkpoint_note, started_at, event_seq";
 
 /// The node's stored anchor, if its log was ever pruned.
-pub(super) fn anchor_in(tx: &mut Transaction<'_>, node: &str) -> Result<Option<PruneAnchor>, Error> {
+pub(super) fn anchor_in(
+    tx: &mut Transaction<'_>,
+    node: &str,
+) -> Result<Option<PruneAnchor>, Error> {
     let Some(row) = tx.query_opt(
         &format!("SELECT {ANCHOR_COLUMNS} FROM evident.prune_anchor WHERE node_id = $1"),
         &[&node],
@@ -24,6 +30,8 @@ pub(super) fn anchor_in(tx: &mut Transaction<'_>, node: &str) -> Result<Option<P
             .ok_or_else(|| corrupt(None, format!("retention anchor: {what} is not 32 bytes")))
     };
     let event: Option<i64> = row.try_get(8)?;
+    let event =
+        event.ok_or_else(|| corrupt(None, "retention anchor without its event".to_owned()))?;
     Ok(Some(PruneAnchor {
         from_seq: to_u64(row.try_get(0)?, "retention anchor from_seq")?,
         below_seq: to_u64(row.try_get(1)?, "retention anchor below_seq")?,
@@ -33,9 +41,7 @@ pub(super) fn anchor_in(tx: &mut Transaction<'_>, node: &str) -> Result<Option<P
         checkpoint_size: to_u64(row.try_get(5)?, "retention anchor checkpoint size")?,
         checkpoint_note: row.try_get(6)?,
         started_at: row.try_get(7)?,
-        event_seq: event
-            .map(|e| to_u64(e, "retention anchor event seq"))
-            .transpose()?,
+        event_seq: to_u64(event, "retention anchor event seq")?,
     }))
 }
 
@@ -47,14 +53,8 @@ pub(super) fn begin_in(
 ) -> Result<(), Error> {
     let current = anchor_in(tx, node)?;
     if let Some(current) = &current {
-        if current.event_seq.is_none() {
-            if current == anchor {
-                return Ok(());
-            }
-            return Err(backend(format!(
-                "a prune of the entries below {} is unfinished: finish it first",
-                current.below_seq
-            )));
+        if current == anchor {
+            return Ok(());
         }
         if anchor.below_seq <= current.below_seq {
             return Err(backend(format!(
@@ -63,10 +63,26 @@ pub(super) fn begin_in(
             )));
         }
     }
-    if anchor.below_seq == 0 || anchor.event_seq.is_some() {
-        return Err(backend(
-            "a new retention anchor needs below_seq >= 1 and no event yet".to_owned(),
-        ));
+    if anchor.below_seq == 0 || anchor.event_seq < anchor.below_seq {
+        return Err(backend(format!(
+            "a retention anchor needs 1 <= below_seq ({}) <= event_seq ({})",
+            anchor.below_seq, anchor.event_seq
+        )));
+    }
+    let event_seq = to_i64(anchor.event_seq, "sequence number")?;
+    let action: Option<String> = tx
+        .query_opt(
+            "SELECT action FROM evident.events WHERE node_id = $1 AND seq = $2",
+            &[&node, &event_seq],
+        )?
+        .map(|row| row.try_get(0))
+        .transpose()?;
+    if action.as_deref() != Some(RECORD_ACTION) {
+        return Err(backend(format!(
+            "entry {} is not a stored {RECORD_ACTION} event: a prune is recorded before it is \
+             anchored",
+            anchor.event_seq
+        )));
     }
     let below = to_i64(anchor.below_seq, "sequence number")?;
     let last: Option<i64> = tx
@@ -121,12 +137,12 @@ pub(super) fn begin_in(
     tx.execute(
         &format!(
             "INSERT INTO evident.prune_anchor (node_id, {ANCHOR_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (node_id) DO UPDATE SET from_seq = excluded.from_seq, \
              below_seq = excluded.below_seq, hash = excluded.hash, seal = excluded.seal, \
              recorded_at = excluded.recorded_at, checkpoint_size = excluded.checkpoint_size, \
              checkpoint_note = excluded.checkpoint_note, started_at = excluded.started_at, \
-             event_seq = NULL"
+             event_seq = excluded.event_seq"
         ),
         &[
             &node,
@@ -138,6 +154,7 @@ pub(super) fn begin_in(
             &cp_size,
             &anchor.checkpoint_note,
             &anchor.started_at,
+            &event_seq,
         ],
     )?;
     Ok(())
@@ -167,16 +184,22 @@ pub(super) fn batch_in(
     Ok(deleted)
 }
 
-/// Marks the node's unfinished prune done.
-pub(super) fn finish_in(tx: &mut Transaction<'_>, node: &str, event_seq: u64) -> Result<(), Error> {
-    let seq = to_i64(event_seq, "sequence number")?;
-    let n = tx.execute(
-        "UPDATE evident.prune_anchor SET event_seq = $2 \
-         WHERE node_id = $1 AND event_seq IS NULL",
-        &[&node, &seq],
+/// Whether the connected role holds the grants pruning needs.
+pub(super) fn check_permitted_in(tx: &mut Transaction<'_>) -> Result<(), Error> {
+    let row = tx.query_one(
+        "SELECT has_table_privilege('evident.events', 'DELETE'), \
+                has_table_privilege('evident.prune_anchor', 'INSERT'), \
+                has_table_privilege('evident.prune_anchor', 'UPDATE'), current_user::text",
+        &[],
     )?;
-    if n == 0 {
-        return Err(backend("no unfinished prune to finish".to_owned()));
+    let (delete, insert, update): (bool, bool, bool) =
+        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    if delete && insert && update {
+        return Ok(());
     }
-    Ok(())
+    let user: String = row.try_get(3)?;
+    Err(backend(format!(
+        "role {user:?} may not prune: it needs DELETE on evident.events and INSERT, UPDATE on \
+         evident.prune_anchor (the pruner role of the grant model, docs/STORAGE.md)"
+    )))
 }

@@ -192,17 +192,13 @@ CREATE TABLE evident.prune_anchor (
     checkpoint_size bigint NOT NULL,
     checkpoint_note text NOT NULL,
     started_at      bigint NOT NULL,
-    event_seq       bigint
+    event_seq       bigint NOT NULL
 );
 
 CREATE FUNCTION evident.prune_anchor_forward() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF TG_OP = 'UPDATE' AND NOT (
-        NEW.node_id = OLD.node_id AND NEW.below_seq >= OLD.below_seq
-        AND NOT (OLD.event_seq IS NULL AND (NEW.below_seq <> OLD.below_seq OR NEW.hash <> OLD.hash))
-        AND NOT (OLD.event_seq IS NOT NULL AND NEW.below_seq = OLD.below_seq)
-    ) THEN
-        RAISE EXCEPTION 'evident: the retention anchor only moves forward, one prune at a time'
+    IF TG_OP = 'UPDATE' AND NOT (NEW.node_id = OLD.node_id AND NEW.below_seq > OLD.below_seq) THEN
+        RAISE EXCEPTION 'evident: the retention anchor only moves forward'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF TG_OP = 'DELETE' THEN

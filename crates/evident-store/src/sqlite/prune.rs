@@ -7,6 +7,9 @@ use super::{Error, backend, corrupt, hash_from, to_i64};
 use crate::PruneAnchor;
 use rusqlite::{Connection, OptionalExtension, params};
 
+/// The action of the event that records a prune (see the server's retention module).
+const RECORD_ACTION: &str = "retention.pruned";
+
 const ANCHOR_COLUMNS: &str = "from_seq, below_seq, hash, seal, recorded_at, checkpoint_size, \
      checkpoint_note, started_at, event_seq";
 
@@ -16,7 +19,17 @@ fn to_u64(value: i64, what: &str) -> Result<u64, Error> {
 
 /// The stored anchor, if the log was ever pruned.
 pub(super) fn anchor_in(conn: &Connection) -> Result<Option<PruneAnchor>, Error> {
-    type Row = (i64, i64, Vec<u8>, Vec<u8>, i64, i64, String, i64, Option<i64>);
+    type Row = (
+        i64,
+        i64,
+        Vec<u8>,
+        Vec<u8>,
+        i64,
+        i64,
+        String,
+        i64,
+        Option<i64>,
+    );
     let row: Option<Row> = conn
         .prepare_cached(&format!(
             "SELECT {ANCHOR_COLUMNS} FROM prune_anchor WHERE one = 1"
@@ -51,7 +64,10 @@ pub(super) fn anchor_in(conn: &Connection) -> Result<Option<PruneAnchor>, Error>
         checkpoint_size: to_u64(cp_size, "checkpoint size")?,
         checkpoint_note: note,
         started_at,
-        event_seq: event.map(|e| to_u64(e, "event seq")).transpose()?,
+        event_seq: to_u64(
+            event.ok_or_else(|| corrupt(None, "retention anchor without its event".to_owned()))?,
+            "event seq",
+        )?,
     }))
 }
 
@@ -59,14 +75,8 @@ pub(super) fn anchor_in(conn: &Connection) -> Result<Option<PruneAnchor>, Error>
 pub(super) fn begin_in(tx: &Connection, anchor: &PruneAnchor) -> Result<(), Error> {
     let current = anchor_in(tx)?;
     if let Some(current) = &current {
-        if current.event_seq.is_none() {
-            if current == anchor {
-                return Ok(());
-            }
-            return Err(backend(format!(
-                "a prune of the entries below {} is unfinished: finish it first",
-                current.below_seq
-            )));
+        if current == anchor {
+            return Ok(());
         }
         if anchor.below_seq <= current.below_seq {
             return Err(backend(format!(
@@ -75,10 +85,22 @@ pub(super) fn begin_in(tx: &Connection, anchor: &PruneAnchor) -> Result<(), Erro
             )));
         }
     }
-    if anchor.below_seq == 0 || anchor.event_seq.is_some() {
-        return Err(backend(
-            "a new retention anchor needs below_seq >= 1 and no event yet".to_owned(),
-        ));
+    if anchor.below_seq == 0 || anchor.event_seq < anchor.below_seq {
+        return Err(backend(format!(
+            "a retention anchor needs 1 <= below_seq ({}) <= event_seq ({})",
+            anchor.below_seq, anchor.event_seq
+        )));
+    }
+    let event: Option<String> = tx
+        .prepare_cached("SELECT action FROM events WHERE seq = ?1")?
+        .query_row([to_i64(anchor.event_seq, "sequence number")?], |r| r.get(0))
+        .optional()?;
+    if event.as_deref() != Some(RECORD_ACTION) {
+        return Err(backend(format!(
+            "entry {} is not a stored {RECORD_ACTION} event: a prune is recorded before it is \
+             anchored",
+            anchor.event_seq
+        )));
     }
     let below = to_i64(anchor.below_seq, "sequence number")?;
     let last: Option<i64> = tx
@@ -122,12 +144,12 @@ pub(super) fn begin_in(tx: &Connection, anchor: &PruneAnchor) -> Result<(), Erro
     }
     tx.prepare_cached(&format!(
         "INSERT INTO prune_anchor (one, {ANCHOR_COLUMNS}) \
-         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL) \
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
          ON CONFLICT (one) DO UPDATE SET from_seq = excluded.from_seq, \
          below_seq = excluded.below_seq, hash = excluded.hash, seal = excluded.seal, \
          recorded_at = excluded.recorded_at, checkpoint_size = excluded.checkpoint_size, \
          checkpoint_note = excluded.checkpoint_note, started_at = excluded.started_at, \
-         event_seq = NULL"
+         event_seq = excluded.event_seq"
     ))?
     .execute(params![
         to_i64(anchor.from_seq, "sequence number")?,
@@ -138,6 +160,7 @@ pub(super) fn begin_in(tx: &Connection, anchor: &PruneAnchor) -> Result<(), Erro
         cp_size,
         anchor.checkpoint_note,
         anchor.started_at,
+        to_i64(anchor.event_seq, "sequence number")?,
     ])?;
     Ok(())
 }
@@ -160,15 +183,4 @@ pub(super) fn batch_in(tx: &Connection, max_entries: u64) -> Result<u64, Error> 
         .execute([below, limit])?;
     tx.prepare_cached("DELETE FROM prune_permit")?.execute([])?;
     Ok(u64::try_from(deleted).unwrap_or(0))
-}
-
-/// Marks the unfinished prune done.
-pub(super) fn finish_in(tx: &Connection, event_seq: u64) -> Result<(), Error> {
-    let n = tx
-        .prepare_cached("UPDATE prune_anchor SET event_seq = ?1 WHERE one = 1 AND event_seq IS NULL")?
-        .execute([to_i64(event_seq, "sequence number")?])?;
-    if n == 0 {
-        return Err(backend("no unfinished prune to finish".to_owned()));
-    }
-    Ok(())
 }

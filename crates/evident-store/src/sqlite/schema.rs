@@ -153,13 +153,11 @@ CREATE TABLE prune_anchor (
     checkpoint_size INTEGER NOT NULL,
     checkpoint_note TEXT NOT NULL,
     started_at      INTEGER NOT NULL,
-    event_seq       INTEGER
+    event_seq       INTEGER NOT NULL
 ) STRICT;
 CREATE TRIGGER prune_anchor_forward BEFORE UPDATE ON prune_anchor
-WHEN NEW.below_seq < OLD.below_seq
-  OR (OLD.event_seq IS NULL AND (NEW.below_seq <> OLD.below_seq OR NEW.hash <> OLD.hash))
-  OR (OLD.event_seq IS NOT NULL AND NEW.below_seq = OLD.below_seq)
-BEGIN SELECT RAISE(ABORT, 'evident: the retention anchor only moves forward, one prune at a time'); END;
+WHEN NEW.below_seq <= OLD.below_seq
+BEGIN SELECT RAISE(ABORT, 'evident: the retention anchor only moves forward'); END;
 CREATE TRIGGER prune_anchor_no_delete BEFORE DELETE ON prune_anchor
 BEGIN SELECT RAISE(ABORT, 'evident: the retention anchor cannot be deleted'); END;
 

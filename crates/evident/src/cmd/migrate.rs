@@ -217,6 +217,15 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         .store
         .load_head()
         .with_context(|| format!("reading the log in {}", source.describe))?;
+    if let Some(anchor) = source.store.prune_anchor()? {
+        bail!(
+            "the log in {} was pruned by retention (entries below {} are gone): migrating a \
+             pruned log (its anchor, kept entries and every Merkle node) is not supported yet, \
+             so nothing was copied",
+            source.describe,
+            anchor.below_seq
+        );
+    }
     let (dest, dest_files) = open_destination(&args.to, &identity)?;
     let dest_head = dest.store.load_head()?;
     if dest_head.next_seq > 0 || !dest.store.checkpoints()?.is_empty() {

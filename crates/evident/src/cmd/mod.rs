@@ -7,6 +7,7 @@ pub mod export;
 pub mod keys;
 pub mod migrate;
 pub mod proof;
+pub mod prune;
 pub mod query;
 pub mod serve;
 pub mod verify;

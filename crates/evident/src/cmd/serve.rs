@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// without TLS the server otherwise refuses to listen off loopback.
     #[arg(long)]
     pub allow_plain_http: bool,
+    /// Days entries are kept before the daily pruner deletes them: at least 90, or
+    /// `unlimited` [default: 365, or EVIDENT_RETENTION_DAYS, `retention_days`].
+    #[arg(long, value_name = "DAYS|unlimited")]
+    pub retention_days: Option<String>,
 }
 
 /// The configuration in effect: file, then environment, then flags.
@@ -80,6 +84,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(storage) = args.storage {
         config.storage = Some(storage);
+    }
+    if let Some(days) = &args.retention_days {
+        config.retention_days = evident_server::retention::RetentionDays::parse(days)
+            .map_err(|e| anyhow::anyhow!("--retention-days: {e}"))?;
     }
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -111,6 +111,14 @@ fn verify_data_dir(dir: &Path, from: Option<u64>) -> anyhow::Result<()> {
                 report.checkpoints_checked
             )?;
             writeln!(out, "  size {} root {}", report.size, report.root)?;
+            if let Ok(Some(anchor)) = store.prune_anchor() {
+                writeln!(
+                    out,
+                    "  started from the retention anchor: entries below {} were pruned \
+                     (anchor hash {}, checkpoint of size {})",
+                    anchor.below_seq, anchor.hash, anchor.checkpoint_size
+                )?;
+            }
             Ok(())
         }
         VerifyOutcome::Broken {
