@@ -3,11 +3,16 @@
 //! on a fresh temporary data directory, creates an owner key, and runs in order: ingestion
 //! throughput (batch size × concurrency), open-loop append latency, a bulk load to the target
 //! size, first-page query latency per filter, CSV and NDJSON exports, online verification,
-//! then reads memory and disk figures and stops the server.
+//! inclusion and consistency proof latency, then reads memory and disk figures and stops the
+//! server.
+//!
+//! Before the servers, the ceiling baseline (`baseline.rs`): plain SQLite inserts with no
+//! integrity, in the same batch sizes, printed beside Evident's ingestion as a ratio.
 //!
 //! Argument parsing, the order of the phases and the report live here; the measurements are
 //! in `ingest.rs` and `reads.rs`, the server process in `server.rs`.
 
+mod baseline;
 mod client;
 mod ingest;
 mod metrics;
@@ -212,6 +217,16 @@ async fn run(args: Args) -> anyhow::Result<String> {
     let mut phases = Vec::new();
     let load_before = server::load_average();
 
+    eprintln!("baseline: plain SQLite inserts, no integrity");
+    let baseline = baseline::sqlite_inserts(work.path(), &BATCHES, plan.cell)?;
+    for b in &baseline {
+        eprintln!(
+            "  batch {}: {} events/s",
+            b.batch,
+            per_sec(b.events_per_sec())
+        );
+    }
+
     // Two fresh servers: the write-path phases would otherwise leave a log of unpredictable
     // size behind, and the read-path figures are meant at exactly `scale` events.
     let writes_dir = work.path().join("writes");
@@ -235,6 +250,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
     let data_dir = server.data_dir.clone();
     stop(server);
     reads.disk_stopped = server::disk_usage(&data_dir).ok();
+    writes.baseline = baseline;
     Ok(report(
         &writes,
         &reads,
@@ -280,6 +296,8 @@ struct Writes {
     cells: Vec<(usize, usize, ingest::AppendRun)>,
     open_loop: ingest::AppendRun,
     reference: ingest::AppendRun,
+    /// The plain-SQLite ceiling, per batch size (measured before the servers start).
+    baseline: Vec<baseline::BaselineRun>,
     vm_hwm_kb: Option<u64>,
     max_threads: u64,
 }
@@ -291,6 +309,7 @@ struct Reads {
     csv: reads::ExportResult,
     ndjson: reads::ExportResult,
     verify: reads::VerifyResult,
+    proofs: reads::ProofResult,
     vm_hwm_kb: Option<u64>,
     max_threads: u64,
     rss_samples: usize,
@@ -386,6 +405,7 @@ async fn measure_writes(
         cells,
         open_loop,
         reference,
+        baseline: Vec::new(),
         vm_hwm_kb: None,
         max_threads: 0,
     })
@@ -442,6 +462,12 @@ async fn measure_reads(
     let verify = reads::verify(api).await?;
     phases.push(probe.finish(server, "verify", Some(verify.entries)));
 
+    let runs = plan.query_runs * 4;
+    eprintln!("proofs: {runs} inclusion and {runs} consistency proofs");
+    let probe = Probe::start(server);
+    let proofs = reads::proofs(api, verify.entries, runs, 7).await?;
+    phases.push(probe.finish(server, "proofs", None));
+
     let disk_running = server::disk_usage(&server.data_dir)?;
     Ok(Reads {
         load,
@@ -449,6 +475,7 @@ async fn measure_reads(
         csv,
         ndjson,
         verify,
+        proofs,
         vm_hwm_kb: None,
         max_threads: 0,
         rss_samples: 0,
@@ -581,6 +608,23 @@ fn report(
             errors_note(run),
         );
     }
+    for b in &w.baseline {
+        let base = b.events_per_sec();
+        let best = w
+            .cells
+            .iter()
+            .filter(|(batch, _, _)| *batch == b.batch)
+            .map(|(_, _, run)| run.events_per_sec())
+            .fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "| 1 | Baseline (ceiling): plain SQLite inserts, no integrity, no index, in process, WAL + synchronous=FULL, batch {} per transaction, one writer | {} events/s; Evident's best at batch {} over HTTP = {:.2}× of it | — | — |",
+            b.batch,
+            per_sec(base),
+            b.batch,
+            if base > 0.0 { best / base } else { 0.0 },
+        );
+    }
     let ol = &w.open_loop;
     let _ = writeln!(
         out,
@@ -660,6 +704,20 @@ fn report(
         },
         if r.verify.ok { "—" } else { "FAIL" },
     );
+    let p = &r.proofs;
+    for (name, route, l) in [
+        ("Inclusion", "inclusion", &p.inclusion),
+        ("Consistency", "consistency", &p.consistency),
+    ] {
+        let _ = writeln!(
+            out,
+            "| 5 | {name} proof latency (`GET /api/v1/proof/{route}`, to size {}, {} requests, one at a time) | p50 {}, p99 {} | — | — |",
+            thousands(p.size),
+            p.runs,
+            ms(l.p50),
+            ms(l.p99),
+        );
+    }
     let peak_sampled = phases.iter().map(|p| p.rss_max_kb).max().unwrap_or(0);
     let hwm = match (w.vm_hwm_kb, r.vm_hwm_kb) {
         (Some(a), Some(b)) => Some(a.max(b)),

@@ -1,5 +1,6 @@
 //! The read-side measurements: first-page query latency per filter, whole-log CSV and NDJSON
-//! bundle export (streamed and counted, never stored), and online verification.
+//! bundle export (streamed and counted, never stored), online verification, and inclusion and
+//! consistency proof latency.
 
 use crate::client::Api;
 use crate::stats::Latencies;
@@ -336,6 +337,65 @@ pub async fn verify(api: &Api) -> anyhow::Result<VerifyResult> {
         entries,
         elapsed,
     })
+}
+
+/// Latencies of `GET /api/v1/proof/inclusion` and `/api/v1/proof/consistency` against the
+/// tree of `size` entries, from one client, one request at a time.
+#[derive(Debug, Clone, Copy)]
+pub struct ProofResult {
+    pub size: u64,
+    pub runs: usize,
+    pub inclusion: Latencies,
+    pub consistency: Latencies,
+}
+
+/// `runs` inclusion proofs of entries spread over the log and `runs` consistency proofs from
+/// sizes spread over it, each to `size`; every answer must carry a `proof` array.
+pub async fn proofs(api: &Api, size: u64, runs: usize, seed: u64) -> anyhow::Result<ProofResult> {
+    if size == 0 {
+        bail!("no proofs on an empty log");
+    }
+    // xorshift64*: positions spread over the log, reproducible from the seed.
+    let mut state = seed.max(1);
+    let mut next = move |below: u64| {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d) % below
+    };
+    let mut inclusion = Vec::with_capacity(runs);
+    let mut consistency = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let seq = next(size);
+        let path = format!("/api/v1/proof/inclusion?seq={seq}&size={size}");
+        inclusion.push(timed_proof(api, &path).await?);
+        let from = next(size) + 1;
+        let path = format!("/api/v1/proof/consistency?from={from}&to={size}");
+        consistency.push(timed_proof(api, &path).await?);
+    }
+    Ok(ProofResult {
+        size,
+        runs,
+        inclusion: Latencies::of(inclusion),
+        consistency: Latencies::of(consistency),
+    })
+}
+
+async fn timed_proof(api: &Api, path: &str) -> anyhow::Result<Duration> {
+    let sent = Instant::now();
+    let body = api
+        .get(path)
+        .await?
+        .bytes()
+        .await
+        .with_context(|| format!("reading the answer to {path}"))?;
+    let elapsed = sent.elapsed();
+    let answer: serde_json::Value = serde_json::from_slice(&body)
+        .with_context(|| format!("the answer to {path} is not JSON"))?;
+    if !answer.get("proof").is_some_and(serde_json::Value::is_array) {
+        bail!("the answer to {path} has no `proof` array");
+    }
+    Ok(elapsed)
 }
 
 #[cfg(test)]
