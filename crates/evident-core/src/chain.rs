@@ -117,7 +117,7 @@ impl SealedEntry {
     }
     /// RFC 6962 leaf hash of [`Self::leaf_data`]: SHA-256(0x00 ‖ hash ‖ seal).
     pub fn leaf_hash(&self) -> Hash {
-        crate::hash::sha256_prefixed_pair(0x00, &self.hash.0, &self.seal.0)
+        crate::merkle::entry_leaf_hash(&self.hash, &self.seal)
     }
 }
 

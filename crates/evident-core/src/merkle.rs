@@ -45,6 +45,12 @@ pub fn leaf_hash(data: &[u8]) -> Hash {
     Hash(h.finalize().into())
 }
 
+/// The leaf hash of a log entry: SHA-256(0x00 ‖ entry hash ‖ seal), the same as
+/// [`leaf_hash`] of the 64 bytes `hash ‖ seal`, without building them.
+pub fn entry_leaf_hash(hash: &Hash, seal: &Hash) -> Hash {
+    crate::hash::sha256_prefixed_pair(LEAF_PREFIX, &hash.0, &seal.0)
+}
+
 /// SHA-256(0x01 ‖ left ‖ right).
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     crate::hash::sha256_prefixed_pair(NODE_PREFIX, &left.0, &right.0)

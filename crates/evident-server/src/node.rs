@@ -475,6 +475,25 @@ impl NodeFiles {
     }
 }
 
+/// What a damaged log appears to hold: one past its newest readable row (0 when none is).
+fn apparent_size(store: &dyn Store) -> u64 {
+    let mut newest = None;
+    let scanned = store.scan(
+        &evident_store::Filter::default(),
+        evident_store::Order::Descending,
+        None,
+        Some(1),
+        &mut |entry| {
+            newest = Some(entry.event.seq);
+            std::ops::ControlFlow::Break(())
+        },
+    );
+    match (scanned, newest) {
+        (Ok(()), Some(seq)) => seq.saturating_add(1),
+        _ => 0,
+    }
+}
+
 fn read_identity(path: &Path) -> Result<NodeIdentity, NodeError> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     toml::from_str(&text).map_err(|e| NodeError::BadFile {
@@ -667,13 +686,30 @@ impl Node {
             checkpoint_every: std::time::Duration::from_millis(config.checkpoint_every_ms),
             max_group_commit_events: config.max_group_commit_events,
         };
-        let sequencer = Sequencer::start(
+        let sequencer = match Sequencer::start(
             store.clone(),
             files.seal_key().clone(),
             files.signer().clone(),
             settings,
             metrics.clone(),
-        )?;
+        ) {
+            Ok(sequencer) => sequencer,
+            // Damaged stored data: serve it read-only (queries, exports, verification find
+            // out what happened), but never seal or sign on top of it.
+            Err(StoreError::Corrupt { seq, problem }) => {
+                let problem = match seq {
+                    Some(seq) => format!("entry {seq}: {problem}"),
+                    None => problem,
+                };
+                tracing::error!(
+                    problem = %problem,
+                    "the stored log failed its start-up checks: serving it read-only; run \
+                     `evident verify` to locate the damage"
+                );
+                Sequencer::read_only(problem, apparent_size(&*store), &metrics)?
+            }
+            Err(e) => return Err(e.into()),
+        };
         tracing::info!(
             data_dir = %files.data_dir().display(),
             node_id = files.node_id(),

@@ -50,6 +50,10 @@ pub enum SequencerError {
     /// The node is shutting down and takes no new work.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The stored log failed its start-up checks: the node serves reads and verification
+    /// but writes nothing on top of it.
+    #[error("the log is read-only: {0}")]
+    ReadOnly(String),
 }
 
 impl From<&StoreError> for SequencerError {
@@ -168,6 +172,44 @@ impl Sequencer {
             tx,
             closing: Arc::new(AtomicBool::new(false)),
             size,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// A sequencer for a log that failed its start-up checks ([`StoreError::Corrupt`] from
+    /// loading its head: a tree that does not match its rows or its latest checkpoint, rows
+    /// gone from under stored nodes, an undecodable row): every append and checkpoint request
+    /// is refused with [`SequencerError::ReadOnly`] naming `problem`, so that nothing new is
+    /// sealed or signed over damaged history, while reads, exports and verification (which
+    /// pinpoint the damage) go on. `size` is what the log appears to hold.
+    pub fn read_only(
+        problem: String,
+        size: u64,
+        metrics: &Metrics,
+    ) -> Result<Sequencer, StoreError> {
+        metrics.log_size.set(size);
+        let (tx, rx) = mpsc::channel::<Command>();
+        let thread = std::thread::Builder::new()
+            .name("evident-sequencer".to_owned())
+            .spawn(move || {
+                for command in rx {
+                    match command {
+                        Command::Append { reply, .. } => {
+                            let _ = reply.send(Err(SequencerError::ReadOnly(problem.clone())));
+                        }
+                        Command::Checkpoint { reply } => {
+                            let _ = reply.send(Err(SequencerError::ReadOnly(problem.clone())));
+                        }
+                        Command::Shutdown => break,
+                        Command::Committed(_) => {}
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start sequencer thread: {e}")))?;
+        Ok(Sequencer {
+            tx,
+            closing: Arc::new(AtomicBool::new(false)),
+            size: Arc::new(AtomicU64::new(size)),
             thread: Mutex::new(Some(thread)),
         })
     }

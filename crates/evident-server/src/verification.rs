@@ -520,21 +520,6 @@ fn retention_start(
             "the retention anchor's seal does not match its hash under this node's key".into(),
         ));
     }
-    let range = |size: u64| -> Result<CompactRange, VerifyError> {
-        let hashes = store.read_nodes(&subtree_ids(0, size))?;
-        CompactRange::from_parts(size, hashes).map_err(|e| bad(e.to_string()))
-    };
-    let tree = range(k)?;
-    let mut before = range(k - 1)?;
-    let mut leaf = [0u8; 64];
-    leaf[..32].copy_from_slice(&anchor.hash.0);
-    leaf[32..].copy_from_slice(&anchor.seal.0);
-    before.append_leaf(evident_core::merkle::leaf_hash(&leaf), &mut Vec::new());
-    if before != tree {
-        return Err(bad(
-            "the retention anchor's Merkle leaf does not match the stored tree".into(),
-        ));
-    }
     // Every prune is recorded by a sealed `retention.pruned` entry (kept: at or above `k`,
     // so the walk checks its seal and chain) before its anchor is stored: the anchor must be
     // the one it records, so it cannot be forged or moved forward over kept entries.
@@ -562,6 +547,31 @@ fn retention_start(
             "the retention anchor is not the one recorded by the retention.pruned event at \
              entry {event_seq}"
         )));
+    }
+    // Nodes that cannot be read here are a finding about the stored data (the pruned prefix's
+    // nodes are stored by the pruner, the rest recomputed from kept rows), not an I/O failure.
+    let range = |size: u64| -> Result<CompactRange, VerifyError> {
+        let hashes = match store.read_nodes(&subtree_ids(0, size)) {
+            Ok(hashes) => hashes,
+            Err(e @ (StoreError::NotFound(_) | StoreError::Corrupt { .. })) => {
+                return Err(bad(format!(
+                    "the Merkle tree of the pruned prefix [0, {size}) cannot be read: {e}"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        CompactRange::from_parts(size, hashes).map_err(|e| bad(e.to_string()))
+    };
+    let tree = range(k)?;
+    let mut before = range(k - 1)?;
+    let mut leaf = [0u8; 64];
+    leaf[..32].copy_from_slice(&anchor.hash.0);
+    leaf[32..].copy_from_slice(&anchor.seal.0);
+    before.append_leaf(evident_core::merkle::leaf_hash(&leaf), &mut Vec::new());
+    if before != tree {
+        return Err(bad(
+            "the retention anchor's Merkle leaf does not match the stored tree".into(),
+        ));
     }
     Ok(Anchor {
         next_seq: k,

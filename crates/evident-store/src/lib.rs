@@ -1,8 +1,9 @@
 //! Evident's storage: one small, synchronous interface ([`Store`]) and its backends, one file
 //! each (`sqlite.rs` is the embedded default, `postgres.rs` the PostgreSQL one). A backend
-//! persists what the integrity core produced (sealed entries, Merkle node hashes, signed
-//! checkpoints) plus API keys, durably and append-only; it never computes a hash, a seal or a
-//! proof itself. Callers on an async runtime call it from blocking threads.
+//! persists what the integrity core produced (sealed entries, the upper Merkle node hashes,
+//! signed checkpoints) plus API keys, durably and append-only; it never computes a chain hash,
+//! a seal or a proof itself, only the lower Merkle nodes it does not store ([`tree`]), with the
+//! core's hashing. Callers on an async runtime call it from blocking threads.
 
 use evident_core::event::{ActorKind, Millis, Outcome, Severity};
 use evident_core::merkle::NodeId;
@@ -12,6 +13,7 @@ use std::ops::ControlFlow;
 
 pub mod postgres;
 pub mod sqlite;
+pub mod tree;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -146,6 +148,8 @@ pub trait Store: Send + Sync {
 
     /// Appends entries (dense, continuing the stored log) and the Merkle nodes they completed in
     /// one transaction, durable (fsync'd) when this returns `Ok`. On error nothing is stored.
+    /// Of the nodes, only those of level [`tree::STORED_LEVEL`] and above are written; the
+    /// lower ones are recomputed from the entries when read.
     fn append(&self, entries: &[SealedEntry], nodes: &[(NodeId, Hash)]) -> Result<(), StoreError>;
 
     /// Calls `visit` for each entry matching `filter`, in `order`, starting after `after_seq`
@@ -163,7 +167,8 @@ pub trait Store: Send + Sync {
     /// Number of entries matching `filter` (may be slow on big logs; for small results and tests).
     fn count(&self, filter: &Filter) -> Result<u64, StoreError>;
 
-    /// Reads stored Merkle node hashes, in the order asked.
+    /// Reads Merkle node hashes, in the order asked: the upper ones as stored, the lower ones
+    /// recomputed from the entries under them (or from the nodes stored when they were pruned).
     fn read_nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError>;
 
     fn put_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
@@ -201,6 +206,27 @@ pub trait Store: Send + Sync {
         let _ = anchor;
         Err(StoreError::Backend(
             "this store does not support retention pruning".to_owned(),
+        ))
+    }
+
+    /// Migration of a pruned log, first step: stores Merkle node hashes over its pruned prefix
+    /// (of any level: under them there are no entries to recompute them from). Refused unless
+    /// the log holds no entry and no anchor; may be called several times (in chunks).
+    fn import_pruned_nodes(&self, nodes: &[(NodeId, Hash)]) -> Result<(), StoreError> {
+        let _ = nodes;
+        Err(StoreError::Backend(
+            "this store does not support importing a pruned log".to_owned(),
+        ))
+    }
+
+    /// Migration of a pruned log, second step: stores its retention anchor, after which the
+    /// first append continues at `anchor.below_seq`. Refused unless the log holds no entry and
+    /// no anchor. Nothing here is checked against entries (there are none yet): whoever
+    /// imports verifies the result, as `evident migrate` does.
+    fn import_anchor(&self, anchor: &PruneAnchor) -> Result<(), StoreError> {
+        let _ = anchor;
+        Err(StoreError::Backend(
+            "this store does not support importing a pruned log".to_owned(),
         ))
     }
 

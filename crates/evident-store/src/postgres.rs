@@ -21,7 +21,7 @@ mod prune;
 mod query;
 mod schema;
 
-use crate::{Filter, KeyRecord, Order, PruneAnchor, Store, StoreError, StoredCheckpoint};
+use crate::{Filter, KeyRecord, Order, PruneAnchor, Store, StoreError, StoredCheckpoint, tree};
 use evident_core::event::Millis;
 use evident_core::merkle::{self, CompactRange, NodeId};
 use evident_core::{ChainHead, Hash, SealedEntry};
@@ -594,7 +594,7 @@ struct WriterStatements<'a> {
 }
 
 /// Reads stored node hashes (`None` where absent), in the order of `ids`.
-fn read_nodes_in(
+fn read_stored_nodes_in(
     tx: &mut Transaction<'_>,
     node: &str,
     ids: &[NodeId],
@@ -633,6 +633,137 @@ fn read_nodes_in(
         .collect())
 }
 
+/// The rows and stored nodes the tree module recomputes lower nodes from.
+struct TreeRows<'a, 'b> {
+    tx: &'a mut Transaction<'b>,
+    node: &'a str,
+}
+
+fn node_from(level: i16, idx: i64, bytes: &[u8]) -> Result<(NodeId, Hash), Error> {
+    let id = NodeId {
+        level: u8::try_from(level).map_err(|_| corrupt(None, format!("node level {level}")))?,
+        index: to_u64(idx, "node index")?,
+    };
+    let hash = hash_from(bytes)
+        .ok_or_else(|| corrupt(None, format!("{} is not 32 bytes", node_label(id))))?;
+    Ok((id, hash))
+}
+
+impl tree::NodeRows for TreeRows<'_, '_> {
+    type Error = Error;
+
+    fn stored(&mut self, ids: &[NodeId]) -> Result<Vec<Option<Hash>>, Error> {
+        read_stored_nodes_in(self.tx, self.node, ids)
+    }
+
+    fn leaves(&mut self, start: u64, end: u64) -> Result<Vec<Option<Hash>>, Error> {
+        let width = usize::try_from(end.saturating_sub(start))
+            .map_err(|_| backend(format!("leaf range [{start}, {end}) is too wide")))?;
+        let mut out = vec![None; width];
+        let rows = self.tx.query(
+            "SELECT seq, hash, seal FROM evident.events \
+             WHERE node_id = $1 AND seq >= $2 AND seq < $3",
+            &[
+                &self.node,
+                &to_i64(start, "sequence number")?,
+                &to_i64(end, "sequence number")?,
+            ],
+        )?;
+        for row in rows {
+            let seq = to_u64(row.try_get(0)?, "sequence number")?;
+            let (hash, seal): (&[u8], &[u8]) = (row.try_get(1)?, row.try_get(2)?);
+            let (Some(hash), Some(seal)) = (hash_from(hash), hash_from(seal)) else {
+                return Err(corrupt(
+                    Some(seq),
+                    "hash or seal is not 32 bytes".to_owned(),
+                ));
+            };
+            if let Some(slot) = usize::try_from(seq - start)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+            {
+                *slot = Some(merkle::entry_leaf_hash(&hash, &seal));
+            }
+        }
+        Ok(out)
+    }
+
+    fn stored_below(
+        &mut self,
+        start: u64,
+        end: u64,
+        below_level: u8,
+    ) -> Result<HashMap<NodeId, Hash>, Error> {
+        let levels: Vec<u8> = (0..below_level.min(64)).collect();
+        let lows = levels
+            .iter()
+            .map(|l| to_i64(start >> l, "node index"))
+            .collect::<Result<Vec<i64>, Error>>()?;
+        let highs = levels
+            .iter()
+            .map(|l| to_i64(end >> l, "node index"))
+            .collect::<Result<Vec<i64>, Error>>()?;
+        let levels: Vec<i16> = levels.into_iter().map(i16::from).collect();
+        let rows = self.tx.query(
+            "SELECT n.level, n.idx, n.hash FROM evident.merkle_nodes n \
+             JOIN unnest($2::smallint[], $3::bigint[], $4::bigint[]) AS w(level, lo, hi) \
+               ON n.level = w.level AND n.idx >= w.lo AND n.idx < w.hi \
+             WHERE n.node_id = $1",
+            &[&self.node, &levels, &lows, &highs],
+        )?;
+        rows.iter()
+            .map(|row| node_from(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+            .collect()
+    }
+
+    fn missing(&self, id: NodeId) -> Error {
+        corrupt(
+            None,
+            format!(
+                "{} can be neither read nor recomputed: an entry under it is missing",
+                node_label(id)
+            ),
+        )
+    }
+}
+
+/// Reads node hashes, recomputing the lower ones ([`tree`]); `None` where neither works.
+fn read_nodes_in(
+    tx: &mut Transaction<'_>,
+    node: &str,
+    ids: &[NodeId],
+) -> Result<Vec<Option<Hash>>, Error> {
+    tree::read(&mut TreeRows { tx, node }, ids)
+}
+
+/// Refuses a log whose stored tree reaches past its last entry (entries were removed).
+fn check_no_nodes_beyond(tx: &mut Transaction<'_>, node: &str, size: u64) -> Result<(), Error> {
+    // Node (level, i) is complete in a tree of `size` leaves when (i + 1) << level <= size.
+    let levels: Vec<i16> = (0..64).collect();
+    let past = (0..64u32)
+        .map(|l| to_i64(size >> l, "node index"))
+        .collect::<Result<Vec<i64>, Error>>()?;
+    let beyond = tx.query_opt(
+        "SELECT n.level, n.idx, n.hash FROM evident.merkle_nodes n \
+         JOIN unnest($2::smallint[], $3::bigint[]) AS w(level, past) \
+           ON n.level = w.level AND n.idx >= w.past \
+         WHERE n.node_id = $1 LIMIT 1",
+        &[&node, &levels, &past],
+    )?;
+    if let Some(row) = beyond {
+        let (id, _) = node_from(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)?;
+        return Err(corrupt(
+            None,
+            format!(
+                "{} covers entries beyond the last one ({}): entries were removed",
+                node_label(id),
+                size.saturating_sub(1)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn load_head_in(tx: &mut Transaction<'_>, node: &str) -> Result<ChainHead, Error> {
     let last = tx.query_opt(
         "SELECT seq, hash, seal FROM evident.events WHERE node_id = $1 ORDER BY seq DESC LIMIT 1",
@@ -660,7 +791,7 @@ fn load_head_in(tx: &mut Transaction<'_>, node: &str) -> Result<ChainHead, Error
             .ok_or_else(|| corrupt(Some(last_seq), format!("column {what} is not 32 bytes")))
     };
     let entry_hash = fixed(1, "hash")?;
-    let entry_seal = fixed(2, "seal")?;
+    fixed(2, "seal")?;
     let next_seq = last_seq + 1;
 
     let ids = merkle::subtree_ids(0, next_seq);
@@ -679,40 +810,27 @@ fn load_head_in(tx: &mut Transaction<'_>, node: &str) -> Result<ChainHead, Error
     }
     let tree = CompactRange::from_parts(next_seq, frontier)
         .map_err(|e| corrupt(None, format!("stored Merkle frontier: {e}")))?;
-
-    // The frontier was stored with the entries; the last entry's leaf ties them together.
-    let mut leaf_data = [0u8; 64];
-    leaf_data[..32].copy_from_slice(&entry_hash.0);
-    leaf_data[32..].copy_from_slice(&entry_seal.0);
-    let leaf = NodeId {
-        level: 0,
-        index: last_seq,
-    };
-    match read_nodes_in(tx, node, &[leaf])?.pop().flatten() {
-        Some(stored) if stored == merkle::leaf_hash(&leaf_data) => {}
-        Some(_) => {
-            return Err(corrupt(
-                Some(last_seq),
-                "the last entry's Merkle leaf does not match its hash and seal".to_owned(),
-            ));
-        }
-        None => {
-            return Err(corrupt(
-                Some(last_seq),
-                "the last entry has no Merkle leaf".to_owned(),
-            ));
-        }
-    }
-    let beyond = tx.query_opt(
-        "SELECT 1 FROM evident.merkle_nodes WHERE node_id = $1 AND level = 0 AND idx > $2 \
-         LIMIT 1",
-        &[&node, &seq],
+    check_no_nodes_beyond(tx, node, next_seq)?;
+    let latest = tx.query_opt(
+        "SELECT size, root FROM evident.checkpoints WHERE node_id = $1 \
+         ORDER BY size DESC LIMIT 1",
+        &[&node],
     )?;
-    if beyond.is_some() {
-        return Err(corrupt(
-            None,
-            format!("Merkle leaves beyond the last entry {last_seq}: entries were removed"),
-        ));
+    if let Some(row) = latest {
+        let size = to_u64(row.try_get(0)?, "checkpoint size")?;
+        let root = hash_from(row.try_get(1)?).ok_or_else(|| {
+            corrupt(
+                None,
+                format!("the root of the checkpoint of size {size} is not 32 bytes"),
+            )
+        })?;
+        // A checkpoint past the log's end is the sequencer's to report (a truncation).
+        if size <= next_seq {
+            let problem = tree::checkpoint_mismatch(&mut TreeRows { tx, node }, size, &root)?;
+            if let Some(problem) = problem {
+                return Err(corrupt(None, problem));
+            }
+        }
     }
     Ok(ChainHead {
         next_seq,
@@ -754,7 +872,11 @@ impl PostgresStore {
                 let seq: i64 = row.try_get(0)?;
                 (seq + 1, Some(row.try_get::<_, i64>(1)?))
             }
-            None => (0, None),
+            // An empty log starts at 0, or where an imported pruned log's anchor says.
+            None => match prune::anchor_in(tx, node)? {
+                Some(anchor) => (to_i64(anchor.below_seq, "sequence number")?, None),
+                None => (0, None),
+            },
         };
         let mut ips = Vec::with_capacity(entries.len());
         for (expected, entry) in (next..).zip(entries) {
@@ -834,6 +956,9 @@ impl PostgresStore {
                 Err(e) => return Err(e.into()),
             }
         }
+        // Only the upper nodes are stored; the lower ones are recomputed from the rows.
+        let nodes: Vec<&(NodeId, Hash)> =
+            nodes.iter().filter(|(id, _)| tree::is_stored(id)).collect();
         if !nodes.is_empty() {
             let sink = tx.copy_in(COPY_NODES)?;
             let mut writer = BinaryCopyInWriter::new(sink, &NODE_TYPES);
@@ -1216,6 +1341,14 @@ impl Store for PostgresStore {
 
     fn prune_batch(&self, max_entries: u64) -> Result<u64, StoreError> {
         self.write(|tx, _| prune::batch_in(tx, &self.node_id, max_entries))
+    }
+
+    fn import_pruned_nodes(&self, nodes: &[(NodeId, Hash)]) -> Result<(), StoreError> {
+        self.write(|tx, _| prune::import_nodes_in(tx, &self.node_id, nodes))
+    }
+
+    fn import_anchor(&self, anchor: &PruneAnchor) -> Result<(), StoreError> {
+        self.write(|tx, _| prune::import_anchor_in(tx, &self.node_id, anchor))
     }
 }
 

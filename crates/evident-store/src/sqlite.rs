@@ -10,13 +10,14 @@ mod prune;
 mod query;
 mod schema;
 
-use crate::{Filter, KeyRecord, Order, PruneAnchor, Store, StoreError, StoredCheckpoint};
+use crate::{Filter, KeyRecord, Order, PruneAnchor, Store, StoreError, StoredCheckpoint, tree};
 use evident_core::event::Millis;
 use evident_core::merkle::{self, CompactRange, NodeId};
 use evident_core::{ChainHead, Hash, SealedEntry};
 use rusqlite::config::DbConfig;
 use rusqlite::ffi::ErrorCode;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -309,7 +310,7 @@ fn node_label(id: NodeId) -> String {
     format!("Merkle node (level {}, index {})", id.level, id.index)
 }
 
-/// Reads one node hash; `None` when absent.
+/// Reads one node hash as stored; `None` when absent.
 fn read_node(conn: &Connection, id: NodeId) -> Result<Option<Hash>, Error> {
     let mut stmt = conn.prepare_cached(SELECT_NODE)?;
     let index = to_i64(id.index, "node index")?;
@@ -322,6 +323,124 @@ fn read_node(conn: &Connection, id: NodeId) -> Result<Option<Hash>, Error> {
             .map(Some)
             .ok_or_else(|| corrupt(None, format!("{} is not 32 bytes", node_label(id)))),
     }
+}
+
+/// The rows and stored nodes the tree module recomputes lower nodes from.
+struct TreeRows<'a>(&'a Connection);
+
+impl tree::NodeRows for TreeRows<'_> {
+    type Error = Error;
+
+    fn stored(&mut self, ids: &[NodeId]) -> Result<Vec<Option<Hash>>, Error> {
+        ids.iter().map(|id| read_node(self.0, *id)).collect()
+    }
+
+    fn leaves(&mut self, start: u64, end: u64) -> Result<Vec<Option<Hash>>, Error> {
+        let width = usize::try_from(end.saturating_sub(start))
+            .map_err(|_| backend(format!("leaf range [{start}, {end}) is too wide")))?;
+        let mut out = vec![None; width];
+        let mut stmt = self.0.prepare_cached(
+            "SELECT seq, hash, seal FROM events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
+        )?;
+        let mut rows = stmt.query(params![
+            to_i64(start, "sequence number")?,
+            to_i64(end, "sequence number")?
+        ])?;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            let (hash, seal): (Vec<u8>, Vec<u8>) = (row.get(1)?, row.get(2)?);
+            let seq = u64::try_from(seq)
+                .map_err(|_| corrupt(None, format!("negative sequence number {seq}")))?;
+            let (Some(hash), Some(seal)) = (hash_from(&hash), hash_from(&seal)) else {
+                return Err(corrupt(
+                    Some(seq),
+                    "hash or seal is not 32 bytes".to_owned(),
+                ));
+            };
+            if let Some(slot) = usize::try_from(seq - start)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+            {
+                *slot = Some(merkle::entry_leaf_hash(&hash, &seal));
+            }
+        }
+        Ok(out)
+    }
+
+    fn stored_below(
+        &mut self,
+        start: u64,
+        end: u64,
+        below_level: u8,
+    ) -> Result<HashMap<NodeId, Hash>, Error> {
+        let mut out = HashMap::new();
+        let mut stmt = self.0.prepare_cached(
+            "SELECT idx, hash FROM merkle_nodes WHERE level = ?1 AND idx >= ?2 AND idx < ?3",
+        )?;
+        for level in 0..below_level.min(64) {
+            let (first, past) = (start >> level, end >> level);
+            let mut rows = stmt.query(params![
+                level,
+                to_i64(first, "node index")?,
+                to_i64(past, "node index")?
+            ])?;
+            while let Some(row) = rows.next()? {
+                let idx: i64 = row.get(0)?;
+                let bytes: Vec<u8> = row.get(1)?;
+                let id = NodeId {
+                    level,
+                    index: u64::try_from(idx)
+                        .map_err(|_| corrupt(None, format!("negative node index {idx}")))?,
+                };
+                let hash = hash_from(&bytes)
+                    .ok_or_else(|| corrupt(None, format!("{} is not 32 bytes", node_label(id))))?;
+                out.insert(id, hash);
+            }
+        }
+        Ok(out)
+    }
+
+    fn missing(&self, id: NodeId) -> Error {
+        corrupt(
+            None,
+            format!(
+                "{} can be neither read nor recomputed: an entry under it is missing",
+                node_label(id)
+            ),
+        )
+    }
+}
+
+/// Reads node hashes, recomputing the lower ones ([`tree`]); `None` where neither works.
+fn read_nodes_in(conn: &Connection, ids: &[NodeId]) -> Result<Vec<Option<Hash>>, Error> {
+    tree::read(&mut TreeRows(conn), ids)
+}
+
+/// Refuses a log whose stored tree reaches past its last entry (entries were removed).
+fn check_no_nodes_beyond(conn: &Connection, size: u64) -> Result<(), Error> {
+    let mut stmt =
+        conn.prepare_cached("SELECT idx FROM merkle_nodes WHERE level = ?1 AND idx >= ?2 LIMIT 1")?;
+    for level in 0u8..64 {
+        // Node (level, i) is complete in a tree of `size` leaves when (i + 1) << level <= size.
+        let past = to_i64(size >> level, "node index")?;
+        let beyond: Option<i64> = stmt
+            .query_row(params![level, past], |r| r.get(0))
+            .optional()?;
+        if let Some(idx) = beyond {
+            return Err(corrupt(
+                None,
+                format!(
+                    "{} covers entries beyond the last one ({}): entries were removed",
+                    node_label(NodeId {
+                        level,
+                        index: u64::try_from(idx).unwrap_or(0)
+                    }),
+                    size.saturating_sub(1)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn load_head_in(conn: &Connection) -> Result<ChainHead, Error> {
@@ -359,56 +478,44 @@ fn load_head_in(conn: &Connection) -> Result<ChainHead, Error> {
             .ok_or_else(|| corrupt(Some(last_seq), format!("column {what} is not 32 bytes")))
     };
     let entry_hash = fixed(hash, "hash")?;
-    let entry_seal = fixed(seal, "seal")?;
+    fixed(seal, "seal")?;
     let next_seq = last_seq + 1;
 
-    let mut frontier = Vec::new();
-    for id in merkle::subtree_ids(0, next_seq) {
-        let hash = read_node(conn, id)?.ok_or_else(|| {
+    let ids = merkle::subtree_ids(0, next_seq);
+    let mut frontier = Vec::with_capacity(ids.len());
+    for (id, hash) in ids.iter().zip(read_nodes_in(conn, &ids)?) {
+        frontier.push(hash.ok_or_else(|| {
             corrupt(
                 None,
                 format!(
                     "{} of the tree of size {next_seq} is missing",
-                    node_label(id)
+                    node_label(*id)
                 ),
             )
-        })?;
-        frontier.push(hash);
+        })?);
     }
     let tree = CompactRange::from_parts(next_seq, frontier)
         .map_err(|e| corrupt(None, format!("stored Merkle frontier: {e}")))?;
-
-    // The frontier was stored with the entries; the last entry's leaf ties them together.
-    let mut leaf_data = [0u8; 64];
-    leaf_data[..32].copy_from_slice(&entry_hash.0);
-    leaf_data[32..].copy_from_slice(&entry_seal.0);
-    let leaf = NodeId {
-        level: 0,
-        index: last_seq,
-    };
-    match read_node(conn, leaf)? {
-        Some(stored) if stored == merkle::leaf_hash(&leaf_data) => {}
-        Some(_) => {
-            return Err(corrupt(
-                Some(last_seq),
-                "the last entry's Merkle leaf does not match its hash and seal".to_owned(),
-            ));
+    check_no_nodes_beyond(conn, next_seq)?;
+    let latest: Option<(i64, Vec<u8>)> = conn
+        .prepare_cached("SELECT size, root FROM checkpoints ORDER BY size DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((size, root)) = latest {
+        let size =
+            u64::try_from(size).map_err(|_| corrupt(None, format!("checkpoint size {size}")))?;
+        let root = hash_from(&root).ok_or_else(|| {
+            corrupt(
+                None,
+                format!("the root of the checkpoint of size {size} is not 32 bytes"),
+            )
+        })?;
+        // A checkpoint past the log's end is the sequencer's to report (a truncation).
+        if size <= next_seq {
+            if let Some(problem) = tree::checkpoint_mismatch(&mut TreeRows(conn), size, &root)? {
+                return Err(corrupt(None, problem));
+            }
         }
-        None => {
-            return Err(corrupt(
-                Some(last_seq),
-                "the last entry has no Merkle leaf".to_owned(),
-            ));
-        }
-    }
-    let beyond: bool = conn
-        .prepare_cached("SELECT 1 FROM merkle_nodes WHERE level = 0 AND idx > ?1 LIMIT 1")?
-        .exists([seq])?;
-    if beyond {
-        return Err(corrupt(
-            None,
-            format!("Merkle leaves beyond the last entry {last_seq}: entries were removed"),
-        ));
     }
     Ok(ChainHead {
         next_seq,
@@ -426,7 +533,14 @@ fn append_in(
         .prepare_cached("SELECT seq, recorded_at FROM events ORDER BY seq DESC LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let next = last.map_or(0, |(seq, _)| seq + 1);
+    // An empty log starts at 0, or where an imported pruned log's anchor says.
+    let next = match last {
+        Some((seq, _)) => seq + 1,
+        None => match prune::anchor_in(tx)? {
+            Some(anchor) => to_i64(anchor.below_seq, "sequence number")?,
+            None => 0,
+        },
+    };
     let mut last_recorded = last.map(|(_, t)| t);
     // One node's log: every entry names the node of the first (query plans rely on it).
     let stored_node: Option<String> = tx
@@ -495,7 +609,7 @@ fn append_in(
         last_recorded = Some(e.recorded_at);
     }
     let mut insert = tx.prepare_cached(INSERT_NODE)?;
-    for (id, hash) in nodes {
+    for (id, hash) in nodes.iter().filter(|(id, _)| tree::is_stored(id)) {
         let index = to_i64(id.index, "node index")?;
         match insert.execute(params![id.level, index, hash.as_bytes()]) {
             Ok(_) => {}
@@ -617,9 +731,9 @@ impl Store for SqliteStore {
     fn read_nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
         self.read(|conn| {
             ids.iter()
-                .map(|id| {
-                    read_node(conn, *id)?
-                        .ok_or_else(|| Error::Store(StoreError::NotFound(node_label(*id))))
+                .zip(read_nodes_in(conn, ids)?)
+                .map(|(id, hash)| {
+                    hash.ok_or_else(|| Error::Store(StoreError::NotFound(node_label(*id))))
                 })
                 .collect()
         })
@@ -792,6 +906,14 @@ impl Store for SqliteStore {
 
     fn prune_batch(&self, max_entries: u64) -> Result<u64, StoreError> {
         self.write(|tx| prune::batch_in(tx, max_entries))
+    }
+
+    fn import_pruned_nodes(&self, nodes: &[(NodeId, Hash)]) -> Result<(), StoreError> {
+        self.write(|tx| prune::import_nodes_in(tx, nodes))
+    }
+
+    fn import_anchor(&self, anchor: &PruneAnchor) -> Result<(), StoreError> {
+        self.write(|tx| prune::import_anchor_in(tx, anchor))
     }
 }
 

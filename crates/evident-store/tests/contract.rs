@@ -119,6 +119,7 @@ contract!(
     checkpoints_are_kept_once_each_and_listed_in_order,
     api_keys_are_stored_found_revoked_expired_and_touched,
     pruning_deletes_a_prefix_in_batches_below_a_persisted_anchor_and_keeps_the_tree,
+    every_tree_node_reads_as_computed_before_and_after_pruning_at_unaligned_points,
 );
 
 fn append_and_load_head_round_trip_and_survive_reopen(backend: Backend) {
@@ -652,8 +653,10 @@ fn appends_that_break_the_log_are_refused_and_leave_nothing(backend: Backend) {
         all: Vec::new(),
     };
     let (entries, mut nodes) = dup.batch(&[Spec::simple(BASE_TIME + 20_000)]);
-    nodes.push((NodeId { level: 0, index: 0 }, Hash::ZERO));
-    refused(&*store, &entries, &nodes, "level 0, index 0");
+    // (Only upper nodes are stored, so the duplicate is one of those, twice in the batch.)
+    let upper = NodeId { level: 8, index: 0 };
+    nodes.extend([(upper, Hash::ZERO), (upper, Hash::ZERO)]);
+    refused(&*store, &entries, &nodes, "level 8, index 0");
 
     // Nothing of any of that was stored, and the store still appends.
     assert_eq!(store.load_head().unwrap(), before);
@@ -987,4 +990,148 @@ fn pruning_deletes_a_prefix_in_batches_below_a_persisted_anchor_and_keeps_the_tr
     let refused = (fx.raw_delete)(20).unwrap_err();
     assert!(refused.contains("DELETE refused"), "{refused}");
     assert_eq!(store.count(&Filter::default()).unwrap(), 11);
+}
+
+/// Every complete node of the tree over `entries`, computed in memory.
+fn full_tree(entries: &[SealedEntry]) -> std::collections::BTreeMap<NodeId, Hash> {
+    let mut range = merkle::CompactRange::new();
+    let mut done = Vec::new();
+    for e in entries {
+        range.append_leaf(e.leaf_hash(), &mut done);
+    }
+    done.into_iter().collect()
+}
+
+/// Reads every node of `want` from `store` (highest levels first, as proofs mostly ask) and
+/// compares each with the in-memory tree.
+#[track_caller]
+fn assert_tree_reads(store: &dyn Store, want: &std::collections::BTreeMap<NodeId, Hash>) {
+    let mut ids: Vec<NodeId> = want.keys().copied().collect();
+    ids.sort_by_key(|id| (std::cmp::Reverse(id.level), id.index));
+    let got = store.read_nodes(&ids).unwrap();
+    for (id, hash) in ids.iter().zip(got) {
+        assert_eq!(hash, want[id], "node {id:?}");
+    }
+}
+
+/// The store keeps only the upper Merkle nodes and recomputes the lower ones from the rows
+/// (`evident_store::tree`); pruning stores the lower nodes over what it deletes. Whatever the
+/// batch and prune boundaries (none aligned to a subtree here), every node of the tree reads
+/// exactly as computed in memory, before pruning, after a first prune, after a second one
+/// that starts inside a block the first one cut, and after a reopen; the head loads the same.
+fn every_tree_node_reads_as_computed_before_and_after_pruning_at_unaligned_points(
+    backend: Backend,
+) {
+    let fx = Fixture::new(backend);
+    let store = fx.store();
+    let mut w = Writer::new();
+    let mut specs: Vec<Spec> = (0..700).map(|i| Spec::simple(BASE_TIME + i * 10)).collect();
+    specs[699].action = "retention.pruned".to_owned();
+    for chunk in [
+        &specs[..1],
+        &specs[1..130],
+        &specs[130..257],
+        &specs[257..699],
+        &specs[699..],
+    ] {
+        w.append(&*store, chunk);
+    }
+    let cp = |size: u64, root: Hash| StoredCheckpoint {
+        size,
+        root,
+        signed_note: format!("example.org/log\n{size}\nroot\n"),
+        created_at: BASE_TIME,
+    };
+    store.put_checkpoint(&cp(700, w.head.tree.root())).unwrap();
+    assert_tree_reads(&*store, &full_tree(&w.all));
+    assert_eq!(store.load_head().unwrap(), w.head);
+
+    let anchor = |from: u64, below: u64, cp_size: u64, event: u64, all: &[SealedEntry]| {
+        let last = &all[usize::try_from(below - 1).unwrap()];
+        PruneAnchor {
+            from_seq: from,
+            below_seq: below,
+            hash: last.hash,
+            seal: last.seal,
+            recorded_at: last.event.recorded_at,
+            checkpoint_size: cp_size,
+            checkpoint_note: cp(cp_size, Hash::ZERO).signed_note,
+            started_at: BASE_TIME + 400 * 86_400_000,
+            event_seq: event,
+        }
+    };
+    store
+        .begin_prune(&anchor(0, 333, 700, 699, &w.all))
+        .unwrap();
+    let mut deleted = 0;
+    loop {
+        match store.prune_batch(100).unwrap() {
+            0 => break,
+            n => deleted += n,
+        }
+    }
+    assert_eq!(deleted, 333);
+    assert_tree_reads(&*store, &full_tree(&w.all));
+    assert_eq!(store.load_head().unwrap(), w.head);
+
+    // More entries, a second prune from 333 to 555 in batches of 64, then a reopen.
+    let mut more: Vec<Spec> = (700..801)
+        .map(|i| Spec::simple(BASE_TIME + i * 10))
+        .collect();
+    more[100].action = "retention.pruned".to_owned();
+    w.append(&*store, &more);
+    store.put_checkpoint(&cp(801, w.head.tree.root())).unwrap();
+    store
+        .begin_prune(&anchor(333, 555, 801, 800, &w.all))
+        .unwrap();
+    while store.prune_batch(64).unwrap() > 0 {}
+    assert_eq!(
+        seqs(&scan_all(&*store, &Filter::default(), Order::Ascending))[0],
+        555
+    );
+    drop(store);
+    let store = fx.reopen();
+    assert_tree_reads(&*store, &full_tree(&w.all));
+    assert_eq!(store.load_head().unwrap(), w.head);
+    // And the log goes on from there, its new nodes reading right too.
+    w.append(&*store, &[Spec::simple(BASE_TIME + 9_000)]);
+    assert_tree_reads(&*store, &full_tree(&w.all));
+
+    // Migration: a fresh store takes the pruned prefix's nodes (every level, in chunks) and
+    // the anchor, then the kept entries with the nodes they complete; it reads the same.
+    let copy = Fixture::new(backend);
+    let dest = copy.store();
+    let anchor = store.prune_anchor().unwrap().unwrap();
+    let k = anchor.below_seq;
+    let prefix: Vec<NodeId> = (0u8..64)
+        .flat_map(|level| (0..(k >> level)).map(move |index| NodeId { level, index }))
+        .collect();
+    for chunk in prefix.chunks(300) {
+        let hashes = store.read_nodes(chunk).unwrap();
+        let nodes: Vec<(NodeId, Hash)> = chunk.iter().copied().zip(hashes).collect();
+        dest.import_pruned_nodes(&nodes).unwrap();
+    }
+    dest.import_anchor(&anchor).unwrap();
+    assert_eq!(dest.prune_anchor().unwrap(), Some(anchor.clone()));
+    let mut tree =
+        merkle::CompactRange::from_parts(k, store.read_nodes(&merkle::subtree_ids(0, k)).unwrap())
+            .unwrap();
+    let mut nodes = Vec::new();
+    let kept = &w.all[usize::try_from(k).unwrap()..];
+    for e in kept {
+        tree.append_leaf(e.leaf_hash(), &mut nodes);
+    }
+    dest.append(kept, &nodes).unwrap();
+    assert_eq!(dest.load_head().unwrap(), w.head);
+    assert_tree_reads(&*dest, &full_tree(&w.all));
+    // Importing into a log that holds entries is refused.
+    for refused in [
+        dest.import_anchor(&anchor),
+        dest.import_pruned_nodes(&[(NodeId { level: 0, index: 0 }, Hash::ZERO)]),
+    ] {
+        match refused {
+            Err(StoreError::Backend(m)) => assert!(m.contains("not empty"), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
 }

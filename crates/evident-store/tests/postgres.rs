@@ -98,7 +98,8 @@ fn refused(db: &str, sql: &str, why: &str) {
 #[test]
 fn a_plain_sql_client_cannot_update_delete_or_truncate_the_log() {
     let (db, url) = database();
-    let (store, head) = small_log(&url, "node-a", 5);
+    // 256 entries: the first stored Merkle node (level 8) exists, so every table has rows.
+    let (store, head) = small_log(&url, "node-a", 256);
     store
         .register_node(&NodeRecord {
             node_id: "node-a".to_owned(),
@@ -149,7 +150,7 @@ fn a_plain_sql_client_cannot_update_delete_or_truncate_the_log() {
         "SET evident.pruning = 'off'; DELETE FROM evident.events WHERE seq = 0",
         "DELETE refused",
     );
-    assert_eq!(all(&store).len(), 5);
+    assert_eq!(all(&store).len(), 256);
     assert_eq!(store.load_head().unwrap(), head);
 
     // The pruner's transaction-local flag lets a DELETE through (rolled back here: retention
@@ -162,13 +163,13 @@ fn a_plain_sql_client_cannot_update_delete_or_truncate_the_log() {
              SELECT count(*) FROM evident.events; ROLLBACK;",
         )
         .unwrap();
-    assert_eq!(out.trim(), "3", "{out}");
+    assert_eq!(out.trim(), "254", "{out}");
     refused(
         &db,
         "DELETE FROM evident.events WHERE seq < 2",
         "DELETE refused",
     );
-    assert_eq!(all(&store).len(), 5);
+    assert_eq!(all(&store).len(), 256);
 }
 
 #[test]
@@ -402,17 +403,46 @@ fn rows_edited_past_the_triggers_are_reported_as_corrupt_at_their_seq() {
     forced("UPDATE evident.events SET action = 'auth.login' WHERE seq = 3");
     assert_eq!(all(&store).len(), 6);
 
-    // A frontier node that no longer matches the last entry's leaf: refused at load.
-    forced("UPDATE evident.merkle_nodes SET hash = sha256(hash) WHERE level = 0 AND idx = 5");
+    // The newest entry's seal rewritten: the frontier recomputed from the rows no longer
+    // gives the latest checkpoint's root, so the writer refuses to go on from it.
+    forced("UPDATE evident.events SET seal = sha256(seal) WHERE seq = 5");
     match store.load_head() {
-        Err(StoreError::Corrupt { .. }) => {}
+        Err(StoreError::Corrupt { problem, .. }) => {
+            assert!(problem.contains("latest checkpoint (size 6)"), "{problem}")
+        }
         other => panic!("expected Corrupt, got {other:?}"),
     }
-    // The newest entry deleted (through the pruner's flag): its Merkle leaf is left over.
+
+    // Stored (upper) Merkle nodes: a second node's log of 300 entries, whose frontier is the
+    // stored node (8, 0) and lower ones recomputed from its rows.
+    let (store_b, head_b) = small_log(&url, "node-b", 300);
+    assert_eq!(store_b.load_head().unwrap(), head_b);
+    forced(
+        "UPDATE evident.merkle_nodes SET hash = sha256(hash) \
+         WHERE node_id = 'node-b' AND level = 8 AND idx = 0",
+    );
+    match store_b.load_head() {
+        Err(StoreError::Corrupt { problem, .. }) => {
+            assert!(
+                problem.contains("does not match the latest checkpoint"),
+                "{problem}"
+            )
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    forced("DELETE FROM evident.merkle_nodes WHERE node_id = 'node-b' AND level = 8");
+    match store_b.load_head() {
+        Err(StoreError::Corrupt { problem, .. }) => {
+            assert!(problem.contains("(level 8, index 0)"), "{problem}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // The log cut below a stored node (through the pruner's flag): the node is left over.
+    let (store_c, _) = small_log(&url, "node-c", 300);
     let mut pruning = String::from("BEGIN; SET LOCAL evident.pruning = 'on'; ");
-    pruning.push_str("DELETE FROM evident.events WHERE seq = 5; COMMIT;");
+    pruning.push_str("DELETE FROM evident.events WHERE node_id = 'node-c' AND seq >= 250; COMMIT;");
     cluster().psql(&db, &pruning).unwrap();
-    match store.load_head() {
+    match store_c.load_head() {
         Err(StoreError::Corrupt { problem, .. }) => {
             assert!(problem.contains("entries were removed"), "{problem}")
         }

@@ -210,13 +210,18 @@ fn raw(path: &Path) -> rusqlite::Connection {
 }
 
 fn small_log(path: &Path) -> (SqliteStore, Writer) {
+    log_of(path, 12)
+}
+
+/// A store of `n` varied entries and a checkpoint of them all.
+fn log_of(path: &Path, n: u64) -> (SqliteStore, Writer) {
     let store = SqliteStore::open(path).unwrap();
     let mut w = Writer::new();
-    let specs: Vec<Spec> = (0..12).map(varied).collect();
+    let specs: Vec<Spec> = (0..n).map(varied).collect();
     w.append(&store, &specs);
     store
         .put_checkpoint(&StoredCheckpoint {
-            size: 12,
+            size: n,
             root: w.head.tree.root(),
             signed_note: "example.org/log\n12\nroot\n".to_owned(),
             created_at: BASE_TIME,
@@ -228,19 +233,20 @@ fn small_log(path: &Path) -> (SqliteStore, Writer) {
 #[test]
 fn triggers_refuse_update_and_delete_of_the_log() {
     let (_dir, path) = temp_db();
-    let (store, w) = small_log(&path);
+    // 256 entries: the first stored Merkle node (level 8) exists.
+    let (store, w) = log_of(&path, 256);
     let conn = raw(&path);
     for sql in [
         "UPDATE events SET actor_id = 'mallory' WHERE seq = 3",
         "UPDATE events SET seq = 100 WHERE seq = 11",
         "DELETE FROM events WHERE seq = 11",
         "DELETE FROM events",
-        "UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 0",
-        "DELETE FROM merkle_nodes WHERE level = 0",
+        "UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 8 AND idx = 0",
+        "DELETE FROM merkle_nodes WHERE level = 8",
         "UPDATE checkpoints SET root = zeroblob(32)",
         "DELETE FROM checkpoints",
-        "INSERT OR REPLACE INTO checkpoints VALUES (12, zeroblob(32), 'forged', 0)",
-        "INSERT OR REPLACE INTO merkle_nodes VALUES (0, 3, zeroblob(32))",
+        "INSERT OR REPLACE INTO checkpoints VALUES (256, zeroblob(32), 'forged', 0)",
+        "INSERT OR REPLACE INTO merkle_nodes VALUES (8, 0, zeroblob(32))",
         "REPLACE INTO events SELECT * FROM events WHERE seq = 4",
         // Filling in below the last entry is not appending either.
         "INSERT INTO events SELECT seq - 100, id, recorded_at, occurred_at, node_id, tenant, \
@@ -374,43 +380,45 @@ fn tampered_rows_decode_or_fail_with_their_seq() {
 
 #[test]
 fn load_head_detects_a_frontier_that_disagrees_with_the_rows() {
-    let (_dir, path) = temp_db();
-    let (store, _w) = small_log(&path);
-    let conn = raw(&path);
-    drop_triggers(&conn);
-    let corrupt =
-        |store: &SqliteStore| matches!(store.load_head(), Err(StoreError::Corrupt { .. }));
+    let corrupt = |store: &SqliteStore, what: &str| match store.load_head() {
+        Err(StoreError::Corrupt { problem, .. }) => {
+            assert!(problem.contains(what), "{problem}")
+        }
+        other => panic!("expected Corrupt ({what}), got {other:?}"),
+    };
+    // 300 = 256 + 32 + 8 + 4: the frontier is the stored node (8, 0) and three lower nodes
+    // recomputed from the rows; a checkpoint of size 300 was stored.
+    let fresh = || {
+        let (dir, path) = temp_db();
+        let (store, w) = log_of(&path, 300);
+        assert_eq!(store.load_head().unwrap(), w.head);
+        let conn = raw(&path);
+        drop_triggers(&conn);
+        (dir, store, conn)
+    };
 
-    // The last leaf does not match the last row.
-    conn.execute_batch("UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 0 AND idx = 11")
+    // The last row's seal altered: its recomputed leaf changes the frontier.
+    let (_d1, store, conn) = fresh();
+    conn.execute_batch("UPDATE events SET seal = zeroblob(32) WHERE seq = 299")
         .unwrap();
-    assert!(corrupt(&store));
-    conn.execute_batch("DELETE FROM merkle_nodes WHERE level = 0 AND idx = 11")
-        .unwrap();
-    assert!(corrupt(&store));
+    corrupt(&store, "does not match the latest checkpoint (size 300)");
 
-    // The tail of the log was cut off (rows gone, nodes left).
-    let (_dir2, path2) = temp_db();
-    let (store2, _) = small_log(&path2);
-    let conn2 = raw(&path2);
-    drop_triggers(&conn2);
-    conn2
-        .execute_batch("DELETE FROM events WHERE seq >= 10")
+    // The stored frontier node altered, then gone.
+    let (_d2, store, conn) = fresh();
+    conn.execute_batch("UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 8 AND idx = 0")
         .unwrap();
-    assert!(corrupt(&store2));
-    conn2.execute_batch("DELETE FROM events").unwrap();
-    assert!(corrupt(&store2));
+    corrupt(&store, "does not match the latest checkpoint");
+    conn.execute_batch("DELETE FROM merkle_nodes WHERE level = 8 AND idx = 0")
+        .unwrap();
+    corrupt(&store, "(level 8, index 0)");
 
-    // A frontier node is missing.
-    let (_dir3, path3) = temp_db();
-    let (store3, _) = small_log(&path3);
-    let conn3 = raw(&path3);
-    drop_triggers(&conn3);
-    // 12 = 8 + 4: the frontier is (3, 0) and (2, 2).
-    conn3
-        .execute_batch("DELETE FROM merkle_nodes WHERE level = 3 AND idx = 0")
+    // The tail of the log cut below a stored node (rows gone, the node left), then all rows.
+    let (_d3, store, conn) = fresh();
+    conn.execute_batch("DELETE FROM events WHERE seq >= 250")
         .unwrap();
-    assert!(corrupt(&store3));
+    corrupt(&store, "entries were removed");
+    conn.execute_batch("DELETE FROM events").unwrap();
+    corrupt(&store, "entries were removed");
 }
 
 // ---- refused appends ----

@@ -137,6 +137,14 @@ impl ApiError {
                 format!("storage full, nothing was stored: {m}"),
             ),
             SequencerError::ShuttingDown => ApiError::shutting_down(),
+            SequencerError::ReadOnly(problem) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "read_only",
+                format!(
+                    "nothing was stored: the log is read-only because its stored data failed \
+                     the start-up checks ({problem}); GET /api/v1/verify locates the damage"
+                ),
+            ),
             other => ApiError::internal(other.to_string()),
         }
     }

@@ -12,7 +12,7 @@ use super::stream::stream_response;
 use crate::audit::{AuditActor, AuditEvent, RequestInfo, action};
 use crate::auth::Caller;
 use crate::export::{self, BundleRequest, EntryJson};
-use crate::sequencer::now_ms;
+use crate::sequencer::{SequencerError, now_ms};
 use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, header};
@@ -316,12 +316,17 @@ pub async fn audit_log(
                 query.insert("tenant".to_owned(), Value::String(tenant.clone()));
             }
             let consistency_from = params.u64("consistency_from")?;
-            let checkpoint = state
-                .node()
-                .sequencer()
-                .force_checkpoint()
-                .await
-                .map_err(ApiError::from_sequencer)?;
+            let checkpoint = match state.node().sequencer().force_checkpoint().await {
+                Ok(checkpoint) => checkpoint,
+                // A read-only (damaged) log signs nothing new: the bundle is cut at the latest
+                // checkpoint it signed, so that the damage can still be exported and
+                // pinpointed offline.
+                Err(SequencerError::ReadOnly(problem)) => state
+                    .with_store(|store| store.latest_checkpoint().map_err(ApiError::from_store))
+                    .await?
+                    .ok_or_else(|| ApiError::from_sequencer(SequencerError::ReadOnly(problem)))?,
+                Err(e) => return Err(ApiError::from_sequencer(e)),
+            };
             if let Some(from) = consistency_from {
                 if from > checkpoint.size {
                     return Err(ApiError::bad_param(

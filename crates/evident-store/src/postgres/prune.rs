@@ -4,7 +4,9 @@
 //! one bounded batch below the persisted anchor.
 
 use super::{Error, backend, corrupt, hash_from, to_i64, to_u64};
-use crate::PruneAnchor;
+use crate::{PruneAnchor, tree};
+use evident_core::Hash;
+use evident_core::merkle::NodeId;
 use postgres::Transaction;
 
 /// The action of the event that records a prune (see the server's retention module).
@@ -133,7 +135,19 @@ pub(super) fn begin_in(
             "the retention anchor needs a stored checkpoint of size at least {below}"
         )));
     }
+    store_anchor_in(tx, node, anchor)
+}
+
+/// Writes `anchor` as the node's retention anchor (the checks are the caller's).
+fn store_anchor_in(
+    tx: &mut Transaction<'_>,
+    node: &str,
+    anchor: &PruneAnchor,
+) -> Result<(), Error> {
     let from = to_i64(anchor.from_seq, "sequence number")?;
+    let below = to_i64(anchor.below_seq, "sequence number")?;
+    let cp_size = to_i64(anchor.checkpoint_size, "checkpoint size")?;
+    let event_seq = to_i64(anchor.event_seq, "sequence number")?;
     tx.execute(
         &format!(
             "INSERT INTO evident.prune_anchor (node_id, {ANCHOR_COLUMNS}) \
@@ -160,6 +174,61 @@ pub(super) fn begin_in(
     Ok(())
 }
 
+/// Refuses to import into a node's log that holds any entry or anchor already.
+fn refuse_unless_empty(tx: &mut Transaction<'_>, node: &str) -> Result<(), Error> {
+    let entries = tx
+        .query_opt(
+            "SELECT 1 FROM evident.events WHERE node_id = $1 LIMIT 1",
+            &[&node],
+        )?
+        .is_some();
+    if entries || anchor_in(tx, node)?.is_some() {
+        return Err(backend(format!(
+            "node {node:?}'s log is not empty: a pruned log can only be imported into an empty \
+             one"
+        )));
+    }
+    Ok(())
+}
+
+/// Stores Merkle nodes of an imported log's pruned prefix (see
+/// [`crate::Store::import_pruned_nodes`]).
+pub(super) fn import_nodes_in(
+    tx: &mut Transaction<'_>,
+    node: &str,
+    nodes: &[(NodeId, Hash)],
+) -> Result<(), Error> {
+    refuse_unless_empty(tx, node)?;
+    let levels: Vec<i16> = nodes.iter().map(|(id, _)| i16::from(id.level)).collect();
+    let indexes = nodes
+        .iter()
+        .map(|(id, _)| to_i64(id.index, "node index"))
+        .collect::<Result<Vec<i64>, Error>>()?;
+    let hashes: Vec<&[u8]> = nodes.iter().map(|(_, h)| h.as_bytes().as_slice()).collect();
+    tx.execute(
+        "INSERT INTO evident.merkle_nodes (node_id, level, idx, hash) \
+         SELECT $1, * FROM unnest($2::smallint[], $3::bigint[], $4::bytea[])",
+        &[&node, &levels, &indexes, &hashes],
+    )?;
+    Ok(())
+}
+
+/// Stores an imported log's anchor (see [`crate::Store::import_anchor`]).
+pub(super) fn import_anchor_in(
+    tx: &mut Transaction<'_>,
+    node: &str,
+    anchor: &PruneAnchor,
+) -> Result<(), Error> {
+    refuse_unless_empty(tx, node)?;
+    if anchor.below_seq == 0 || anchor.event_seq < anchor.below_seq {
+        return Err(backend(format!(
+            "a retention anchor needs 1 <= below_seq ({}) <= event_seq ({})",
+            anchor.below_seq, anchor.event_seq
+        )));
+    }
+    store_anchor_in(tx, node, anchor)
+}
+
 /// Deletes at most `max_entries` of the node's oldest entries below its anchor, with the
 /// pruning flag set for this transaction only.
 pub(super) fn batch_in(
@@ -172,6 +241,38 @@ pub(super) fn batch_in(
     };
     let below = to_i64(anchor.below_seq, "sequence number")?;
     let limit = to_i64(max_entries, "batch size")?;
+    let first = tx.query_opt(
+        "SELECT seq FROM evident.events WHERE node_id = $1 AND seq < $2 ORDER BY seq ASC LIMIT 1",
+        &[&node, &below],
+    )?;
+    let Some(first) = first else {
+        return Ok(0);
+    };
+    // Entries are dense, so this batch deletes `[first, first + limit)` below the anchor.
+    // The lower Merkle nodes over them are not stored (they are recomputed from the rows), so
+    // the ones that end inside the range are stored now, in the same transaction.
+    let from = to_u64(first.try_get(0)?, "sequence number")?;
+    let to = from.saturating_add(max_entries).min(anchor.below_seq);
+    let keep = tree::nodes_to_keep(&mut super::TreeRows { tx, node }, from, to)?;
+    if !keep.is_empty() {
+        let (levels, rest): (Vec<i16>, Vec<(i64, &[u8])>) = keep
+            .iter()
+            .map(|(id, hash)| {
+                Ok((
+                    i16::from(id.level),
+                    (to_i64(id.index, "node index")?, hash.as_bytes().as_slice()),
+                ))
+            })
+            .collect::<Result<Vec<_>, Error>>()?
+            .into_iter()
+            .unzip();
+        let (indexes, hashes): (Vec<i64>, Vec<&[u8]>) = rest.into_iter().unzip();
+        tx.execute(
+            "INSERT INTO evident.merkle_nodes (node_id, level, idx, hash) \
+             SELECT $1, * FROM unnest($2::smallint[], $3::bigint[], $4::bytea[])",
+            &[&node, &levels, &indexes, &hashes],
+        )?;
+    }
     tx.batch_execute("SET LOCAL evident.pruning = 'on'")?;
     let deleted = tx.execute(
         "DELETE FROM evident.events WHERE node_id = $1 AND seq IN \

@@ -4,7 +4,9 @@
 //! consults it; see `schema.rs`, version 2).
 
 use super::{Error, backend, corrupt, hash_from, to_i64};
-use crate::PruneAnchor;
+use crate::{PruneAnchor, tree};
+use evident_core::Hash;
+use evident_core::merkle::NodeId;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The action of the event that records a prune (see the server's retention module).
@@ -142,6 +144,11 @@ pub(super) fn begin_in(tx: &Connection, anchor: &PruneAnchor) -> Result<(), Erro
             "the retention anchor needs a stored checkpoint of size at least {below}"
         )));
     }
+    store_anchor_in(tx, anchor)
+}
+
+/// Writes `anchor` as the log's retention anchor (the checks are the caller's).
+fn store_anchor_in(tx: &Connection, anchor: &PruneAnchor) -> Result<(), Error> {
     tx.prepare_cached(&format!(
         "INSERT INTO prune_anchor (one, {ANCHOR_COLUMNS}) \
          VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
@@ -153,16 +160,56 @@ pub(super) fn begin_in(tx: &Connection, anchor: &PruneAnchor) -> Result<(), Erro
     ))?
     .execute(params![
         to_i64(anchor.from_seq, "sequence number")?,
-        below,
+        to_i64(anchor.below_seq, "sequence number")?,
         anchor.hash.as_bytes(),
         anchor.seal.as_bytes(),
         anchor.recorded_at,
-        cp_size,
+        to_i64(anchor.checkpoint_size, "checkpoint size")?,
         anchor.checkpoint_note,
         anchor.started_at,
         to_i64(anchor.event_seq, "sequence number")?,
     ])?;
     Ok(())
+}
+
+/// Refuses to import into a log that holds any entry or anchor already.
+fn refuse_unless_empty(tx: &Connection) -> Result<(), Error> {
+    let entries = tx
+        .prepare_cached("SELECT 1 FROM events LIMIT 1")?
+        .exists([])?;
+    if entries || anchor_in(tx)?.is_some() {
+        return Err(backend(
+            "this log is not empty: a pruned log can only be imported into an empty one".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores Merkle nodes of an imported log's pruned prefix (see
+/// [`crate::Store::import_pruned_nodes`]).
+pub(super) fn import_nodes_in(tx: &Connection, nodes: &[(NodeId, Hash)]) -> Result<(), Error> {
+    refuse_unless_empty(tx)?;
+    let mut insert = tx.prepare_cached(super::INSERT_NODE)?;
+    for (id, hash) in nodes {
+        insert.execute(params![
+            id.level,
+            to_i64(id.index, "node index")?,
+            hash.as_bytes()
+        ])?;
+    }
+    Ok(())
+}
+
+/// Stores an imported log's anchor (see [`crate::Store::import_anchor`]).
+pub(super) fn import_anchor_in(tx: &Connection, anchor: &PruneAnchor) -> Result<(), Error> {
+    refuse_unless_empty(tx)?;
+    if anchor.below_seq == 0 || anchor.event_seq < anchor.below_seq {
+        return Err(backend(format!(
+            "a retention anchor needs 1 <= below_seq ({}) <= event_seq ({})",
+            anchor.below_seq, anchor.event_seq
+        )));
+    }
+    store_anchor_in(tx, anchor)
 }
 
 /// Deletes at most `max_entries` of the oldest entries below the anchor, under a permit that
@@ -173,6 +220,26 @@ pub(super) fn batch_in(tx: &Connection, max_entries: u64) -> Result<u64, Error> 
     };
     let below = to_i64(anchor.below_seq, "sequence number")?;
     let limit = to_i64(max_entries, "batch size")?;
+    let first: Option<i64> = tx
+        .prepare_cached("SELECT seq FROM events WHERE seq < ?1 ORDER BY seq ASC LIMIT 1")?
+        .query_row([below], |r| r.get(0))
+        .optional()?;
+    let Some(first) = first else {
+        return Ok(0);
+    };
+    // Entries are dense, so this batch deletes `[first, first + limit)` below the anchor.
+    // The lower Merkle nodes over them are not stored (they are recomputed from the rows), so
+    // the ones that end inside the range are stored now, in the same transaction.
+    let from = to_u64(first, "sequence number")?;
+    let to = from.saturating_add(max_entries).min(anchor.below_seq);
+    let mut insert = tx.prepare_cached(super::INSERT_NODE)?;
+    for (id, hash) in tree::nodes_to_keep(&mut super::TreeRows(tx), from, to)? {
+        insert.execute(params![
+            id.level,
+            to_i64(id.index, "node index")?,
+            hash.as_bytes()
+        ])?;
+    }
     tx.prepare_cached("INSERT INTO prune_permit (one, below_seq) VALUES (1, ?1)")?
         .execute([below])?;
     let deleted = tx

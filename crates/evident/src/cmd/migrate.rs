@@ -13,6 +13,10 @@
 //! - A DIR destination must be new: it becomes a data directory with the same identity and
 //!   keys (mode 0600) and the embedded store. It needs a DIR source, for the keys.
 //!
+//! A log pruned by retention is copied as it stands: the Merkle nodes over its pruned prefix
+//! and its anchor first (the destination then continues at the first kept entry), then the
+//! kept entries, so that proofs and checkpoints from before the pruning still verify on it.
+//!
 //! Nothing is written to a destination that already holds entries of the node. Both sides are
 //! locked while copying (a data directory's lock, a PostgreSQL node's writer lease), so no
 //! server writes to either meanwhile. The copy itself re-walks the chain (every entry hash
@@ -24,7 +28,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use evident_core::chain::recompute_hash;
 use evident_core::checkpoint::Checkpoint;
-use evident_core::merkle::{CompactRange, NodeId};
+use evident_core::merkle::{CompactRange, NodeId, subtree_ids};
 use evident_core::{ChainHead, Hash, NoteVerifier, SealKey, SealedEntry};
 use evident_server::NodeFiles;
 use evident_server::node::{Storage, lock_existing_data_dir};
@@ -210,6 +214,76 @@ fn read_chunk(store: &dyn Store, after: Option<u64>) -> anyhow::Result<Vec<Seale
     Ok(out)
 }
 
+/// Merkle nodes copied per destination transaction.
+const NODE_CHUNK: usize = 50_000;
+
+/// Copies a pruned log's prefix into the empty destination: every Merkle node over the pruned
+/// entries `[0, k)` (what the source's proofs and its later tree are built from; none can be
+/// recomputed there), then the anchor. Returns the tree of `[0, k)` the walk continues from.
+fn copy_pruned_prefix(
+    source: &dyn Store,
+    dest: &Side,
+    anchor: &evident_store::PruneAnchor,
+) -> anyhow::Result<CompactRange> {
+    let k = anchor.below_seq;
+    let mut ids = Vec::with_capacity(NODE_CHUNK);
+    let flush = |ids: &mut Vec<NodeId>| -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let hashes = source
+            .read_nodes(ids)
+            .context("reading the Merkle nodes of the source's pruned prefix")?;
+        let nodes: Vec<(NodeId, Hash)> = ids.iter().copied().zip(hashes).collect();
+        dest.store
+            .import_pruned_nodes(&nodes)
+            .with_context(|| format!("writing to {}", dest.describe))?;
+        ids.clear();
+        Ok(())
+    };
+    for level in 0u8..64 {
+        let count = k >> level;
+        if count == 0 {
+            break;
+        }
+        for index in 0..count {
+            ids.push(NodeId { level, index });
+            if ids.len() == NODE_CHUNK {
+                flush(&mut ids)?;
+            }
+        }
+    }
+    flush(&mut ids)?;
+    dest.store
+        .import_anchor(anchor)
+        .with_context(|| format!("writing the retention anchor to {}", dest.describe))?;
+    let hashes = source.read_nodes(&subtree_ids(0, k))?;
+    CompactRange::from_parts(k, hashes)
+        .with_context(|| format!("the source's tree of its pruned prefix [0, {k})"))
+}
+
+/// Checks a source checkpoint inside the pruned prefix: signed by the node, and the root of
+/// the stored tree at its size.
+fn check_prefix_checkpoint(
+    source: &dyn Store,
+    cp: &evident_store::StoredCheckpoint,
+    verifier: &NoteVerifier,
+) -> anyhow::Result<()> {
+    let opened = Checkpoint::open(&cp.signed_note, verifier)
+        .with_context(|| format!("source checkpoint of size {}", cp.size))?;
+    let hashes = source.read_nodes(&subtree_ids(0, cp.size))?;
+    let root = CompactRange::from_parts(cp.size, hashes)
+        .with_context(|| format!("the source's tree at size {}", cp.size))?
+        .root();
+    if opened.size != cp.size || opened.root != root || cp.root != root {
+        bail!(
+            "source checkpoint of size {} does not match the log's tree at that size",
+            cp.size
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let (source, identity) = open_source(&args)?;
     let node_id = identity.record.node_id.clone();
@@ -217,15 +291,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         .store
         .load_head()
         .with_context(|| format!("reading the log in {}", source.describe))?;
-    if let Some(anchor) = source.store.prune_anchor()? {
-        bail!(
-            "the log in {} was pruned by retention (entries below {} are gone): migrating a \
-             pruned log (its anchor, kept entries and every Merkle node) is not supported yet, \
-             so nothing was copied",
-            source.describe,
-            anchor.below_seq
-        );
-    }
+    let anchor = source.store.prune_anchor()?;
     let (dest, dest_files) = open_destination(&args.to, &identity)?;
     let dest_head = dest.store.load_head()?;
     if dest_head.next_seq > 0 || !dest.store.checkpoints()?.is_empty() {
@@ -245,6 +311,17 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let mut after = None;
     let mut copied = 0u64;
     let mut stderr = std::io::stderr().lock();
+    // A pruned log: its prefix's Merkle nodes and its anchor first; the walk then starts at
+    // the first kept entry, from the anchor's hash and the prefix's tree.
+    let first_kept = anchor.as_ref().map_or(0, |a| a.below_seq);
+    if let Some(anchor) = &anchor {
+        tree = copy_pruned_prefix(&*source.store, &dest, anchor)?;
+        prev = anchor.hash;
+        after = Some(anchor.below_seq - 1);
+        while let Some(cp) = pending.next_if(|cp| cp.size <= first_kept) {
+            check_prefix_checkpoint(&*source.store, cp, &identity.verifier)?;
+        }
+    }
     loop {
         let entries = read_chunk(&*source.store, after)?;
         let Some(last) = entries.last() else { break };
@@ -300,14 +377,14 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         let _ = write!(
             stderr,
             "\rcopied {copied} of {} entries",
-            source_head.next_seq
+            source_head.next_seq - first_kept
         );
     }
     let _ = writeln!(stderr);
-    if copied != source_head.next_seq {
+    if copied != source_head.next_seq - first_kept {
         bail!(
             "copied {copied} entries but the source log holds {}: was a server writing to it?",
-            source_head.next_seq
+            source_head.next_seq - first_kept
         );
     }
     if let Some(cp) = pending.next() {
@@ -348,9 +425,14 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let pruned = match &anchor {
+        Some(a) => format!(" (entries below {} were pruned by retention)", a.below_seq),
+        None => String::new(),
+    };
     writeln!(
         out,
-        "migrated node {node_id:?}: {copied} entries, {} checkpoint(s), {} API key(s) from {} to {}",
+        "migrated node {node_id:?}: {copied} entries{pruned}, {} checkpoint(s), {} API key(s) \
+         from {} to {}",
         checkpoints.len(),
         keys.len(),
         source.describe,
