@@ -2,6 +2,14 @@
 //! NDJSON bundle (format owned by `evident_core::export`), CSV (RFC 4180, spreadsheet formula
 //! injection neutralized), and JSON pages with their event form. The HTTP layer runs them on a
 //! blocking thread and streams their output; they hold at most one chunk of rows in memory.
+//!
+//! A bundle of a damaged log (an entry deleted from the middle of the store) is still written
+//! when the damage can be shown in it: the hashes that would close a run before the missing
+//! entry and open the next one cannot be computed without it, so the run goes on across the
+//! hole, and the bundle's own verification stops there with `sequence_gap` naming the first
+//! missing entry. Where the hole cannot be placed exactly (a filtered export whose entries skip
+//! past it, or a hole at the very start or end), the export fails with
+//! [`ExportWriteError::Damaged`] naming the missing entry instead.
 
 use crate::scan::scan_chunked;
 use evident_core::chain::GENESIS_PREV_HASH;
@@ -49,6 +57,10 @@ pub enum ExportWriteError {
     MissingNodes(String),
     #[error("signing the export header: {0}")]
     Sign(#[from] evident_core::note::NoteError),
+    /// The stored log is damaged where this export needs it (an entry is missing, `seq`
+    /// when it could be located): the bundle cannot be tied to its checkpoint there.
+    #[error("the stored log is damaged: {problem}")]
+    Damaged { seq: Option<u64>, problem: String },
 }
 
 /// What an export wrote.
@@ -125,29 +137,37 @@ pub fn write_bundle(
         Order::Ascending,
         request.limit,
         &mut |entry| -> Result<ControlFlow<()>, ExportWriteError> {
-            let continues = pending
-                .as_ref()
-                .is_some_and(|(p, _)| p.event.seq.checked_add(1) == Some(entry.event.seq));
-            if let Some((p, start)) = pending.take() {
-                let end = if continues {
+            let seq = entry.event.seq;
+            let start = match pending.take() {
+                None => {
+                    summary.runs += 1;
+                    Some(first_run_start(store, seq, size)?)
+                }
+                Some((p, p_start)) if p.event.seq.checked_add(1) == Some(seq) => {
+                    write_entry(out, p, p_start, None, &mut summary)?;
                     None
-                } else {
-                    Some(run_end(store, p.event.seq + 1, size)?)
-                };
-                write_entry(out, p, start, end, &mut summary)?;
-            }
-            let start = if continues {
-                None
-            } else {
-                summary.runs += 1;
-                Some(run_start(store, entry.event.seq, size)?)
+                }
+                Some((p, p_start)) => match run_break(store, p.event.seq, seq, size)? {
+                    Some((end, start)) => {
+                        write_entry(out, p, p_start, Some(end), &mut summary)?;
+                        summary.runs += 1;
+                        Some(start)
+                    }
+                    // Across a hole: the run goes on, and its verification stops there.
+                    None => {
+                        write_entry(out, p, p_start, None, &mut summary)?;
+                        None
+                    }
+                },
             };
             pending = Some((entry, start));
             Ok(ControlFlow::Continue(()))
         },
     )?;
     if let Some((p, start)) = pending.take() {
-        let end = run_end(store, p.event.seq + 1, size)?;
+        let last = p.event.seq;
+        let end =
+            run_end(store, last + 1, size).or_else(|e| Err(located(store, e, last + 1, size)?))?;
         write_entry(out, p, start, Some(end), &mut summary)?;
     }
     write_line(out, &trailer_line(summary.entries, summary.runs))?;
@@ -178,6 +198,128 @@ fn write_line(out: &mut dyn Write, line: &str) -> std::io::Result<()> {
         out.write_all(b"\n")?;
     }
     Ok(())
+}
+
+/// Whether `e` says the stored log lacks something an export needs (a row or a Merkle node
+/// that is gone or undecodable), as opposed to a failure of the storage itself.
+fn is_damage(e: &ExportWriteError) -> bool {
+    matches!(
+        e,
+        ExportWriteError::Store(StoreError::NotFound(_) | StoreError::Corrupt { .. })
+            | ExportWriteError::MissingNodes(_)
+    )
+}
+
+/// The markers between exported entries `last` and `next` (`next > last + 1`): the end of the
+/// run at `last` and the start of the run at `next`. `None` when entry `last + 1` is missing
+/// from the store and the markers cannot be computed without it: the run then goes on across
+/// the hole, and verifying the bundle stops at it with `sequence_gap` naming `last + 1`, the
+/// first missing entry. A hole elsewhere that the markers need fails the export, naming it.
+fn run_break(
+    store: &dyn Store,
+    last: u64,
+    next: u64,
+    size: u64,
+) -> Result<Option<(RunEnd, RunStart)>, ExportWriteError> {
+    // The failure, and the entries the failed marker needs.
+    let (e, from, to) = match run_end(store, last + 1, size) {
+        Ok(end) => match run_start(store, next, size) {
+            Ok(start) => return Ok(Some((end, start))),
+            Err(e) => (e, kept_start(store)?, next),
+        },
+        Err(e) => (e, last + 1, size),
+    };
+    if is_damage(&e) && !entry_stored(store, last + 1)? {
+        tracing::warn!(
+            missing = last + 1,
+            next,
+            "export: entries are missing from the stored log; the bundle goes on across the \
+             gap, and its verification will name it"
+        );
+        return Ok(None);
+    }
+    Err(located(store, e, from, to)?)
+}
+
+/// [`run_start`] for the first exported entry, which has no run to go on from: a hole before
+/// it fails the export, naming the missing entry.
+fn first_run_start(store: &dyn Store, first: u64, size: u64) -> Result<RunStart, ExportWriteError> {
+    match run_start(store, first, size) {
+        Ok(start) => Ok(start),
+        Err(e) => Err(located(store, e, kept_start(store)?, first)?),
+    }
+}
+
+/// Where the kept log starts: 0, or the retention anchor of a pruned log.
+fn kept_start(store: &dyn Store) -> Result<u64, ExportWriteError> {
+    Ok(store.prune_anchor()?.map_or(0, |a| a.below_seq))
+}
+
+/// Whether entry `seq` is in the store.
+fn entry_stored(store: &dyn Store, seq: u64) -> Result<bool, ExportWriteError> {
+    let mut found = false;
+    let filter = Filter {
+        from_seq: Some(seq),
+        to_seq: Some(seq.saturating_add(1)),
+        ..Filter::default()
+    };
+    store.scan(&filter, Order::Ascending, None, Some(1), &mut |_| {
+        found = true;
+        ControlFlow::Break(())
+    })?;
+    Ok(found)
+}
+
+/// The first entry of `[from, to)` missing from the store, if any.
+fn first_missing(store: &dyn Store, from: u64, to: u64) -> Result<Option<u64>, ExportWriteError> {
+    let mut expected = from;
+    let mut gap = None;
+    let filter = Filter {
+        from_seq: Some(from),
+        to_seq: Some(to),
+        ..Filter::default()
+    };
+    store.scan(&filter, Order::Ascending, None, None, &mut |entry| {
+        if entry.event.seq != expected {
+            gap = Some(expected);
+            return ControlFlow::Break(());
+        }
+        expected += 1;
+        ControlFlow::Continue(())
+    })?;
+    Ok(gap.or((expected < to).then_some(expected)))
+}
+
+/// `e`, a failure to compute the markers that need the entries of `[from, to)`: when it is
+/// damage, [`ExportWriteError::Damaged`] naming the first entry of that range missing from
+/// the store (which it scans), else `e` itself.
+fn located(
+    store: &dyn Store,
+    e: ExportWriteError,
+    from: u64,
+    to: u64,
+) -> Result<ExportWriteError, ExportWriteError> {
+    if !is_damage(&e) {
+        return Ok(e);
+    }
+    Ok(match first_missing(store, from, to)? {
+        Some(seq) => ExportWriteError::Damaged {
+            seq: Some(seq),
+            problem: format!(
+                "entry {seq} is missing (deleted or lost), and this export cannot be tied to \
+                 its checkpoint across it: the hashes that would do so cannot be computed \
+                 without it. An export without a filter holds every stored entry, and its \
+                 verification names the gap; `evident verify --data-dir` and GET \
+                 /api/v1/verify locate every problem"
+            ),
+        },
+        None => ExportWriteError::Damaged {
+            seq: None,
+            problem: format!(
+                "{e}; `evident verify --data-dir` and GET /api/v1/verify locate the damage"
+            ),
+        },
+    })
 }
 
 /// Run marker for a run starting at `start`: the chain predecessor and the tree `[0, start)`.

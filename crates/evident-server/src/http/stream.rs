@@ -53,6 +53,21 @@ impl Write for ChannelWriter {
     }
 }
 
+/// The answer for an export that failed before its first chunk.
+fn export_error(e: io::Error) -> ApiError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ExportWriteError>())
+    {
+        // What is stored cannot make this export: a finding about the data, not a fault of
+        // the server.
+        Some(damaged @ ExportWriteError::Damaged { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "log_damaged", damaged.to_string())
+        }
+        _ => ApiError::internal(format!("export failed: {e}")),
+    }
+}
+
 /// Runs `write` on a blocking thread and streams what it writes as a 200 response with
 /// `content_type` (and `disposition`, when given). An error before the first chunk is sent
 /// becomes an error response; an error later aborts the body, so that the client sees a
@@ -76,12 +91,13 @@ where
             if !matches!(&e, ExportWriteError::Io(io) if io.kind() == io::ErrorKind::BrokenPipe) {
                 tracing::error!(error = %e, "export failed");
             }
-            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+            // The error itself travels, so that one before the first chunk keeps its status.
+            let _ = tx.blocking_send(Err(io::Error::other(e)));
         }
     });
     let first = match rx.recv().await {
         Some(Ok(chunk)) => Some(chunk),
-        Some(Err(e)) => return Err(ApiError::internal(format!("export failed: {e}"))),
+        Some(Err(e)) => return Err(export_error(e)),
         None => None,
     };
     let rest = futures_util::stream::unfold(rx, |mut rx| async move {
