@@ -46,16 +46,35 @@ fn body_pool(batch: usize, seed: u64, min_bodies: usize) -> Vec<Bytes> {
         .collect()
 }
 
+/// What one client (task or thread) did; [`merge`] sums them into an [`AppendRun`].
 #[derive(Default)]
-struct TaskTally {
-    events: u64,
-    requests: u64,
-    errors: u64,
-    first_error: Option<String>,
-    latencies: Vec<Duration>,
+pub struct TaskTally {
+    pub events: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub latencies: Vec<Duration>,
 }
 
-fn merge(tallies: Vec<TaskTally>, elapsed: Duration) -> AppendRun {
+impl TaskTally {
+    /// Counts a failed request, keeping the first error's text.
+    pub fn error(&mut self, e: &anyhow::Error) {
+        self.errors += 1;
+        self.first_error.get_or_insert_with(|| format!("{e:#}"));
+    }
+
+    /// A client that could not report: one error with this text.
+    pub fn failed(why: &str) -> TaskTally {
+        TaskTally {
+            errors: 1,
+            first_error: Some(why.to_owned()),
+            ..TaskTally::default()
+        }
+    }
+}
+
+/// Sums the clients' tallies of a run that took `elapsed`.
+pub fn merge(tallies: Vec<TaskTally>, elapsed: Duration) -> AppendRun {
     let mut run = AppendRun {
         elapsed,
         ..AppendRun::default()
@@ -102,10 +121,7 @@ pub async fn throughput(
                 tally.requests += 1;
                 match result {
                     Ok(()) => tally.events += batch as u64,
-                    Err(e) => {
-                        tally.errors += 1;
-                        tally.first_error.get_or_insert_with(|| format!("{e:#}"));
-                    }
+                    Err(e) => tally.error(&e),
                 }
             }
             tally

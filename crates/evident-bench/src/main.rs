@@ -7,15 +7,21 @@
 //! server.
 //!
 //! Before the servers, the ceiling baseline (`baseline.rs`): plain SQLite inserts with no
-//! integrity, in the same batch sizes, printed beside Evident's ingestion as a ratio.
+//! integrity, in the same cells (batch size × concurrent writers), printed beside Evident's
+//! ingestion as a ratio. After the embedded write-path server, the PostgreSQL comparison
+//! (`pg.rs`), unless `--no-postgres`: a throwaway PostgreSQL 15 cluster with fsync on, a second
+//! `evident serve --storage postgres://…` run through the same ingestion cells, and the
+//! hand-built hash-chain trigger table driven in the same cells from this process, each cell
+//! printed with the ratio against issue 5's goal (≥ 5× the trigger table in batched mode).
 //!
 //! Argument parsing, the order of the phases and the report live here; the measurements are
-//! in `ingest.rs` and `reads.rs`, the server process in `server.rs`.
+//! in `ingest.rs`, `reads.rs`, `baseline.rs` and `pg.rs`, the server process in `server.rs`.
 
 mod baseline;
 mod client;
 mod ingest;
 mod metrics;
+mod pg;
 mod reads;
 mod server;
 mod stats;
@@ -26,7 +32,8 @@ use clap::Parser;
 use server::Server;
 use stats::{Latencies, mib, ms, per_sec, thousands};
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Benchmark a real `evident serve` over loopback HTTP and print the results against the
@@ -43,6 +50,11 @@ struct Args {
     /// Short phases and a 100,000-event log: a smoke test, not a measurement.
     #[arg(long)]
     quick: bool,
+    /// Skip the PostgreSQL rows (Evident on PostgreSQL and the hand-built trigger table), which
+    /// otherwise need PostgreSQL 15 installed (`apt-get install postgresql-15`); the table says
+    /// they were skipped.
+    #[arg(long)]
+    no_postgres: bool,
     /// Events in the log for the query, export and verify phases [default: 1,000,000, or
     /// 100,000 with --quick].
     #[arg(long, value_name = "N")]
@@ -67,6 +79,9 @@ const GOAL_FIRST_PAGE: Duration = Duration::from_millis(50);
 const GOAL_FIRST_PAGE_AT: u64 = 10_000_000;
 const GOAL_EXPORT: f64 = 300_000.0;
 const GOAL_RSS_BYTES: u64 = 200_000_000;
+/// The goal of issue 5: Evident on PostgreSQL at least this many times the hand-built trigger
+/// table's ingestion, in batched mode.
+const GOAL_PG_RATIO: f64 = 5.0;
 
 struct Plan {
     cell: Duration,
@@ -85,6 +100,10 @@ struct Phase {
     rss_max_kb: u64,
     /// The server's group commits in the phase (write phases only).
     commits: Option<metrics::CommitDelta>,
+    /// CPU of the PostgreSQL cluster (postmaster and backends), in the PostgreSQL phases.
+    pg_cpu: Option<Duration>,
+    /// Whether an Evident server ran the phase (not so for the trigger table).
+    has_server: bool,
 }
 
 struct Probe {
@@ -92,16 +111,33 @@ struct Probe {
     server_cpu: Option<Duration>,
     client_cpu: Option<Duration>,
     metrics: Option<metrics::Snapshot>,
+    /// The postmaster's pid and the cluster's CPU at the start.
+    pg: Option<(u32, Option<Duration>)>,
 }
 
 impl Probe {
     fn start(server: &Server) -> Probe {
         Probe {
-            started: Instant::now(),
             server_cpu: server.cpu(),
+            ..Probe::start_bare()
+        }
+    }
+
+    /// A probe of a phase with no Evident server (client and PostgreSQL CPU only).
+    fn start_bare() -> Probe {
+        Probe {
+            started: Instant::now(),
+            server_cpu: None,
             client_cpu: server::own_cpu(),
             metrics: None,
+            pg: None,
         }
+    }
+
+    /// Also measures the CPU of the PostgreSQL cluster whose postmaster is `pid`.
+    fn with_pg(mut self, pid: Option<u32>) -> Probe {
+        self.pg = pid.map(|pid| (pid, server::tree_cpu(pid)));
+        self
     }
 
     /// Also scrapes the server's commit metrics, to report them per phase.
@@ -128,6 +164,14 @@ impl Probe {
     }
 
     fn finish(self, server: &Server, name: impl Into<String>, events: Option<u64>) -> Phase {
+        self.end(Some(server), name, events)
+    }
+
+    fn finish_bare(self, name: impl Into<String>, events: Option<u64>) -> Phase {
+        self.end(None, name, events)
+    }
+
+    fn end(self, server: Option<&Server>, name: impl Into<String>, events: Option<u64>) -> Phase {
         let now = Instant::now();
         let diff = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
@@ -136,11 +180,15 @@ impl Probe {
         Phase {
             name: name.into(),
             wall: now - self.started,
-            server_cpu: diff(self.server_cpu, server.cpu()),
+            server_cpu: server.and_then(|s| diff(self.server_cpu, s.cpu())),
             client_cpu: diff(self.client_cpu, server::own_cpu()),
             events,
-            rss_max_kb: server.rss_max_kb(self.started, now),
+            rss_max_kb: server.map_or(0, |s| s.rss_max_kb(self.started, now)),
             commits: None,
+            pg_cpu: self
+                .pg
+                .and_then(|(pid, before)| diff(before, server::tree_cpu(pid))),
+            has_server: server.is_some(),
         }
     }
 }
@@ -217,20 +265,36 @@ async fn run(args: Args) -> anyhow::Result<String> {
     let mut phases = Vec::new();
     let load_before = server::load_average();
 
+    // PostgreSQL first, so that a missing installation fails the bench before anything long.
+    let mut cluster = if args.no_postgres {
+        None
+    } else {
+        eprintln!("starting a throwaway PostgreSQL 15 cluster (fsync on)");
+        Some(pg::start_cluster()?)
+    };
+    let pg_settings = match &cluster {
+        Some(c) => Some(pg::settings(&c.url("postgres")).await?),
+        None => None,
+    };
+
+    let cells: Vec<(usize, usize)> = BATCHES
+        .iter()
+        .flat_map(|&b| CONCURRENCY.iter().map(move |&c| (b, c)))
+        .collect();
     eprintln!("baseline: plain SQLite inserts, no integrity");
-    let baseline = baseline::sqlite_inserts(work.path(), &BATCHES, plan.cell)?;
-    for b in &baseline {
+    let baseline = baseline::sqlite_inserts(work.path(), &cells, plan.cell)?;
+    for (batch, writers, run) in &baseline {
         eprintln!(
-            "  batch {}: {} events/s",
-            b.batch,
-            per_sec(b.events_per_sec())
+            "  batch {batch} x {writers} writers: {} events/s ({} errors)",
+            per_sec(run.events_per_sec()),
+            run.errors
         );
     }
 
-    // Two fresh servers: the write-path phases would otherwise leave a log of unpredictable
-    // size behind, and the read-path figures are meant at exactly `scale` events.
+    // Fresh servers: the write-path phases would otherwise leave a log of unpredictable size
+    // behind, and the read-path figures are meant at exactly `scale` events.
     let writes_dir = work.path().join("writes");
-    let (server, api) = launch(&evident, &writes_dir).await?;
+    let (server, api) = launch(&evident, &writes_dir, None).await?;
     let writes = measure_writes(&server, &api, &plan, &mut phases).await;
     let mut writes = writes.map_err(|e| with_log_tail(e, &server))?;
     writes.vm_hwm_kb = server.vm_hwm_kb();
@@ -240,8 +304,20 @@ async fn run(args: Args) -> anyhow::Result<String> {
     // Frees the disk before the bulk load.
     let _ = std::fs::remove_dir_all(&writes_dir);
 
+    let postgres = match (&cluster, pg_settings) {
+        (Some(c), Some(settings)) => {
+            Some(measure_postgres(&evident, c, settings, work.path(), &plan, &mut phases).await?)
+        }
+        _ => None,
+    };
+    if let Some(c) = cluster.as_mut() {
+        eprintln!("stopping the PostgreSQL cluster");
+        c.stop();
+    }
+    drop(cluster);
+
     let reads_dir = work.path().join("reads");
-    let (server, api) = launch(&evident, &reads_dir).await?;
+    let (server, api) = launch(&evident, &reads_dir, None).await?;
     let reads = measure_reads(&server, &api, &plan, &mut phases).await;
     let mut reads = reads.map_err(|e| with_log_tail(e, &server))?;
     reads.vm_hwm_kb = server.vm_hwm_kb();
@@ -254,6 +330,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
     Ok(report(
         &writes,
         &reads,
+        postgres.as_ref(),
         &phases,
         &plan,
         &load_before,
@@ -263,13 +340,15 @@ async fn run(args: Args) -> anyhow::Result<String> {
 }
 
 /// Starts a server in `dir` and connects a client to it with a new owner key.
+/// With `storage`, the log is in that PostgreSQL database.
 async fn launch(
-    evident: &std::path::Path,
-    dir: &std::path::Path,
+    evident: &Path,
+    dir: &Path,
+    storage: Option<&str>,
 ) -> anyhow::Result<(Server, client::Api)> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     eprintln!("starting {} serve in {}", evident.display(), dir.display());
-    let server = Server::start(evident, dir)?;
+    let server = Server::start(evident, dir, storage)?;
     let key = server.create_key(evident)?;
     let api = client::Api::new(&server.base_url, &key)?;
     api.wait_healthy(Duration::from_secs(30)).await?;
@@ -296,10 +375,24 @@ struct Writes {
     cells: Vec<(usize, usize, ingest::AppendRun)>,
     open_loop: ingest::AppendRun,
     reference: ingest::AppendRun,
-    /// The plain-SQLite ceiling, per batch size (measured before the servers start).
-    baseline: Vec<baseline::BaselineRun>,
+    /// The plain-SQLite ceiling, per cell (measured before the servers start).
+    baseline: Vec<(usize, usize, ingest::AppendRun)>,
     vm_hwm_kb: Option<u64>,
     max_threads: u64,
+}
+
+/// What the PostgreSQL phases measured.
+struct Postgres {
+    settings: pg::Settings,
+    /// Per cell: Evident on PostgreSQL over HTTP, and the trigger table.
+    cells: Vec<(usize, usize, ingest::AppendRun, ingest::AppendRun)>,
+    /// `GET /api/v1/verify` of the PostgreSQL-backed log after its cells.
+    verify: reads::VerifyResult,
+    /// The trigger table after its cells, with the events it acknowledged (warm-up included)
+    /// and the rows of its failed statements.
+    check: pg::TriggerCheck,
+    acknowledged: u64,
+    failed_rows: u64,
 }
 
 /// What the read-path server measured.
@@ -318,12 +411,17 @@ struct Reads {
     log_size: u64,
 }
 
-async fn measure_writes(
+/// A warm-up, then every ingestion cell (batch size × concurrent clients) against `server`,
+/// each recorded as a phase named with `label` in front; `pg` is the postmaster whose CPU the
+/// phases also report.
+async fn ingestion_cells(
     server: &Server,
     api: &client::Api,
     plan: &Plan,
     phases: &mut Vec<Phase>,
-) -> anyhow::Result<Writes> {
+    label: &str,
+    pg: Option<u32>,
+) -> anyhow::Result<Vec<(usize, usize, ingest::AppendRun)>> {
     // Opens connections and lets the server reach a steady state before the first cell.
     let warm = ingest::throughput(api, 100, 8, Duration::from_millis(500), 1).await?;
     if let Some(e) = &warm.first_error {
@@ -333,8 +431,8 @@ async fn measure_writes(
     let mut cells = Vec::new();
     for (i, &batch) in BATCHES.iter().enumerate() {
         for (j, &concurrency) in CONCURRENCY.iter().enumerate() {
-            eprintln!("ingestion: batch {batch} x {concurrency} clients");
-            let probe = Probe::start_with_commits(server, api).await?;
+            eprintln!("{label}ingestion: batch {batch} x {concurrency} clients");
+            let probe = Probe::start_with_commits(server, api).await?.with_pg(pg);
             let seed = 100 + (i * 3 + j) as u64;
             let run = ingest::throughput(api, batch, concurrency, plan.cell, seed).await?;
             phases.push(
@@ -342,7 +440,7 @@ async fn measure_writes(
                     .finish_with_commits(
                         server,
                         api,
-                        format!("ingest batch {batch} x {concurrency}"),
+                        format!("{label}ingest batch {batch} x {concurrency}"),
                         Some(run.events),
                     )
                     .await?,
@@ -355,6 +453,85 @@ async fn measure_writes(
             cells.push((batch, concurrency, run));
         }
     }
+    Ok(cells)
+}
+
+/// Evident on PostgreSQL (a second server, its log in a fresh database of `cluster`) through
+/// the ingestion cells, then the hand-built trigger table (another fresh database) through the
+/// same cells from this process.
+async fn measure_postgres(
+    evident: &Path,
+    cluster: &evident_testpg::Cluster,
+    settings: pg::Settings,
+    work: &Path,
+    plan: &Plan,
+    phases: &mut Vec<Phase>,
+) -> anyhow::Result<Postgres> {
+    let postmaster = cluster.server_pid();
+    let url = cluster.create_database_url()?;
+    let dir = work.join("postgres");
+    let (server, api) = launch(evident, &dir, Some(&url)).await?;
+    let measured = async {
+        let cells = ingestion_cells(&server, &api, plan, phases, "PG: ", postmaster).await?;
+        eprintln!("PG: verify");
+        let probe = Probe::start(&server).with_pg(postmaster);
+        let verify = reads::verify(&api).await?;
+        phases.push(probe.finish(&server, "PG: verify", Some(verify.entries)));
+        anyhow::Ok((cells, verify))
+    }
+    .await;
+    let (evident_cells, verify) = measured.map_err(|e| with_log_tail(e, &server))?;
+    stop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let url = cluster.create_database_url()?;
+    pg::create_trigger_table(&url).await?;
+    let rows = Arc::new(pg::trigger_rows(&baseline::rows(20_000, 78)?));
+    let mut acknowledged = 0;
+    let mut failed_rows = 0;
+    // The same warm-up as the servers get.
+    let warm =
+        pg::trigger_throughput(&url, rows.clone(), 100, 8, Duration::from_millis(500)).await?;
+    if let Some(e) = &warm.first_error {
+        bail!("warm-up inserts into the trigger table failed: {e}");
+    }
+    acknowledged += warm.events;
+    let mut cells = Vec::new();
+    for (batch, concurrency, on_pg) in evident_cells {
+        eprintln!("trigger table: batch {batch} x {concurrency} connections");
+        let probe = Probe::start_bare().with_pg(postmaster);
+        let run = pg::trigger_throughput(&url, rows.clone(), batch, concurrency, plan.cell).await?;
+        phases.push(probe.finish_bare(
+            format!("trigger table batch {batch} x {concurrency}"),
+            Some(run.events),
+        ));
+        eprintln!(
+            "  {} events/s ({} errors)",
+            per_sec(run.events_per_sec()),
+            run.errors
+        );
+        acknowledged += run.events;
+        failed_rows += run.errors * batch as u64;
+        cells.push((batch, concurrency, on_pg, run));
+    }
+    let check = pg::check_trigger_table(&url).await?;
+    Ok(Postgres {
+        settings,
+        cells,
+        verify,
+        check,
+        acknowledged,
+        failed_rows,
+    })
+}
+
+async fn measure_writes(
+    server: &Server,
+    api: &client::Api,
+    plan: &Plan,
+    phases: &mut Vec<Phase>,
+) -> anyhow::Result<Writes> {
+    let cells = ingestion_cells(server, api, plan, phases, "", None).await?;
 
     eprintln!(
         "append latency: open loop at {OPEN_LOOP_RATE}/s for {:?}",
@@ -503,6 +680,45 @@ fn at_most(value: f64, goal: f64) -> String {
     }
 }
 
+/// `a / b` as a ratio, or n/a when `b` is zero.
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "n/a (nothing to compare with)".to_owned()
+    }
+}
+
+/// Issue 5's goal for a PostgreSQL cell: Evident on PostgreSQL ≥ 5× the trigger table in
+/// batched mode (single events have no goal); a cell with failed requests on either side is
+/// not a valid comparison.
+fn pg_verdict(
+    batch: usize,
+    on_pg: &ingest::AppendRun,
+    trigger: &ingest::AppendRun,
+) -> (String, String) {
+    let goal = if batch > 1 {
+        format!("≥ {GOAL_PG_RATIO:.0}× the trigger table (issue 5, batched)")
+    } else {
+        format!("— (issue 5's ≥ {GOAL_PG_RATIO:.0}× is for batches)")
+    };
+    let verdict = if on_pg.errors > 0 || trigger.errors > 0 {
+        "INVALID (failed requests)".to_owned()
+    } else if batch == 1 {
+        "—".to_owned()
+    } else {
+        let (a, b) = (on_pg.events_per_sec(), trigger.events_per_sec());
+        if b > 0.0 && a / b >= GOAL_PG_RATIO {
+            format!("PASS ({:.2}×)", a / b)
+        } else if b > 0.0 {
+            format!("MISS ({:.2}×, goal {GOAL_PG_RATIO:.0}×)", a / b)
+        } else {
+            "INVALID (the trigger table inserted nothing)".to_owned()
+        }
+    };
+    (goal, verdict)
+}
+
 fn errors_note(run: &ingest::AppendRun) -> String {
     if run.errors == 0 {
         String::new()
@@ -541,9 +757,11 @@ fn latency_text(l: &Latencies) -> String {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     w: &Writes,
     r: &Reads,
+    postgres: Option<&Postgres>,
     phases: &[Phase],
     plan: &Plan,
     load_before: &str,
@@ -567,9 +785,15 @@ fn report(
     );
     let _ = writeln!(
         out,
-        "- Server: `{} serve`, loopback TCP. Two fresh servers: one for the write-path rows 1–2, \
-         one loaded to exactly the stated size for rows 3–6 ({} events at the end).{}",
+        "- Server: `{} serve`, loopback TCP. Fresh servers: one (embedded store) for the \
+         write-path rows 1–2, {}one loaded to exactly the stated size for rows 3–6 ({} events at \
+         the end).{}",
         evident.display(),
+        if postgres.is_some() {
+            "one with `--storage postgres://…` for the PostgreSQL rows, "
+        } else {
+            ""
+        },
         thousands(r.log_size),
         if quick {
             " **--quick run: a smoke test, not a measurement.**"
@@ -586,8 +810,37 @@ fn report(
         out,
         "- Open-loop latency counts from each request's scheduled send time; the client's timer \
          has 1 ms resolution, so a send can start up to ~1 ms late, and that lateness is \
-         counted against the server.\n"
+         counted against the server."
     );
+    let _ = writeln!(
+        out,
+        "- Ceiling rows: plain SQLite in this process, no integrity (no hash, seal, tree or \
+         secondary index), WAL + synchronous=FULL like the embedded store, the same synthetic \
+         events, one transaction per batch, each of the cell's writers on its own connection \
+         (SQLite admits one writer at a time: the others wait for the lock in its busy handler)."
+    );
+    match postgres {
+        Some(pg) => {
+            let _ = writeln!(
+                out,
+                "- PostgreSQL rows: one throwaway PostgreSQL {} cluster on this machine \
+                 (evident-testpg: loopback TCP, shared_buffers {}, fsync, full_page_writes and \
+                 synchronous_commit on, read back before the cells), a fresh database for each \
+                 side. Evident on PostgreSQL: the same HTTP client, cells, events and answer \
+                 checks as the embedded rows. Trigger table: `evident_testpg::trigger_table` \
+                 (BEFORE INSERT trigger: transaction advisory lock held to COMMIT, then \
+                 the last row's number and hash, the row numbered after it, \
+                 `sha256(prev_hash || row)`; primary key only), fed from this process over \
+                 tokio-postgres, one prepared multi-row INSERT of the batch per transaction per \
+                 connection, the same synthetic events (payload = the whole event as jsonb), \
+                 each answer checked for the batch's row count.\n",
+                pg.settings.version, pg.settings.shared_buffers,
+            );
+        }
+        None => {
+            let _ = writeln!(out, "- **PostgreSQL rows skipped (--no-postgres).**\n");
+        }
+    }
 
     let _ = writeln!(out, "| # | Measurement | Result | Goal | Verdict |");
     let _ = writeln!(out, "|---|---|---|---|---|");
@@ -608,22 +861,79 @@ fn report(
             errors_note(run),
         );
     }
-    for b in &w.baseline {
-        let base = b.events_per_sec();
-        let best = w
+    for (batch, writers, base) in &w.baseline {
+        let embedded = w
             .cells
             .iter()
-            .filter(|(batch, _, _)| *batch == b.batch)
-            .map(|(_, _, run)| run.events_per_sec())
-            .fold(0.0, f64::max);
+            .find(|(b, c, _)| b == batch && c == writers)
+            .map(|(_, _, run)| run.events_per_sec());
         let _ = writeln!(
             out,
-            "| 1 | Baseline (ceiling): plain SQLite inserts, no integrity, no index, in process, WAL + synchronous=FULL, batch {} per transaction, one writer | {} events/s; Evident's best at batch {} over HTTP = {:.2}× of it | — | — |",
-            b.batch,
-            per_sec(base),
-            b.batch,
-            if base > 0.0 { best / base } else { 0.0 },
+            "| 1 | Ceiling: plain SQLite inserts (no integrity, no index, in process, WAL + synchronous=FULL), batch {batch} per transaction × {writers} writer connection{} | {} events/s (transaction p50 {}, p99 {}){}; Evident embedded at batch {batch} × {writers} over HTTP = {} of it | — | — |",
+            if *writers == 1 { "" } else { "s" },
+            per_sec(base.events_per_sec()),
+            ms(base.latency.p50),
+            ms(base.latency.p99),
+            errors_note(base),
+            embedded.map_or("?".to_owned(), |e| ratio(e, base.events_per_sec())),
         );
+    }
+    match postgres {
+        Some(pg) => {
+            for (batch, concurrency, on_pg, trigger) in &pg.cells {
+                let (goal, verdict) = pg_verdict(*batch, on_pg, trigger);
+                let _ = writeln!(
+                    out,
+                    "| 1 | PostgreSQL, batch {batch} × {concurrency} client{}: Evident on PostgreSQL over HTTP vs the hand-built trigger table ({batch}-row INSERT per transaction, {concurrency} connection{}) | Evident {} events/s (request p50 {}, p99 {}){}; trigger table {} events/s (transaction p50 {}, p99 {}){}; Evident = **{}** the trigger table | {goal} | {verdict} |",
+                    if *concurrency == 1 { "" } else { "s" },
+                    if *concurrency == 1 { "" } else { "s" },
+                    per_sec(on_pg.events_per_sec()),
+                    ms(on_pg.latency.p50),
+                    ms(on_pg.latency.p99),
+                    errors_note(on_pg),
+                    per_sec(trigger.events_per_sec()),
+                    ms(trigger.latency.p50),
+                    ms(trigger.latency.p99),
+                    errors_note(trigger),
+                    ratio(on_pg.events_per_sec(), trigger.events_per_sec()),
+                );
+            }
+            let holds = pg.check.holds(pg.acknowledged, pg.failed_rows);
+            let _ = writeln!(
+                out,
+                "| 1 | PostgreSQL: both logs checked after the cells | Evident on PostgreSQL: `GET /api/v1/verify` {} ({} entries); trigger table (one SQL query recomputing every hash and link): {} rows for {} acknowledged{}, numbered 1–{}, {} broken link{} | every acknowledged event kept, logs intact | {} |",
+                if pg.verify.ok {
+                    "intact"
+                } else {
+                    "**NOT intact**"
+                },
+                thousands(pg.verify.entries),
+                thousands(pg.check.rows),
+                thousands(pg.acknowledged),
+                if pg.failed_rows > 0 {
+                    format!(
+                        " (+ up to {} from failed statements)",
+                        thousands(pg.failed_rows)
+                    )
+                } else {
+                    String::new()
+                },
+                thousands(pg.check.max_seq),
+                pg.check.broken,
+                if pg.check.broken == 1 { "" } else { "s" },
+                if pg.verify.ok && holds {
+                    "PASS"
+                } else {
+                    "FAIL"
+                },
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "| 1 | PostgreSQL: Evident on PostgreSQL over HTTP vs the hand-built trigger table | **skipped (--no-postgres)** | ≥ 5× the trigger table in batched mode (issue 5) | NOT MEASURED |"
+            );
+        }
     }
     let ol = &w.open_loop;
     let _ = writeln!(
@@ -771,14 +1081,14 @@ fn report(
     }
     let _ = writeln!(
         out,
-        "\nWhere the time went (CPU seconds from /proc; the machine has {} cores; the ingest and open-loop phases ran on the write-path server, the others on the read-path server):\n",
+        "\nWhere the time went (CPU seconds from /proc; the machine has {} cores; the ingest and open-loop phases ran on the write-path server, `PG:` phases on the PostgreSQL-backed server, `trigger table` phases had no Evident server (this process's connections to PostgreSQL), the others ran on the read-path server; PostgreSQL CPU is the cluster's postmaster and all its backends):\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let _ = writeln!(
         out,
-        "| Phase | Wall | Server CPU | Client CPU | Server CPU per event | Max sampled server RSS | Group commits (server metrics) |"
+        "| Phase | Wall | Server CPU | Client CPU | PostgreSQL CPU | Server CPU per event | Max sampled server RSS | Group commits (server metrics) |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     let secs =
         |d: Option<Duration>| d.map_or("?".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
     for p in phases {
@@ -790,13 +1100,22 @@ fn report(
         };
         let _ = writeln!(
             out,
-            "| {} | {:.2} s | {} | {} | {} | {} | {} |",
+            "| {} | {:.2} s | {} | {} | {} | {} | {} | {} |",
             p.name,
             p.wall.as_secs_f64(),
-            secs(p.server_cpu),
+            if p.has_server {
+                secs(p.server_cpu)
+            } else {
+                "—".to_owned()
+            },
             secs(p.client_cpu),
+            p.pg_cpu.map_or("—".to_owned(), |d| secs(Some(d))),
             per_event,
-            mib(p.rss_max_kb * 1024),
+            if p.has_server {
+                mib(p.rss_max_kb * 1024)
+            } else {
+                "—".to_owned()
+            },
             p.commits.as_ref().map_or("—".to_owned(), commits_text),
         );
     }
@@ -821,6 +1140,33 @@ mod tests {
         assert_eq!(a.scale, Some(10_000_000));
         assert!(Args::try_parse_from(["evident-bench", "--events-1m", "--scale", "5"]).is_err());
         let q = Args::try_parse_from(["evident-bench", "--quick"]).unwrap();
-        assert!(q.quick && q.evident.is_none());
+        assert!(q.quick && q.evident.is_none() && !q.no_postgres);
+        let n = Args::try_parse_from(["evident-bench", "--quick", "--no-postgres"]).unwrap();
+        assert!(n.no_postgres);
+    }
+
+    fn run(events: u64, errors: u64) -> ingest::AppendRun {
+        ingest::AppendRun {
+            events,
+            errors,
+            elapsed: Duration::from_secs(1),
+            ..ingest::AppendRun::default()
+        }
+    }
+
+    #[test]
+    fn the_postgres_goal_is_judged_on_batched_cells_only() {
+        let (goal, verdict) = pg_verdict(1000, &run(60_000, 0), &run(10_000, 0));
+        assert!(goal.starts_with("≥ 5×"), "{goal}");
+        assert_eq!(verdict, "PASS (6.00×)");
+        let (_, verdict) = pg_verdict(100, &run(30_000, 0), &run(40_000, 0));
+        assert_eq!(verdict, "MISS (0.75×, goal 5×)");
+        let (goal, verdict) = pg_verdict(1, &run(9_000, 0), &run(1_000, 0));
+        assert!(goal.starts_with("—"), "{goal}");
+        assert_eq!(verdict, "—");
+        let (_, verdict) = pg_verdict(1000, &run(60_000, 0), &run(10_000, 3));
+        assert_eq!(verdict, "INVALID (failed requests)");
+        assert_eq!(ratio(3.0, 2.0), "1.50×");
+        assert!(ratio(3.0, 0.0).starts_with("n/a"));
     }
 }

@@ -1,7 +1,9 @@
 //! The server under test: starts `evident serve` as a child process on a fresh data directory
-//! and a free loopback port, creates an owner key with `evident keys create`, samples the
-//! child's memory and CPU from `/proc`, measures its data directory, and stops it. Owns the
-//! process; talking HTTP to it is `client.rs`'s job.
+//! and a free loopback port (its log in the embedded store, or in PostgreSQL with `--storage`),
+//! creates an owner key with `evident keys create`, samples the child's memory and CPU from
+//! `/proc`, measures its data directory, and stops it. Owns the process; talking HTTP to it is
+//! `client.rs`'s job. Also reads the CPU time of other processes from `/proc` (the bench
+//! itself, a PostgreSQL postmaster and its backends).
 
 use anyhow::{Context as _, anyhow, bail};
 use std::io::{BufRead as _, BufReader};
@@ -21,6 +23,8 @@ pub struct Server {
     pub base_url: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// `--storage` (a `postgres://` URL), when the log is not in the embedded store.
+    storage: Option<String>,
     samples: Arc<Mutex<Vec<(Instant, u64)>>>,
     max_threads: Arc<std::sync::atomic::AtomicU64>,
     sampling: Arc<AtomicBool>,
@@ -38,9 +42,9 @@ fn clean_env(cmd: &mut Command) {
 }
 
 impl Server {
-    /// Starts `evident serve --data-dir DATA --listen 127.0.0.1:0` and waits until it answers
-    /// `/api/v1/healthz`.
-    pub fn start(evident: &Path, work_dir: &Path) -> anyhow::Result<Server> {
+    /// Starts `evident serve --data-dir DATA --listen 127.0.0.1:0` (plus `--storage URL` when
+    /// `storage` is given) and waits until it prints its address.
+    pub fn start(evident: &Path, work_dir: &Path, storage: Option<&str>) -> anyhow::Result<Server> {
         let data_dir = work_dir.join("data");
         let log_path = work_dir.join("server.log");
         let log = std::fs::File::create(&log_path)
@@ -50,8 +54,11 @@ impl Server {
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--listen")
-            .arg("127.0.0.1:0")
-            .stdin(Stdio::null())
+            .arg("127.0.0.1:0");
+        if let Some(url) = storage {
+            cmd.arg("--storage").arg(url);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
         clean_env(&mut cmd);
@@ -77,6 +84,7 @@ impl Server {
             base_url: String::new(),
             data_dir,
             log_path,
+            storage: storage.map(str::to_owned),
             samples: Arc::new(Mutex::new(Vec::new())),
             max_threads: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             sampling: Arc::new(AtomicBool::new(true)),
@@ -131,6 +139,10 @@ impl Server {
             .arg(&self.data_dir)
             .args(["--role", "owner"]);
         clean_env(&mut cmd);
+        if let Some(url) = &self.storage {
+            // The data directory records it too; saying it again costs nothing.
+            cmd.env("EVIDENT_STORAGE", url);
+        }
         let out = cmd.output().context("cannot run `evident keys create`")?;
         if !out.status.success() {
             bail!(
@@ -248,17 +260,56 @@ fn clock_ticks() -> u64 {
     })
 }
 
-/// utime + stime of a `/proc/.../stat` file.
-fn cpu_time(path: &str) -> Option<Duration> {
+/// The fields of a `/proc/.../stat` file after the command name: index 0 is the state (field
+/// 3 of the full line), so field N of proc(5) is index N - 3.
+fn stat_fields(path: &str) -> Option<Vec<u64>> {
     let text = std::fs::read_to_string(path).ok()?;
     // The command name may hold spaces and parentheses; fields follow the last ')'.
     let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After ')': state is field 3 of the full line, utime 14 and stime 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    let ticks = clock_ticks();
-    Some(Duration::from_millis((utime + stime) * 1000 / ticks))
+    // The state is a letter: counted as 0 so that the indexes stay those of proc(5).
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_millis(ticks * 1000 / clock_ticks())
+}
+
+/// utime + stime of a `/proc/.../stat` file.
+fn cpu_time(path: &str) -> Option<Duration> {
+    let fields = stat_fields(path)?;
+    // utime is field 14, stime 15.
+    Some(ticks_to_duration(fields.get(11)? + fields.get(12)?))
+}
+
+/// CPU time of process `root` and its children so far: its own utime + stime, the time of its
+/// children that have exited and been waited for (cutime + cstime), and utime + stime of its
+/// live children. For a PostgreSQL postmaster that is the whole cluster: every backend and
+/// background process is its direct child, and it reaps the ones that exit. A difference of
+/// two readings is the CPU the tree used in between.
+pub fn tree_cpu(root: u32) -> Option<Duration> {
+    let own = stat_fields(&format!("/proc/{root}/stat"))?;
+    // utime 14, stime 15, cutime 16, cstime 17.
+    let mut ticks = own.get(11)? + own.get(12)? + own.get(13)? + own.get(14)?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // A child may exit between the listing and the read: then it is skipped here and
+        // counted in the root's cutime once reaped.
+        let Some(fields) = stat_fields(&format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // ppid is field 4.
+        if fields.get(1) == Some(&u64::from(root)) {
+            ticks += fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0);
+        }
+    }
+    Some(ticks_to_duration(ticks))
 }
 
 /// CPU time this process (the client) used so far.

@@ -17,6 +17,7 @@ use evident_core::{
     Actor, ActorKind, ChainHead, Hash, Outcome, SealKey, SealedEntry, Severity, Target,
 };
 use evident_store::{PostgresStore, SqliteStore, Store};
+use evident_testpg::trigger_table;
 use std::time::Instant;
 
 fn entries(n: usize) -> Vec<(SealedEntry, Vec<(NodeId, Hash)>)> {
@@ -80,59 +81,26 @@ fn run_store_nodes(
     log.len() as f64 / start.elapsed().as_secs_f64()
 }
 
-const TRIGGER_TABLE: &str = r#"
-CREATE TABLE handmade (
-    seq bigserial PRIMARY KEY,
-    recorded_at timestamptz NOT NULL DEFAULT now(),
-    actor text NOT NULL, action text NOT NULL, target text NOT NULL, ip inet,
-    payload jsonb NOT NULL,
-    prev_hash bytea, hash bytea
-);
-CREATE FUNCTION handmade_chain() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE last bytea;
-BEGIN
-    PERFORM pg_advisory_xact_lock(42);
-    SELECT hash INTO last FROM handmade ORDER BY seq DESC LIMIT 1;
-    NEW.prev_hash := coalesce(last, '\x'::bytea);
-    NEW.hash := sha256(NEW.prev_hash || convert_to(
-        NEW.actor || NEW.action || NEW.target || coalesce(host(NEW.ip), '') || NEW.payload::text,
-        'UTF8'));
-    RETURN NEW;
-END $$;
-CREATE TRIGGER handmade_chain BEFORE INSERT ON handmade
-    FOR EACH ROW EXECUTE FUNCTION handmade_chain();
-"#;
-
-/// The hand-built trigger table: `n` events in batches of `batch` rows per INSERT (one
-/// transaction each); events per second.
-/// Indexes a team would add to the trigger table to serve the same filters as Evident's
-/// (time, actor, target, IP, action): a diagnostic case beside the bare table.
-const TRIGGER_TABLE_INDEXES: &str = r#"
-CREATE INDEX handmade_by_time ON handmade (recorded_at);
-CREATE INDEX handmade_by_actor ON handmade (actor, seq);
-CREATE INDEX handmade_by_target ON handmade (target, seq);
-CREATE INDEX handmade_by_ip ON handmade (ip, seq);
-CREATE INDEX handmade_by_action ON handmade (action, seq);
-"#;
-
 /// Evident's secondary indexes, dropped in a diagnostic case to show what they cost.
 const DROP_EVIDENT_INDEXES: &str = "DROP INDEX evident.events_by_time, evident.events_by_actor, \
     evident.events_by_target, evident.events_by_ip, evident.events_by_action, \
     evident.events_by_tenant, evident.events_severe, evident.events_not_success, \
     evident.events_not_user";
 
+/// The hand-built trigger table (its SQL is shared with `evident-bench`:
+/// `evident_testpg::trigger_table`): `n` events in batches of `batch` rows per INSERT (one
+/// transaction each), optionally with the indexes serving Evident's filters; events per second.
 fn run_trigger_table(url: &str, n: usize, batch: usize, indexed: bool) -> f64 {
     let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
-    client.batch_execute(TRIGGER_TABLE).unwrap();
+    client.batch_execute(trigger_table::SCHEMA).unwrap();
     if indexed {
-        client.batch_execute(TRIGGER_TABLE_INDEXES).unwrap();
+        client.batch_execute(trigger_table::INDEXES).unwrap();
     }
     let start = Instant::now();
     let mut i = 0;
     while i < n {
         let rows = batch.min(n - i);
-        let mut sql =
-            String::from("INSERT INTO handmade (actor, action, target, ip, payload) VALUES ");
+        let mut sql = format!("{} VALUES ", trigger_table::INSERT_COLUMNS);
         for r in 0..rows {
             let k = i + r;
             if r > 0 {
