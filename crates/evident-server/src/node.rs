@@ -13,7 +13,7 @@
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::Metrics;
-use crate::sequencer::{Sequencer, SequencerSettings};
+use crate::sequencer::{Sequencer, SequencerSettings, WriterLease};
 use evident_core::{NoteSigner, NoteVerifier, SealKey};
 use evident_store::postgres::NodeRecord;
 use evident_store::{PostgresStore, Store, StoreError};
@@ -460,20 +460,26 @@ impl NodeFiles {
 
     /// Opens the store to write: on PostgreSQL, records (or checks) this node's identity and,
     /// when `lease`, takes the node's writer lease, refusing when another process holds it.
-    fn open_store_to_write(&self, lease: bool) -> Result<Arc<dyn Store>, NodeError> {
+    /// Returns the store and, on PostgreSQL with `lease`, the lease the sequencer keeps.
+    fn open_store_to_write(&self, lease: bool) -> Result<StoreToWrite, NodeError> {
         match &self.storage {
-            Storage::Embedded => self.open_store(),
+            Storage::Embedded => Ok((self.open_store()?, None)),
             Storage::Postgres(url) => {
                 let store = PostgresStore::open(url, &self.node_id)?;
                 if lease {
                     store.acquire_lease()?;
                 }
                 store.register_node(&self.node_record())?;
-                Ok(Arc::new(store))
+                let store = Arc::new(store);
+                let held: Option<Arc<dyn WriterLease>> = lease.then(|| store.clone() as _);
+                Ok((store, held))
             }
         }
     }
 }
+
+/// A store opened to write, with the writer lease it holds where that can be lost.
+type StoreToWrite = (Arc<dyn Store>, Option<Arc<dyn WriterLease>>);
 
 /// What a damaged log appears to hold: one past its newest readable row (0 when none is).
 fn apparent_size(store: &dyn Store) -> u64 {
@@ -639,8 +645,8 @@ impl Node {
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let lock = lock_data_dir(&dir)?;
         let files = NodeFiles::create_or_load(&config)?;
-        let store = files.open_store_to_write(true)?;
-        Self::start(config, files, store, lock)
+        let (store, lease) = files.open_store_to_write(true)?;
+        Self::start(config, files, store, lease, lock)
     }
 
     /// Creates the data directory if needed and returns its identity, without starting a
@@ -668,14 +674,15 @@ impl Node {
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let lock = lock_data_dir(&dir)?;
         let files = NodeFiles::create_or_load(&config)?;
-        let store = wrap(files.open_store_to_write(true)?);
-        Self::start(config, files, store, lock)
+        let (store, lease) = files.open_store_to_write(true)?;
+        Self::start(config, files, wrap(store), lease, lock)
     }
 
     fn start(
         config: ServerConfig,
         files: NodeFiles,
         store: Arc<dyn Store>,
+        lease: Option<Arc<dyn WriterLease>>,
         lock: File,
     ) -> Result<Node, NodeError> {
         let metrics = Arc::new(Metrics::new());
@@ -688,6 +695,7 @@ impl Node {
         };
         let sequencer = match Sequencer::start(
             store.clone(),
+            lease,
             files.seal_key().clone(),
             files.signer().clone(),
             settings,

@@ -10,18 +10,28 @@
 //! failed too (nothing of it was stored) and the batcher resumes from the store's head. The
 //! committer also signs checkpoints, every N entries, after a time with unsigned entries, or on
 //! demand, always of committed entries only. It knows nothing of HTTP.
+//!
+//! On PostgreSQL the committer also keeps the node's writer lease ([`WriterLease`]). A commit
+//! refused because the lease session ended (a database restart, a cut connection,
+//! `pg_terminate_backend`) is followed by one attempt to take the lease back, which succeeds only
+//! if no other process holds it, and then ALWAYS by reloading the head from the store: the group
+//! is stored only if the reloaded head is the one it was sealed on. Otherwise the node stores
+//! nothing ([`SequencerError::LeaseLost`]), serves reads, and a background thread tries to take
+//! the lease back every [`RETAKE_EVERY`]; once it has, the head is reloaded again and writing
+//! resumes from it, never from the head held in memory.
 
 use crate::metrics::Metrics;
 use evident_core::chain::ChainHead;
 use evident_core::event::Millis;
 use evident_core::merkle::NodeId;
 use evident_core::{Checkpoint, EventInput, Hash, NoteSigner, SealKey, SealedEntry};
+use evident_store::PostgresStore;
 use evident_store::{Filter, Order, Store, StoreError, StoredCheckpoint};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -54,6 +64,36 @@ pub enum SequencerError {
     /// but writes nothing on top of it.
     #[error("the log is read-only: {0}")]
     ReadOnly(String),
+    /// This node lost its writer lease (PostgreSQL) and may not write: another process may be
+    /// serving the node. Nothing of the request was stored; reads go on.
+    #[error("{0}")]
+    LeaseLost(String),
+}
+
+/// How often a node that lost its writer lease tries to take it back.
+pub const RETAKE_EVERY: Duration = Duration::from_secs(1);
+
+/// A writer's exclusive claim on its node's log, where the backend has one that can be lost
+/// while the process runs: PostgreSQL's advisory-lock lease (the embedded store's is the data
+/// directory's lock, held by the process itself).
+pub trait WriterLease: Send + Sync {
+    /// Takes the lease, or confirms it is held. [`StoreError::Locked`], naming the holder,
+    /// when another process holds it.
+    fn take(&self) -> Result<(), StoreError>;
+}
+
+impl WriterLease for PostgresStore {
+    fn take(&self) -> Result<(), StoreError> {
+        self.acquire_lease()
+    }
+}
+
+/// Why appends are refused because the lease was lost (`None` while the node may write),
+/// shared by the committer (which sets and clears it) and the handle (which reads it).
+type LeaseLost = Arc<Mutex<Option<String>>>;
+
+fn lease_lost_reason(flag: &LeaseLost) -> Option<String> {
+    flag.lock().unwrap_or_else(PoisonError::into_inner).clone()
 }
 
 impl From<&StoreError> for SequencerError {
@@ -88,7 +128,8 @@ enum Command {
         reply: CheckpointReply,
     },
     Shutdown,
-    /// From the committer: it finished the group it was handed and is idle.
+    /// From the committer: it finished the group it was handed and is idle, or (only
+    /// [`Outcome::Resynced`]) it reloaded the head between groups.
     Committed(Outcome),
 }
 
@@ -101,6 +142,12 @@ enum Outcome {
         head: Box<ChainHead>,
         last_recorded_at: Millis,
     },
+    /// Not a group's end: the committer took its writer lease back and reloaded the head from
+    /// the store, which another writer had extended. Sealing goes on from `head`.
+    Resynced {
+        head: Box<ChainHead>,
+        last_recorded_at: Millis,
+    },
 }
 
 /// Handle to the sequencer thread. Cheap to share behind an `Arc`.
@@ -109,12 +156,19 @@ pub struct Sequencer {
     closing: Arc<AtomicBool>,
     size: Arc<AtomicU64>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Why the log is served read-only ([`Sequencer::read_only`]); `None` for a writer.
+    read_only: Option<String>,
+    /// Why appends are refused because the writer lease was lost, while they are.
+    lease_lost: LeaseLost,
 }
 
 impl Sequencer {
     /// Loads the chain head and the latest checkpoint from `store` and starts the thread.
+    /// `lease` is the writer lease `store` holds, where it has one that can be lost (the
+    /// committer takes it back after a loss).
     pub fn start(
         store: Arc<dyn Store>,
+        lease: Option<Arc<dyn WriterLease>>,
         seal_key: SealKey,
         signer: NoteSigner,
         settings: SequencerSettings,
@@ -138,6 +192,7 @@ impl Sequencer {
         metrics.log_size.set(head.next_seq);
         let (tx, rx) = mpsc::channel();
         let (work_tx, work_rx) = mpsc::channel();
+        let lease_lost = LeaseLost::default();
         let committer = Committer {
             store: store.clone(),
             signer,
@@ -148,6 +203,11 @@ impl Sequencer {
             unsigned_since: None,
             size: size.clone(),
             back: tx.clone(),
+            // The retaker's way back in; without a lease nothing is ever retaken.
+            retaken: lease.as_ref().map(|_| work_tx.clone()),
+            lease,
+            lease_lost: lease_lost.clone(),
+            retaker: None,
         };
         let committer = std::thread::Builder::new()
             .name("evident-committer".to_owned())
@@ -173,6 +233,8 @@ impl Sequencer {
             closing: Arc::new(AtomicBool::new(false)),
             size,
             thread: Mutex::new(Some(thread)),
+            read_only: None,
+            lease_lost,
         })
     }
 
@@ -189,6 +251,7 @@ impl Sequencer {
     ) -> Result<Sequencer, StoreError> {
         metrics.log_size.set(size);
         let (tx, rx) = mpsc::channel::<Command>();
+        let reason = problem.clone();
         let thread = std::thread::Builder::new()
             .name("evident-sequencer".to_owned())
             .spawn(move || {
@@ -211,7 +274,20 @@ impl Sequencer {
             closing: Arc::new(AtomicBool::new(false)),
             size: Arc::new(AtomicU64::new(size)),
             thread: Mutex::new(Some(thread)),
+            read_only: Some(reason),
+            lease_lost: LeaseLost::default(),
         })
+    }
+
+    /// Why the log is served read-only, when it is.
+    pub fn read_only_problem(&self) -> Option<&str> {
+        self.read_only.as_deref()
+    }
+
+    /// Why this node refuses appends because it lost its writer lease (another process may
+    /// be serving the node), while it does.
+    pub fn lease_lost(&self) -> Option<String> {
+        lease_lost_reason(&self.lease_lost)
     }
 
     /// Number of committed entries (the next sequence number).
@@ -234,6 +310,9 @@ impl Sequencer {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(reason) = self.lease_lost() {
+            return Err(SequencerError::LeaseLost(reason));
+        }
         let (reply, rx) = oneshot::channel();
         self.send(Command::Append { inputs, reply })?;
         // A dropped reply means the thread ended before answering: nothing was committed.
@@ -245,6 +324,9 @@ impl Sequencer {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(reason) = self.lease_lost() {
+            return Err(SequencerError::LeaseLost(reason));
+        }
         let (reply, rx) = oneshot::channel();
         self.send(Command::Append { inputs, reply })?;
         rx.blocking_recv()
@@ -252,7 +334,8 @@ impl Sequencer {
     }
 
     /// A signed checkpoint covering every entry committed before this call returns (signed
-    /// now unless the latest one already covers the current size).
+    /// now unless the latest one already covers the current size). While the writer lease is
+    /// lost nothing is signed: the newest stored checkpoint is returned instead.
     pub async fn force_checkpoint(&self) -> Result<StoredCheckpoint, SequencerError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Checkpoint { reply })?;
@@ -327,6 +410,9 @@ struct Group {
     pending: Vec<Pending>,
     /// Checkpoint requests to answer after this group's commit.
     checkpoints: Vec<CheckpointReply>,
+    /// The head the group's first entry was sealed on (next sequence number, last hash):
+    /// the committer stores the group only on exactly that head.
+    base: Option<(u64, Hash)>,
 }
 
 impl Group {
@@ -346,6 +432,8 @@ struct Pending {
 enum Work {
     /// A sealed group, and the head after it.
     Group(Group, Box<ChainHead>),
+    /// From the retaker thread: the writer lease is held again.
+    LeaseTaken,
     Shutdown,
 }
 
@@ -426,21 +514,31 @@ impl Batcher {
             }
             Command::Checkpoint { reply } => self.open.checkpoints.push(reply),
             Command::Shutdown => self.shutting_down = true,
-            Command::Committed(outcome) => {
+            Command::Committed(Outcome::Stored) => self.committer_idle = true,
+            Command::Committed(Outcome::Failed {
+                error,
+                head,
+                last_recorded_at,
+            }) => {
                 self.committer_idle = true;
-                if let Outcome::Failed {
-                    error,
-                    head,
-                    last_recorded_at,
-                } = outcome
-                {
-                    // The open group was sealed on entries that were not stored: fail it (it
-                    // was not stored either) and continue from the store's head.
-                    let open = std::mem::take(&mut self.open);
-                    for p in open.pending {
-                        let _ = p.reply.send(Err(error.clone()));
-                    }
-                    self.open.checkpoints = open.checkpoints;
+                // The open group was sealed on entries that were not stored: fail it (it was
+                // not stored either) and continue from the store's head.
+                let open = std::mem::take(&mut self.open);
+                for p in open.pending {
+                    let _ = p.reply.send(Err(error.clone()));
+                }
+                self.open.checkpoints = open.checkpoints;
+                self.head = *head;
+                self.last_recorded_at = self.last_recorded_at.max(last_recorded_at);
+            }
+            Command::Committed(Outcome::Resynced {
+                head,
+                last_recorded_at,
+            }) => {
+                // Idle, nothing is sealed on the old head: go on from the reloaded one. A
+                // group in flight was sealed on the old head; the committer refuses it and
+                // its outcome carries the reloaded head.
+                if self.committer_idle && self.open.pending.is_empty() {
                     self.head = *head;
                     self.last_recorded_at = self.last_recorded_at.max(last_recorded_at);
                 }
@@ -454,6 +552,9 @@ impl Batcher {
         self.last_recorded_at = recorded_at;
         let ids = new_ids(recorded_at, inputs.len());
         let group = &mut self.open;
+        if group.entries.is_empty() {
+            group.base = Some((self.head.next_seq, self.head.last_hash));
+        }
         let start = group.entries.len();
         group.entries.reserve(inputs.len());
         for (input, id) in inputs.into_iter().zip(ids) {
@@ -529,12 +630,25 @@ struct Committer {
     size: Arc<AtomicU64>,
     /// To the batcher: a group is done.
     back: mpsc::Sender<Command>,
+    /// The writer lease the store holds, where it has one that can be lost.
+    lease: Option<Arc<dyn WriterLease>>,
+    /// Set while the lease is lost (appends are refused), shared with the handle.
+    lease_lost: LeaseLost,
+    /// To this committer's own queue, for the retaker (`Some` only with a lease).
+    retaken: Option<mpsc::Sender<Work>>,
+    /// The thread trying to take a lost lease back, and the sender whose drop stops it.
+    retaker: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
 impl Committer {
     fn run(mut self, rx: mpsc::Receiver<Work>) {
         loop {
-            let work = match self.unsigned_since {
+            // Without the lease nothing is signed, so the time rule waits too.
+            let timer = match self.lost() {
+                None => self.unsigned_since,
+                Some(_) => None,
+            };
+            let work = match timer {
                 Some(since) => {
                     let wait = self
                         .settings
@@ -556,12 +670,18 @@ impl Committer {
             };
             let (group, head) = match work {
                 Work::Group(group, head) => (group, head),
+                Work::LeaseTaken => {
+                    if self.lost().is_some() {
+                        let _ = self.reload_after_retake();
+                    }
+                    continue;
+                }
                 Work::Shutdown => break,
             };
             if group.pending.is_empty() {
                 let _ = self.back.send(Command::Committed(Outcome::Stored));
             } else {
-                self.commit(group.entries, group.nodes, group.pending, *head);
+                self.commit(group.base, group.entries, group.nodes, group.pending, *head);
             }
             // Under steady traffic the receive never times out, so the time rule is checked
             // here too.
@@ -576,8 +696,13 @@ impl Committer {
             }
         }
         // Everything handed over was committed; leave no entry unsigned behind.
-        if self.unsigned_since.is_some() {
+        if self.unsigned_since.is_some() && self.lost().is_none() {
             self.sign_checkpoint_logged();
+        }
+        // Dropping the sender stops the retaker at its next wait.
+        if let Some((stop, thread)) = self.retaker.take() {
+            drop(stop);
+            let _ = thread.join();
         }
     }
 
@@ -587,17 +712,52 @@ impl Committer {
     /// already past this group (after a failure, resumed from the store's head).
     fn commit(
         &mut self,
+        base: Option<(u64, Hash)>,
         entries: Vec<SealedEntry>,
         nodes: Vec<(NodeId, Hash)>,
         pending: Vec<Pending>,
         head: ChainHead,
     ) {
         let total = entries.len();
-        let started = Instant::now();
-        let result = self.store.append(&entries, &nodes);
-        self.metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
+        if let Some(reason) = self.lost() {
+            self.refuse(pending, SequencerError::LeaseLost(reason), Millis::MIN);
+            return;
+        }
+        if base.is_some_and(|base| base != (self.head.next_seq, self.head.last_hash)) {
+            // Sealed before the head was reloaded (the lease was taken back meanwhile): it
+            // does not continue the stored log.
+            let error = SequencerError::LeaseLost(format!(
+                "node {:?} took its writer lease back and reloaded its log from the store \
+                 while this request waited; retry",
+                self.settings.node_id
+            ));
+            self.refuse(pending, error, Millis::MIN);
+            return;
+        }
+        let mut result = self.timed_append(&entries, &nodes);
+        if let (Err(StoreError::Locked(lost)), Some(_)) = (&result, &self.lease) {
+            let lost = lost.clone();
+            match self.take_lease_back(&lost) {
+                // The head reloaded from the store is the one this group was sealed on: it
+                // continues the stored log.
+                Ok(true) => result = self.timed_append(&entries, &nodes),
+                Ok(false) => {
+                    let error = SequencerError::LeaseLost(format!(
+                        "the writer lease for node {:?} was lost, and another process \
+                         appended to the log meanwhile; this node took the lease back and goes \
+                         on from the log as stored ({} entries): retry",
+                        self.settings.node_id, self.head.next_seq
+                    ));
+                    let last = last_recorded_at(&*self.store).unwrap_or(Millis::MIN);
+                    self.refuse(pending, error, last);
+                    return;
+                }
+                Err(reason) => {
+                    self.refuse(pending, SequencerError::LeaseLost(reason), Millis::MIN);
+                    return;
+                }
+            }
+        }
         match result {
             Ok(()) => {
                 self.head = head;
@@ -630,7 +790,13 @@ impl Committer {
             Err(e) => {
                 tracing::error!(error = %e, events = total, "group commit failed; nothing stored");
                 self.metrics.append_failures.inc_by(pending.len() as u64);
-                let error = SequencerError::from(&e);
+                let error = match &e {
+                    // Lost again right after it was taken back.
+                    StoreError::Locked(why) if self.lease.is_some() => {
+                        SequencerError::LeaseLost(self.lose_lease(why))
+                    }
+                    other => SequencerError::from(other),
+                };
                 let last_recorded_at = self.resync_head();
                 let _ = self.back.send(Command::Committed(Outcome::Failed {
                     error: error.clone(),
@@ -641,6 +807,164 @@ impl Committer {
                     let _ = p.reply.send(Err(error.clone()));
                 }
             }
+        }
+    }
+
+    fn timed_append(
+        &self,
+        entries: &[SealedEntry],
+        nodes: &[(NodeId, Hash)],
+    ) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = self.store.append(entries, nodes);
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Fails a group that was not stored, and hands the batcher the committed head to go on
+    /// from.
+    fn refuse(&mut self, pending: Vec<Pending>, error: SequencerError, last_recorded_at: Millis) {
+        self.metrics.append_failures.inc_by(pending.len() as u64);
+        let _ = self.back.send(Command::Committed(Outcome::Failed {
+            error: error.clone(),
+            head: Box::new(self.head.clone()),
+            last_recorded_at,
+        }));
+        for p in pending {
+            let _ = p.reply.send(Err(error.clone()));
+        }
+    }
+
+    /// Why appends are refused for a lost lease, while they are.
+    fn lost(&self) -> Option<String> {
+        lease_lost_reason(&self.lease_lost)
+    }
+
+    /// After a commit refused because the lease session ended (`lost`, the store's words):
+    /// takes the lease back if no other process holds it, then reloads the head. `Ok(true)`
+    /// when the reloaded head is the one held here, `Ok(false)` when another writer had
+    /// extended the log (the reloaded head is adopted). `Err` with the reason appends are
+    /// refused from now on, until the retaker takes the lease back.
+    fn take_lease_back(&mut self, lost: &str) -> Result<bool, String> {
+        let Some(lease) = self.lease.clone() else {
+            return Ok(true);
+        };
+        tracing::error!(
+            node_id = self.settings.node_id,
+            problem = lost,
+            "the writer lease was lost; taking it back unless another process holds it"
+        );
+        match lease.take() {
+            Ok(()) => self.reload_after_retake(),
+            Err(StoreError::Locked(holder)) => Err(self.lose_lease(&holder)),
+            Err(e) => Err(self.lose_lease(&e.to_string())),
+        }
+    }
+
+    /// With the lease held again: reloads the head (and the latest checkpoint) from the
+    /// store, never trusting the one held here, tells the batcher when it changed, and lets
+    /// appends in again. `Ok(same)` as [`Self::take_lease_back`].
+    fn reload_after_retake(&mut self) -> Result<bool, String> {
+        let stored = match self.store.load_head() {
+            Ok(stored) => stored,
+            Err(e) => {
+                return Err(self.lose_lease(&format!(
+                    "the lease was taken back, but the log head cannot be reloaded from the \
+                     store: {e}"
+                )));
+            }
+        };
+        match self.store.latest_checkpoint() {
+            Ok(latest) => self.last_checkpoint = latest,
+            Err(e) => tracing::warn!(error = %e, "cannot reload the latest checkpoint"),
+        }
+        let same = stored == self.head;
+        if !same {
+            tracing::warn!(
+                node_id = self.settings.node_id,
+                in_memory = self.head.next_seq,
+                stored = stored.next_seq,
+                "another writer extended the log while the writer lease was lost; going on \
+                 from the stored head"
+            );
+            self.head = stored;
+            self.size.store(self.head.next_seq, Ordering::Release);
+            self.metrics.log_size.set(self.head.next_seq);
+            let last_recorded_at = last_recorded_at(&*self.store).unwrap_or(Millis::MIN);
+            let _ = self.back.send(Command::Committed(Outcome::Resynced {
+                head: Box::new(self.head.clone()),
+                last_recorded_at,
+            }));
+        }
+        let signed = self.last_checkpoint.as_ref().map_or(0, |c| c.size);
+        self.unsigned_since = (signed < self.head.next_seq).then(Instant::now);
+        *self
+            .lease_lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        tracing::warn!(
+            node_id = self.settings.node_id,
+            size = self.head.next_seq,
+            "took the writer lease back; the log head was reloaded from the store; appends \
+             resume"
+        );
+        Ok(same)
+    }
+
+    /// Refuses appends from now on, for `why` the lease cannot be taken back, and starts the
+    /// retaker. Returns the reason appends get.
+    fn lose_lease(&mut self, why: &str) -> String {
+        let reason = format!(
+            "the writer lease for node {:?} was lost and cannot be taken back now: {why}. This \
+             node stores nothing until it holds the lease again (it tries every {} s); reads \
+             go on",
+            self.settings.node_id,
+            RETAKE_EVERY.as_secs()
+        );
+        tracing::error!(node_id = self.settings.node_id, problem = why, "{reason}");
+        *self
+            .lease_lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
+        self.start_retaker();
+        reason
+    }
+
+    /// Starts the thread that takes the lease back as soon as it is free, unless one runs.
+    fn start_retaker(&mut self) {
+        if self
+            .retaker
+            .as_ref()
+            .is_some_and(|(_, thread)| !thread.is_finished())
+        {
+            return;
+        }
+        if let Some((_, finished)) = self.retaker.take() {
+            let _ = finished.join();
+        }
+        let (Some(lease), Some(retaken)) = (self.lease.clone(), self.retaken.clone()) else {
+            return;
+        };
+        let (stop, stopped) = mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("evident-lease".to_owned())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(RETAKE_EVERY)
+                {
+                    match lease.take() {
+                        Ok(()) => {
+                            let _ = retaken.send(Work::LeaseTaken);
+                            return;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "the writer lease is not free yet"),
+                    }
+                }
+            });
+        match spawned {
+            Ok(thread) => self.retaker = Some((stop, thread)),
+            Err(e) => tracing::error!(error = %e, "cannot start the lease retaker thread"),
         }
     }
 
@@ -676,6 +1000,15 @@ impl Committer {
     /// Signs and stores a checkpoint of the committed head, unless the latest one already
     /// covers it.
     fn checkpoint_now(&mut self) -> Result<StoredCheckpoint, SequencerError> {
+        if let Some(reason) = self.lost() {
+            // Nothing is signed without the lease: the newest stored checkpoint (another
+            // process may have signed past this node's head) is what there is.
+            return match self.store.latest_checkpoint() {
+                Ok(Some(latest)) => Ok(latest),
+                Ok(None) => Err(SequencerError::LeaseLost(reason)),
+                Err(e) => Err(SequencerError::from(&e)),
+            };
+        }
         let size = self.head.next_seq;
         if let Some(cp) = &self.last_checkpoint {
             if cp.size == size {

@@ -6,8 +6,8 @@
 //! batched ingestion (one transaction per group-commit batch, rows sent with `COPY … BINARY`),
 //! error mapping and the [`Store`] implementation. The schema and grant model live in
 //! `postgres/schema.rs`, the row encoding in `postgres/codec.rs`, the queries in
-//! `postgres/query.rs`. It stores what the integrity core computed and never computes a hash,
-//! seal or proof itself.
+//! `postgres/query.rs`, TLS to the server (`sslmode`, `sslrootcert`) in `postgres/tls.rs`. It
+//! stores what the integrity core computed and never computes a hash, seal or proof itself.
 //!
 //! The client is the synchronous `postgres` crate (a blocking wrapper over `tokio-postgres`):
 //! the [`Store`] trait is synchronous and called from blocking threads, so a blocking client
@@ -20,6 +20,7 @@ mod codec;
 mod prune;
 mod query;
 mod schema;
+mod tls;
 
 use crate::{Filter, KeyRecord, Order, PruneAnchor, Store, StoreError, StoredCheckpoint, tree};
 use evident_core::event::Millis;
@@ -28,7 +29,7 @@ use evident_core::{ChainHead, Hash, SealedEntry};
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Transaction};
+use postgres::{Client, Config, GenericClient, IsolationLevel, Transaction};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -196,6 +197,8 @@ struct WriterConn {
 /// The PostgreSQL store of one node.
 pub struct PostgresStore {
     config: Config,
+    /// `sslmode` and the certificate checks it means.
+    tls: tls::Tls,
     /// The database, password removed, for messages.
     location: String,
     node_id: String,
@@ -215,13 +218,16 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// The parsed connection settings of `url`; a password missing from it is taken from
-/// `PGPASSWORD`, as libpq does.
-fn config_of(url: &str) -> Result<Config, StoreError> {
-    let mut config: Config = url.parse().map_err(|e| {
+/// The parsed connection settings of `url` and its TLS settings (`sslmode`, `sslrootcert`,
+/// taken out of the URL before `postgres::Config` parses the rest: see `postgres/tls.rs`); a
+/// password missing from it is taken from `PGPASSWORD`, as libpq does.
+fn config_of(url: &str) -> Result<(Config, tls::Tls), StoreError> {
+    let (rest, tls) = tls::Tls::from_url(url)?;
+    let mut config: Config = rest.parse().map_err(|e| {
         StoreError::Backend(format!(
-            "storage {:?} is not a valid PostgreSQL URL: {e}",
-            redact_url(url)
+            "storage {:?} is not a valid PostgreSQL URL: {}",
+            redact_url(url),
+            with_causes(&e)
         ))
     })?;
     if config.get_password().is_none() {
@@ -232,12 +238,28 @@ fn config_of(url: &str) -> Result<Config, StoreError> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
-    Ok(config)
+    Ok((config, tls))
+}
+
+/// A client-side error with its causes (`postgres::Error` displays only its kind, as in
+/// "error performing TLS handshake", not why).
+fn with_causes(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn map_pg_err(e: postgres::Error, location: &str) -> StoreError {
     let Some(db) = e.as_db_error() else {
-        return StoreError::Backend(format!("PostgreSQL at {location}: {e}"));
+        return StoreError::Backend(format!("PostgreSQL at {location}: {}", with_causes(&e)));
     };
     let mut text = format!("PostgreSQL at {location}: {}", db.message());
     if let Some(detail) = db.detail() {
@@ -266,9 +288,10 @@ impl PostgresStore {
     /// Connects to the database at `url` as the store of node `node_id`, and brings the
     /// schema up to date. Takes no lock: see [`Self::acquire_lease`] for the writer's.
     pub fn open(url: &str, node_id: &str) -> Result<PostgresStore, StoreError> {
-        let config = config_of(url)?;
+        let (config, tls) = config_of(url)?;
         let store = PostgresStore {
             config,
+            tls,
             location: redact_url(url),
             node_id: node_id.to_owned(),
             writer: Mutex::new(None),
@@ -308,9 +331,7 @@ impl PostgresStore {
     fn connect(&self) -> Result<Client, StoreError> {
         let mut config = self.config.clone();
         config.application_name(&format!("evident {}", self.node_id));
-        let mut client = config
-            .connect(NoTls)
-            .map_err(|e| map_pg_err(e, &self.location))?;
+        let mut client = self.tls.connect(&config, &self.location)?;
         // Acknowledged means durable: whatever the server's default, a COMMIT returns only
         // once its WAL record is flushed.
         client
@@ -456,7 +477,9 @@ impl PostgresStore {
         )))
     }
 
-    /// Whether this store holds its node's writer lease.
+    /// Whether this store holds its node's writer lease, as far as it knows: a lease session
+    /// that ended is noticed by the next append, which then fails with
+    /// [`StoreError::Locked`] and stores nothing until the lease is taken again.
     pub fn holds_lease(&self) -> bool {
         lock(&self.lease).is_some()
     }
@@ -848,10 +871,11 @@ impl PostgresStore {
         nodes: &[(NodeId, Hash)],
     ) -> Result<(), Error> {
         let node = self.node_id.as_str();
-        // A writer whose lease session ended (a database restart, a cut connection) takes the
-        // lease again before writing on, or refuses if another process has taken the node
-        // over meanwhile. Whatever was written in between, the density check below and the
-        // primary key keep two histories from mixing.
+        // A writer whose lease session ended (a database restart, a cut connection, an
+        // administrator's pg_terminate_backend) stores nothing more until its caller took the
+        // lease back ([`Self::acquire_lease`]) and reloaded the head: another process may have
+        // served the node meanwhile, and entries sealed on the old head would not continue
+        // its log. The density check below and the primary key are the last line.
         let lease_pid = lock(&self.lease).as_ref().map(|(_, pid)| *pid);
         if let Some(pid) = lease_pid {
             let (classid, objid) = lease_lock_ids(lease_key(node));
@@ -863,7 +887,13 @@ impl PostgresStore {
             if held.is_none() {
                 let lost = lock(&self.lease).take();
                 drop(lost);
-                self.acquire_lease()?;
+                return Err(StoreError::Locked(format!(
+                    "the writer lease for node {node:?} on {} was lost: its PostgreSQL session \
+                     (pid {pid}) ended (a database restart, a cut connection or \
+                     pg_terminate_backend); nothing was stored",
+                    self.location
+                ))
+                .into());
             }
         }
         let last = tx.query_opt(statements.last_entry, &[&node])?;
@@ -1367,6 +1397,11 @@ mod tests {
             "postgresql://db/evident?user=y"
         );
         assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
+        // The TLS parameters stay: the recorded URL must reach the database the same way.
+        assert_eq!(
+            redact_url("postgres://u:pw@h/d?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem"),
+            "postgres://u@h/d?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem"
+        );
         assert!(is_postgres_url("postgresql://h/d"));
         assert!(!is_postgres_url("./evident-data"));
     }

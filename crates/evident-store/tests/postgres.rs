@@ -469,7 +469,7 @@ fn lease_holder(db: &str, node_app: &str) -> i32 {
 }
 
 #[test]
-fn a_writer_whose_lease_session_ended_takes_it_again_unless_another_took_the_node() {
+fn a_writer_whose_lease_session_ended_stores_nothing_until_it_takes_the_lease_again() {
     let (db, url) = database();
     let store = PostgresStore::open(&url, "node-a").unwrap();
     store.acquire_lease().unwrap();
@@ -477,17 +477,32 @@ fn a_writer_whose_lease_session_ended_takes_it_again_unless_another_took_the_nod
     let (entries, nodes) = batch(&mut head, "node-a", 2);
     store.append(&entries, &nodes).unwrap();
 
-    // The lease session is cut (as by a database restart): the next append takes it again.
+    // The lease session is cut (as by a database restart): the next append stores nothing
+    // and says so; the caller takes the lease again (and reloads its head) before writing on.
     let pid = lease_holder(&db, "evident node-a");
     cluster()
         .psql(&db, &format!("SELECT pg_terminate_backend({pid})"))
         .unwrap();
     let (entries, nodes) = batch(&mut head, "node-a", 2);
-    store.append(&entries, &nodes).unwrap();
+    match store.append(&entries, &nodes) {
+        Err(StoreError::Locked(m)) => {
+            assert!(
+                m.contains("the writer lease for node \"node-a\"") && m.contains("was lost"),
+                "{m}"
+            );
+            assert!(m.contains(&format!("pid {pid}")), "{m}");
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    assert!(!store.holds_lease());
+    assert_eq!(store.count(&Filter::default()).unwrap(), 2);
+    store.acquire_lease().unwrap();
     assert_ne!(lease_holder(&db, "evident node-a"), pid);
+    store.append(&entries, &nodes).unwrap();
     assert_eq!(store.load_head().unwrap(), head);
 
-    // Cut again, and this time another process takes the node first: the old writer stops.
+    // Cut again, and this time another process takes the node first: the old writer cannot
+    // take the lease back.
     let pid = lease_holder(&db, "evident node-a");
     cluster()
         .psql(&db, &format!("SELECT pg_terminate_backend({pid})"))
@@ -496,6 +511,10 @@ fn a_writer_whose_lease_session_ended_takes_it_again_unless_another_took_the_nod
     usurper.acquire_lease().unwrap();
     let (entries, nodes) = batch(&mut head.clone(), "node-a", 1);
     match store.append(&entries, &nodes) {
+        Err(StoreError::Locked(m)) => assert!(m.contains("was lost"), "{m}"),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    match store.acquire_lease() {
         Err(StoreError::Locked(m)) => assert!(m.contains("already being served"), "{m}"),
         other => panic!("expected Locked, got {other:?}"),
     }

@@ -9,6 +9,18 @@
 //!
 //! A missing PostgreSQL is an error whose message says how to install it ([`INSTALL_HINT`]):
 //! the tests fail, they are not skipped.
+//!
+//! A cluster can also be started with TLS on ([`Cluster::start_tls`], shared by a test binary
+//! through [`shared_tls`]): a certificate signed by a throwaway CA, and TLS-only
+//! authentication over TCP (`tls.rs`).
+//!
+//! Also the SQL of the hand-built hash-chain trigger table the benchmarks compare against
+//! ([`trigger_table`]).
+
+mod tls;
+pub mod trigger_table;
+
+pub use tls::PLAIN_ONLY_DB;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -50,6 +62,8 @@ pub struct Cluster {
     as_postgres: bool,
     databases: AtomicU64,
     stopped: bool,
+    /// The certificates of a cluster started with TLS.
+    tls: Option<tls::TlsFiles>,
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -85,15 +99,23 @@ impl Cluster {
     /// Initializes and starts a new cluster in a fresh temporary directory, with fsync off
     /// (a throwaway cluster for correctness tests: commits still wait for their WAL write).
     pub fn start() -> Result<Cluster, Error> {
-        Cluster::start_durable(false)
+        Cluster::start_durable(false, false)
     }
 
     /// [`Self::start`] with fsync on, as in production (for benchmarks).
     pub fn start_with_fsync() -> Result<Cluster, Error> {
-        Cluster::start_durable(true)
+        Cluster::start_durable(true, false)
     }
 
-    fn start_durable(fsync: bool) -> Result<Cluster, Error> {
+    /// [`Self::start`] with `ssl = on`: the server presents a certificate for `localhost` and
+    /// `127.0.0.1` signed by a CA generated now ([`Self::ca_cert`]), and takes TCP connections
+    /// over TLS only (`hostssl`), except to database [`PLAIN_ONLY_DB`], which it takes without
+    /// TLS only. `psql` reaches it all the same (libpq's default `sslmode=prefer`).
+    pub fn start_tls() -> Result<Cluster, Error> {
+        Cluster::start_durable(false, true)
+    }
+
+    fn start_durable(fsync: bool, tls: bool) -> Result<Cluster, Error> {
         for tool in ["initdb", "pg_ctl", "psql"] {
             if !bin(tool).exists() {
                 return Err(err(format!(
@@ -136,6 +158,7 @@ impl Cluster {
             as_postgres,
             databases: AtomicU64::new(0),
             stopped: true,
+            tls: None,
         };
         if as_postgres {
             cluster.run_checked(
@@ -154,6 +177,21 @@ impl Cluster {
                 // A throwaway cluster: no need to sync its files at creation.
                 .arg("--no-sync"),
         )?;
+        let mut ssl = String::new();
+        if tls {
+            let owner = as_postgres.then(|| format!("{SUPERUSER}:"));
+            let files = tls::write_certificates(&cluster.root.join("tls"), owner.as_deref())?;
+            ssl = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                files.server_cert.display(),
+                files.server_key.display()
+            );
+            let hba = data.join("pg_hba.conf");
+            // Overwritten in place: the file stays the server user's.
+            std::fs::write(&hba, tls::hba_conf())
+                .map_err(|e| err(format!("cannot write {}: {e}", hba.display())))?;
+            cluster.tls = Some(files);
+        }
         // A port picked free can be taken before the server binds it: try a few.
         let mut last = None;
         for _ in 0..5 {
@@ -165,7 +203,7 @@ impl Cluster {
             };
             let options = format!(
                 "-p {} -h 127.0.0.1 -k {} -c max_connections=300 -c shared_buffers=32MB \
-                 {durability}",
+                 {durability}{ssl}",
                 cluster.port,
                 cluster.root.display()
             );
@@ -181,6 +219,9 @@ impl Cluster {
             match started {
                 Ok(_) => {
                     cluster.stopped = false;
+                    if tls {
+                        cluster.psql("postgres", &format!("CREATE DATABASE {PLAIN_ONLY_DB}"))?;
+                    }
                     return Ok(cluster);
                 }
                 Err(e) => last = Some(e),
@@ -225,9 +266,32 @@ impl Cluster {
         self.port
     }
 
+    /// The process id of the cluster's postmaster (first line of `postmaster.pid`), for
+    /// benchmarks that read its CPU time; `None` if the file cannot be read.
+    pub fn server_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// The connection URL of database `db` as the superuser.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (a cluster started with
+    /// [`Self::start_tls`]; `None` otherwise).
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.ca.as_path())
+    }
+
+    /// The PEM file of a CA that signed nothing this cluster presents (TLS cluster only).
+    pub fn unrelated_ca_cert(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.unrelated_ca.as_path())
     }
 
     /// Creates a fresh, empty database; returns its name.
@@ -292,8 +356,8 @@ impl Cluster {
     }
 
     /// Starts a detached process that stops this cluster and removes its files once the
-    /// current process has exited (however it exits).
-    fn watch(&self) -> Result<(), Error> {
+    /// current process has exited (however it exits, SIGKILL included).
+    pub fn watch(&self) -> Result<(), Error> {
         let stop = if self.as_postgres {
             format!("runuser -u {SUPERUSER} -- ")
         } else {
@@ -330,6 +394,18 @@ pub fn shared() -> Result<&'static Cluster, Error> {
     static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
     let cluster = SHARED.get_or_init(|| {
         let cluster = Cluster::start().map_err(|e| e.0)?;
+        cluster.watch().map_err(|e| e.0)?;
+        Ok(cluster)
+    });
+    cluster.as_ref().map_err(|e| err(e.clone()))
+}
+
+/// The TLS cluster ([`Cluster::start_tls`]) shared by every test of this test binary that
+/// needs one, started on first use and stopped after the process exits.
+pub fn shared_tls() -> Result<&'static Cluster, Error> {
+    static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    let cluster = SHARED.get_or_init(|| {
+        let cluster = Cluster::start_tls().map_err(|e| e.0)?;
         cluster.watch().map_err(|e| e.0)?;
         Ok(cluster)
     });

@@ -364,6 +364,13 @@ fn an_anchor_moved_over_kept_entries_fails_verification() {
     );
     let log = server.server_log();
     assert!(log.contains("serving it read-only"), "{log}");
+    let health = common::Api {
+        key: None,
+        ..api.clone()
+    }
+    .get("/healthz");
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(health.json()["status"], "read_only");
 }
 
 /// The server's own daily pruner (first run at once under the hidden test clock) prunes on a

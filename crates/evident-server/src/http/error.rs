@@ -34,7 +34,7 @@ pub struct ErrorDetail {
 pub struct ApiError {
     pub status: StatusCode,
     pub detail: ErrorDetail,
-    /// Seconds for a `Retry-After` header (429 only).
+    /// Seconds for a `Retry-After` header (429, and 503 `lease_lost`).
     pub retry_after: Option<u64>,
 }
 
@@ -145,6 +145,13 @@ impl ApiError {
                      the start-up checks ({problem}); GET /api/v1/verify locates the damage"
                 ),
             ),
+            // The reason says what was lost and what the node does about it.
+            SequencerError::LeaseLost(reason) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "lease_lost",
+                format!("nothing was stored: {reason}"),
+            )
+            .with_retry_after(crate::sequencer::RETAKE_EVERY.as_secs().max(1)),
             other => ApiError::internal(other.to_string()),
         }
     }

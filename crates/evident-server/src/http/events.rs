@@ -217,7 +217,7 @@ fn invalid_event(index: usize, e: ValidationError) -> ApiError {
         (status = 413, description = "Body larger than max_body_bytes or more than max_batch_events events", body = super::ErrorBody),
         (status = 415, description = "Content-Type is not application/json or application/x-ndjson", body = super::ErrorBody),
         (status = 500, description = "Storage failure; nothing stored", body = super::ErrorBody),
-        (status = 503, description = "The node is shutting down; nothing stored", body = super::ErrorBody),
+        (status = 503, description = "Nothing stored: the node is shutting down (`shutting_down`), serves a damaged log read-only (`read_only`), or lost its PostgreSQL writer lease (`lease_lost`, with `Retry-After`: another process may be serving the node)", body = super::ErrorBody),
         (status = 507, description = "Storage full; nothing stored", body = super::ErrorBody),
     ),
     security(("bearer" = [])),

@@ -203,7 +203,7 @@ pub async fn verify(
 /// Health status.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `ok` or `shutting_down`.
+    /// `ok` or `read_only` (200), or (503) `shutting_down` or `lease_lost`.
     pub status: &'static str,
 }
 
@@ -213,9 +213,9 @@ pub struct Health {
     path = "/api/v1/healthz",
     tag = "operations",
     responses(
-        (status = 200, description = "Serving", body = Health),
+        (status = 200, description = "Serving (`ok`), or serving a damaged log read-only, refusing appends (`read_only`)", body = Health),
         (status = 400, description = "A query parameter (this route takes none)", body = super::ErrorBody),
-        (status = 503, description = "Shutting down", body = Health),
+        (status = 503, description = "Shutting down (`shutting_down`), or refusing appends because another process took the PostgreSQL writer lease (`lease_lost`: route writers elsewhere)", body = Health),
     ),
 )]
 pub async fn healthz(
@@ -228,6 +228,24 @@ pub async fn healthz(
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {
                 status: "shutting_down",
+            }),
+        )
+    } else if state.node().sequencer().read_only_problem().is_some() {
+        // Reads are served, appends are not. 200, not 503: the process is healthy and a
+        // restart would not help (an orchestrator's liveness probe would only loop it); the
+        // status tells monitoring that writes are refused.
+        (
+            StatusCode::OK,
+            Json(Health {
+                status: "read_only",
+            }),
+        )
+    } else if state.node().sequencer().lease_lost().is_some() {
+        // Another process may be serving this node: route writers there.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "lease_lost",
             }),
         )
     } else {
@@ -268,9 +286,9 @@ pub async fn metrics(
     path = "/healthz",
     tag = "operations",
     responses(
-        (status = 200, description = "Serving", body = Health),
+        (status = 200, description = "Serving (`ok`), or serving a damaged log read-only, refusing appends (`read_only`)", body = Health),
         (status = 400, description = "A query parameter (this route takes none)", body = super::ErrorBody),
-        (status = 503, description = "Shutting down", body = Health),
+        (status = 503, description = "Shutting down (`shutting_down`), or refusing appends because another process took the PostgreSQL writer lease (`lease_lost`: route writers elsewhere)", body = Health),
     ),
 )]
 pub async fn root_healthz(
