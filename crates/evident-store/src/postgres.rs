@@ -33,11 +33,16 @@ use postgres::{Client, Config, GenericClient, IsolationLevel, Transaction};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-/// Idle readers kept open; more are opened when more threads read at once, and closed after.
-const MAX_IDLE_READERS: usize = 4;
+/// Reader connections open at most at once. A read that finds all of them busy waits for one
+/// instead of opening another: opening a connection forks a PostgreSQL backend, and under
+/// many concurrent requests (each reads its API key) that churn cost more database CPU than
+/// the appends themselves.
+const MAX_READERS: usize = 16;
+/// How long a read waits for a busy reader before opening one more.
+const READER_WAIT: Duration = Duration::from_millis(200);
 /// Rows fetched per round trip while scanning (memory stays bounded whatever the result).
 const FETCH_ROWS: i32 = 512;
 /// How long a connection attempt may take.
@@ -203,10 +208,22 @@ pub struct PostgresStore {
     location: String,
     node_id: String,
     writer: Mutex<Option<WriterConn>>,
-    readers: Mutex<Vec<Client>>,
+    /// Idle reader connections and how many are open (idle or in use).
+    readers: Mutex<Readers>,
+    /// Signalled when a reader is returned or closed.
+    reader_freed: Condvar,
     /// The session holding this node's advisory lock, once [`Self::acquire_lease`] took it,
     /// with its backend pid.
     lease: Mutex<Option<(Client, i32)>>,
+}
+
+/// The reader connections of a store.
+#[derive(Default)]
+struct Readers {
+    idle: Vec<Client>,
+    /// Open reader connections, idle or in use (at most [`MAX_READERS`], but for the
+    /// overflow opened after a [`READER_WAIT`]).
+    open: usize,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -295,7 +312,8 @@ impl PostgresStore {
             location: redact_url(url),
             node_id: node_id.to_owned(),
             writer: Mutex::new(None),
-            readers: Mutex::new(Vec::new()),
+            readers: Mutex::new(Readers::default()),
+            reader_freed: Condvar::new(),
             lease: Mutex::new(None),
         };
         let mut client = store.connect()?;
@@ -308,7 +326,11 @@ impl PostgresStore {
                 schema::SCHEMA_VERSION
             )),
         })?;
-        lock(&store.readers).push(client);
+        {
+            let mut readers = lock(&store.readers);
+            readers.idle.push(client);
+            readers.open += 1;
+        }
         Ok(store)
     }
 
@@ -345,11 +367,7 @@ impl PostgresStore {
         &self,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<T, Error>,
     ) -> Result<T, StoreError> {
-        let pooled = lock(&self.readers).pop();
-        let mut client = match pooled {
-            Some(client) if !client.is_closed() => client,
-            _ => self.connect()?,
-        };
+        let mut client = self.take_reader()?;
         let result = (|| -> Result<T, Error> {
             let mut tx = client
                 .build_transaction()
@@ -360,13 +378,59 @@ impl PostgresStore {
             tx.commit()?;
             Ok(out)
         })();
-        if !client.is_closed() {
-            let mut idle = lock(&self.readers);
-            if idle.len() < MAX_IDLE_READERS {
-                idle.push(client);
+        {
+            let mut readers = lock(&self.readers);
+            if client.is_closed() || readers.idle.len() >= MAX_READERS {
+                readers.open = readers.open.saturating_sub(1);
+                drop(readers);
+                drop(client);
+            } else {
+                readers.idle.push(client);
             }
         }
+        self.reader_freed.notify_one();
         result.map_err(|e| self.map_err(e))
+    }
+
+    /// An open reader connection: an idle one, a new one while fewer than [`MAX_READERS`] are
+    /// open, or else the next one returned.
+    fn take_reader(&self) -> Result<Client, StoreError> {
+        let mut readers = lock(&self.readers);
+        loop {
+            while let Some(client) = readers.idle.pop() {
+                if !client.is_closed() {
+                    return Ok(client);
+                }
+                readers.open = readers.open.saturating_sub(1);
+            }
+            if readers.open < MAX_READERS {
+                readers.open += 1;
+                drop(readers);
+                return self.connect().inspect_err(|_| {
+                    let mut readers = lock(&self.readers);
+                    readers.open = readers.open.saturating_sub(1);
+                    drop(readers);
+                    self.reader_freed.notify_one();
+                });
+            }
+            // All busy: wait for one, but not forever. A reader may be held by a long scan
+            // whose caller reads again inside it (an export's run markers), so a cap that
+            // only ever waited could deadlock; past the wait one more is opened, and closed
+            // again when returned to a full pool.
+            let (guard, waited) = self
+                .reader_freed
+                .wait_timeout(readers, READER_WAIT)
+                .unwrap_or_else(PoisonError::into_inner);
+            readers = guard;
+            if waited.timed_out() && readers.idle.is_empty() {
+                readers.open += 1;
+                drop(readers);
+                return self.connect().inspect_err(|_| {
+                    let mut readers = lock(&self.readers);
+                    readers.open = readers.open.saturating_sub(1);
+                });
+            }
+        }
     }
 
     /// Runs `f` in one write transaction on the writer; committed (durably) when this returns
@@ -569,9 +633,11 @@ impl Drop for PostgresStore {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         let readers = std::mem::take(
-            self.readers
+            &mut self
+                .readers
                 .get_mut()
-                .unwrap_or_else(PoisonError::into_inner),
+                .unwrap_or_else(PoisonError::into_inner)
+                .idle,
         );
         let lease = self
             .lease
