@@ -258,7 +258,11 @@ async fn run(args: Args) -> anyhow::Result<String> {
     let mut temp = tempfile::Builder::new();
     temp.prefix("evident-bench-");
     let work = match &args.work_dir {
-        Some(dir) => temp.tempdir_in(dir),
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create --work-dir {}", dir.display()))?;
+            temp.tempdir_in(dir)
+        }
         None => temp.tempdir(),
     }
     .context("cannot create a temporary directory")?;
