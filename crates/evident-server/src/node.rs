@@ -714,7 +714,7 @@ impl Node {
                     "the stored log failed its start-up checks: serving it read-only; run \
                      `evident verify` to locate the damage"
                 );
-                Sequencer::read_only(problem, apparent_size(&*store), &metrics)?
+                Sequencer::read_only(problem, apparent_size(&*store), &metrics)
             }
             Err(e) => return Err(e.into()),
         };

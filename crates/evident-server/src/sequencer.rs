@@ -244,39 +244,18 @@ impl Sequencer {
     /// is refused with [`SequencerError::ReadOnly`] naming `problem`, so that nothing new is
     /// sealed or signed over damaged history, while reads, exports and verification (which
     /// pinpoint the damage) go on. `size` is what the log appears to hold.
-    pub fn read_only(
-        problem: String,
-        size: u64,
-        metrics: &Metrics,
-    ) -> Result<Sequencer, StoreError> {
+    pub fn read_only(problem: String, size: u64, metrics: &Metrics) -> Sequencer {
         metrics.log_size.set(size);
-        let (tx, rx) = mpsc::channel::<Command>();
-        let reason = problem.clone();
-        let thread = std::thread::Builder::new()
-            .name("evident-sequencer".to_owned())
-            .spawn(move || {
-                for command in rx {
-                    match command {
-                        Command::Append { reply, .. } => {
-                            let _ = reply.send(Err(SequencerError::ReadOnly(problem.clone())));
-                        }
-                        Command::Checkpoint { reply } => {
-                            let _ = reply.send(Err(SequencerError::ReadOnly(problem.clone())));
-                        }
-                        Command::Shutdown => break,
-                        Command::Committed(_) => {}
-                    }
-                }
-            })
-            .map_err(|e| StoreError::Backend(format!("cannot start sequencer thread: {e}")))?;
-        Ok(Sequencer {
+        // No thread: `send` refuses every command itself (the receiver is never read).
+        let (tx, _) = mpsc::channel::<Command>();
+        Sequencer {
             tx,
             closing: Arc::new(AtomicBool::new(false)),
             size: Arc::new(AtomicU64::new(size)),
-            thread: Mutex::new(Some(thread)),
-            read_only: Some(reason),
+            thread: Mutex::new(None),
+            read_only: Some(problem),
             lease_lost: LeaseLost::default(),
-        })
+        }
     }
 
     /// Why the log is served read-only, when it is.
@@ -298,6 +277,9 @@ impl Sequencer {
     fn send(&self, command: Command) -> Result<(), SequencerError> {
         if self.closing.load(Ordering::Acquire) {
             return Err(SequencerError::ShuttingDown);
+        }
+        if let Some(problem) = &self.read_only {
+            return Err(SequencerError::ReadOnly(problem.clone()));
         }
         self.tx
             .send(command)
@@ -789,7 +771,6 @@ impl Committer {
             }
             Err(e) => {
                 tracing::error!(error = %e, events = total, "group commit failed; nothing stored");
-                self.metrics.append_failures.inc_by(pending.len() as u64);
                 let error = match &e {
                     // Lost again right after it was taken back.
                     StoreError::Locked(why) if self.lease.is_some() => {
@@ -798,14 +779,7 @@ impl Committer {
                     other => SequencerError::from(other),
                 };
                 let last_recorded_at = self.resync_head();
-                let _ = self.back.send(Command::Committed(Outcome::Failed {
-                    error: error.clone(),
-                    head: Box::new(self.head.clone()),
-                    last_recorded_at,
-                }));
-                for p in pending {
-                    let _ = p.reply.send(Err(error.clone()));
-                }
+                self.refuse(pending, error, last_recorded_at);
             }
         }
     }

@@ -746,9 +746,8 @@ impl tree::NodeRows for TreeRows<'_, '_> {
     }
 
     fn leaves(&mut self, start: u64, end: u64) -> Result<Vec<Option<Hash>>, Error> {
-        let width = usize::try_from(end.saturating_sub(start))
-            .map_err(|_| backend(format!("leaf range [{start}, {end}) is too wide")))?;
-        let mut out = vec![None; width];
+        let mut out = tree::LeafRange::new(start, end)
+            .ok_or_else(|| backend(format!("leaf range [{start}, {end}) is too wide")))?;
         let rows = self.tx.query(
             "SELECT seq, hash, seal FROM evident.events \
              WHERE node_id = $1 AND seq >= $2 AND seq < $3",
@@ -760,21 +759,10 @@ impl tree::NodeRows for TreeRows<'_, '_> {
         )?;
         for row in rows {
             let seq = to_u64(row.try_get(0)?, "sequence number")?;
-            let (hash, seal): (&[u8], &[u8]) = (row.try_get(1)?, row.try_get(2)?);
-            let (Some(hash), Some(seal)) = (hash_from(hash), hash_from(seal)) else {
-                return Err(corrupt(
-                    Some(seq),
-                    "hash or seal is not 32 bytes".to_owned(),
-                ));
-            };
-            if let Some(slot) = usize::try_from(seq - start)
-                .ok()
-                .and_then(|i| out.get_mut(i))
-            {
-                *slot = Some(merkle::entry_leaf_hash(&hash, &seal));
-            }
+            out.put(seq, row.try_get(1)?, row.try_get(2)?)
+                .map_err(|problem| corrupt(Some(seq), problem.to_owned()))?;
         }
-        Ok(out)
+        Ok(out.into_leaves())
     }
 
     fn stored_below(
@@ -806,13 +794,7 @@ impl tree::NodeRows for TreeRows<'_, '_> {
     }
 
     fn missing(&self, id: NodeId) -> Error {
-        corrupt(
-            None,
-            format!(
-                "{} can be neither read nor recomputed: an entry under it is missing",
-                node_label(id)
-            ),
-        )
+        corrupt(None, tree::unreadable(id))
     }
 }
 

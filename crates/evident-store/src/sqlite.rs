@@ -336,9 +336,8 @@ impl tree::NodeRows for TreeRows<'_> {
     }
 
     fn leaves(&mut self, start: u64, end: u64) -> Result<Vec<Option<Hash>>, Error> {
-        let width = usize::try_from(end.saturating_sub(start))
-            .map_err(|_| backend(format!("leaf range [{start}, {end}) is too wide")))?;
-        let mut out = vec![None; width];
+        let mut out = tree::LeafRange::new(start, end)
+            .ok_or_else(|| backend(format!("leaf range [{start}, {end}) is too wide")))?;
         let mut stmt = self.0.prepare_cached(
             "SELECT seq, hash, seal FROM events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
         )?;
@@ -351,20 +350,10 @@ impl tree::NodeRows for TreeRows<'_> {
             let (hash, seal): (Vec<u8>, Vec<u8>) = (row.get(1)?, row.get(2)?);
             let seq = u64::try_from(seq)
                 .map_err(|_| corrupt(None, format!("negative sequence number {seq}")))?;
-            let (Some(hash), Some(seal)) = (hash_from(&hash), hash_from(&seal)) else {
-                return Err(corrupt(
-                    Some(seq),
-                    "hash or seal is not 32 bytes".to_owned(),
-                ));
-            };
-            if let Some(slot) = usize::try_from(seq - start)
-                .ok()
-                .and_then(|i| out.get_mut(i))
-            {
-                *slot = Some(merkle::entry_leaf_hash(&hash, &seal));
-            }
+            out.put(seq, &hash, &seal)
+                .map_err(|problem| corrupt(Some(seq), problem.to_owned()))?;
         }
-        Ok(out)
+        Ok(out.into_leaves())
     }
 
     fn stored_below(
@@ -401,13 +390,7 @@ impl tree::NodeRows for TreeRows<'_> {
     }
 
     fn missing(&self, id: NodeId) -> Error {
-        corrupt(
-            None,
-            format!(
-                "{} can be neither read nor recomputed: an entry under it is missing",
-                node_label(id)
-            ),
-        )
+        corrupt(None, tree::unreadable(id))
     }
 }
 

@@ -16,7 +16,7 @@
 //! Everything here is pure: the backends supply the rows and the stored nodes.
 
 use evident_core::Hash;
-use evident_core::merkle::{CompactRange, NodeId, node_hash, subtree_ids};
+use evident_core::merkle::{CompactRange, NodeId, entry_leaf_hash, node_hash, subtree_ids};
 use std::collections::HashMap;
 
 /// The lowest tree level whose nodes a store writes at append time.
@@ -125,6 +125,53 @@ pub trait NodeRows {
     fn missing(&self, id: NodeId) -> Self::Error;
 }
 
+/// The leaves of entries `[start, end)` being gathered from their rows, for
+/// [`NodeRows::leaves`]: one slot per entry, `None` until its row is seen.
+pub struct LeafRange {
+    start: u64,
+    leaves: Vec<Option<Hash>>,
+}
+
+impl LeafRange {
+    /// `None` when the range is too wide to hold (it never is: at most 2^STORED_LEVEL - 1).
+    pub fn new(start: u64, end: u64) -> Option<LeafRange> {
+        let width = usize::try_from(end.saturating_sub(start)).ok()?;
+        Some(LeafRange {
+            start,
+            leaves: vec![None; width],
+        })
+    }
+
+    /// Records the row of entry `seq` (its stored hash and seal columns); the problem, when
+    /// they are not 32 bytes each. Rows outside the range are ignored.
+    pub fn put(&mut self, seq: u64, hash: &[u8], seal: &[u8]) -> Result<(), &'static str> {
+        let (Ok(hash), Ok(seal)) = (<[u8; 32]>::try_from(hash), <[u8; 32]>::try_from(seal)) else {
+            return Err("hash or seal is not 32 bytes");
+        };
+        let slot = seq
+            .checked_sub(self.start)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.leaves.get_mut(i));
+        if let Some(slot) = slot {
+            *slot = Some(entry_leaf_hash(&Hash(hash), &Hash(seal)));
+        }
+        Ok(())
+    }
+
+    pub fn into_leaves(self) -> Vec<Option<Hash>> {
+        self.leaves
+    }
+}
+
+/// What a backend's [`NodeRows::missing`] error says about `id`.
+pub fn unreadable(id: NodeId) -> String {
+    format!(
+        "Merkle node (level {}, index {}) can be neither read nor recomputed: an entry under it \
+         is missing",
+        id.level, id.index
+    )
+}
+
 /// Reads the hashes of `ids` in order: stored ones as stored, lower ones recomputed from the
 /// entries (and stored nodes) under them. `None` for a node that is neither (an upper node
 /// not stored, or a lower one over a lost entry); the caller says what that means.
@@ -228,7 +275,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
-    use evident_core::merkle::{CompactRange, entry_leaf_hash, leaf_hash};
+    use evident_core::merkle::leaf_hash;
 
     fn leaf(i: u64) -> Hash {
         leaf_hash(&i.to_be_bytes())
