@@ -160,19 +160,64 @@ pub struct Table {
     widths: Vec<usize>,
 }
 
-fn cut(text: &str) -> String {
-    // Control characters would break the layout (and could move the cursor).
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if clean.chars().count() <= MAX_CELL_CHARS {
-        clean
+/// Whether `c` is shown escaped in a table cell: controls (C0, DEL, C1), the bidirectional
+/// embeddings, overrides, isolates and marks (which can make a cell read backwards, as in
+/// "Trojan Source"), and the invisible format characters (zero-width spaces and joiners,
+/// line and paragraph separators, the byte-order mark, tag characters).
+pub fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e007f}'
+        )
+}
+
+/// How `c` is shown: itself, or `\u{hex}` for [`needs_escape`], `\\` for a backslash (so
+/// that text cannot pass itself off as an escape).
+fn shown(c: char) -> String {
+    if c == '\\' {
+        "\\\\".to_owned()
+    } else if needs_escape(c) {
+        format!("\\u{{{:x}}}", u32::from(c))
     } else {
-        let mut short: String = clean.chars().take(MAX_CELL_CHARS - 1).collect();
-        short.push('…');
-        short
+        c.to_string()
     }
+}
+
+/// `text` as a terminal shows it safely: see [`shown`].
+pub fn escape_for_terminal(text: &str) -> String {
+    text.chars().map(shown).collect()
+}
+
+fn cut(text: &str) -> String {
+    // Controls would break the layout (and could move the cursor); bidi overrides would make
+    // the cell read otherwise than it is stored: both are shown escaped.
+    let clean = escape_for_terminal(text);
+    if clean.chars().count() <= MAX_CELL_CHARS {
+        return clean;
+    }
+    // Cut between shown characters, never inside an escape.
+    let mut short = String::new();
+    let mut width = 0;
+    for c in text.chars() {
+        let piece = shown(c);
+        let len = piece.chars().count();
+        if width + len > MAX_CELL_CHARS - 1 {
+            break;
+        }
+        short.push_str(&piece);
+        width += len;
+    }
+    short.push('…');
+    short
 }
 
 impl Table {
@@ -258,9 +303,46 @@ mod tests {
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].starts_with("SEQ  ACTOR"), "{text}");
         assert!(lines[2].contains('…'), "{text}");
-        assert!(lines[2].ends_with("y z"), "{text}");
+        assert!(lines[2].ends_with(r"y\u{a}z"), "{text}");
         // Every row puts its last column at the same offset.
         let col = lines[0].find("NOTE").unwrap();
         assert_eq!(lines[1].chars().count() - 1, col, "{text}");
+    }
+
+    #[test]
+    fn bidi_and_control_characters_are_shown_escaped() {
+        // An actor name that a terminal would show as "alice" followed by reversed text.
+        let rows = vec![vec![
+            "alice\u{202e}nimda\u{202c}".to_owned(),
+            "a\u{2066}b\u{2069}\u{200e}\u{200f}".to_owned(),
+            "\u{1b}[31m\u{85}\u{7f}\u{feff}\u{2028}".to_owned(),
+            r"C:\temp\u{202e}".to_owned(),
+        ]];
+        let table = Table::new(vec!["ACTOR", "NOTE", "MORE", "PATH"], &rows);
+        let mut out = Vec::new();
+        table.write_row(&mut out, &rows[0]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let cells: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                r"alice\u{202e}nimda\u{202c}",
+                r"a\u{2066}b\u{2069}\u{200e}\u{200f}",
+                r"\u{1b}[31m\u{85}\u{7f}\u{feff}\u{2028}",
+                // A literal backslash is doubled, so stored text cannot fake an escape.
+                r"C:\\temp\\u{202e}",
+            ],
+            "{text}"
+        );
+        for c in text.trim_end().chars() {
+            assert!(!needs_escape(c), "{c:?} left raw in {text:?}");
+        }
+        for c in ['\u{202a}', '\u{202b}', '\u{202d}', '\u{2067}', '\u{2068}', '\u{0}', '\u{9f}'] {
+            assert!(needs_escape(c), "{c:?}");
+        }
+        assert_eq!(escape_for_terminal("Zoë 東京"), "Zoë 東京");
+        // A long cell is cut between escapes, never inside one.
+        let long = format!("{}\u{202e}tail", "x".repeat(35));
+        assert_eq!(cut(&long), format!("{}…", "x".repeat(35)));
     }
 }
