@@ -1,5 +1,6 @@
 //! End to end, through the real binary: access hardening as a user meets it. CLI tables show
-//! bidi and control characters escaped.
+//! bidi and control characters escaped; `export --out` writes through FIFOs, devices and
+//! symlinks (the link kept) and keeps the atomic rename for regular files.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -57,4 +58,89 @@ fn query_and_key_tables_show_bidi_and_control_characters_escaped() {
     let listed = server.cli(&node.owner_key, &["keys", "list"]).ok();
     assert!(listed.stdout.contains(r"ops\u{202e}tpyrc"), "{}", listed.stdout);
     assert!(!listed.stdout.contains('\u{202e}'), "{}", listed.stdout);
+}
+
+/// `evident export --out OUT` against `server`, run in `cwd`.
+fn export_to(server: &Server, key: &str, out: &str, cwd: &std::path::Path) -> common::Run {
+    let output = common::evident()
+        .args(["export", "--out", out, "--url", &server.url, "--key", key])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    common::Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Asserts that `text` is a whole NDJSON export bundle of `events` events.
+#[track_caller]
+fn assert_bundle(text: &str, events: usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), events + 2, "{text}");
+    assert!(lines[0].contains("evident-export/"), "{text}");
+}
+
+#[test]
+fn export_out_writes_through_fifos_devices_and_symlinks_and_dash_is_stdout() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let node = Node::new();
+    let server = Server::start(&node);
+    let api = server.api(&node.owner_key);
+    for i in 0..3 {
+        api.append(&event("alice", &format!("export.through{i}"))).unwrap();
+    }
+    let dir = node.file("out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = node.owner_key.as_str();
+
+    // A FIFO: the reader on the other end gets the export, and the FIFO stays a FIFO.
+    let fifo = dir.join("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    export_to(&server, key, fifo.to_str().unwrap(), &dir).ok();
+    let through_fifo = reader.join().unwrap();
+    assert_bundle(&through_fifo, 3 + 1);
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+
+    // A symlink to a regular file: the link stays a link, its target holds the export, and
+    // the target was replaced by a rename (a new inode), not rewritten in place.
+    let target = dir.join("target.ndjson");
+    std::fs::write(&target, "old contents\n").unwrap();
+    let old_inode = std::fs::metadata(&target).unwrap().ino();
+    let link = dir.join("link.ndjson");
+    std::os::unix::fs::symlink("target.ndjson", &link).unwrap();
+    export_to(&server, key, "link.ndjson", &dir).ok();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    let written = std::fs::read_to_string(&target).unwrap();
+    assert_bundle(&written, 3 + 2);
+    assert_ne!(std::fs::metadata(&target).unwrap().ino(), old_inode);
+
+    // A symlink to a character device (/dev/null): written through, both left as they are.
+    let null_link = dir.join("null");
+    std::os::unix::fs::symlink("/dev/null", &null_link).unwrap();
+    export_to(&server, key, null_link.to_str().unwrap(), &dir).ok();
+    assert!(std::fs::symlink_metadata(&null_link).unwrap().file_type().is_symlink());
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+
+    // `-` is standard output; no file named `-` appears.
+    let out = export_to(&server, key, "-", &dir).ok();
+    assert_bundle(&out.stdout, 3 + 4);
+    assert!(!dir.join("-").exists());
+
+    // A regular file is still replaced atomically: no temporary file is left behind.
+    let plain = dir.join("plain.ndjson");
+    export_to(&server, key, plain.to_str().unwrap(), &dir).ok();
+    assert_bundle(&std::fs::read_to_string(&plain).unwrap(), 3 + 5);
+    let leftovers: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".evident-export-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

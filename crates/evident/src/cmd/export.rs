@@ -1,7 +1,9 @@
 //! `evident export`: streams matching events to a file or stdout in constant memory. NDJSON
 //! (the self-verifying bundle) and CSV come from the server as a stream; JSON is built here
-//! as one array from the server's JSON pages. A file is written under a temporary name and
-//! renamed only when complete, so an interrupted export never looks like a finished one.
+//! as one array from the server's JSON pages. A regular file is written under a temporary
+//! name and renamed only when complete, so an interrupted export never looks like a finished
+//! one; a symlink is followed (the link stays, its target gets the export) and an existing
+//! FIFO, device or socket is written through, never replaced. `--out -` is stdout.
 
 use crate::client::{ApiClient, ClientArgs};
 use crate::cmd::query::{FilterArgs, pages};
@@ -32,7 +34,9 @@ pub struct ExportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ExportFormat::Ndjson)]
     pub format: ExportFormat,
-    /// Write to this file instead of stdout.
+    /// Write to this file instead of stdout (`-`: stdout). A regular file is replaced
+    /// atomically once the export is complete; a symlink's target gets the export (the link
+    /// stays); an existing FIFO or device is written to as it is.
     #[arg(long, short, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// asc or desc (csv and json; the NDJSON bundle is always ascending) [default: asc].
@@ -70,8 +74,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     // Timeouts apply between reads: a long export is fine as long as bytes keep coming.
     let client = ApiClient::new(&args.client)?;
     let bar = bytes_progress(None, "exporting");
-    let result = match &args.out {
-        Some(path) => export_to_file(&client, &args, path, &bar),
+    let out = args.out.as_deref().filter(|p| p.as_os_str() != "-");
+    let result = match out {
+        Some(path) => export_to_path(&client, &args, path, &bar),
         None => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
@@ -82,7 +87,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     };
     bar.finish_and_clear();
     let rows = result?;
-    if let Some(path) = &args.out {
+    if let Some(path) = out {
         // Every event is one line: no field may hold a control character, and the context
         // is canonical JSON, which escapes them.
         let what = match args.format {
@@ -113,6 +118,63 @@ fn eprintln_quiet(message: &str) {
     let _ = writeln!(std::io::stderr(), "{message}");
 }
 
+/// Most symlinks followed from `--out` to the file written (as the kernel's `ELOOP` limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// Where `--out PATH` really writes: `PATH` with every symlink followed (also a dangling
+/// one: its target is created), so that the link itself is kept.
+fn resolve_out_path(path: &Path) -> anyhow::Result<PathBuf> {
+    let mut current = path.to_owned();
+    for _ in 0..MAX_SYMLINKS {
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&current)
+                    .with_context(|| format!("cannot read the symlink {}", current.display()))?;
+                current = match current.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(current),
+        }
+    }
+    anyhow::bail!(
+        "--out {}: more than {MAX_SYMLINKS} levels of symlinks",
+        path.display()
+    )
+}
+
+/// Writes the export to `path`: through an existing FIFO, device or socket as it is, to a
+/// regular file (new or existing, behind symlinks or not) by an atomic rename.
+fn export_to_path(
+    client: &ApiClient,
+    args: &ExportArgs,
+    path: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<u64> {
+    let target = resolve_out_path(path)?;
+    match std::fs::metadata(&target) {
+        Ok(meta) if meta.is_dir() => anyhow::bail!("--out {}: is a directory", path.display()),
+        Ok(meta) if !meta.is_file() => {
+            // A FIFO, a character or block device, a socket: what the user wants is the
+            // bytes written into it; replacing it by a regular file would break it.
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .with_context(|| format!("cannot open {} for writing", path.display()))?;
+            let mut writer = std::io::BufWriter::new(file);
+            let rows = export_to(client, args, &mut writer, bar)?;
+            writer
+                .flush()
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(rows)
+        }
+        _ => export_to_file(client, args, &target, bar),
+    }
+}
+
+/// Writes the export to the regular file `path` under a temporary name beside it, synced,
+/// then renamed over `path`.
 fn export_to_file(
     client: &ApiClient,
     args: &ExportArgs,
