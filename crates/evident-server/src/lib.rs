@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod export;
+pub mod file_modes;
 pub mod http;
 pub mod metrics;
 pub mod node;
@@ -94,9 +95,11 @@ pub fn tls_server_config(
     let (cert, key) = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
         _ => {
-            std::fs::create_dir_all(&config.data_dir).map_err(|source| tls::TlsError::Io {
-                path: config.data_dir.clone(),
-                source,
+            file_modes::create_private_dir(&config.data_dir).map_err(|source| {
+                tls::TlsError::Io {
+                    path: config.data_dir.clone(),
+                    source,
+                }
             })?;
             tls::self_signed(&config.data_dir, config.listen)?
         }

@@ -215,7 +215,7 @@ impl NodeFiles {
         from: &NodeFiles,
         storage: Storage,
     ) -> Result<NodeFiles, NodeError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        crate::file_modes::create_private_dir(dir).map_err(io_err(dir))?;
         let _lock = lock_data_dir(dir)?;
         let node_file = dir.join(NODE_FILE);
         if node_file.exists() {
@@ -243,7 +243,7 @@ impl NodeFiles {
             path: node_file.clone(),
             problem: e.to_string(),
         })?;
-        write_file_durably(&node_file, &text, None)?;
+        write_private_file(&node_file, &text)?;
         Ok(NodeFiles {
             data_dir: dir.to_owned(),
             node_id: from.node_id.clone(),
@@ -371,9 +371,10 @@ impl NodeFiles {
                 path: node_file.clone(),
                 problem: e.to_string(),
             })?;
-            write_file_durably(&node_file, &text, None)?;
+            write_private_file(&node_file, &text)?;
         }
 
+        crate::file_modes::secure_data_dir(dir);
         let files = NodeFiles {
             data_dir: dir.clone(),
             node_id: identity.node_id,
@@ -441,9 +442,13 @@ impl NodeFiles {
     /// taken.
     pub fn open_store(&self) -> Result<Arc<dyn Store>, NodeError> {
         match &self.storage {
-            Storage::Embedded => Ok(Arc::new(evident_store::sqlite::SqliteStore::open(
-                &self.db_path(),
-            )?)),
+            Storage::Embedded => {
+                // Created private: SQLite gives its WAL and shared-memory files the mode of
+                // the database file.
+                let db = self.db_path();
+                crate::file_modes::create_private_file(&db).map_err(io_err(&db))?;
+                Ok(Arc::new(evident_store::sqlite::SqliteStore::open(&db)?))
+            }
             Storage::Postgres(url) => Ok(Arc::new(PostgresStore::open(url, &self.node_id)?)),
         }
     }
@@ -606,13 +611,14 @@ pub fn lock_existing_data_dir(dir: &Path) -> Result<File, NodeError> {
 fn lock_data_dir(dir: &Path) -> Result<File, NodeError> {
     use fs4::fs_std::FileExt;
     let lock = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock)
-        .map_err(io_err(&lock))?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(crate::file_modes::PRIVATE_FILE_MODE);
+    }
+    let file = options.open(&lock).map_err(io_err(&lock))?;
     match file.try_lock_exclusive() {
         Ok(true) => Ok(file),
         Ok(false) => Err(NodeError::Locked {
@@ -642,7 +648,7 @@ impl Node {
     pub fn open(config: ServerConfig) -> Result<Node, NodeError> {
         config.validate()?;
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        crate::file_modes::create_private_dir(&dir).map_err(io_err(&dir))?;
         let lock = lock_data_dir(&dir)?;
         let files = NodeFiles::create_or_load(&config)?;
         let (store, lease) = files.open_store_to_write(true)?;
@@ -655,7 +661,7 @@ impl Node {
     pub fn init(config: &ServerConfig) -> Result<NodeFiles, NodeError> {
         config.validate()?;
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        crate::file_modes::create_private_dir(&dir).map_err(io_err(&dir))?;
         let _lock = lock_data_dir(&dir)?;
         let files = NodeFiles::create_or_load(config)?;
         // Creates the database and its schema (and on PostgreSQL records the node).
@@ -671,7 +677,7 @@ impl Node {
     ) -> Result<Node, NodeError> {
         config.validate()?;
         let dir = config.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        crate::file_modes::create_private_dir(&dir).map_err(io_err(&dir))?;
         let lock = lock_data_dir(&dir)?;
         let files = NodeFiles::create_or_load(&config)?;
         let (store, lease) = files.open_store_to_write(true)?;

@@ -86,7 +86,7 @@ pub fn self_signed(data_dir: &Path, listen: SocketAddr) -> Result<(PathBuf, Path
         let path = path.to_owned();
         move |source| TlsError::Io { path, source }
     };
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    crate::file_modes::create_private_dir(&dir).map_err(io(&dir))?;
     let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),

@@ -53,10 +53,19 @@ fn query_and_key_tables_show_bidi_and_control_characters_escaped() {
         );
     }
     // The same for a key label in `keys list`.
-    let created = post_json(&server, &node.owner_key, "/api/v1/keys", &json!({"role": "readonly", "label": "ops\u{202e}tpyrc"}));
+    let created = post_json(
+        &server,
+        &node.owner_key,
+        "/api/v1/keys",
+        &json!({"role": "readonly", "label": "ops\u{202e}tpyrc"}),
+    );
     assert_eq!(created.status, 201, "{}", created.text());
     let listed = server.cli(&node.owner_key, &["keys", "list"]).ok();
-    assert!(listed.stdout.contains(r"ops\u{202e}tpyrc"), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains(r"ops\u{202e}tpyrc"),
+        "{}",
+        listed.stdout
+    );
     assert!(!listed.stdout.contains('\u{202e}'), "{}", listed.stdout);
 }
 
@@ -89,7 +98,8 @@ fn export_out_writes_through_fifos_devices_and_symlinks_and_dash_is_stdout() {
     let server = Server::start(&node);
     let api = server.api(&node.owner_key);
     for i in 0..3 {
-        api.append(&event("alice", &format!("export.through{i}"))).unwrap();
+        api.append(&event("alice", &format!("export.through{i}")))
+            .unwrap();
     }
     let dir = node.file("out");
     std::fs::create_dir_all(&dir).unwrap();
@@ -97,7 +107,10 @@ fn export_out_writes_through_fifos_devices_and_symlinks_and_dash_is_stdout() {
 
     // A FIFO: the reader on the other end gets the export, and the FIFO stays a FIFO.
     let fifo = dir.join("pipe");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success());
     let reader = {
         let fifo = fifo.clone();
@@ -106,7 +119,12 @@ fn export_out_writes_through_fifos_devices_and_symlinks_and_dash_is_stdout() {
     export_to(&server, key, fifo.to_str().unwrap(), &dir).ok();
     let through_fifo = reader.join().unwrap();
     assert_bundle(&through_fifo, 3 + 1);
-    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
 
     // A symlink to a regular file: the link stays a link, its target holds the export, and
     // the target was replaced by a rename (a new inode), not rewritten in place.
@@ -116,7 +134,12 @@ fn export_out_writes_through_fifos_devices_and_symlinks_and_dash_is_stdout() {
     let link = dir.join("link.ndjson");
     std::os::unix::fs::symlink("target.ndjson", &link).unwrap();
     export_to(&server, key, "link.ndjson", &dir).ok();
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     let written = std::fs::read_to_string(&target).unwrap();
     assert_bundle(&written, 3 + 2);
     assert_ne!(std::fs::metadata(&target).unwrap().ino(), old_inode);
@@ -125,8 +148,18 @@ fn export_out_writes_through_fifos_devices_and_symlinks_and_dash_is_stdout() {
     let null_link = dir.join("null");
     std::os::unix::fs::symlink("/dev/null", &null_link).unwrap();
     export_to(&server, key, null_link.to_str().unwrap(), &dir).ok();
-    assert!(std::fs::symlink_metadata(&null_link).unwrap().file_type().is_symlink());
-    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+    assert!(
+        std::fs::symlink_metadata(&null_link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
 
     // `-` is standard output; no file named `-` appears.
     let out = export_to(&server, key, "-", &dir).ok();
@@ -143,4 +176,66 @@ fn export_out_writes_through_fifos_devices_and_symlinks_and_dash_is_stdout() {
         .filter(|name| name.starts_with(".evident-export-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The permission bits of `path`.
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// The data directory's entries that must be private, with the mode each must have.
+const PRIVATE: &[(&str, u32)] = &[
+    ("", 0o700),
+    ("keys", 0o700),
+    ("node.toml", 0o600),
+    ("evident.lock", 0o600),
+    ("evident.db", 0o600),
+    ("evident.db-wal", 0o600),
+    ("evident.db-shm", 0o600),
+    ("keys/checkpoint.key", 0o600),
+    ("keys/seal.key", 0o600),
+];
+
+#[test]
+fn the_data_directory_is_private_from_creation_and_tightened_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Node::embedded();
+    let mut server = Server::start(&node);
+    server
+        .api(&node.owner_key)
+        .append(&event("alice", "modes.checked"))
+        .unwrap();
+    // While the server runs the WAL and shared-memory files exist: everything is private.
+    for (name, mode) in PRIVATE {
+        assert_eq!(mode_of(&node.dir.join(name)), *mode, "{name:?} on creation");
+    }
+    server.stop();
+
+    // Someone loosens every entry; the next start tightens them back and says so.
+    for (name, mode) in PRIVATE {
+        let path = node.dir.join(name);
+        if path.exists() {
+            let loose = if *mode == 0o700 { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose)).unwrap();
+        }
+    }
+    server.restart();
+    server
+        .api(&node.owner_key)
+        .append(&event("alice", "modes.tightened"))
+        .unwrap();
+    for (name, mode) in PRIVATE {
+        assert_eq!(
+            mode_of(&node.dir.join(name)),
+            *mode,
+            "{name:?} after a restart"
+        );
+    }
+    let log = server.server_log();
+    assert!(log.contains("tightened the permissions"), "{log}");
 }
