@@ -337,7 +337,9 @@ mod tests {
         for c in text.trim_end().chars() {
             assert!(!needs_escape(c), "{c:?} left raw in {text:?}");
         }
-        for c in ['\u{202a}', '\u{202b}', '\u{202d}', '\u{2067}', '\u{2068}', '\u{0}', '\u{9f}'] {
+        for c in [
+            '\u{202a}', '\u{202b}', '\u{202d}', '\u{2067}', '\u{2068}', '\u{0}', '\u{9f}',
+        ] {
             assert!(needs_escape(c), "{c:?}");
         }
         assert_eq!(escape_for_terminal("Zoë 東京"), "Zoë 東京");
