@@ -239,3 +239,114 @@ fn the_data_directory_is_private_from_creation_and_tightened_at_start() {
     let log = server.server_log();
     assert!(log.contains("tightened the permissions"), "{log}");
 }
+
+/// Milliseconds since the epoch of an RFC 3339 timestamp the server wrote.
+fn millis_of(rfc3339: &Value) -> i64 {
+    evident_core::event::parse_rfc3339(rfc3339.as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn rotation_without_a_body_keeps_the_old_key_a_day_and_cannot_lock_the_caller_out() {
+    let node = Node::new();
+    let server = Server::start(&node);
+    let owner = node.owner_key.as_str();
+    let created = post_json(&server, owner, "/api/v1/keys", &json!({"role": "writer"}));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let writer = created.json()["key"].as_str().unwrap().to_owned();
+    let writer_id = &writer[..16];
+
+    // No body: the old key keeps working for 24 hours.
+    let before = evident_server::now_ms();
+    let resp = server
+        .client()
+        .post(format!("{}/api/v1/keys/{writer_id}/rotate", server.url))
+        .bearer_auth(owner)
+        .send()
+        .unwrap();
+    let after = evident_server::now_ms();
+    assert_eq!(resp.status().as_u16(), 201);
+    let rotated: Value = serde_json::from_slice(&resp.bytes().unwrap()).unwrap();
+    let expires = millis_of(&rotated["replaced"]["expires_at"]);
+    let day = 24 * 3600 * 1000;
+    assert!((before + day..=after + day).contains(&expires), "{rotated}");
+    assert_eq!(rotated["replaced"]["status"], "expiring");
+    server
+        .api(&writer)
+        .append(&event("a", "still.works"))
+        .unwrap();
+    // The body may still say otherwise.
+    let new_writer = rotated["key"].as_str().unwrap().to_owned();
+    let answer = post_json(
+        &server,
+        owner,
+        &format!("/api/v1/keys/{}/rotate", &new_writer[..16]),
+        &json!({"grace_seconds": 0}),
+    );
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    server
+        .api(&new_writer)
+        .append(&event("a", "ended"))
+        .unwrap_err()
+        .assert_error(401, "unauthorized", None);
+
+    // Rotating the key the request is made with, grace 0: refused unless confirmed, and
+    // nothing changed.
+    let own = &owner[..16];
+    let refused = post_json(
+        &server,
+        owner,
+        &format!("/api/v1/keys/{own}/rotate"),
+        &json!({"grace_seconds": 0}),
+    );
+    let body = refused.assert_error(400, "invalid_body", Some("grace_seconds"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("confirm_own_key"),
+        "{body}"
+    );
+    let keys = server.api(owner).get("/api/v1/keys").json();
+    let keys = keys["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    let me = keys.iter().find(|k| k["id"] == own).unwrap();
+    assert_eq!(me["status"], "active", "{me}");
+    // The CLI says the same, and how to confirm.
+    let cli = server
+        .cli(owner, &["keys", "rotate", own, "--grace", "0"])
+        .code(1);
+    assert!(cli.stderr.contains("confirm_own_key"), "{}", cli.stderr);
+    assert_eq!(server.api(owner).get("/api/v1/keys").status, 200);
+
+    // Without a body, rotating one's own key keeps it a day too.
+    let resp = server
+        .client()
+        .post(format!("{}/api/v1/keys/{own}/rotate", server.url))
+        .bearer_auth(owner)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let rotated: Value = serde_json::from_slice(&resp.bytes().unwrap()).unwrap();
+    assert!(millis_of(&rotated["replaced"]["expires_at"]) >= before + day);
+    assert_eq!(server.api(owner).get("/api/v1/keys").status, 200);
+    let second_owner = rotated["key"].as_str().unwrap().to_owned();
+
+    // Confirmed, through the CLI: the calling key stops at once, the new one works.
+    let out = server
+        .cli(
+            &second_owner,
+            &[
+                "keys",
+                "rotate",
+                &second_owner[..16],
+                "--grace",
+                "0",
+                "--confirm-own-key",
+            ],
+        )
+        .ok();
+    let third_owner = out.stdout.lines().last().unwrap().to_owned();
+    assert!(third_owner.starts_with("evk_"), "{}", out.stdout);
+    assert_eq!(server.api(&second_owner).get("/api/v1/keys").status, 401);
+    assert_eq!(server.api(&third_owner).get("/api/v1/keys").status, 200);
+}

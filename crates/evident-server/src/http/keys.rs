@@ -89,13 +89,38 @@ pub struct CreateKeyRequest {
     pub label: Option<String>,
 }
 
+/// How long the old key keeps working after a rotation that does not say (24 hours): a day
+/// lets every holder of the old key (a deployment, a nightly job, colleagues in another
+/// time zone) switch to the new one, while a leaked old key still dies within the day.
+pub const DEFAULT_GRACE_SECONDS: u64 = 24 * 3600;
+
 /// What `POST /api/v1/keys/{id}/rotate` takes (the body may be empty).
-#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyRequest {
-    /// Seconds the old key keeps working beside the new one (default 0: it stops at once).
-    #[serde(default)]
+    /// Seconds the old key keeps working beside the new one (default 86400, 24 hours; at
+    /// most 2592000, 30 days; 0: it stops at once).
+    #[serde(default = "default_grace_seconds")]
+    #[schema(default = 86400, maximum = 2592000)]
     pub grace_seconds: u64,
+    /// Required (`true`) to rotate the very key the request is made with with a grace of 0:
+    /// without it such a request is refused, since a lost answer would leave the caller with
+    /// neither key.
+    #[serde(default)]
+    pub confirm_own_key: bool,
+}
+
+fn default_grace_seconds() -> u64 {
+    DEFAULT_GRACE_SECONDS
+}
+
+impl Default for RotateKeyRequest {
+    fn default() -> Self {
+        RotateKeyRequest {
+            grace_seconds: DEFAULT_GRACE_SECONDS,
+            confirm_own_key: false,
+        }
+    }
 }
 
 /// A new key: the secret, shown only in this answer, and its record.
@@ -380,10 +405,10 @@ pub async fn revoke(
     path = "/api/v1/keys/{id}/rotate",
     tag = "keys",
     params(("id" = String, Path, description = "The key id (`evk_` and 12 hex digits)")),
-    request_body(content = RotateKeyRequest, content_type = "application/json", description = "Optional; empty means a grace of 0 seconds"),
+    request_body(content = RotateKeyRequest, content_type = "application/json", description = "Optional; empty means a grace of 24 hours"),
     responses(
         (status = 201, description = "The new key (shown only here); the old one works until its `expires_at`", body = NewKey),
-        (status = 400, description = "A bad key id, body or query parameter", body = super::ErrorBody),
+        (status = 400, description = "A bad key id, body or query parameter, or a grace of 0 on the calling key without `confirm_own_key`", body = super::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired API key", body = super::ErrorBody),
         (status = 403, description = "The caller may not manage this key", body = super::ErrorBody),
         (status = 404, description = "No such key", body = super::ErrorBody),
@@ -411,6 +436,17 @@ pub async fn rotate(
         .with_field("grace_seconds"));
     }
     load_managed(&state, &caller, &info, &id, "rotate").await?;
+    if id == caller.key_id && request.grace_seconds == 0 && !request.confirm_own_key {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!(
+                "grace_seconds: 0 would end API key {id}, which this request is made with, at \
+                 once (a lost answer would leave you with neither key); give a grace, or send \
+                 \"confirm_own_key\": true"
+            ),
+        )
+        .with_field("grace_seconds"));
+    }
     let now = now_ms();
     let grace_ms = (request.grace_seconds as Millis).saturating_mul(1000);
     let target = id.clone();

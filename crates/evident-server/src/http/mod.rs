@@ -18,6 +18,7 @@ mod proofs;
 mod stream;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use keys::{DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS};
 pub use openapi::openapi_json;
 
 use crate::audit::{AuditActor, AuditEvent, FailureLimiter, FailureVerdict, RequestInfo, action};

@@ -92,9 +92,13 @@ pub struct RotateArgs {
     pub dir: DataDirArgs,
     /// Id of the key to rotate (`evk_` and 12 hex digits).
     pub id: String,
-    /// Seconds the old key keeps working.
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    /// Seconds the old key keeps working (0: it stops at once).
+    #[arg(long, value_name = "SECS", default_value_t = evident_server::http::DEFAULT_GRACE_SECONDS)]
     pub grace: u64,
+    /// Online, rotating the key given with --key: allow --grace 0 (the key stops with this
+    /// command; only its output holds the new key).
+    #[arg(long)]
+    pub confirm_own_key: bool,
 }
 
 #[derive(Debug, Args)]
@@ -344,7 +348,7 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
 fn rotate(args: RotateArgs) -> anyhow::Result<()> {
     if args.dir.online() {
         let client = ApiClient::new(&args.dir.client)?;
-        let body = json!({"grace_seconds": args.grace});
+        let body = json!({"grace_seconds": args.grace, "confirm_own_key": args.confirm_own_key});
         let answer: Value = client.post(
             &format!("api/v1/keys/{}/rotate", args.id),
             "application/json",
