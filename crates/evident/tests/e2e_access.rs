@@ -350,3 +350,81 @@ fn rotation_without_a_body_keeps_the_old_key_a_day_and_cannot_lock_the_caller_ou
     assert_eq!(server.api(&second_owner).get("/api/v1/keys").status, 401);
     assert_eq!(server.api(&third_owner).get("/api/v1/keys").status, 200);
 }
+
+#[test]
+fn refusals_never_name_the_tenant_that_owns_an_entry_or_a_key() {
+    let node = Node::new();
+    let acme_admin = common::create_key(&node.dir, "admin", &["--tenant", "acme"]);
+    let acme_reader = common::create_key(&node.dir, "readonly", &["--tenant", "acme"]);
+    let globex_writer = common::create_key(&node.dir, "writer", &["--tenant", "globex"]);
+    let initech_writer = common::create_key(&node.dir, "writer", &["--tenant", "initech"]);
+    let server = Server::start_with_env(&node.dir, &[("EVIDENT_AUTH_FAILURE_LIMIT", "1000")]);
+    let owner = server.api(&node.owner_key);
+    let seq_of = |key: &str| server.api(key).append(&event("someone", "a.b")).unwrap()[0].0;
+    let globex_seq = seq_of(&globex_writer);
+    let initech_seq = seq_of(&initech_writer);
+    owner.wait_checkpoint(2);
+    let acme = server.api(&acme_reader);
+
+    // Another tenant's entry: the same 403 whoever owns it, naming neither owner.
+    let answers: Vec<Value> = [globex_seq, initech_seq]
+        .iter()
+        .map(|seq| {
+            acme.get(&format!("/api/v1/proof/inclusion?seq={seq}"))
+                .assert_error(403, "forbidden", Some("seq"))
+        })
+        .collect();
+    let message = |v: &Value, seq: &str| {
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&format!("entry {seq} "), "entry N ")
+    };
+    assert_eq!(
+        message(&answers[0], &globex_seq.to_string()),
+        message(&answers[1], &initech_seq.to_string())
+    );
+    // Another tenant's key: the same 404 as a key that does not exist, for every key route.
+    let unknown = "evk_0000000000ff";
+    for action in ["revoke", "rotate"] {
+        let texts: Vec<String> = [&globex_writer[..16], &initech_writer[..16], unknown]
+            .iter()
+            .map(|id| {
+                let answer = post_json(
+                    &server,
+                    &acme_admin,
+                    &format!("/api/v1/keys/{id}/{action}"),
+                    &json!({}),
+                );
+                let body = answer.assert_error(404, "not_found", None);
+                body.to_string().replace(id, "ID")
+            })
+            .collect();
+        assert_eq!(texts[0], texts[1], "{action}");
+        assert_eq!(texts[0], texts[2], "{action}");
+    }
+    // Nothing happened to those keys.
+    let keys = owner.get("/api/v1/keys").json();
+    for key in [&globex_writer, &initech_writer] {
+        let record = keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == key[..16])
+            .unwrap();
+        assert_eq!(record["status"], "active", "{record}");
+    }
+    // The refusals were recorded in acme's log, which acme's keys read: with the entry and
+    // key asked for, never their owners' tenants.
+    let seen = acme.all_entries();
+    let attempts: Vec<&Value> = seen
+        .iter()
+        .map(|(_, _, e)| e)
+        .filter(|e| e["action"] == "evident.access.cross_tenant")
+        .collect();
+    assert_eq!(attempts.len(), 2 + 6, "{attempts:#?}");
+    let text = serde_json::to_string(&seen.iter().map(|(_, _, e)| e).collect::<Vec<_>>()).unwrap();
+    for other in ["globex", "initech"] {
+        assert!(!text.contains(other), "acme's log names {other}: {text}");
+    }
+}

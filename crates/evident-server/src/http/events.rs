@@ -286,7 +286,12 @@ pub async fn append(
             if input.tenant != *tenant {
                 // Access control (auth.rs): a recorded cross-tenant refusal.
                 let error = state
-                    .refuse_cross_tenant(&caller, &info, &input.tenant, "append events")
+                    .refuse_cross_tenant(
+                        &caller,
+                        &info,
+                        super::OutsideTenant::Named(&input.tenant),
+                        "append events",
+                    )
                     .await;
                 return Err(error.with_index(index));
             }

@@ -188,7 +188,8 @@ fn key_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError>
     Ok(id)
 }
 
-/// Checks that `caller` may manage a key of `role` in `tenant`; refusals are recorded.
+/// Checks that `caller` may manage a key of `role` in `tenant`; refusals are recorded. (A
+/// key outside a tenant-scoped caller's tenant is refused before, by [`load_managed`].)
 async fn check_manage(
     state: &AppState,
     caller: &Caller,
@@ -204,7 +205,7 @@ async fn check_manage(
                 .refuse_cross_tenant(
                     caller,
                     info,
-                    tenant.unwrap_or("*"),
+                    super::OutsideTenant::Named(tenant.unwrap_or("*")),
                     &format!("{what} a key"),
                 )
                 .await);
@@ -344,9 +345,33 @@ async fn load_managed(
     what: &str,
 ) -> Result<KeyRecord, ApiError> {
     let lookup = id.to_owned();
-    let record = state
-        .with_store(move |store| auth::find_key(store, &lookup).map_err(key_error))
+    let found = state
+        .with_store(move |store| match auth::find_key(store, &lookup) {
+            Ok(record) => Ok(Some(record)),
+            Err(KeyError::UnknownKey(_)) => Ok(None),
+            Err(e) => Err(key_error(e)),
+        })
         .await?;
+    if let Some(scope) = &caller.tenant {
+        // Another tenant's key and no key at all get the same answer: a tenant-scoped key
+        // learns nothing about keys outside its tenant.
+        if found
+            .as_ref()
+            .is_none_or(|r| r.tenant.as_deref() != Some(scope.as_str()))
+        {
+            return Err(state
+                .refuse_cross_tenant(
+                    caller,
+                    info,
+                    super::OutsideTenant::Key(id),
+                    &format!("{what} a key"),
+                )
+                .await);
+        }
+    }
+    let Some(record) = found else {
+        return Err(key_error(KeyError::UnknownKey(id.to_owned())));
+    };
     let role = auth::record_role(&record).map_err(key_error)?;
     check_manage(
         state,
@@ -372,7 +397,7 @@ async fn load_managed(
         (status = 400, description = "A bad key id or query parameter", body = super::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired API key", body = super::ErrorBody),
         (status = 403, description = "The caller may not manage this key", body = super::ErrorBody),
-        (status = 404, description = "No such key", body = super::ErrorBody),
+        (status = 404, description = "No such key (to a tenant-scoped key: none of its tenant; another tenant's key gets the same answer)", body = super::ErrorBody),
         (status = 409, description = "Already revoked", body = super::ErrorBody),
         (status = 429, description = "Too many failed requests from this address", body = super::ErrorBody),
     ),
@@ -411,7 +436,7 @@ pub async fn revoke(
         (status = 400, description = "A bad key id, body or query parameter, or a grace of 0 on the calling key without `confirm_own_key`", body = super::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired API key", body = super::ErrorBody),
         (status = 403, description = "The caller may not manage this key", body = super::ErrorBody),
-        (status = 404, description = "No such key", body = super::ErrorBody),
+        (status = 404, description = "No such key (to a tenant-scoped key: none of its tenant; another tenant's key gets the same answer)", body = super::ErrorBody),
         (status = 409, description = "The key is revoked or expired", body = super::ErrorBody),
         (status = 429, description = "Too many failed requests from this address", body = super::ErrorBody),
     ),

@@ -216,7 +216,9 @@ pub async fn audit_log(
             } else {
                 "read events"
             };
-            return Err(state.refuse_cross_tenant(&caller, &info, asked, what).await);
+            return Err(state
+                .refuse_cross_tenant(&caller, &info, super::OutsideTenant::Named(asked), what)
+                .await);
         }
     }
     let format = match params.get("format").unwrap_or("json") {

@@ -157,24 +157,54 @@ impl AppState {
         }
     }
 
-    /// Refuses a tenant-scoped `caller`'s attempt to reach `tenant`: a recorded 403.
+    /// Refuses a tenant-scoped `caller`'s attempt to reach `outside` its tenant: recorded,
+    /// counted like any refusal. The answer never names the tenant that owns an entry or a
+    /// key (the event, recorded in the caller's tenant where its key can read it, neither):
+    /// a tenant the caller named gets 403, another tenant's entry the same 403 whoever owns
+    /// it, another tenant's key the same 404 as a key that does not exist.
     pub async fn refuse_cross_tenant(
         &self,
         caller: &Caller,
         request: &RequestInfo,
-        tenant: &str,
+        outside: OutsideTenant<'_>,
         what: &str,
     ) -> ApiError {
         let scope = caller.tenant.as_deref().unwrap_or_default();
         tracing::warn!(key_id = %caller.key_id, "request refused: another tenant");
-        let error = ApiError::forbidden(format!(
-            "API key {} is scoped to tenant {scope:?} and may not {what} of tenant {tenant:?}",
-            caller.key_id
-        ))
-        .with_field("tenant");
-        let event = AuditEvent::new(action::CROSS_TENANT, "denied", "warning", "tenant", tenant)
-            .with("attempted", what)
-            .with("key_tenant", scope);
+        let (error, target_kind, target_id) = match outside {
+            OutsideTenant::Named(tenant) => (
+                ApiError::forbidden(format!(
+                    "API key {} is scoped to tenant {scope:?} and may not {what} of another tenant",
+                    caller.key_id
+                ))
+                .with_field("tenant"),
+                "tenant",
+                tenant.to_owned(),
+            ),
+            OutsideTenant::Entry(seq) => (
+                ApiError::forbidden(format!(
+                    "API key {} is scoped to tenant {scope:?} and may not {what}: entry {seq} is not one of that tenant's events",
+                    caller.key_id
+                ))
+                .with_field("seq"),
+                "entry",
+                seq.to_string(),
+            ),
+            OutsideTenant::Key(id) => (
+                ApiError::not_found(crate::auth::KeyError::UnknownKey(id.to_owned()).to_string()),
+                "api_key",
+                id.to_owned(),
+            ),
+        };
+        let event = AuditEvent::new(
+            action::CROSS_TENANT,
+            "denied",
+            "warning",
+            target_kind,
+            target_id,
+        )
+        .with("attempted", what)
+        .with("key_tenant", scope);
         self.refuse(AuditActor::Key(caller.clone()), request, event, error)
             .await
     }
@@ -198,6 +228,17 @@ impl AppState {
             .await
             .map_err(ApiError::from_join)?
     }
+}
+
+/// What a tenant-scoped key reached for outside its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutsideTenant<'a> {
+    /// A tenant the request named.
+    Named(&'a str),
+    /// An entry (by seq) of another tenant.
+    Entry(u64),
+    /// A key id that is not one of the tenant's keys (another tenant's, or none at all).
+    Key(&'a str),
 }
 
 /// Every API route (method, OpenAPI path) and the permission it needs (`None`: no key).

@@ -173,7 +173,7 @@ fn check_size(name: &str, size: u64, log_size: u64) -> Result<(), ApiError> {
         (status = 200, description = "The proof", body = InclusionProof),
         (status = 400, description = "Missing or bad `seq` or `size`, `seq` not below `size`, or `size` beyond the log", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
-        (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+        (status = 403, description = "The key's role may not read, or the entry is not of the tenant the key is scoped to (the same answer whichever tenant owns it)", body = super::ErrorBody),
         (status = 410, description = "The entry was pruned by retention (code `pruned`)", body = super::ErrorBody),
     ),
     security(("bearer" = [])),
@@ -231,7 +231,7 @@ pub async fn inclusion(
             };
             if let Some(scope) = &scope {
                 if entry.event.tenant != *scope {
-                    return Ok(Err(entry.event.tenant.clone()));
+                    return Ok(Err(()));
                 }
             }
             let plan = merkle::inclusion_plan(seq, size)
@@ -256,12 +256,12 @@ pub async fn inclusion(
         .await?;
     match proof {
         Ok(proof) => Ok(Json(proof)),
-        Err(tenant) => Err(state
+        Err(()) => Err(state
             .refuse_cross_tenant(
                 &caller,
                 &info,
-                &tenant,
-                &format!("prove the inclusion of entry {seq}"),
+                super::OutsideTenant::Entry(seq),
+                "prove its inclusion",
             )
             .await),
     }
