@@ -10,16 +10,25 @@
 //! context say what was attempted. Events go to the key's tenant for a tenant-scoped key,
 //! else to the default tenant.
 //!
-//! Brute force: [`FailureLimiter`] counts 401 and 403 answers per source IP. Once an address
-//! has `limit` failures within `window`, it is blocked for `block`: every request from it
-//! gets 429 without being looked at, and exactly one critical event
-//! (`evident.auth.brute_force`) is recorded for that burst, instead of one per request.
+//! Brute force: two [`FailureLimiter`]s, kept apart so that a flood of bad keys from an
+//! address never locks out the valid keys used from it. One counts failures to authenticate
+//! (401: missing, malformed, unknown, revoked, expired key) per source IP; once an address
+//! has `limit` of them within `window`, it is blocked for `block`: every request from it
+//! that does not authenticate gets 429 and is not recorded, while requests with a valid key
+//! are served as usual. The other counts refusals of authenticated keys (403, and a
+//! tenant-scoped key's 404 for a key outside its tenant) per key id, blocking in the same
+//! way only that key's refused requests (its allowed ones go on). Each burst records
+//! exactly one critical event (`evident.auth.brute_force` for an address,
+//! `evident.access.forbidden_burst` for a key) after at most `limit - 1` events of its
+//! failures, however many requests arrive at once: the verdict is taken under one lock, and
+//! every failure after the one that started the block is answered 429 unrecorded.
 
 use crate::auth::Caller;
 use evident_core::EventInput;
 use evident_core::event::{DEFAULT_TENANT, Millis};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -39,6 +48,7 @@ pub mod action {
     pub const AUTH_REVOKED: &str = "evident.auth.revoked_key";
     pub const AUTH_EXPIRED: &str = "evident.auth.expired_key";
     pub const BRUTE_FORCE: &str = "evident.auth.brute_force";
+    pub const FORBIDDEN_BURST: &str = "evident.access.forbidden_burst";
     pub const FORBIDDEN: &str = "evident.access.forbidden";
     pub const CROSS_TENANT: &str = "evident.access.cross_tenant";
     pub const EXPORTED: &str = "evident.log.exported";
@@ -223,6 +233,9 @@ pub enum FailureVerdict {
         failures: u32,
         blocked_until: Millis,
     },
+    /// The source is blocked (this failure came after the one that started the block, maybe
+    /// concurrently with it): answer 429, record nothing.
+    Blocked { blocked_until: Millis },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -232,17 +245,17 @@ struct Tally {
     blocked_until: Option<Millis>,
 }
 
-/// Per-address counts of failed requests.
+/// Counts of failed requests per source (an address, a key id).
 #[derive(Debug)]
-pub struct FailureLimiter {
+pub struct FailureLimiter<K> {
     limit: u32,
     window_ms: Millis,
     block_ms: Millis,
-    tallies: Mutex<HashMap<IpAddr, Tally>>,
+    tallies: Mutex<HashMap<K, Tally>>,
 }
 
-impl FailureLimiter {
-    pub fn new(limit: u32, window_ms: u64, block_ms: u64) -> FailureLimiter {
+impl<K: Hash + Eq + Clone> FailureLimiter<K> {
+    pub fn new(limit: u32, window_ms: u64, block_ms: u64) -> FailureLimiter<K> {
         FailureLimiter {
             limit: limit.max(1),
             window_ms: Millis::try_from(window_ms).unwrap_or(Millis::MAX),
@@ -251,23 +264,23 @@ impl FailureLimiter {
         }
     }
 
-    /// When `ip` is blocked, until when.
-    pub fn blocked_until(&self, ip: IpAddr, now: Millis) -> Option<Millis> {
+    /// When `source` is blocked, until when.
+    pub fn blocked_until(&self, source: &K, now: Millis) -> Option<Millis> {
         let mut tallies = self.tallies.lock().ok()?;
-        let tally = tallies.get(&ip)?;
+        let tally = tallies.get(source)?;
         match tally.blocked_until {
             Some(until) if until > now => Some(until),
             Some(_) => {
                 // The block is over: a new burst starts from zero.
-                tallies.remove(&ip);
+                tallies.remove(source);
                 None
             }
             None => None,
         }
     }
 
-    /// Counts one failed request from `ip`.
-    pub fn failure(&self, ip: IpAddr, now: Millis) -> FailureVerdict {
+    /// Counts one failed request from `source`.
+    pub fn failure(&self, source: &K, now: Millis) -> FailureVerdict {
         let Ok(mut tallies) = self.tallies.lock() else {
             return FailureVerdict::Counted;
         };
@@ -278,15 +291,16 @@ impl FailureLimiter {
                 None => now.saturating_sub(t.window_start) < window,
             });
         }
-        let tally = tallies.entry(ip).or_insert(Tally {
+        let tally = tallies.entry(source.clone()).or_insert(Tally {
             window_start: now,
             failures: 0,
             blocked_until: None,
         });
         if let Some(until) = tally.blocked_until {
             if until > now {
-                // Already blocked (a request that got past the check concurrently).
-                return FailureVerdict::Counted;
+                return FailureVerdict::Blocked {
+                    blocked_until: until,
+                };
             }
             *tally = Tally {
                 window_start: now,
@@ -322,34 +336,63 @@ mod tests {
         let limiter = FailureLimiter::new(3, 60_000, 10_000);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
-        assert_eq!(limiter.failure(ip, 0), FailureVerdict::Counted);
-        assert_eq!(limiter.failure(ip, 1), FailureVerdict::Counted);
+        assert_eq!(limiter.failure(&ip, 0), FailureVerdict::Counted);
+        assert_eq!(limiter.failure(&ip, 1), FailureVerdict::Counted);
         assert_eq!(
-            limiter.failure(ip, 2),
+            limiter.failure(&ip, 2),
             FailureVerdict::BurstStarted {
                 failures: 3,
                 blocked_until: 10_002
             }
         );
-        assert_eq!(limiter.blocked_until(ip, 5_000), Some(10_002));
-        assert_eq!(limiter.blocked_until(other, 5_000), None);
-        // Still blocked: no second burst event.
-        assert_eq!(limiter.failure(ip, 5_000), FailureVerdict::Counted);
+        assert_eq!(limiter.blocked_until(&ip, 5_000), Some(10_002));
+        assert_eq!(limiter.blocked_until(&other, 5_000), None);
+        // Still blocked: no second burst event, and nothing to record.
+        assert_eq!(
+            limiter.failure(&ip, 5_000),
+            FailureVerdict::Blocked {
+                blocked_until: 10_002
+            }
+        );
         // After the block, counting starts over.
-        assert_eq!(limiter.blocked_until(ip, 10_002), None);
-        assert_eq!(limiter.failure(ip, 10_003), FailureVerdict::Counted);
+        assert_eq!(limiter.blocked_until(&ip, 10_002), None);
+        assert_eq!(limiter.failure(&ip, 10_003), FailureVerdict::Counted);
     }
 
     #[test]
     fn failures_outside_the_window_do_not_add_up() {
         let limiter = FailureLimiter::new(2, 1_000, 10_000);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(limiter.failure(ip, 0), FailureVerdict::Counted);
-        assert_eq!(limiter.failure(ip, 1_000), FailureVerdict::Counted);
+        assert_eq!(limiter.failure(&ip, 0), FailureVerdict::Counted);
+        assert_eq!(limiter.failure(&ip, 1_000), FailureVerdict::Counted);
         assert!(matches!(
-            limiter.failure(ip, 1_001),
+            limiter.failure(&ip, 1_001),
             FailureVerdict::BurstStarted { .. }
         ));
+    }
+
+    #[test]
+    fn concurrent_failures_start_one_burst_after_limit_minus_one_counted() {
+        let limiter = std::sync::Arc::new(FailureLimiter::new(5, 60_000, 60_000));
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let verdicts: Vec<FailureVerdict> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..64)
+                .map(|_| {
+                    let limiter = limiter.clone();
+                    scope.spawn(move || limiter.failure(&ip, 1_000))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let counted = verdicts
+            .iter()
+            .filter(|v| **v == FailureVerdict::Counted)
+            .count();
+        let bursts = verdicts
+            .iter()
+            .filter(|v| matches!(v, FailureVerdict::BurstStarted { .. }))
+            .count();
+        assert_eq!((counted, bursts), (4, 1), "{verdicts:?}");
     }
 
     #[test]

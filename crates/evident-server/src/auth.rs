@@ -2,7 +2,7 @@
 //! in the secret; the id is the visible, non-secret prefix), storage as a SHA-256 hash only,
 //! roles and their permissions, key usage bookkeeping, and the axum middleware that turns an
 //! `Authorization: Bearer` header into a [`Caller`] or a recorded 401/403 (or 429 for an
-//! address the brute-force limiter blocked). Secrets are never logged; only the key id is.
+//! address or key the brute-force limiters blocked). Secrets are never logged; only the key id is.
 //!
 //! Roles: owner may do everything, including managing owner and admin keys; admin may
 //! append, read, export, verify and manage readonly and writer keys; readonly may read,
@@ -441,8 +441,9 @@ fn permission_words(permission: Permission) -> &'static str {
 }
 
 /// Middleware: the request must carry a valid key whose role allows `permission`. Refusals
-/// are recorded in the log and counted by the brute-force limiter; a blocked address gets
-/// 429 before its key is even looked at. The [`Caller`] and the [`RequestInfo`] are put in
+/// are recorded in the log and counted by the brute-force limiters (see `audit.rs`): while an
+/// address is blocked, its requests without a valid key get 429 unrecorded, and its valid
+/// keys keep working; while a key is blocked, only its refused requests get 429. The [`Caller`] and the [`RequestInfo`] are put in
 /// the request's extensions for handlers.
 pub async fn require(
     state: AppState,
@@ -452,12 +453,6 @@ pub async fn require(
 ) -> Result<Response, ApiError> {
     let info = request_info(&request);
     let now = now_ms();
-    if let Some(until) = info
-        .ip
-        .and_then(|ip| state.limiter().blocked_until(ip, now))
-    {
-        return Err(ApiError::too_many_failures(until.saturating_sub(now)));
-    }
     let header = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)

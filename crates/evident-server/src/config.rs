@@ -44,8 +44,9 @@ pub struct ServerConfig {
     /// Serve plain HTTP on a non-loopback address. Off by default: without TLS the server
     /// only listens on loopback.
     pub allow_plain_http: bool,
-    /// Brute-force protection: this many failed requests (401 or 403) from one IP address
-    /// within `auth_failure_window_ms` block that address.
+    /// Brute-force protection: this many failures to authenticate (401) from one IP address
+    /// within `auth_failure_window_ms` block that address's requests without a valid key;
+    /// this many refusals (403) of one key block that key's refused requests.
     pub auth_failure_limit: u32,
     /// The window over which failures are counted, in milliseconds.
     pub auth_failure_window_ms: u64,

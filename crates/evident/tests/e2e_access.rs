@@ -428,3 +428,123 @@ fn refusals_never_name_the_tenant_that_owns_an_entry_or_a_key() {
         assert!(!text.contains(other), "acme's log names {other}: {text}");
     }
 }
+
+/// Sends `n` GETs of `path` at once, each on its own connection, with the key `key_for(i)`;
+/// returns the statuses.
+fn concurrent_gets(
+    server: &Server,
+    path: &str,
+    n: usize,
+    key_for: impl Fn(usize) -> Option<String> + Sync,
+) -> Vec<u16> {
+    let barrier = std::sync::Barrier::new(n);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let barrier = &barrier;
+                let key = key_for(i);
+                scope.spawn(move || {
+                    let http = common::http_client();
+                    let mut req = http.get(format!("{}{path}", server.url));
+                    if let Some(key) = key {
+                        req = req.header("authorization", key);
+                    }
+                    barrier.wait();
+                    req.send().unwrap().status().as_u16()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// The self-audit events of `entries` with `action`.
+fn with_action<'a>(entries: &'a [(u64, String, Value)], action: &str) -> Vec<&'a Value> {
+    entries
+        .iter()
+        .map(|(_, _, e)| e)
+        .filter(|e| e["action"] == action)
+        .collect()
+}
+
+#[test]
+fn a_burst_of_bad_keys_blocks_only_bad_keys_and_records_one_event() {
+    let node = Node::new();
+    let writer = common::create_key(&node.dir, "writer", &[]);
+    let reader = common::create_key(&node.dir, "readonly", &[]);
+    let server = Server::start_with_env(
+        &node.dir,
+        &[
+            ("EVIDENT_AUTH_FAILURE_LIMIT", "5"),
+            ("EVIDENT_AUTH_FAILURE_WINDOW_MS", "600000"),
+            ("EVIDENT_AUTH_BLOCK_MS", "600000"),
+        ],
+    );
+    // 100 failures at once: missing, malformed and unknown keys.
+    let statuses = concurrent_gets(&server, "/api/v1/checkpoint", 100, |i| match i % 3 {
+        0 => None,
+        1 => Some("Basic Zm9vOmJhcg==".to_owned()),
+        _ => Some(format!(
+            "Bearer evk_00000000000{}_{}",
+            i % 10,
+            "A".repeat(43)
+        )),
+    });
+    let refused = statuses.iter().filter(|s| **s == 401).count();
+    let blocked = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((refused, blocked), (4, 96), "{statuses:?}");
+
+    // The address is blocked for requests without a valid key only: its valid keys work.
+    let owner = server.api(&node.owner_key);
+    assert_eq!(owner.get("/api/v1/checkpoint").status, 200);
+    server
+        .api(&writer)
+        .append(&event("alice", "still.served"))
+        .unwrap();
+    assert_eq!(server.api(&reader).get("/api/v1/checkpoint").status, 200);
+    let again = server.api("evk_0123456789ab_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    again
+        .get("/api/v1/checkpoint")
+        .assert_error(429, "too_many_failures", None);
+
+    // A valid key refused again and again: only its refused requests are blocked.
+    let statuses = concurrent_gets(&server, "/api/v1/audit-log", 50, |_| {
+        Some(format!("Bearer {writer}"))
+    });
+    let forbidden = statuses.iter().filter(|s| **s == 403).count();
+    let blocked = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((forbidden, blocked), (4, 46), "{statuses:?}");
+    server
+        .api(&writer)
+        .append(&event("alice", "writer.still.appends"))
+        .unwrap();
+    assert_eq!(server.api(&reader).get("/api/v1/audit-log").status, 200);
+
+    // Exactly the documented events: 4 failures and one burst event per burst.
+    let all = owner.all_entries();
+    let failures: usize = [
+        "evident.auth.missing_key",
+        "evident.auth.malformed_key",
+        "evident.auth.unknown_key",
+    ]
+    .iter()
+    .map(|a| with_action(&all, a).len())
+    .sum();
+    assert_eq!(failures, 4);
+    let bursts = with_action(&all, "evident.auth.brute_force");
+    assert_eq!(bursts.len(), 1, "{bursts:#?}");
+    assert_eq!(
+        bursts[0]["target"],
+        json!({"kind": "address", "id": "127.0.0.1"})
+    );
+    assert_eq!(bursts[0]["severity"], "critical");
+    assert_eq!(with_action(&all, "evident.access.forbidden").len(), 4);
+    let key_bursts = with_action(&all, "evident.access.forbidden_burst");
+    assert_eq!(key_bursts.len(), 1, "{key_bursts:#?}");
+    assert_eq!(
+        key_bursts[0]["target"],
+        json!({"kind": "api_key", "id": &writer[..16]})
+    );
+    assert_eq!(key_bursts[0]["actor"]["id"], &writer[..16]);
+    assert_eq!(key_bursts[0]["severity"], "critical");
+}

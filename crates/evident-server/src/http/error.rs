@@ -83,13 +83,14 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
-    /// The caller's address is blocked by the brute-force limiter for `retry_ms` more.
+    /// The caller's address (for requests without a valid key) or key (for its refused
+    /// requests) is blocked by a brute-force limiter for `retry_ms` more.
     pub fn too_many_failures(retry_ms: i64) -> ApiError {
         let seconds = (retry_ms.max(0) + 999) / 1000;
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_failures",
-            format!("too many failed requests from this address; try again in {seconds} seconds"),
+            format!("too many refused requests; try again in {seconds} seconds"),
         )
         .with_retry_after(seconds.max(1) as u64)
     }

@@ -235,7 +235,7 @@ async fn check_manage(
         (status = 400, description = "An unknown query parameter (this route takes none)", body = super::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not manage keys (owner and admin only)", body = super::ErrorBody),
-        (status = 429, description = "Too many failed requests from this address", body = super::ErrorBody),
+        (status = 429, description = "Too many refused requests: from this address without a valid key, or by this key", body = super::ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -268,7 +268,7 @@ pub async fn list(
         (status = 400, description = "A bad body or query parameter", body = super::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired API key", body = super::ErrorBody),
         (status = 403, description = "The caller may not create keys of this role (admin: readonly and writer only) or of this tenant", body = super::ErrorBody),
-        (status = 429, description = "Too many failed requests from this address", body = super::ErrorBody),
+        (status = 429, description = "Too many refused requests: from this address without a valid key, or by this key", body = super::ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -399,7 +399,7 @@ async fn load_managed(
         (status = 403, description = "The caller may not manage this key", body = super::ErrorBody),
         (status = 404, description = "No such key (to a tenant-scoped key: none of its tenant; another tenant's key gets the same answer)", body = super::ErrorBody),
         (status = 409, description = "Already revoked", body = super::ErrorBody),
-        (status = 429, description = "Too many failed requests from this address", body = super::ErrorBody),
+        (status = 429, description = "Too many refused requests: from this address without a valid key, or by this key", body = super::ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -438,7 +438,7 @@ pub async fn revoke(
         (status = 403, description = "The caller may not manage this key", body = super::ErrorBody),
         (status = 404, description = "No such key (to a tenant-scoped key: none of its tenant; another tenant's key gets the same answer)", body = super::ErrorBody),
         (status = 409, description = "The key is revoked or expired", body = super::ErrorBody),
-        (status = 429, description = "Too many failed requests from this address", body = super::ErrorBody),
+        (status = 429, description = "Too many refused requests: from this address without a valid key, or by this key", body = super::ErrorBody),
     ),
     security(("bearer" = [])),
 )]

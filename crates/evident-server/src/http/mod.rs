@@ -43,7 +43,10 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     node: Node,
     usage: UsageTracker,
-    limiter: FailureLimiter,
+    /// Failures to authenticate, per source address.
+    unauthenticated: FailureLimiter<std::net::IpAddr>,
+    /// Refusals of authenticated keys, per key id.
+    refused_keys: FailureLimiter<String>,
     /// Whether the listener speaks TLS (then responses carry HSTS).
     tls: AtomicBool,
     shutting_down: AtomicBool,
@@ -54,7 +57,7 @@ struct Inner {
 impl AppState {
     pub fn new(node: Node) -> AppState {
         let config = node.config();
-        let limiter = FailureLimiter::new(
+        let (limit, window, block) = (
             config.auth_failure_limit,
             config.auth_failure_window_ms,
             config.auth_block_ms,
@@ -63,7 +66,8 @@ impl AppState {
         AppState(Arc::new(Inner {
             node,
             usage: UsageTracker::default(),
-            limiter,
+            unauthenticated: FailureLimiter::new(limit, window, block),
+            refused_keys: FailureLimiter::new(limit, window, block),
             tls,
             shutting_down: AtomicBool::new(false),
             verify_permit: tokio::sync::Semaphore::new(1),
@@ -80,10 +84,6 @@ impl AppState {
 
     pub fn usage(&self) -> &UsageTracker {
         &self.0.usage
-    }
-
-    pub(crate) fn limiter(&self) -> &FailureLimiter {
-        &self.0.limiter
     }
 
     /// Says whether responses go out over TLS (HSTS is sent then).
@@ -106,9 +106,11 @@ impl AppState {
         }
     }
 
-    /// Refuses a request with `error` (a 401 or 403): counts the failure for the caller's
-    /// address and records `event`, or, when this failure starts a brute-force burst, records
-    /// the one critical burst event instead and answers 429.
+    /// Refuses a request with `error` (a 401, 403 or a tenant-scoped 404): counts the failure
+    /// (for an unauthenticated `actor` against its address, for a key against the key) and
+    /// records `event`; or, when this failure starts a burst, records the one critical burst
+    /// event instead and answers 429; or, when the source is blocked already, answers 429
+    /// and records nothing.
     pub async fn refuse(
         &self,
         actor: AuditActor,
@@ -117,40 +119,65 @@ impl AppState {
         error: ApiError,
     ) -> ApiError {
         let now = crate::sequencer::now_ms();
-        let verdict = match request.ip {
-            Some(ip) => self.limiter().failure(ip, now),
-            None => FailureVerdict::Counted,
+        let verdict = match (&actor, request.ip) {
+            (AuditActor::Key(caller), _) => self.0.refused_keys.failure(&caller.key_id, now),
+            (_, Some(ip)) => self.0.unauthenticated.failure(&ip, now),
+            (_, None) => FailureVerdict::Counted,
         };
         match verdict {
             FailureVerdict::Counted => {
                 self.record(&actor, request, event).await;
                 error
             }
+            FailureVerdict::Blocked { blocked_until } => {
+                ApiError::too_many_failures(blocked_until.saturating_sub(now))
+            }
             FailureVerdict::BurstStarted {
                 failures,
                 blocked_until,
             } => {
-                tracing::warn!(ip = ?request.ip, failures, "address blocked after repeated failures");
                 let config = self.node().config();
-                let burst = AuditEvent::new(
-                    action::BRUTE_FORCE,
-                    "denied",
-                    "critical",
-                    "address",
-                    request.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                )
-                .with("failures", failures)
-                .with("window_ms", config.auth_failure_window_ms)
-                .with("blocked_ms", config.auth_block_ms)
-                .with(
-                    "blocked_until",
-                    evident_core::event::format_rfc3339_millis(blocked_until),
-                )
-                .with("last_attempt", event.action);
-                // The burst event speaks for the whole burst, whoever sent its last request.
-                let burst_actor = AuditActor::Anonymous {
-                    presented_key_id: None,
+                let (burst, burst_actor) = match &actor {
+                    AuditActor::Key(caller) => {
+                        tracing::warn!(key_id = %caller.key_id, failures, "key's refused requests blocked after repeated refusals");
+                        (
+                            AuditEvent::new(
+                                action::FORBIDDEN_BURST,
+                                "denied",
+                                "critical",
+                                "api_key",
+                                &caller.key_id,
+                            ),
+                            actor.clone(),
+                        )
+                    }
+                    _ => {
+                        tracing::warn!(ip = ?request.ip, failures, "address blocked after repeated failures");
+                        (
+                            AuditEvent::new(
+                                action::BRUTE_FORCE,
+                                "denied",
+                                "critical",
+                                "address",
+                                request.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                            ),
+                            // The burst event speaks for the whole burst, whoever sent its
+                            // last request.
+                            AuditActor::Anonymous {
+                                presented_key_id: None,
+                            },
+                        )
+                    }
                 };
+                let burst = burst
+                    .with("failures", failures)
+                    .with("window_ms", config.auth_failure_window_ms)
+                    .with("blocked_ms", config.auth_block_ms)
+                    .with(
+                        "blocked_until",
+                        evident_core::event::format_rfc3339_millis(blocked_until),
+                    )
+                    .with("last_attempt", event.action);
                 self.record(&burst_actor, request, burst).await;
                 ApiError::too_many_failures(blocked_until.saturating_sub(now))
             }
