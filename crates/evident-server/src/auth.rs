@@ -10,6 +10,7 @@
 //! tenant's events and manages only that tenant's keys.
 
 use crate::audit::{AuditActor, AuditEvent, RequestInfo, action};
+use crate::client_ip::Cidr;
 use crate::http::{ApiError, AppState};
 use crate::sequencer::now_ms;
 use axum::extract::{ConnectInfo, Request, State};
@@ -405,18 +406,24 @@ impl UsageTracker {
     }
 }
 
-/// The source address of a request, from the connection.
-pub fn peer_ip(request: &Request) -> Option<std::net::IpAddr> {
-    request
+/// The source address of a request: the connection's peer, or the client a trusted proxy
+/// names (see `client_ip.rs`).
+pub fn source_ip(request: &Request, trusted_proxies: &[Cidr]) -> Option<std::net::IpAddr> {
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| c.0.ip())?;
+    Some(crate::client_ip::client_ip(
+        peer,
+        request.headers(),
+        trusted_proxies,
+    ))
 }
 
 /// What a request is, for self-audit events.
-pub fn request_info(request: &Request) -> RequestInfo {
+pub fn request_info(request: &Request, trusted_proxies: &[Cidr]) -> RequestInfo {
     RequestInfo {
-        ip: peer_ip(request),
+        ip: source_ip(request, trusted_proxies),
         user_agent: request
             .headers()
             .get(axum::http::header::USER_AGENT)
@@ -451,7 +458,7 @@ pub async fn require(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let info = request_info(&request);
+    let info = request_info(&request, &state.node().config().trusted_proxies);
     let now = now_ms();
     let header = request
         .headers()

@@ -50,8 +50,11 @@ pub struct ServerConfig {
     pub auth_failure_limit: u32,
     /// The window over which failures are counted, in milliseconds.
     pub auth_failure_window_ms: u64,
-    /// How long a blocked address gets 429 for every request, in milliseconds.
+    /// How long a blocked address (or key) gets 429, in milliseconds.
     pub auth_block_ms: u64,
+    /// Proxies (CIDR networks) whose `X-Forwarded-For` / `Forwarded` headers name the
+    /// client. Empty (the default): the headers are ignored and the client is the peer.
+    pub trusted_proxies: Vec<crate::client_ip::Cidr>,
     /// A request's headers must arrive in full this long after the connection turns to them
     /// (slowloris protection; an idle keep-alive connection is closed after it too).
     pub header_timeout_ms: u64,
@@ -99,6 +102,7 @@ impl Default for ServerConfig {
             auth_failure_limit: DEFAULT_AUTH_FAILURE_LIMIT,
             auth_failure_window_ms: DEFAULT_AUTH_FAILURE_WINDOW_MS,
             auth_block_ms: DEFAULT_AUTH_BLOCK_MS,
+            trusted_proxies: Vec::new(),
             header_timeout_ms: 30_000,
             body_timeout_ms: 60_000,
             max_header_bytes: 64 * 1024,
@@ -202,6 +206,10 @@ impl ServerConfig {
                     self.auth_failure_window_ms = parse_number(&value).map_err(bad)?
                 }
                 "AUTH_BLOCK_MS" => self.auth_block_ms = parse_number(&value).map_err(bad)?,
+                "TRUSTED_PROXIES" => {
+                    self.trusted_proxies =
+                        crate::client_ip::parse_list(&value).map_err(|e| bad(e.to_string()))?
+                }
                 "HEADER_TIMEOUT_MS" => {
                     self.header_timeout_ms = parse_number(&value).map_err(bad)?
                 }
@@ -444,6 +452,31 @@ mod tests {
         c.origin = Some("has space".to_owned());
         let err = c.validate().unwrap_err();
         assert!(err.to_string().contains("origin"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_the_file_and_the_environment() {
+        assert!(ServerConfig::default().trusted_proxies.is_empty());
+        let c =
+            ServerConfig::from_toml_str("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(c.trusted_proxies[0].contains("10.2.3.4".parse().unwrap()));
+        let err = ServerConfig::from_toml_str("trusted_proxies = [\"10.0.0.0/40\"]\n").unwrap_err();
+        assert!(err.contains("10.0.0.0/40"), "{err}");
+        let mut c = ServerConfig::default();
+        c.apply_env([(
+            "EVIDENT_TRUSTED_PROXIES".to_owned(),
+            "192.0.2.0/24, 2001:db8::/32".to_owned(),
+        )])
+        .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        let err = c
+            .apply_env([(
+                "EVIDENT_TRUSTED_PROXIES".to_owned(),
+                "proxy.local".to_owned(),
+            )])
+            .unwrap_err();
+        assert!(err.to_string().contains("EVIDENT_TRUSTED_PROXIES"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod connections;
 pub mod export;

@@ -548,3 +548,152 @@ fn a_burst_of_bad_keys_blocks_only_bad_keys_and_records_one_event() {
     assert_eq!(key_bursts[0]["actor"]["id"], &writer[..16]);
     assert_eq!(key_bursts[0]["severity"], "critical");
 }
+
+/// A GET of `path` from local address `from`, with `key` and extra headers; the status.
+fn get_from(server: &Server, from: &str, path: &str, key: &str, headers: &[(&str, &str)]) -> u16 {
+    let http = reqwest::blocking::Client::builder()
+        .local_address(Some(from.parse().unwrap()))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut req = http.get(format!("{}{path}", server.url)).bearer_auth(key);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().unwrap().status().as_u16()
+}
+
+/// A key of valid shape that no server issued, numbered.
+fn bogus_key(n: usize) -> String {
+    format!("evk_{n:012x}_{}", "A".repeat(43))
+}
+
+#[test]
+fn forwarding_headers_count_only_from_trusted_proxies() {
+    let limits = [
+        ("EVIDENT_AUTH_FAILURE_LIMIT", "3"),
+        ("EVIDENT_AUTH_FAILURE_WINDOW_MS", "600000"),
+        ("EVIDENT_AUTH_BLOCK_MS", "600000"),
+    ];
+    // By default the headers are ignored: a client cannot pick the address it is counted
+    // and recorded under.
+    let node = Node::new();
+    let server = Server::start_with_env(&node.dir, &limits);
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let spoof = format!("198.51.100.{i}");
+        let forwarded = format!("for=198.51.100.{}", i + 100);
+        statuses.push(get_from(
+            &server,
+            "127.0.0.1",
+            "/api/v1/checkpoint",
+            &bogus_key(i),
+            &[("x-forwarded-for", &spoof), ("forwarded", &forwarded)],
+        ));
+    }
+    assert_eq!(statuses, [401, 401, 429, 429]);
+    let all = server.api(&node.owner_key).all_entries();
+    for e in with_action(&all, "evident.auth.unknown_key") {
+        assert_eq!(e["actor"]["ip"], "127.0.0.1", "{e}");
+    }
+    let bursts = with_action(&all, "evident.auth.brute_force");
+    assert_eq!(bursts[0]["target"]["id"], "127.0.0.1");
+    drop(server);
+
+    // With 127.0.0.1 trusted: the right-most untrusted address of the chain counts.
+    let node = Node::new();
+    let reader = common::create_key(&node.dir, "readonly", &[]);
+    let server = Server::start_with(
+        &node.dir,
+        &limits,
+        &["--trusted-proxies", "127.0.0.1/32,10.0.0.0/8"],
+        None,
+    );
+    let chain = "203.0.113.66, 198.51.100.9, 10.1.2.3";
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        statuses.push(get_from(
+            &server,
+            "127.0.0.1",
+            "/api/v1/checkpoint",
+            &bogus_key(i),
+            &[("x-forwarded-for", chain)],
+        ));
+    }
+    assert_eq!(statuses, [401, 401, 429]);
+    // The client blocked is 198.51.100.9: another client behind the same proxy is not, and
+    // neither is the proxy's own address.
+    let other = get_from(
+        &server,
+        "127.0.0.1",
+        "/api/v1/checkpoint",
+        &bogus_key(9),
+        &[("forwarded", "for=\"[2001:db8::7]:443\", for=10.0.0.1")],
+    );
+    assert_eq!(other, 401);
+    assert_eq!(
+        get_from(
+            &server,
+            "127.0.0.1",
+            "/api/v1/checkpoint",
+            &bogus_key(10),
+            &[]
+        ),
+        401
+    );
+    // A peer outside the trusted networks: its headers are ignored again.
+    assert_eq!(
+        get_from(
+            &server,
+            "127.0.0.2",
+            "/api/v1/checkpoint",
+            &bogus_key(11),
+            &[("x-forwarded-for", "198.51.100.9")],
+        ),
+        401
+    );
+    // A valid key through the proxy: its last use records the client.
+    assert_eq!(
+        get_from(
+            &server,
+            "127.0.0.1",
+            "/api/v1/checkpoint",
+            &reader,
+            &[("x-forwarded-for", "192.0.2.44")],
+        ),
+        200
+    );
+
+    let all = server.api(&node.owner_key).all_entries();
+    let ips: Vec<&Value> = with_action(&all, "evident.auth.unknown_key")
+        .iter()
+        .map(|e| &e["actor"]["ip"])
+        .collect();
+    assert_eq!(
+        ips,
+        [
+            "198.51.100.9",
+            "198.51.100.9",
+            "2001:db8::7",
+            "127.0.0.1",
+            "127.0.0.2"
+        ],
+        "{all:#?}"
+    );
+    let bursts = with_action(&all, "evident.auth.brute_force");
+    assert_eq!(bursts.len(), 1);
+    assert_eq!(
+        bursts[0]["target"],
+        json!({"kind": "address", "id": "198.51.100.9"})
+    );
+    assert_eq!(bursts[0]["actor"]["ip"], "198.51.100.9");
+    let keys = server.api(&node.owner_key).get("/api/v1/keys").json();
+    let used = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == reader[..16])
+        .unwrap()
+        .clone();
+    assert_eq!(used["last_used_ip"], "192.0.2.44", "{used}");
+}

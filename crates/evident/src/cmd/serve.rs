@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// without TLS the server otherwise refuses to listen off loopback.
     #[arg(long)]
     pub allow_plain_http: bool,
+    /// Proxies whose X-Forwarded-For / Forwarded headers name the client, as CIDR networks
+    /// separated by commas [default: none (the headers are ignored), or
+    /// EVIDENT_TRUSTED_PROXIES, `trusted_proxies`].
+    #[arg(long, value_name = "CIDR,…")]
+    pub trusted_proxies: Option<String>,
     /// Days entries are kept before the daily pruner deletes them: at least 90, or
     /// `unlimited` [default: 365, or EVIDENT_RETENTION_DAYS, `retention_days`].
     #[arg(long, value_name = "DAYS|unlimited")]
@@ -84,6 +89,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(storage) = args.storage {
         config.storage = Some(storage);
+    }
+    if let Some(list) = &args.trusted_proxies {
+        config.trusted_proxies = evident_server::client_ip::parse_list(list)
+            .map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?;
     }
     if let Some(days) = &args.retention_days {
         config.retention_days = evident_server::retention::RetentionDays::parse(days)
