@@ -62,6 +62,10 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
         clean_env(&mut cmd);
+        // Every benchmark client connects from loopback: the per-address cap would turn the
+        // open-loop phase's surplus connections into 429s instead of letting them wait in
+        // the backlog as before, so it is set to the global limit.
+        cmd.env("EVIDENT_MAX_CONNECTIONS_PER_IP", "512");
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {} serve", evident.display()))?;

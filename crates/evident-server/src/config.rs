@@ -64,6 +64,9 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Connections served at once; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections served at once from one address (trusted proxies excepted); more from it
+    /// are answered 429 and closed.
+    pub max_connections_per_ip: usize,
     /// Days entries are kept before the daily pruner deletes them (365): at least 90, or
     /// `unlimited` (or 0) to keep every entry.
     pub retention_days: crate::retention::RetentionDays,
@@ -79,6 +82,10 @@ pub const DEFAULT_NODE_ID: &str = "node-1";
 pub const DEFAULT_AUTH_FAILURE_LIMIT: u32 = 20;
 /// Default brute-force window (one minute).
 pub const DEFAULT_AUTH_FAILURE_WINDOW_MS: u64 = 60_000;
+/// Default cap on one address's open connections: a quarter of the default 512 slots, so
+/// that no one address (nor three) can take them all, and far more than a browser (6) or a
+/// busy pooled client opens.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 128;
 /// Default block after the threshold is crossed (five minutes).
 pub const DEFAULT_AUTH_BLOCK_MS: u64 = 300_000;
 
@@ -107,6 +114,7 @@ impl Default for ServerConfig {
             body_timeout_ms: 60_000,
             max_header_bytes: 64 * 1024,
             max_connections: 512,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             retention_days: crate::retention::RetentionDays::default(),
         }
     }
@@ -216,6 +224,9 @@ impl ServerConfig {
                 "BODY_TIMEOUT_MS" => self.body_timeout_ms = parse_number(&value).map_err(bad)?,
                 "MAX_HEADER_BYTES" => self.max_header_bytes = parse_number(&value).map_err(bad)?,
                 "MAX_CONNECTIONS" => self.max_connections = parse_number(&value).map_err(bad)?,
+                "MAX_CONNECTIONS_PER_IP" => {
+                    self.max_connections_per_ip = parse_number(&value).map_err(bad)?
+                }
                 "RETENTION_DAYS" => {
                     self.retention_days =
                         crate::retention::RetentionDays::parse(&value).map_err(bad)?
@@ -271,6 +282,7 @@ impl ServerConfig {
             ("header_timeout_ms", self.header_timeout_ms == 0),
             ("body_timeout_ms", self.body_timeout_ms == 0),
             ("max_connections", self.max_connections == 0),
+            ("max_connections_per_ip", self.max_connections_per_ip == 0),
         ];
         for (field, is_zero) in positive {
             if is_zero {
@@ -353,6 +365,8 @@ impl ServerConfig {
             header_timeout: std::time::Duration::from_millis(self.header_timeout_ms),
             max_header_bytes: self.max_header_bytes,
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            uncapped: self.trusted_proxies.clone().into(),
         }
     }
 

@@ -3,10 +3,14 @@
 //! its own task, so a client that stalls holds only its own connection; on top of that:
 //! - request headers must arrive in full within [`ConnectionLimits::header_timeout`] of their
 //!   first byte (slowloris), else the connection is closed;
-//! - request headers larger than [`ConnectionLimits::max_header_bytes`] (or more than 100 of
-//!   them) are answered 431 and the connection closed;
+//! - a request head (request line and headers) larger than
+//!   [`ConnectionLimits::max_header_bytes`], counted as [`head_size`] says, or with more than
+//!   100 headers, is answered 431 and the connection closed;
 //! - at most [`ConnectionLimits::max_connections`] connections are served at once; past that
-//!   the loop stops accepting (new clients wait in the kernel's backlog) until one closes.
+//!   the loop stops accepting (new clients wait in the kernel's backlog) until one closes;
+//! - at most [`ConnectionLimits::max_connections_per_ip`] of them from one address (trusted
+//!   proxies excepted), so that one client cannot take every slot: a connection past that is
+//!   answered 429 `too_many_connections` and closed.
 //!
 //! Request bodies have their own deadline where they are read (`http/events.rs`), after
 //! authentication. Graceful shutdown stops accepting, lets in-flight requests finish and
@@ -17,15 +21,17 @@
 //! what the client still sends for a moment. Closing with unread data would make the kernel
 //! reset the connection, and a reset can destroy the answer before the client reads it.
 
+use crate::client_ip::Cidr;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::serve::Listener;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::{Pin, pin};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -33,7 +39,7 @@ use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt as _;
 
 /// Limits applied to every connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Time allowed from the first byte of a request's headers to their end.
     pub header_timeout: Duration,
@@ -41,6 +47,116 @@ pub struct ConnectionLimits {
     pub max_header_bytes: usize,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections served at once from one address.
+    pub max_connections_per_ip: usize,
+    /// Addresses the per-address cap does not apply to (the trusted proxies, which carry
+    /// many clients' connections).
+    pub uncapped: Arc<[Cidr]>,
+}
+
+/// How many connections each address has open, against the per-address cap.
+#[derive(Debug)]
+struct PerAddress {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection counted for its address; uncounted when dropped.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    /// A slot for one more connection from `ip`, or `None` when it has `limit` open.
+    fn take(table: &Arc<PerAddress>, ip: IpAddr) -> Option<AddressSlot> {
+        let mut open = table.open.lock().ok()?;
+        let count = open.entry(ip).or_insert(0);
+        if *count >= table.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.table.open.lock() {
+            if let Some(count) = open.get_mut(&self.ip) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    open.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// The size of a request head as it is counted against `max_header_bytes`: the request line
+/// `METHOD SP TARGET SP VERSION CRLF`, each header as `name: value CRLF`, and the final CRLF
+/// (so a head sent in that usual form counts exactly its bytes).
+pub fn head_size<B>(request: &hyper::Request<B>) -> usize {
+    // Every HTTP/1 version is written `HTTP/x.y`.
+    const VERSION: usize = "HTTP/1.1".len();
+    let line =
+        request.method().as_str().len() + 1 + request.uri().to_string().len() + 1 + VERSION + 2;
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.as_bytes().len() + 2)
+        .sum();
+    line + headers + 2
+}
+
+/// A small JSON error answer that closes the connection.
+fn closing_answer(
+    status: hyper::StatusCode,
+    code: &str,
+    message: &str,
+) -> axum::response::Response {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("content-type", "application/json"),
+        ("connection", "close"),
+        ("x-content-type-options", "nosniff"),
+        ("cache-control", "no-store"),
+    ] {
+        headers.insert(name, axum::http::HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// How long a refused connection is given to take its 429.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answers a connection past the per-address cap with 429 and closes it (lingering).
+async fn refuse_connection<I: AsyncRead + AsyncWrite + Unpin>(io: I, limit: usize) {
+    use tokio::io::AsyncWriteExt as _;
+    let message = format!(
+        "this address already has {limit} connections open (max_connections_per_ip); close one or retry later"
+    );
+    let body = serde_json::json!({"error": {"code": "too_many_connections", "message": message}})
+        .to_string();
+    let head = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\nx-content-type-options: nosniff\r\n\
+         cache-control: no-store\r\n\r\n",
+        body.len()
+    );
+    let mut io = Lingering::new(io);
+    let answer = async {
+        io.write_all(head.as_bytes()).await?;
+        io.write_all(body.as_bytes()).await?;
+        io.shutdown().await
+    };
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, answer).await;
 }
 
 /// hyper's smallest read buffer.
@@ -58,6 +174,10 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_address = Arc::new(PerAddress {
+        limit: limits.max_connections_per_ip.max(1),
+        open: Mutex::new(HashMap::new()),
+    });
     // Raised once on shutdown; every connection task watches it.
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
@@ -73,18 +193,50 @@ where
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
+        let ip = remote.ip().to_canonical();
+        let slot = if limits.uncapped.iter().any(|c| c.contains(ip)) {
+            None
+        } else {
+            match PerAddress::take(&per_address, ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::warn!(%remote, limit = per_address.limit, "connection refused: too many from this address");
+                    let limit = per_address.limit;
+                    tokio::spawn(async move {
+                        refuse_connection(io, limit).await;
+                        drop(permit);
+                    });
+                    continue;
+                }
+            }
+        };
         let app = app.clone();
         let mut stop = stop_rx.clone();
+        let max_header_bytes = limits.max_header_bytes;
+        let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |mut request| {
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
                 request.extensions_mut().insert(ConnectInfo(remote));
-                app.clone().oneshot(request)
+                let app = app.clone();
+                async move {
+                    let size = head_size(&request);
+                    if size > max_header_bytes {
+                        return Ok(closing_answer(
+                            hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            "headers_too_large",
+                            &format!(
+                                "the request line and headers are {size} bytes; at most {max_header_bytes} are accepted (max_header_bytes)"
+                            ),
+                        ));
+                    }
+                    app.oneshot(request).await
+                }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES));
+                .header_read_timeout(header_timeout)
+                .max_buf_size(max_header_bytes.max(MIN_HEADER_BYTES));
             let io = TokioIo::new(Lingering::new(io));
             let mut conn = pin!(builder.serve_connection(io, service));
             let mut stopping = false;
@@ -104,6 +256,7 @@ where
                     }
                 }
             }
+            drop(slot);
             drop(permit);
         });
     }

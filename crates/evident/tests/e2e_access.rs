@@ -697,3 +697,170 @@ fn forwarding_headers_count_only_from_trusted_proxies() {
         .clone();
     assert_eq!(used["last_used_ip"], "192.0.2.44", "{used}");
 }
+
+/// The server's address.
+fn addr_of(server: &Server) -> std::net::SocketAddr {
+    server.url.strip_prefix("http://").unwrap().parse().unwrap()
+}
+
+/// Reads what the server sends until it closes the connection; the bytes and whether it
+/// closed (within 30 s).
+fn read_answer(stream: &mut std::net::TcpStream) -> (Vec<u8>, bool) {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return (out, false),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return (out, false),
+            Err(_) => return (out, true),
+        }
+    }
+}
+
+/// A GET of /api/v1/healthz whose head, in the usual form, is exactly `total` bytes.
+fn head_of_size(total: usize) -> Vec<u8> {
+    let start = b"GET /api/v1/healthz HTTP/1.1\r\nHost: evident\r\nConnection: close\r\nX-Pad: ";
+    let end = b"\r\n\r\n";
+    let mut head = start.to_vec();
+    head.extend(std::iter::repeat_n(b'a', total - start.len() - end.len()));
+    head.extend_from_slice(end);
+    assert_eq!(head.len(), total);
+    head
+}
+
+/// Sends `head` and returns the whole answer as text.
+fn answer_to(target: std::net::SocketAddr, head: &[u8]) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(target).unwrap();
+    let _ = s.write_all(head);
+    let (bytes, closed) = read_answer(&mut s);
+    assert!(closed, "the connection stayed open");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[test]
+fn the_header_limit_is_enforced_at_the_documented_size() {
+    // The default, 65536 bytes, as README documents it.
+    let node = Node::new();
+    let server = Server::start(&node);
+    let target = addr_of(&server);
+    for (size, status) in [
+        (65_535, "200"),
+        (65_536, "200"),
+        (65_537, "431"),
+        (65_600, "431"),
+        (80_000, "431"),
+    ] {
+        let answer = answer_to(target, &head_of_size(size));
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "a head of {size} bytes: {answer}"
+        );
+        if status == "431" {
+            assert!(answer.contains(r#""code":"headers_too_large""#), "{answer}");
+            assert!(answer.contains(&size.to_string()), "{answer}");
+        }
+    }
+    drop(server);
+    // A configured limit is enforced at its value too.
+    let server = Server::start_with_env(&node.dir, &[("EVIDENT_MAX_HEADER_BYTES", "10000")]);
+    let target = addr_of(&server);
+    assert!(answer_to(target, &head_of_size(10_000)).starts_with("HTTP/1.1 200"));
+    assert!(answer_to(target, &head_of_size(10_001)).starts_with("HTTP/1.1 431"));
+    // The request line counts: a long query string past the limit too.
+    let mut head = b"GET /api/v1/healthz?".to_vec();
+    head.extend(std::iter::repeat_n(b'q', 10_000));
+    head.extend_from_slice(b" HTTP/1.1\r\nHost: evident\r\n\r\n");
+    assert!(answer_to(target, &head).starts_with("HTTP/1.1 431"));
+}
+
+#[test]
+fn one_address_cannot_take_every_connection_slot() {
+    use std::io::Write;
+    let node = Node::new();
+    let server = Server::start_with_env(
+        &node.dir,
+        &[
+            ("EVIDENT_MAX_CONNECTIONS", "20"),
+            ("EVIDENT_MAX_CONNECTIONS_PER_IP", "5"),
+        ],
+    );
+    let target = addr_of(&server);
+    // Five connections from 127.0.0.1, each stalled in its request head.
+    let mut held: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(target).unwrap();
+            s.write_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: ev")
+                .unwrap();
+            s
+        })
+        .collect();
+    // The sixth from the same address is answered 429 and closed…
+    let mut sixth = std::net::TcpStream::connect(target).unwrap();
+    let (bytes, closed) = read_answer(&mut sixth);
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(closed && text.starts_with("HTTP/1.1 429"), "{text}");
+    assert!(text.contains(r#""code":"too_many_connections""#), "{text}");
+    // …while another address is served.
+    let other = reqwest::blocking::Client::builder()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .build()
+        .unwrap();
+    let answer = other
+        .get(format!("{}/api/v1/checkpoint", server.url))
+        .bearer_auth(&node.owner_key)
+        .send()
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    // Once one of the five closes, 127.0.0.1 gets a slot again.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let answer = common::http_client()
+            .get(format!("{}/api/v1/healthz", server.url))
+            .send()
+            .unwrap();
+        if answer.status().as_u16() == 200 {
+            break;
+        }
+        assert_eq!(answer.status().as_u16(), 429);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(held);
+
+    // A trusted proxy carries many clients: the cap does not apply to it.
+    let server = {
+        drop(server);
+        Server::start_with_env(
+            &node.dir,
+            &[
+                ("EVIDENT_MAX_CONNECTIONS_PER_IP", "2"),
+                ("EVIDENT_TRUSTED_PROXIES", "127.0.0.1"),
+            ],
+        )
+    };
+    let target = addr_of(&server);
+    let _held: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(target).unwrap();
+            s.write_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: ev")
+                .unwrap();
+            s
+        })
+        .collect();
+    let answer = answer_to(
+        target,
+        b"GET /api/v1/healthz HTTP/1.1\r\nHost: evident\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
