@@ -1,6 +1,10 @@
-//! End to end, through the real binary: access hardening as a user meets it. CLI tables show
-//! bidi and control characters escaped; `export --out` writes through FIFOs, devices and
-//! symlinks (the link kept) and keeps the atomic rename for regular files.
+//! End to end, through the real binary: access hardening as a user meets it. A burst of bad
+//! keys blocks only bad keys and records one event however concurrent; forwarding headers
+//! count only from trusted proxies; one address cannot take every connection and the header
+//! limit holds at its documented size; refusals never name another tenant; a rotation keeps
+//! the old key a day and cannot lock its caller out; the data directory is private; `export
+//! --out` writes through FIFOs, devices and symlinks; CLI tables show bidi and control
+//! characters escaped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
