@@ -162,6 +162,40 @@ impl ChainHead {
             appended_by.to_owned(),
             input,
         );
+        self.push(event, key, completed_nodes)
+    }
+
+    /// Sequences one event in entry encoding version 1 (no `appended_by`), as builds before
+    /// version 2 wrote every entry. The node never calls this; it exists so that tests and
+    /// tools can build the logs those builds left behind and show that they still verify.
+    pub fn append_v1(
+        &mut self,
+        id: Uuid,
+        recorded_at: Millis,
+        node_id: &str,
+        input: EventInput,
+        key: &SealKey,
+        completed_nodes: &mut Vec<(NodeId, Hash)>,
+    ) -> SealedEntry {
+        let mut event = Event::new(
+            self.next_seq,
+            id,
+            recorded_at,
+            node_id.to_owned(),
+            String::new(),
+            input,
+        );
+        event.appended_by = None;
+        self.push(event, key, completed_nodes)
+    }
+
+    /// Hashes, seals and appends `event` (numbered `next_seq`) to the chain and the tree.
+    fn push(
+        &mut self,
+        event: Event,
+        key: &SealKey,
+        completed_nodes: &mut Vec<(NodeId, Hash)>,
+    ) -> SealedEntry {
         let mut buf = Vec::new();
         let hash = recompute_hash(&self.last_hash, &event, &mut buf);
         let seal = key.seal(&hash);

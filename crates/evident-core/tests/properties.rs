@@ -113,7 +113,7 @@ impl Log {
             let recorded_at = 1_773_478_800_000 + i as i64 * 17;
             entries.push(match appended_by {
                 Some(by) => head.append(id, recorded_at, NODE, &by, input, &key, &mut completed),
-                None => append_v1(&mut head, id, recorded_at, input, &key, &mut completed),
+                None => head.append_v1(id, recorded_at, NODE, input, &key, &mut completed),
             });
             roots.push(head.tree.root());
         }
@@ -142,39 +142,6 @@ impl Log {
         .sign(&signer())
         .unwrap()
     }
-}
-
-/// Appends an entry the way a build before entry encoding version 2 did: the core's
-/// version-1 encoding (an event with no `appended_by`).
-fn append_v1(
-    head: &mut ChainHead,
-    id: Uuid,
-    recorded_at: i64,
-    input: EventInput,
-    key: &SealKey,
-    completed: &mut Vec<(NodeId, Hash)>,
-) -> SealedEntry {
-    let mut event = Event::new(
-        head.next_seq,
-        id,
-        recorded_at,
-        NODE.to_owned(),
-        String::new(),
-        input,
-    );
-    event.appended_by = None;
-    let bytes = evident_core::canonical::encode(&event);
-    assert_eq!(&bytes[..17], evident_core::canonical::ENTRY_MAGIC_V1);
-    let hash = entry_hash(&head.last_hash, &bytes);
-    let entry = SealedEntry {
-        seal: key.seal(&hash),
-        event,
-        hash,
-    };
-    head.tree.append_leaf(entry.leaf_hash(), completed);
-    head.next_seq += 1;
-    head.last_hash = hash;
-    entry
 }
 
 /// Who appends an entry: `None` for a version-1 entry, else the node or an API key id.
