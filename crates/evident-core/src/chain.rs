@@ -143,6 +143,7 @@ impl ChainHead {
     /// key id or [`crate::event::APPENDED_BY_SYSTEM`]; the entry is encoding version 2), hashes,
     /// seals, appends the leaf to the tree, and pushes every Merkle node this append completed
     /// onto `completed_nodes` (for the storage layer to keep).
+    // Each argument is one thing the caller assigns; bundling them would only rename them.
     #[allow(clippy::too_many_arguments)]
     pub fn append(
         &mut self,

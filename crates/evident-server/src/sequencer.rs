@@ -118,6 +118,7 @@ pub struct SequencerSettings {
 }
 
 type AppendReply = oneshot::Sender<Result<Vec<Receipt>, SequencerError>>;
+type AppendAnswer = oneshot::Receiver<Result<Vec<Receipt>, SequencerError>>;
 type CheckpointReply = oneshot::Sender<Result<StoredCheckpoint, SequencerError>>;
 
 /// One append request: its events, all appended by the same caller.
@@ -335,8 +336,7 @@ impl Sequencer {
         &self,
         appended_by: &str,
         inputs: Vec<EventInput>,
-    ) -> Result<Option<oneshot::Receiver<Result<Vec<Receipt>, SequencerError>>>, SequencerError>
-    {
+    ) -> Result<Option<AppendAnswer>, SequencerError> {
         if inputs.is_empty() {
             return Ok(None);
         }
