@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
             uuid_from(head.next_seq),
             1_700_000_000_000,
             "node-1",
+            "evk_0123456789ab",
             input,
             &key,
             &mut nodes,

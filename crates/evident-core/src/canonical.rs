@@ -28,6 +28,18 @@
 //! |15 | `severity`         | string: `debug`, `info`, `notice`, `warning`, `error`, `critical`, `alert` or `emergency` |
 //! |16 | `context`          | string: the RFC 8785 canonical JSON text of the context object    |
 //!
+//! # Entry encoding, version 2
+//!
+//! Version 1 with the magic `evident/entry/v2` (then `0x00`) and one more field at the end:
+//!
+//! | # | field              | encoding                                                          |
+//! |---|--------------------|-------------------------------------------------------------------|
+//! |17 | `appended_by`      | string: the id of the API key that appended the entry, or `system` |
+//!
+//! An event's version follows from [`Event::appended_by`]: `None` is an entry written before
+//! key ids were recorded (version 1, kept and verified as it was stored), `Some` is version 2,
+//! what every new entry is. Both versions are hashed by the same chain; a log may hold both.
+//!
 //! The magic separates this encoding from anything else hashed with SHA-256 and names its
 //! version; a future layout changes the magic. Addresses are encoded as held: validation turns
 //! an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) into IPv4 before an event is stored, so such
@@ -45,8 +57,18 @@ use serde_json::Value;
 use std::cmp::Ordering;
 use std::net::IpAddr;
 
-/// Leading bytes of every encoded entry: domain separation and format version.
-pub const ENTRY_MAGIC: &[u8; 17] = b"evident/entry/v1\0";
+/// Leading bytes of a version-1 entry: domain separation and format version.
+pub const ENTRY_MAGIC_V1: &[u8; 17] = b"evident/entry/v1\0";
+/// Leading bytes of a version-2 entry (one that records which key appended it).
+pub const ENTRY_MAGIC_V2: &[u8; 17] = b"evident/entry/v2\0";
+
+/// The magic of the encoding version `event` is held in.
+pub fn entry_magic(event: &Event) -> &'static [u8; 17] {
+    match event.appended_by {
+        None => ENTRY_MAGIC_V1,
+        Some(_) => ENTRY_MAGIC_V2,
+    }
+}
 
 /// Exact length in bytes of the canonical encoding of `event`.
 pub fn encoded_len(event: &Event) -> usize {
@@ -56,7 +78,7 @@ pub fn encoded_len(event: &Event) -> usize {
         Some(IpAddr::V4(_)) => 1 + 4,
         Some(IpAddr::V6(_)) => 1 + 16,
     };
-    ENTRY_MAGIC.len()
+    entry_magic(event).len()
         + 8
         + 16
         + 8
@@ -77,12 +99,13 @@ pub fn encoded_len(event: &Event) -> usize {
         + string(event.outcome.as_str())
         + string(event.severity.as_str())
         + string(event.context.as_str())
+        + event.appended_by.as_deref().map_or(0, string)
 }
 
 /// Appends the canonical bytes of `event` to `out`, reserving the exact room once.
 pub fn encode_into(event: &Event, out: &mut Vec<u8>) {
     out.reserve(encoded_len(event));
-    out.extend_from_slice(ENTRY_MAGIC);
+    out.extend_from_slice(entry_magic(event));
     out.extend_from_slice(&event.seq.to_be_bytes());
     out.extend_from_slice(event.id.as_bytes());
     out.extend_from_slice(&event.recorded_at.to_be_bytes());
@@ -121,6 +144,9 @@ pub fn encode_into(event: &Event, out: &mut Vec<u8>) {
     put_str(out, event.outcome.as_str());
     put_str(out, event.severity.as_str());
     put_str(out, event.context.as_str());
+    if let Some(appended_by) = &event.appended_by {
+        put_str(out, appended_by);
+    }
 }
 
 /// The canonical bytes of `event`.

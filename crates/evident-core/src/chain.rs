@@ -139,10 +139,37 @@ impl ChainHead {
         }
     }
 
-    /// Sequences one event: assigns the next sequence number, hashes, seals, appends the leaf to
-    /// the tree, and pushes every Merkle node this append completed onto `completed_nodes` (for
-    /// the storage layer to keep).
+    /// Sequences one event: assigns the next sequence number, records who appended it (an API
+    /// key id or [`crate::event::APPENDED_BY_SYSTEM`]; the entry is encoding version 2), hashes,
+    /// seals, appends the leaf to the tree, and pushes every Merkle node this append completed
+    /// onto `completed_nodes` (for the storage layer to keep).
+    // Each argument is one thing the caller assigns; bundling them would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn append(
+        &mut self,
+        id: Uuid,
+        recorded_at: Millis,
+        node_id: &str,
+        appended_by: &str,
+        input: EventInput,
+        key: &SealKey,
+        completed_nodes: &mut Vec<(NodeId, Hash)>,
+    ) -> SealedEntry {
+        let event = Event::new(
+            self.next_seq,
+            id,
+            recorded_at,
+            node_id.to_owned(),
+            appended_by.to_owned(),
+            input,
+        );
+        self.push(event, key, completed_nodes)
+    }
+
+    /// Sequences one event in entry encoding version 1 (no `appended_by`), as builds before
+    /// version 2 wrote every entry. The node never calls this; it exists so that tests and
+    /// tools can build the logs those builds left behind and show that they still verify.
+    pub fn append_v1(
         &mut self,
         id: Uuid,
         recorded_at: Millis,
@@ -151,7 +178,25 @@ impl ChainHead {
         key: &SealKey,
         completed_nodes: &mut Vec<(NodeId, Hash)>,
     ) -> SealedEntry {
-        let event = Event::new(self.next_seq, id, recorded_at, node_id.to_owned(), input);
+        let mut event = Event::new(
+            self.next_seq,
+            id,
+            recorded_at,
+            node_id.to_owned(),
+            String::new(),
+            input,
+        );
+        event.appended_by = None;
+        self.push(event, key, completed_nodes)
+    }
+
+    /// Hashes, seals and appends `event` (numbered `next_seq`) to the chain and the tree.
+    fn push(
+        &mut self,
+        event: Event,
+        key: &SealKey,
+        completed_nodes: &mut Vec<(NodeId, Hash)>,
+    ) -> SealedEntry {
         let mut buf = Vec::new();
         let hash = recompute_hash(&self.last_hash, &event, &mut buf);
         let seal = key.seal(&hash);
@@ -236,6 +281,7 @@ mod tests {
             Uuid::from_u128(1),
             0,
             "n".to_owned(),
+            "evk_0123456789ab".to_owned(),
             crate::event::EventInput::from_json(&serde_json::json!({
                 "actor": {"id": "a", "kind": "user"},
                 "action": "x",

@@ -19,7 +19,13 @@
 //! Stored event JSON (serialized by `impl Serialize for Event`, parsed strictly by
 //! [`Event::from_json`]): every key always present, in this order, absent values as `null`:
 //! `seq, id, recorded_at, occurred_at, node_id, tenant, actor{id, kind, ip, user_agent},
-//! action, target{kind, id}, outcome, severity, context`.
+//! action, target{kind, id}, outcome, severity, context`, then `appended_by` for an entry of
+//! encoding version 2 (every entry written since key ids are recorded; the key is absent, not
+//! `null`, on version-1 entries, so their JSON form is the one they always had).
+//!
+//! Who appended an entry ([`Event::appended_by`]) is set by the server from the caller's API
+//! key, never by the client: a client event naming `appended_by` is refused. The action
+//! namespace `evident.*` is the node's own ([`refuse_reserved_action`]).
 
 use serde::ser::{Error as _, SerializeStruct};
 use serde::{Deserialize, Serialize, Serializer};
@@ -51,6 +57,13 @@ pub const MAX_TIMESTAMP: Millis = 253_402_300_799_999;
 /// double (the JCS number type) holds exactly together with all smaller integers.
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
+/// [`Event::appended_by`] of an entry the node wrote itself (self-audit, retention, the offline
+/// CLI): no API key appended it. API key ids (`evk_…`) never take this form.
+pub const APPENDED_BY_SYSTEM: &str = "system";
+
+/// Action namespace reserved for the node's own events: `evident` and `evident.<anything>`.
+pub const RESERVED_ACTION_NAMESPACE: &str = "evident";
+
 /// Field path used for a problem with the document as a whole.
 pub const ROOT_FIELD: &str = "$";
 
@@ -67,7 +80,7 @@ pub const INPUT_JSON_FIELDS: [&str; 8] = [
 ];
 
 /// The keys of a stored event's JSON form, in the order they are written.
-pub const EVENT_JSON_FIELDS: [&str; 12] = [
+pub const EVENT_JSON_FIELDS: [&str; 13] = [
     "seq",
     "id",
     "recorded_at",
@@ -80,7 +93,11 @@ pub const EVENT_JSON_FIELDS: [&str; 12] = [
     "outcome",
     "severity",
     "context",
+    "appended_by",
 ];
+
+/// The server-assigned key of a stored event that a client may not send.
+pub const APPENDED_BY_FIELD: &str = "appended_by";
 
 const ACTOR_FIELDS: [&str; 4] = ["id", "kind", "ip", "user_agent"];
 const TARGET_FIELDS: [&str; 2] = ["kind", "id"];
@@ -305,6 +322,11 @@ pub struct Event {
     pub outcome: Outcome,
     pub severity: Severity,
     pub context: Context,
+    /// Who appended the entry: the id of the API key whose request appended it, or
+    /// [`APPENDED_BY_SYSTEM`] for an entry the node wrote itself. `None` only for an entry
+    /// stored before key ids were recorded: it is encoded (and verified) in entry encoding
+    /// version 1, every `Some` in version 2 (see [`crate::canonical`]).
+    pub appended_by: Option<String>,
 }
 
 impl Context {
@@ -447,6 +469,12 @@ impl EventInput {
     /// Validates one client-submitted JSON event. Unknown fields are refused.
     pub fn from_json(value: &serde_json::Value) -> Result<EventInput, ValidationError> {
         let obj = expect_object(value, ROOT_FIELD)?;
+        if obj.contains_key(APPENDED_BY_FIELD) {
+            return Err(ValidationError::new(
+                APPENDED_BY_FIELD,
+                "is set by the server from the API key that appends the event; a client cannot send it",
+            ));
+        }
         refuse_unknown(obj, "", &INPUT_JSON_FIELDS)?;
         let occurred_at = match optional(obj, "occurred_at") {
             None => None,
@@ -484,15 +512,18 @@ impl EventInput {
 }
 
 impl Event {
-    /// Builds the stored event from a validated input and what the server assigns.
+    /// Builds the stored event (entry encoding version 2) from a validated input and what the
+    /// server assigns: `appended_by` is the appending API key's id or [`APPENDED_BY_SYSTEM`].
     pub fn new(
         seq: u64,
         id: Uuid,
         recorded_at: Millis,
         node_id: String,
+        appended_by: String,
         input: EventInput,
     ) -> Event {
         Event {
+            appended_by: Some(appended_by),
             seq,
             id,
             recorded_at,
@@ -508,8 +539,14 @@ impl Event {
         }
     }
 
+    /// The entry encoding version this event is hashed in: 1 or 2.
+    pub fn entry_version(&self) -> u8 {
+        if self.appended_by.is_some() { 2 } else { 1 }
+    }
+
     /// Parses a stored event's JSON form strictly: exactly the keys of [`EVENT_JSON_FIELDS`]
-    /// (nullable ones present as `null`), every value in the one form `Serialize` writes
+    /// (nullable ones present as `null`; `appended_by` present exactly on version-2 entries,
+    /// never `null`), every value in the one form `Serialize` writes
     /// (lowercase hyphenated id, timestamps as `YYYY-MM-DDTHH:MM:SS.mmmZ`, canonical enum
     /// names, IP addresses in their standard text form), and every rule of client input.
     pub fn from_json(value: &serde_json::Value) -> Result<Event, ValidationError> {
@@ -546,7 +583,16 @@ impl Event {
         let outcome = parse_outcome(required(obj, "", "outcome")?)?;
         let severity = parse_severity(required(obj, "", "severity")?, false)?;
         let context = Context::from_value(required(obj, "", "context")?)?;
+        let appended_by = match obj.get(APPENDED_BY_FIELD) {
+            None => None,
+            Some(v) => {
+                let text = expect_str(v, APPENDED_BY_FIELD)?;
+                validate_appended_by(text)?;
+                Some(text.to_owned())
+            }
+        };
         Ok(Event {
+            appended_by,
             seq,
             id,
             recorded_at,
@@ -581,6 +627,9 @@ impl Serialize for Event {
         st.serialize_field("outcome", self.outcome.as_str())?;
         st.serialize_field("severity", self.severity.as_str())?;
         st.serialize_field("context", &self.context)?;
+        if let Some(appended_by) = &self.appended_by {
+            st.serialize_field(APPENDED_BY_FIELD, appended_by)?;
+        }
         st.end()
     }
 }
@@ -624,6 +673,31 @@ pub fn validate_node_id(node_id: &str) -> Result<(), ValidationError> {
 /// Validates a tenant name: 1 to [`MAX_NAME_BYTES`] bytes of `[A-Za-z0-9_.:-]`.
 pub fn validate_tenant(tenant: &str) -> Result<(), ValidationError> {
     check_name(tenant, "tenant")
+}
+
+/// Validates who appended an entry: an API key id or [`APPENDED_BY_SYSTEM`], held to the rules
+/// of a name (1 to [`MAX_NAME_BYTES`] bytes of `[A-Za-z0-9_.:-]`).
+pub fn validate_appended_by(appended_by: &str) -> Result<(), ValidationError> {
+    check_name(appended_by, APPENDED_BY_FIELD)
+}
+
+/// Refuses an action a client may not append: `evident` and everything under `evident.` are
+/// the node's own (self-audit and integrity events), so that no client event can pass for one.
+/// The node's own events do not go through this check.
+pub fn refuse_reserved_action(action: &str) -> Result<(), ValidationError> {
+    let reserved = action
+        .strip_prefix(RESERVED_ACTION_NAMESPACE)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'));
+    if reserved {
+        return Err(ValidationError::new(
+            "action",
+            format!(
+                "{:?} is in the {RESERVED_ACTION_NAMESPACE}.* namespace, which is reserved for the node's own events",
+                preview(action)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Validates an action name: dot-separated non-empty segments of `[a-z0-9_-]`, 1 to

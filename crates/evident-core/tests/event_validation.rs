@@ -625,12 +625,21 @@ fn from_canonical_accepts_only_canonical_text() {
 
 // ---- stored event JSON ----
 
+/// A version-1 entry (written before key ids were recorded).
 fn stored() -> Event {
+    let mut event = stored_v2();
+    event.appended_by = None;
+    event
+}
+
+/// The same event as a version-2 entry, appended by key `evk_0123456789ab`.
+fn stored_v2() -> Event {
     Event::new(
         1,
         Uuid::parse_str("01234567-89ab-cdef-0123-456789abcdef").unwrap(),
         1_773_478_800_000,
         "n1".into(),
+        "evk_0123456789ab".into(),
         EventInput::from_json(&json!({
             "occurred_at": "2026-03-14T08:59:59.500Z",
             "tenant": "acme",
@@ -654,7 +663,14 @@ fn minimal_stored() -> Event {
         "severity": "emerg"
     }))
     .unwrap();
-    Event::new(u64::MAX, Uuid::nil(), 0, "node-a".into(), input)
+    Event::new(
+        u64::MAX,
+        Uuid::nil(),
+        0,
+        "node-a".into(),
+        "system".into(),
+        input,
+    )
 }
 
 #[test]
@@ -679,22 +695,97 @@ fn stored_json_has_one_fixed_form() {
             r#""recorded_at":"1970-01-01T00:00:00.000Z","occurred_at":null,"node_id":"node-a","#,
             r#""tenant":"default","actor":{"id":"svc","kind":"system","ip":"2001:db8::1","user_agent":null},"#,
             r#""action":"key.rotated","target":{"kind":"key","id":"k1"},"outcome":"denied","#,
-            r#""severity":"emergency","context":{}}"#
+            r#""severity":"emergency","context":{},"appended_by":"system"}"#
         )
     );
-    let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, Value>>(&text)
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
+    // A version-2 entry carries every key; a version-1 entry all but `appended_by`, so its
+    // JSON is what it always was.
+    let v2 = serde_json::to_string(&stored_v2()).unwrap();
+    assert_eq!(
+        v2,
+        text.replace(
+            r#""context":{"new":7,"old":5}}"#,
+            r#""context":{"new":7,"old":5},"appended_by":"evk_0123456789ab"}"#
+        )
+    );
+    let keys_of = |text: &str| -> Vec<String> {
+        serde_json::from_str::<serde_json::Map<String, Value>>(text)
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
     let mut expected: Vec<&str> = event::EVENT_JSON_FIELDS.to_vec();
     expected.sort_unstable();
-    assert_eq!(keys, expected);
+    assert_eq!(keys_of(&v2), expected);
+    expected.retain(|k| *k != event::APPENDED_BY_FIELD);
+    assert_eq!(keys_of(&text), expected);
+}
+
+#[test]
+fn appended_by_is_present_exactly_on_version_2_entries_and_never_null() {
+    let good = serde_json::to_value(stored_v2()).unwrap();
+    assert_eq!(Event::from_json(&good).unwrap(), stored_v2());
+    assert_eq!(stored_v2().entry_version(), 2);
+    assert_eq!(stored().entry_version(), 1);
+    for bad in [
+        json!(null),
+        json!(""),
+        json!(7),
+        json!("evk 1"),
+        json!("a".repeat(129)),
+    ] {
+        let mut doc = good.clone();
+        doc["appended_by"] = bad.clone();
+        let e = Event::from_json(&doc).unwrap_err();
+        assert_eq!(e.field, "appended_by", "{bad}: {e}");
+    }
+}
+
+#[test]
+fn a_client_cannot_say_who_appended_an_event() {
+    let mut doc = json!({
+        "actor": {"id": "alice", "kind": "user"},
+        "action": "auth.login",
+        "target": {"kind": "node", "id": "n1"},
+        "outcome": "success",
+        "severity": "info"
+    });
+    assert!(EventInput::from_json(&doc).is_ok());
+    for value in [json!("evk_0123456789ab"), json!(null), json!("system")] {
+        doc["appended_by"] = value;
+        let e = EventInput::from_json(&doc).unwrap_err();
+        assert_eq!(e.field, "appended_by");
+        assert!(e.problem.contains("set by the server"), "{e}");
+    }
+}
+
+#[test]
+fn the_evident_action_namespace_is_reserved() {
+    for reserved in [
+        "evident",
+        "evident.x",
+        "evident.key.created",
+        "evident.integrity.damaged",
+    ] {
+        let e = event::refuse_reserved_action(reserved).unwrap_err();
+        assert_eq!(e.field, "action");
+        assert!(e.problem.contains("reserved"), "{e}");
+    }
+    for free in [
+        "evidently.ok",
+        "evidentx",
+        "auth.evident",
+        "x.evident.y",
+        "eviden.t",
+    ] {
+        assert_eq!(event::refuse_reserved_action(free), Ok(()), "{free}");
+    }
 }
 
 #[test]
 fn stored_json_round_trips() {
-    for ev in [stored(), minimal_stored()] {
+    for ev in [stored(), stored_v2(), minimal_stored()] {
         let value = serde_json::to_value(&ev).unwrap();
         assert_eq!(Event::from_json(&value).unwrap(), ev);
         let text = serde_json::to_string(&ev).unwrap();
@@ -793,6 +884,17 @@ fn canonical_bytes_are_pinned() {
     let ev = stored();
     assert_eq!(hex::encode(canonical::encode(&ev)), expected);
     assert_eq!(canonical::encoded_len(&ev), expected.len() / 2);
+
+    // Version 2: its own magic, the same fields, then who appended it.
+    let v2 = format!(
+        "{}{}{}",
+        "65766964656e742f656e7472792f763200", // "evident/entry/v2" 0x00
+        &expected[34..],
+        concat!("00000010", "65766b5f303132333435363738396162"), // appended_by "evk_0123456789ab"
+    );
+    let ev = stored_v2();
+    assert_eq!(hex::encode(canonical::encode(&ev)), v2);
+    assert_eq!(canonical::encoded_len(&ev), v2.len() / 2);
 }
 
 #[test]
@@ -834,9 +936,10 @@ fn canonical_bytes_ignore_input_key_order_and_whitespace() {
         Uuid::parse_str("01234567-89ab-cdef-0123-456789abcdef").unwrap(),
         1_773_478_800_000,
         "n1".into(),
+        "evk_0123456789ab".into(),
         input,
     );
-    assert_eq!(canonical::encode(&ev), canonical::encode(&stored()));
+    assert_eq!(canonical::encode(&ev), canonical::encode(&stored_v2()));
 }
 
 #[test]
@@ -866,6 +969,10 @@ fn every_field_changes_the_canonical_bytes() {
     push(&|e| e.outcome = Outcome::Denied);
     push(&|e| e.severity = Severity::Warning);
     push(&|e| e.context = Context::empty());
+    // Recording who appended it is a different encoding; so is every other appender.
+    push(&|e| e.appended_by = Some("evk_0123456789ab".into()));
+    push(&|e| e.appended_by = Some("evk_0123456789ac".into()));
+    push(&|e| e.appended_by = Some("system".into()));
     // Moving bytes between adjacent strings must not collide either (length prefixes).
     push(&|e| {
         e.target.kind = "nodenyc".into();
@@ -913,6 +1020,7 @@ fn chain_head_links_seals_and_grows_the_tree() {
             Uuid::from_u128(u128::from(i)),
             1_773_478_800_000 + i as i64,
             "n1",
+            "evk_0123456789ab",
             EventInput {
                 occurred_at: input.occurred_at,
                 tenant: input.tenant,
@@ -928,6 +1036,7 @@ fn chain_head_links_seals_and_grows_the_tree() {
         );
         assert_eq!(entry.event.seq, i);
         assert_eq!(entry.event.node_id, "n1");
+        assert_eq!(entry.event.appended_by.as_deref(), Some("evk_0123456789ab"));
         let mut buf = Vec::new();
         assert_eq!(
             entry.hash,

@@ -127,9 +127,10 @@ fn annotated_canonical(e: &Event) -> String {
         b.extend_from_slice(s.as_bytes());
         b
     };
+    let version = e.entry_version();
     rows.push((
-        canonical::ENTRY_MAGIC.to_vec(),
-        "magic \"evident/entry/v1\" 0x00".into(),
+        canonical::entry_magic(e).to_vec(),
+        format!("magic \"evident/entry/v{version}\" 0x00"),
     ));
     rows.push((e.seq.to_be_bytes().to_vec(), format!("seq = {}", e.seq)));
     rows.push((e.id.as_bytes().to_vec(), format!("id = {}", e.id)));
@@ -183,6 +184,9 @@ fn annotated_canonical(e: &Event) -> String {
         ("context", e.context.as_str()),
     ] {
         rows.push((str_field(value), format!("{name} = {value:?}")));
+    }
+    if let Some(by) = &e.appended_by {
+        rows.push((str_field(by), format!("appended_by = {by:?}")));
     }
     let mut out = String::new();
     for (bytes, note) in rows {
@@ -357,6 +361,42 @@ fn the_worked_example_in_format_md_is_what_the_code_computes() {
     );
     doc.expect_text("export-sparse", &bundle);
 
+    // Entry 3, in entry encoding version 2, after the three version-1 entries: the log of
+    // size 4 holds both versions.
+    let value: serde_json::Value = serde_json::from_str(doc.body("entry3-event")).unwrap();
+    let event = Event::from_json(&value).unwrap();
+    assert_eq!((event.seq, event.entry_version()), (3, 2));
+    let bytes = canonical::encode(&event);
+    assert_eq!(&bytes[..17], b"evident/entry/v2\0");
+    doc.expect_hex("entry3-canonical", &bytes, || annotated_canonical(&event));
+    let hash = Hash(sha256(&[&entries[2].hash.0, &bytes]));
+    doc.expect_hash("entry3-hash", &hash);
+    let seal = key.seal(&hash);
+    doc.expect_hash("entry3-seal", &seal);
+    let entry3 = SealedEntry { event, hash, seal };
+    let leaf3 = Hash(sha256(&[&[0x00], &hash.0, &seal.0]));
+    assert_eq!(leaf3, entry3.leaf_hash());
+    doc.expect_hash("entry3-leaf", &leaf3);
+    let root4 = node(&n01, &node(&leaves[2], &leaf3));
+    let mut tree4 = tree.clone();
+    tree4.append_leaf(leaf3, &mut Vec::new());
+    assert_eq!(tree4.root(), root4);
+    doc.expect_hash("root-4", &root4);
+    let checkpoint4 = Checkpoint {
+        origin: key_name.clone(),
+        size: 4,
+        root: root4,
+        extensions: vec![],
+    }
+    .sign(&signer)
+    .unwrap();
+    let mut v = StreamVerifier::new(Anchor::genesis(), Some(key.clone()), Some("node-a".into()));
+    v.trust_signed_checkpoint(&checkpoint4, &verifier).unwrap();
+    for e in entries.iter().chain([&entry3]) {
+        v.push(e).unwrap();
+    }
+    assert_eq!(v.finish().unwrap().root, root4);
+
     assert!(
         doc.mismatches.is_empty(),
         "docs/FORMAT.md disagrees with the code in {} of {} values:\n\n{}",
@@ -446,7 +486,11 @@ fn the_documented_limits_are_the_code_limits() {
     }
     assert_eq!(
         doc.body("entry-magic").trim(),
-        hex::encode(canonical::ENTRY_MAGIC)
+        hex::encode(canonical::ENTRY_MAGIC_V1)
+    );
+    assert_eq!(
+        doc.body("entry-magic-v2").trim(),
+        hex::encode(canonical::ENTRY_MAGIC_V2)
     );
     assert_eq!(doc.body("export-format").trim(), export::FORMAT);
     // Every violation kind is documented.

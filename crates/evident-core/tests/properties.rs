@@ -89,17 +89,32 @@ struct Log {
 }
 
 impl Log {
+    /// A log of version-2 entries, all appended by one key.
     fn build(inputs: Vec<EventInput>) -> Log {
+        Log::build_mixed(
+            inputs
+                .into_iter()
+                .map(|input| (input, Some("evk_0123456789ab".to_owned())))
+                .collect(),
+        )
+    }
+
+    /// A log whose entries with no appender are encoding version 1 (as a log written before
+    /// key ids were recorded holds them), the others version 2 appended by that key id.
+    fn build_mixed(inputs: Vec<(EventInput, Option<String>)>) -> Log {
         let key = seal_key();
         let mut head = ChainHead::genesis();
         let mut completed = Vec::new();
         let mut entries = Vec::new();
         let mut roots = vec![head.tree.root()];
-        for (i, input) in inputs.into_iter().enumerate() {
+        for (i, (input, appended_by)) in inputs.into_iter().enumerate() {
             let seq = head.next_seq;
             let id = Uuid::from_u128(0x0192_0000_0000_7000_8000_0000_0000_0000 | u128::from(seq));
             let recorded_at = 1_773_478_800_000 + i as i64 * 17;
-            entries.push(head.append(id, recorded_at, NODE, input, &key, &mut completed));
+            entries.push(match appended_by {
+                Some(by) => head.append(id, recorded_at, NODE, &by, input, &key, &mut completed),
+                None => head.append_v1(id, recorded_at, NODE, input, &key, &mut completed),
+            });
             roots.push(head.tree.root());
         }
         Log {
@@ -129,6 +144,15 @@ impl Log {
     }
 }
 
+/// Who appends an entry: `None` for a version-1 entry, else the node or an API key id.
+fn appender_strategy() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        Just(None),
+        Just(Some("system".to_owned())),
+        "evk_[0-9a-f]{12}".prop_map(Some),
+    ]
+}
+
 fn seal_key() -> SealKey {
     SealKey::new(&SECRET).unwrap()
 }
@@ -141,8 +165,19 @@ fn note_verifier() -> NoteVerifier {
     signer().verifier()
 }
 
+/// Random logs; most hold version-1 entries first and version-2 entries after them (a log
+/// written before and after the upgrade), some interleave the versions.
 fn log_strategy(max: usize) -> impl Strategy<Value = Log> {
-    proptest::collection::vec(input_strategy(), 1..=max).prop_map(Log::build)
+    (
+        proptest::collection::vec((input_strategy(), appender_strategy()), 1..=max),
+        any::<bool>(),
+    )
+        .prop_map(|(mut items, interleave)| {
+            if !interleave {
+                items.sort_by_key(|(_, by)| by.is_some());
+            }
+            Log::build_mixed(items)
+        })
 }
 
 /// RFC 6962 §2.1 MTH, written from the definition.
@@ -208,11 +243,12 @@ enum Field {
     Outcome,
     Severity,
     Context,
+    AppendedBy,
     Hash,
     Seal,
 }
 
-const FIELDS: [Field; 18] = [
+const FIELDS: [Field; 19] = [
     Field::Seq,
     Field::Id,
     Field::RecordedAt,
@@ -229,6 +265,7 @@ const FIELDS: [Field; 18] = [
     Field::Outcome,
     Field::Severity,
     Field::Context,
+    Field::AppendedBy,
     Field::Hash,
     Field::Seal,
 ];
@@ -319,6 +356,12 @@ fn tamper(entry: &mut SealedEntry, field: Field, r: u64) {
                 changed
             };
         }
+        // Another key id, or a version-2 entry passed off as version 1 and the reverse.
+        Field::AppendedBy => match &mut e.appended_by {
+            None => e.appended_by = Some("evk_0123456789ab".to_owned()),
+            Some(_) if r % 4 == 0 => e.appended_by = None,
+            Some(by) => change_byte(by, r),
+        },
         Field::Hash => flip_bit(&mut entry.hash, r),
         Field::Seal => flip_bit(&mut entry.seal, r),
     }
@@ -532,7 +575,7 @@ proptest! {
         let i = a % (n + 1);
         let forger = SealKey::new(&[0x66; 32]).unwrap();
         let prev = if i == 0 { GENESIS_PREV_HASH } else { log.entries[i as usize - 1].hash };
-        let event = Event::new(i, Uuid::from_u128(u128::from(b)), 1_773_478_800_000, NODE.to_owned(), inserted);
+        let event = Event::new(i, Uuid::from_u128(u128::from(b)), 1_773_478_800_000, NODE.to_owned(), "evk_0123456789ab".to_owned(), inserted);
         let hash = entry_hash(&prev, &evident_core::canonical::encode(&event));
         let forged = SealedEntry { seal: forger.seal(&hash), event, hash };
         let mut entries = log.entries.clone();
@@ -775,6 +818,113 @@ proptest! {
             prop_assert!(got.is_err(), "byte {at} ^ {xor:#04x} accepted: {got:?}");
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Who appended an entry is covered by its hash: another key id (or `system`), or the
+    /// entry passed off as version 1, is found at that entry by the streaming verifier with
+    /// and without the secret, and by the export verifier, in the export as written from the
+    /// tampered row and in the export's text edited afterwards.
+    #[test]
+    fn a_changed_key_id_is_found_at_its_entry(
+        log in log_strategy(60),
+        at in any::<usize>(),
+        other in prop_oneof![Just("system".to_owned()), "evk_[0-9a-f]{12}"],
+        downgrade in any::<bool>(),
+    ) {
+        let v2: Vec<usize> = (0..log.entries.len())
+            .filter(|&i| log.entries[i].event.appended_by.is_some())
+            .collect();
+        prop_assume!(!v2.is_empty());
+        let i = v2[at % v2.len()];
+        let original = log.entries[i].event.appended_by.clone().unwrap();
+        prop_assume!(downgrade || other != original);
+        let n = log.size();
+        let checkpoint = log.signed_checkpoint(n);
+        let mut tampered = log.clone();
+        tampered.entries[i].event.appended_by = if downgrade { None } else { Some(other.clone()) };
+        let seq = i as u64;
+        prop_assert_eq!(verify_online(&tampered.entries, &checkpoint), Err(Violation::ChainBroken { seq }));
+        prop_assert_eq!(verify_offline(&tampered.entries, &checkpoint), Err(Violation::ChainBroken { seq }));
+
+        let full: Vec<u64> = (0..n).collect();
+        let err = export::verify_export(&write_export(&tampered, n, &full, None), note_verifier(), None).unwrap_err();
+        prop_assert_eq!(err.violation(), Some(&Violation::ChainBroken { seq }));
+        let err = export::verify_export(&write_export(&tampered, n, &[seq], None), note_verifier(), None).unwrap_err();
+        prop_assert_eq!(err.violation(), Some(&Violation::ChainBroken { seq }));
+
+        let text = String::from_utf8(write_export(&log, n, &full, None)).unwrap();
+        let member = format!(",\"appended_by\":\"{original}\"");
+        let line = text.lines().nth(i + 1).unwrap();
+        prop_assert!(line.contains(&member), "{line}");
+        let edited_line = line.replacen(&member, &if downgrade { String::new() } else { format!(",\"appended_by\":\"{other}\"") }, 1);
+        let edited = text.replacen(line, &edited_line, 1);
+        let err = export::verify_export(edited.as_bytes(), note_verifier(), None).unwrap_err();
+        prop_assert_eq!(err.violation(), Some(&Violation::ChainBroken { seq }));
+    }
+}
+
+/// The upgrade path: a log written with version-1 entries, then extended with version-2 ones
+/// by the same chain, verifies online, offline and as an export; each entry keeps the
+/// encoding it was written in.
+#[test]
+fn a_log_of_both_encoding_versions_verifies() {
+    let input = |action: &str| {
+        EventInput::from_json(&json!({
+            "actor": {"id": "alice", "kind": "user"},
+            "action": action,
+            "target": {"kind": "node", "id": "n1"},
+            "outcome": "success",
+            "severity": "info"
+        }))
+        .unwrap()
+    };
+    let log = Log::build_mixed(vec![
+        (input("before.upgrade"), None),
+        (input("before.upgrade"), None),
+        (input("before.upgrade"), None),
+        (input("after.upgrade"), Some("evk_0123456789ab".to_owned())),
+        (input("after.upgrade"), Some("system".to_owned())),
+    ]);
+    let versions: Vec<u8> = log
+        .entries
+        .iter()
+        .map(|e| e.event.entry_version())
+        .collect();
+    assert_eq!(versions, [1, 1, 1, 2, 2]);
+    for e in &log.entries {
+        let magic = &evident_core::canonical::encode(&e.event)[..17];
+        assert_eq!(
+            magic,
+            format!("evident/entry/v{}\0", e.event.entry_version()).as_bytes()
+        );
+    }
+    let checkpoint = log.signed_checkpoint(5);
+    assert_eq!(verify_online(&log.entries, &checkpoint), Ok(5));
+    assert_eq!(verify_offline(&log.entries, &checkpoint), Ok(5));
+    let bytes = write_export(&log, 5, &[0, 1, 2, 3, 4], None);
+    assert_eq!(
+        export::verify_export(&bytes, note_verifier(), None)
+            .unwrap()
+            .entries,
+        5
+    );
+    // Version-1 lines are as they always were (no `appended_by`); version-2 lines name it.
+    let text = String::from_utf8(bytes).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(!lines[1].contains("appended_by"), "{}", lines[1]);
+    assert!(
+        lines[4].contains(r#""context":{},"appended_by":"evk_0123456789ab","hash":"#),
+        "{}",
+        lines[4]
+    );
+    assert!(
+        lines[5].contains(r#""appended_by":"system""#),
+        "{}",
+        lines[5]
+    );
 }
 
 #[test]

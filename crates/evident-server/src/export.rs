@@ -25,8 +25,10 @@ use serde_json::Value;
 use std::io::Write;
 use std::ops::ControlFlow;
 
-/// The CSV header row, in order.
-pub const CSV_COLUMNS: [&str; 15] = [
+/// The CSV header row, in order: the SPEC's fifteen columns, then `appended_by` (who appended
+/// the entry; empty for an entry of encoding version 1), added at the end so that readers of
+/// the first fifteen by position keep working.
+pub const CSV_COLUMNS: [&str; 16] = [
     "timestamp",
     "node_id",
     "tenant",
@@ -42,6 +44,7 @@ pub const CSV_COLUMNS: [&str; 15] = [
     "seq",
     "hash",
     "seal",
+    "appended_by",
 ];
 
 /// Errors while writing an export.
@@ -511,6 +514,8 @@ fn push_csv_row(buf: &mut Vec<u8>, scratch: &mut String, time: &mut TimeText, en
     push_hex(buf, &entry.hash);
     buf.push(b',');
     push_hex(buf, &entry.seal);
+    buf.push(b',');
+    push_csv_cell(buf, e.appended_by.as_deref().unwrap_or(""));
     buf.extend_from_slice(b"\r\n");
 }
 
@@ -800,6 +805,7 @@ mod bundle_tests {
                     e.seq.to_string(),
                     entry.hash.to_hex(),
                     entry.seal.to_hex(),
+                    cell(e.appended_by.as_deref().unwrap_or("")),
                 ])
                 .unwrap();
         }
@@ -901,7 +907,7 @@ mod bundle_tests {
         let mut lines = text.split("\r\n");
         assert_eq!(
             lines.next().unwrap(),
-            "timestamp,node_id,tenant,actor,actor_kind,action,target,ip_address,user_agent,outcome,severity,context,seq,hash,seal"
+            "timestamp,node_id,tenant,actor,actor_kind,action,target,ip_address,user_agent,outcome,severity,context,seq,hash,seal,appended_by"
         );
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
@@ -918,6 +924,8 @@ mod bundle_tests {
             &rows[1][0]
         );
         assert_eq!(rows[1][13].len(), 64);
+        // Appended by the node itself (the test appends through the sequencer directly).
+        assert_eq!(&rows[1][15], "system");
         node.shutdown();
     }
 }

@@ -22,6 +22,7 @@
 
 use crate::metrics::Metrics;
 use evident_core::chain::ChainHead;
+use evident_core::event::APPENDED_BY_SYSTEM;
 use evident_core::event::Millis;
 use evident_core::merkle::NodeId;
 use evident_core::{Checkpoint, EventInput, Hash, NoteSigner, SealKey, SealedEntry};
@@ -117,13 +118,19 @@ pub struct SequencerSettings {
 }
 
 type AppendReply = oneshot::Sender<Result<Vec<Receipt>, SequencerError>>;
+type AppendAnswer = oneshot::Receiver<Result<Vec<Receipt>, SequencerError>>;
 type CheckpointReply = oneshot::Sender<Result<StoredCheckpoint, SequencerError>>;
 
+/// One append request: its events, all appended by the same caller.
+struct AppendRequest {
+    /// [`evident_core::event::APPENDED_BY_SYSTEM`] or the appending API key's id.
+    appended_by: String,
+    inputs: Vec<EventInput>,
+    reply: AppendReply,
+}
+
 enum Command {
-    Append {
-        inputs: Vec<EventInput>,
-        reply: AppendReply,
-    },
+    Append(AppendRequest),
     Checkpoint {
         reply: CheckpointReply,
     },
@@ -286,33 +293,63 @@ impl Sequencer {
             .map_err(|_| SequencerError::ShuttingDown)
     }
 
-    /// Appends validated events; resolves once they are durably committed, with one receipt
-    /// per input in order.
+    /// Appends validated events the node writes itself (self-audit, retention): each entry
+    /// records [`APPENDED_BY_SYSTEM`] as who appended it. Resolves once they are durably
+    /// committed, with one receipt per input in order.
     pub async fn append(&self, inputs: Vec<EventInput>) -> Result<Vec<Receipt>, SequencerError> {
-        if inputs.is_empty() {
+        self.append_by(APPENDED_BY_SYSTEM, inputs).await
+    }
+
+    /// Appends validated events on behalf of the API key `key_id` (a client's request): each
+    /// entry records that key id as who appended it. Otherwise as [`Self::append`].
+    pub async fn append_for_key(
+        &self,
+        key_id: &str,
+        inputs: Vec<EventInput>,
+    ) -> Result<Vec<Receipt>, SequencerError> {
+        self.append_by(key_id, inputs).await
+    }
+
+    async fn append_by(
+        &self,
+        appended_by: &str,
+        inputs: Vec<EventInput>,
+    ) -> Result<Vec<Receipt>, SequencerError> {
+        let Some(rx) = self.request(appended_by, inputs)? else {
             return Ok(Vec::new());
-        }
-        if let Some(reason) = self.lease_lost() {
-            return Err(SequencerError::LeaseLost(reason));
-        }
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Append { inputs, reply })?;
+        };
         // A dropped reply means the thread ended before answering: nothing was committed.
         rx.await.unwrap_or(Err(SequencerError::ShuttingDown))
     }
 
     /// Blocking form of [`Self::append`], for callers off the async runtime.
     pub fn append_blocking(&self, inputs: Vec<EventInput>) -> Result<Vec<Receipt>, SequencerError> {
-        if inputs.is_empty() {
+        let Some(rx) = self.request(APPENDED_BY_SYSTEM, inputs)? else {
             return Ok(Vec::new());
+        };
+        rx.blocking_recv()
+            .unwrap_or(Err(SequencerError::ShuttingDown))
+    }
+
+    /// Queues an append request; `None` when there is nothing to append.
+    fn request(
+        &self,
+        appended_by: &str,
+        inputs: Vec<EventInput>,
+    ) -> Result<Option<AppendAnswer>, SequencerError> {
+        if inputs.is_empty() {
+            return Ok(None);
         }
         if let Some(reason) = self.lease_lost() {
             return Err(SequencerError::LeaseLost(reason));
         }
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Append { inputs, reply })?;
-        rx.blocking_recv()
-            .unwrap_or(Err(SequencerError::ShuttingDown))
+        self.send(Command::Append(AppendRequest {
+            appended_by: appended_by.to_owned(),
+            inputs,
+            reply,
+        }))?;
+        Ok(Some(rx))
     }
 
     /// A signed checkpoint covering every entry committed before this call returns (signed
@@ -433,7 +470,7 @@ struct Batcher {
     shutting_down: bool,
     /// Append requests taken from the channel that did not fit in the open group, oldest
     /// first.
-    stash: VecDeque<(Vec<EventInput>, AppendReply)>,
+    stash: VecDeque<AppendRequest>,
     work: mpsc::Sender<Work>,
 }
 
@@ -443,9 +480,9 @@ impl Batcher {
             if self.committer_idle && !self.open.is_empty() {
                 self.hand_off();
             }
-            if let Some((inputs, reply)) = self.next_stashed() {
+            if let Some(request) = self.next_stashed() {
                 // Fits now, and is the oldest waiting request: sealed without queueing again.
-                self.seal(inputs, reply);
+                self.seal(request);
                 continue;
             }
             let command = if self.shutting_down {
@@ -475,8 +512,8 @@ impl Batcher {
     }
 
     /// The oldest stashed request, if it fits in the open group now.
-    fn next_stashed(&mut self) -> Option<(Vec<EventInput>, AppendReply)> {
-        let (inputs, _) = self.stash.front()?;
+    fn next_stashed(&mut self) -> Option<AppendRequest> {
+        let inputs = &self.stash.front()?.inputs;
         let fits = self.open.entries.is_empty()
             || self.open.entries.len() + inputs.len() <= self.settings.max_group_commit_events;
         if fits { self.stash.pop_front() } else { None }
@@ -484,14 +521,14 @@ impl Batcher {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Append { inputs, reply } => {
+            Command::Append(request) => {
                 let full = !self.open.entries.is_empty()
-                    && self.open.entries.len() + inputs.len()
+                    && self.open.entries.len() + request.inputs.len()
                         > self.settings.max_group_commit_events;
                 if full || !self.stash.is_empty() {
-                    self.stash.push_back((inputs, reply));
+                    self.stash.push_back(request);
                 } else {
-                    self.seal(inputs, reply);
+                    self.seal(request);
                 }
             }
             Command::Checkpoint { reply } => self.open.checkpoints.push(reply),
@@ -529,7 +566,12 @@ impl Batcher {
     }
 
     /// Seals one request's events onto the head, into the open group.
-    fn seal(&mut self, inputs: Vec<EventInput>, reply: AppendReply) {
+    fn seal(&mut self, request: AppendRequest) {
+        let AppendRequest {
+            appended_by,
+            inputs,
+            reply,
+        } = request;
         let recorded_at = now_ms().max(self.last_recorded_at);
         self.last_recorded_at = recorded_at;
         let ids = new_ids(recorded_at, inputs.len());
@@ -544,6 +586,7 @@ impl Batcher {
                 id,
                 recorded_at,
                 &self.settings.node_id,
+                &appended_by,
                 input,
                 &self.seal_key,
                 &mut group.nodes,

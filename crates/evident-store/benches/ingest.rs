@@ -50,7 +50,15 @@ fn entries(n: usize) -> Vec<(SealedEntry, Vec<(NodeId, Hash)>)> {
                 context: Context::from_value(&serde_json::json!({"old": i, "new": i + 1})).unwrap(),
             };
             let id = uuid::Uuid::from_u128(i as u128 + 1);
-            let entry = head.append(id, 1_700_000_000_000, "node-a", input, &key, &mut nodes);
+            let entry = head.append(
+                id,
+                1_700_000_000_000,
+                "node-a",
+                "evk_0123456789ab",
+                input,
+                &key,
+                &mut nodes,
+            );
             (entry, nodes)
         })
         .collect()

@@ -55,8 +55,8 @@ const KEY_COLUMNS: &str = "id, secret_hash, role, tenant, label, created_at, rev
 const CHECKPOINT_COLUMNS: &str = "size, root, note, created_at";
 const COPY_EVENTS: &str = "COPY evident.events (node_id, seq, id, recorded_at, occurred_at, \
      tenant, actor_id, actor_kind, ip, user_agent, action, target_kind, target_id, outcome, \
-     severity, context, hash, seal) FROM STDIN (FORMAT binary)";
-const EVENT_TYPES: [Type; 18] = [
+     severity, context, hash, seal, appended_by) FROM STDIN (FORMAT binary)";
+const EVENT_TYPES: [Type; 19] = [
     Type::TEXT,
     Type::INT8,
     Type::UUID,
@@ -75,6 +75,7 @@ const EVENT_TYPES: [Type; 18] = [
     Type::TEXT,
     Type::BYTEA,
     Type::BYTEA,
+    Type::TEXT,
 ];
 const COPY_NODES: &str =
     "COPY evident.merkle_nodes (node_id, level, idx, hash) FROM STDIN (FORMAT binary)";
@@ -1001,7 +1002,7 @@ impl PostgresStore {
                 let seq = to_i64(e.seq, "sequence number")?;
                 let ip: Option<&[u8]> = ip.as_ref().map(|b| &b[..]);
                 let severity = codec::severity_rank(e.severity);
-                let row: [&(dyn ToSql + Sync); 18] = [
+                let row: [&(dyn ToSql + Sync); 19] = [
                     &node,
                     &seq,
                     &e.id,
@@ -1020,6 +1021,7 @@ impl PostgresStore {
                     &e.context.as_str(),
                     &entry.hash.as_bytes().as_slice(),
                     &entry.seal.as_bytes().as_slice(),
+                    &e.appended_by,
                 ];
                 writer.write(&row)?;
             }
@@ -1452,6 +1454,158 @@ mod tests {
         );
         assert!(is_postgres_url("postgresql://h/d"));
         assert!(!is_postgres_url("./evident-data"));
+    }
+
+    /// Every column of every `events` row but `appended_by`, as text, in `seq` order.
+    fn raw_rows(client: &mut Client) -> Vec<String> {
+        client
+            .query(
+                "SELECT (seq, id, recorded_at, occurred_at, node_id, tenant, actor_id, \
+                 actor_kind, ip, user_agent, action, target_kind, target_id, outcome, severity, \
+                 context, hash, seal)::text FROM evident.events ORDER BY node_id, seq",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// A database left by a build of schema version 2 (before entries recorded who appended
+    /// them), holding entries: opening it migrates it in place. Its rows are not rewritten and
+    /// read back as the version-1 entries they are, new entries are version 2 on top, and the
+    /// log of both verifies.
+    #[test]
+    fn a_schema_2_database_is_migrated_in_place_and_keeps_its_version_1_entries() {
+        use evident_core::event::{Context, EventInput};
+        use evident_core::{Actor, ActorKind, Outcome, SealKey, Severity, Target};
+        let cluster = evident_testpg::shared().unwrap_or_else(|e| panic!("{e}"));
+        let url = cluster.url(&cluster.create_database().unwrap());
+        let key = SealKey::new(&[5u8; 32]).unwrap();
+        let mut head = ChainHead::genesis();
+        let mut nodes = Vec::new();
+        let input = |i: u64| EventInput {
+            occurred_at: None,
+            tenant: "default".to_owned(),
+            actor: Actor {
+                id: format!("user-{i}"),
+                kind: ActorKind::User,
+                ip: Some(std::net::IpAddr::from([10, 0, 0, i as u8])),
+                user_agent: None,
+            },
+            action: "auth.login".to_owned(),
+            target: Target {
+                kind: "node".to_owned(),
+                id: "n".to_owned(),
+            },
+            outcome: Outcome::Success,
+            severity: Severity::Info,
+            context: Context::from_value(&serde_json::json!({"i": i})).unwrap(),
+        };
+        let old: Vec<SealedEntry> = (0..6)
+            .map(|i| {
+                let id = uuid::Uuid::from_u128(u128::from(i) + 1);
+                head.append_v1(id, 1_700_000_000_000, "node-a", input(i), &key, &mut nodes)
+            })
+            .collect();
+        let (config, tls) = config_of(&url).unwrap();
+        let mut client = tls.connect(&config, "test database").unwrap();
+        client.batch_execute(schema::V1).unwrap();
+        client.batch_execute(schema::V2).unwrap();
+        for entry in &old {
+            let e = &entry.event;
+            let ip: Option<Vec<u8>> = e.actor.ip.and_then(codec::encode_ip).map(Vec::from);
+            // The version-2 schema's row: no appended_by column.
+            client
+                .execute(
+                    "INSERT INTO evident.events (node_id, seq, id, recorded_at, occurred_at, \
+                     tenant, actor_id, actor_kind, ip, user_agent, action, target_kind, \
+                     target_id, outcome, severity, context, hash, seal) VALUES ($1, $2, $3, \
+                     $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                    &[
+                        &e.node_id,
+                        &(e.seq as i64),
+                        &e.id,
+                        &e.recorded_at,
+                        &e.occurred_at,
+                        &e.tenant,
+                        &e.actor.id,
+                        &e.actor.kind.as_str(),
+                        &ip,
+                        &e.actor.user_agent,
+                        &e.action,
+                        &e.target.kind,
+                        &e.target.id,
+                        &e.outcome.as_str(),
+                        &codec::severity_rank(e.severity),
+                        &e.context.as_str(),
+                        &entry.hash.as_bytes().as_slice(),
+                        &entry.seal.as_bytes().as_slice(),
+                    ],
+                )
+                .unwrap();
+        }
+        let before = raw_rows(&mut client);
+        assert_eq!(before.len(), 6);
+
+        let store = PostgresStore::open(&url, "node-a").unwrap();
+        let version: i32 = client
+            .query_one("SELECT max(version) FROM evident.schema_version", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(version, schema::SCHEMA_VERSION);
+        let read = |store: &PostgresStore| {
+            let mut out = Vec::new();
+            store
+                .scan(&Filter::default(), Order::Ascending, None, None, &mut |e| {
+                    out.push(e);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            out
+        };
+        assert_eq!(read(&store), old);
+        assert_eq!(store.load_head().unwrap(), head);
+        let mut nodes = Vec::new();
+        let new: Vec<SealedEntry> = (6..10)
+            .map(|i| {
+                let id = uuid::Uuid::from_u128(u128::from(i) + 1);
+                head.append(
+                    id,
+                    1_700_000_000_000,
+                    "node-a",
+                    "evk_0123456789ab",
+                    input(i),
+                    &key,
+                    &mut nodes,
+                )
+            })
+            .collect();
+        store.append(&new, &nodes).unwrap();
+        drop(store);
+        let store = PostgresStore::open(&url, "node-a").unwrap();
+        assert_eq!(raw_rows(&mut client)[..6], before[..]);
+        let nulls: i64 = client
+            .query_one(
+                "SELECT count(*) FROM evident.events WHERE appended_by IS NULL",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(nulls, 6);
+        let all = read(&store);
+        let versions: Vec<u8> = all.iter().map(|e| e.event.entry_version()).collect();
+        assert_eq!(versions, [1, 1, 1, 1, 1, 1, 2, 2, 2, 2]);
+        assert_eq!(all[6..], new[..]);
+        let mut verifier = evident_core::verify::StreamVerifier::new(
+            evident_core::verify::Anchor::genesis(),
+            Some(key),
+            Some("node-a".to_owned()),
+        );
+        for e in &all {
+            verifier.push(e).unwrap();
+        }
+        assert_eq!(verifier.finish().unwrap().root, head.tree.root());
     }
 
     #[test]

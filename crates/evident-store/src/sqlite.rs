@@ -44,8 +44,8 @@ const NEARLY_FULL_BYTES: u64 = 16 * 1024 * 1024;
 
 const INSERT_EVENT: &str = "INSERT INTO events (seq, id, recorded_at, occurred_at, node_id, \
      tenant, actor_id, actor_kind, ip, user_agent, action, target_kind, target_id, outcome, \
-     severity, context, hash, seal) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+     severity, context, hash, seal, appended_by) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 const INSERT_NODE: &str = "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?1, ?2, ?3)";
 const SELECT_NODE: &str = "SELECT hash FROM merkle_nodes WHERE level = ?1 AND idx = ?2";
 const KEY_COLUMNS: &str = "id, secret_hash, role, tenant, label, created_at, revoked_at, \
@@ -588,6 +588,7 @@ fn append_in(
             e.context.as_str(),
             entry.hash.as_bytes(),
             entry.seal.as_bytes(),
+            e.appended_by,
         ])?;
         last_recorded = Some(e.recorded_at);
     }
@@ -907,6 +908,15 @@ mod tests {
     use evident_core::{Actor, ActorKind, Outcome, SealKey, Severity, Target};
 
     fn batch(head: &mut ChainHead, n: usize) -> (Vec<SealedEntry>, Vec<(NodeId, Hash)>) {
+        batch_by(head, n, Some("evk_0123456789ab"))
+    }
+
+    /// `n` entries appended by `appended_by`; `None` writes entry encoding version 1.
+    fn batch_by(
+        head: &mut ChainHead,
+        n: usize,
+        appended_by: Option<&str>,
+    ) -> (Vec<SealedEntry>, Vec<(NodeId, Hash)>) {
         let key = SealKey::new(&[9u8; 32]).unwrap();
         let mut nodes = Vec::new();
         let entries = (0..n)
@@ -931,10 +941,135 @@ mod tests {
                         .unwrap(),
                 };
                 let id = uuid::Uuid::from_u128(u128::from(head.next_seq));
-                head.append(id, 1_000, "node-a", input, &key, &mut nodes)
+                match appended_by {
+                    Some(by) => head.append(id, 1_000, "node-a", by, input, &key, &mut nodes),
+                    None => head.append_v1(id, 1_000, "node-a", input, &key, &mut nodes),
+                }
             })
             .collect();
         (entries, nodes)
+    }
+
+    /// Every column of every `events` row but `appended_by`, as SQLite holds it.
+    fn raw_rows(conn: &Connection) -> Vec<Vec<rusqlite::types::Value>> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, id, recorded_at, occurred_at, node_id, tenant, actor_id, \
+                 actor_kind, ip, user_agent, action, target_kind, target_id, outcome, severity, \
+                 context, hash, seal FROM events ORDER BY seq",
+            )
+            .unwrap();
+        stmt.query_map([], |row| {
+            (0..18)
+                .map(|i| row.get::<_, rusqlite::types::Value>(i))
+                .collect()
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    /// A database left by a build of schema version 2 (before entries recorded who appended
+    /// them), holding entries: opening it migrates it in place. Its rows are not rewritten and
+    /// read back as the version-1 entries they are, new entries are version 2 on top, and the
+    /// log of both verifies.
+    #[test]
+    fn a_schema_2_database_is_migrated_in_place_and_keeps_its_version_1_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut head = ChainHead::genesis();
+        let (old, _) = batch_by(&mut head, 6, None);
+        let before = {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(schema::V1).unwrap();
+            conn.execute_batch(schema::V2).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            // The version-2 schema's insert: no appended_by column.
+            let mut insert = conn
+                .prepare(
+                    "INSERT INTO events (seq, id, recorded_at, occurred_at, node_id, tenant, \
+                     actor_id, actor_kind, ip, user_agent, action, target_kind, target_id, \
+                     outcome, severity, context, hash, seal) VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+                     ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                )
+                .unwrap();
+            for entry in &old {
+                let e = &entry.event;
+                insert
+                    .execute(params![
+                        e.seq as i64,
+                        e.id.as_bytes(),
+                        e.recorded_at,
+                        e.occurred_at,
+                        e.node_id,
+                        e.tenant,
+                        e.actor.id,
+                        e.actor.kind.as_str(),
+                        e.actor.ip.and_then(codec::encode_ip),
+                        e.actor.user_agent,
+                        e.action,
+                        e.target.kind,
+                        e.target.id,
+                        e.outcome.as_str(),
+                        codec::severity_rank(e.severity),
+                        e.context.as_str(),
+                        entry.hash.as_bytes(),
+                        entry.seal.as_bytes(),
+                    ])
+                    .unwrap();
+            }
+            drop(insert);
+            raw_rows(&conn)
+        };
+
+        let store = SqliteStore::open(&path).unwrap();
+        {
+            let conn = store.writer();
+            let version: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, schema::SCHEMA_VERSION);
+            let nulls: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM events WHERE appended_by IS NULL",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(nulls, 6);
+        }
+        let read = |store: &SqliteStore| {
+            let mut out = Vec::new();
+            store
+                .scan(&Filter::default(), Order::Ascending, None, None, &mut |e| {
+                    out.push(e);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            out
+        };
+        assert_eq!(read(&store), old);
+        assert_eq!(store.load_head().unwrap(), head);
+
+        let (new, nodes) = batch_by(&mut head, 4, Some("evk_0123456789ab"));
+        store.append(&new, &nodes).unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(raw_rows(&store.writer())[..6], before[..]);
+        let all = read(&store);
+        let versions: Vec<u8> = all.iter().map(|e| e.event.entry_version()).collect();
+        assert_eq!(versions, [1, 1, 1, 1, 1, 1, 2, 2, 2, 2]);
+        assert_eq!(all[..6], old[..]);
+        assert_eq!(all[6..], new[..]);
+        let mut verifier = evident_core::verify::StreamVerifier::new(
+            evident_core::verify::Anchor::genesis(),
+            Some(SealKey::new(&[9u8; 32]).unwrap()),
+            Some("node-a".to_owned()),
+        );
+        for e in &all {
+            verifier.push(e).unwrap();
+        }
+        assert_eq!(verifier.finish().unwrap().root, head.tree.root());
     }
 
     /// A full disk, simulated by capping the database's size on the writer connection: the

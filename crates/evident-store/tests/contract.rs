@@ -120,6 +120,7 @@ contract!(
     api_keys_are_stored_found_revoked_expired_and_touched,
     pruning_deletes_a_prefix_in_batches_below_a_persisted_anchor_and_keeps_the_tree,
     every_tree_node_reads_as_computed_before_and_after_pruning_at_unaligned_points,
+    entries_of_both_encoding_versions_read_back_as_written_and_verify,
 );
 
 fn append_and_load_head_round_trip_and_survive_reopen(backend: Backend) {
@@ -182,6 +183,49 @@ fn append_and_load_head_round_trip_and_survive_reopen(backend: Backend) {
         scan_all(&*store, &Filter::default(), Order::Descending),
         reversed
     );
+}
+
+/// A log written before entry encoding version 2 (no `appended_by`) and extended after it:
+/// each entry reads back in its own version, with who appended it, and the whole log verifies
+/// with the seal key and the checkpoint of its tree, before and after a reopen.
+fn entries_of_both_encoding_versions_read_back_as_written_and_verify(backend: Backend) {
+    let fx = Fixture::new(backend);
+    let store = fx.store();
+    let mut w = Writer::new();
+    let old: Vec<Spec> = (0..5)
+        .map(|i| Spec {
+            appended_by: None,
+            ..varied(i)
+        })
+        .collect();
+    w.append(&*store, &old);
+    let new: Vec<Spec> = (5..12).map(varied).collect();
+    w.append(&*store, &new);
+    for store in [store, fx.reopen()] {
+        let read = scan_all(&*store, &Filter::default(), Order::Ascending);
+        assert_eq!(read, w.all);
+        let versions: Vec<u8> = read.iter().map(|e| e.event.entry_version()).collect();
+        assert_eq!(versions, [1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2]);
+        assert_eq!(
+            read[5].event.appended_by.as_deref(),
+            Some("evk_ffffffffffff")
+        );
+        assert_eq!(
+            read[6].event.appended_by.as_deref(),
+            Some("evk_0123456789ab")
+        );
+        assert_eq!(read[7].event.appended_by.as_deref(), Some("system"));
+        let mut v = evident_core::verify::StreamVerifier::new(
+            evident_core::verify::Anchor::genesis(),
+            Some(seal_key()),
+            Some("node-a".to_owned()),
+        );
+        for e in &read {
+            v.push(e).unwrap();
+        }
+        assert_eq!(v.finish().unwrap().root, w.head.tree.root());
+        assert_eq!(store.load_head().unwrap(), w.head);
+    }
 }
 
 fn empty_append_is_a_no_op_and_limits_and_break_stop_early(backend: Backend) {

@@ -52,7 +52,15 @@ fn batch(head: &mut ChainHead, node: &str, n: usize) -> (Vec<SealedEntry>, Vec<(
                 context: Context::from_value(&serde_json::json!({"i": i})).unwrap(),
             };
             let id = uuid::Uuid::from_u128(u128::from(head.next_seq) + 1);
-            head.append(id, 1_700_000_000_000, node, input, &key, &mut nodes)
+            head.append(
+                id,
+                1_700_000_000_000,
+                node,
+                "evk_0123456789ab",
+                input,
+                &key,
+                &mut nodes,
+            )
         })
         .collect();
     (entries, nodes)

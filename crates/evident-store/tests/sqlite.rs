@@ -251,7 +251,7 @@ fn triggers_refuse_update_and_delete_of_the_log() {
         // Filling in below the last entry is not appending either.
         "INSERT INTO events SELECT seq - 100, id, recorded_at, occurred_at, node_id, tenant, \
          actor_id, actor_kind, ip, user_agent, action, target_kind, target_id, outcome, \
-         severity, context, hash, seal FROM events WHERE seq = 11",
+         severity, context, hash, seal, appended_by FROM events WHERE seq = 11",
     ] {
         let err = conn.execute_batch(sql).unwrap_err().to_string();
         assert!(err.contains("append-only"), "{sql}: {err}");
@@ -303,6 +303,29 @@ fn tampered_rows_decode_or_fail_with_their_seq() {
         got[3].hash
     );
     assert_eq!(got[4], w.all[4]);
+    // So does another key id, or none (the entry passed off as version 1).
+    for (sql, seq, appended_by) in [
+        (
+            "UPDATE events SET appended_by = 'evk_aaaaaaaaaaaa' WHERE seq = 1",
+            1,
+            Some("evk_aaaaaaaaaaaa"),
+        ),
+        (
+            "UPDATE events SET appended_by = NULL WHERE seq = 2",
+            2,
+            None,
+        ),
+    ] {
+        conn.execute_batch(sql).unwrap();
+        let got = scan_all(&store, &Filter::default(), Order::Ascending);
+        assert_eq!(got[seq].event.appended_by.as_deref(), appended_by);
+        assert_ne!(got[seq].event.appended_by, w.all[seq].event.appended_by);
+        assert_ne!(
+            recompute_hash(&w.all[seq - 1].hash, &got[seq].event, &mut buf),
+            got[seq].hash,
+            "{sql}"
+        );
+    }
 
     // Edits that cannot decode: reported at their row, after the rows before it.
     for (sql, seq) in [
@@ -327,12 +350,17 @@ fn tampered_rows_decode_or_fail_with_their_seq() {
             "UPDATE events SET actor_id = CAST(x'ff' AS TEXT) WHERE seq = 11",
             11,
         ),
+        (
+            "UPDATE events SET appended_by = 'not a key!' WHERE seq = 6",
+            6,
+        ),
+        ("UPDATE events SET appended_by = '' WHERE seq = 8", 8),
     ] {
         let backup: Vec<rusqlite::types::Value> = conn
             .query_row(
                 &format!("SELECT * FROM events WHERE seq = {seq}"),
                 [],
-                |r| (0..18).map(|i| r.get(i)).collect(),
+                |r| (0..19).map(|i| r.get(i)).collect(),
             )
             .unwrap();
         conn.execute_batch(sql).unwrap();
@@ -368,7 +396,7 @@ fn tampered_rows_decode_or_fail_with_their_seq() {
         conn.execute(&format!("DELETE FROM events WHERE seq = {seq}"), [])
             .unwrap();
         conn.execute(
-            "INSERT INTO events VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+            "INSERT INTO events VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
             rusqlite::params_from_iter(backup),
         )
         .unwrap();

@@ -95,6 +95,22 @@ fn attacker_key() -> SealKey {
     SealKey::new(&[0x66; 32]).unwrap()
 }
 
+/// Sequences `input` onto `head` with the id, time, node, appender and so encoding version of
+/// entry `like`, sealed with `key`.
+fn append_like(
+    head: &mut ChainHead,
+    like: &SealedEntry,
+    input: EventInput,
+    key: &SealKey,
+    nodes: &mut Vec<(evident_core::merkle::NodeId, evident_core::Hash)>,
+) -> SealedEntry {
+    let e = &like.event;
+    match &e.appended_by {
+        Some(by) => head.append(e.id, e.recorded_at, &e.node_id, by, input, key, nodes),
+        None => head.append_v1(e.id, e.recorded_at, &e.node_id, input, key, nodes),
+    }
+}
+
 /// Rebuilds the whole log of `dir` as an attacker would after editing entry `edited` (its
 /// actor becomes "mallory"): every chain hash, seal and Merkle node recomputed from the
 /// start, entries before `edited` sealed with the node's secret (they come out identical to
@@ -117,14 +133,7 @@ fn rewrite(dir: &Path, edited: u64, later_key: &SealKey, keep_checkpoints: bool)
         if e.event.seq == edited {
             input.actor.id = "mallory".to_owned();
         }
-        let entry = head.append(
-            e.event.id,
-            e.event.recorded_at,
-            &e.event.node_id,
-            input,
-            key,
-            &mut nodes,
-        );
+        let entry = append_like(&mut head, e, input, key, &mut nodes);
         if e.event.seq < edited {
             assert_eq!((entry.hash, entry.seal), (e.hash, e.seal), "replay differs");
         }
@@ -219,10 +228,9 @@ fn attacks() -> Vec<Attack> {
                     last_hash: old[2].hash,
                     tree: evident_core::CompactRange::new(),
                 };
-                let forged = head.append(
-                    old[3].event.id,
-                    old[3].event.recorded_at,
-                    &old[3].event.node_id,
+                let forged = append_like(
+                    &mut head,
+                    &old[3],
                     input_of(&old[3]),
                     &attacker_key(),
                     &mut Vec::new(),
@@ -230,7 +238,7 @@ fn attacks() -> Vec<Attack> {
                 conn.execute(
                     "INSERT INTO events SELECT 3, id, recorded_at, occurred_at, node_id, tenant, \
                      'mallory', actor_kind, ip, user_agent, action, target_kind, target_id, \
-                     outcome, severity, context, ?1, ?2 FROM events WHERE seq = 4",
+                     outcome, severity, context, ?1, ?2, appended_by FROM events WHERE seq = 4",
                     rusqlite::params![forged.hash.as_bytes(), forged.seal.as_bytes()],
                 )
                 .unwrap();
@@ -333,14 +341,7 @@ fn attacks() -> Vec<Attack> {
                 let mut input = input_of(&last);
                 input.actor.id = "mallory".to_owned();
                 let mut nodes = Vec::new();
-                let forged = head.append(
-                    last.event.id,
-                    last.event.recorded_at,
-                    &last.event.node_id,
-                    input,
-                    &attacker_key(),
-                    &mut nodes,
-                );
+                let forged = append_like(&mut head, &last, input, &attacker_key(), &mut nodes);
                 store.append(&[forged], &nodes).unwrap();
             },
             online: Expect::Detected(Some(SIZE), "seal_mismatch"),

@@ -1,7 +1,9 @@
 //! `POST /api/v1/events`: one event, a JSON array of events, or NDJSON. The whole batch is
 //! read within the size limit and validated before anything is sequenced; one bad event
 //! rejects the batch, naming its index and field. The 201 is sent only after the batch's
-//! transaction committed.
+//! transaction committed. Each stored entry records the caller's key id as `appended_by`; a
+//! client can neither set that field nor append an action in the node's `evident.*`
+//! namespace.
 
 use super::AppState;
 use super::error::ApiError;
@@ -12,7 +14,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::{Extension, Json};
-use evident_core::event::{Rfc3339Millis, ValidationError};
+use evident_core::event::{Rfc3339Millis, ValidationError, refuse_reserved_action};
 use evident_core::{EventInput, Hash};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -210,7 +212,7 @@ fn invalid_event(index: usize, e: ValidationError) -> ApiError {
     ),
     responses(
         (status = 201, description = "Committed durably; one receipt per event, in order", body = AppendResponse),
-        (status = 400, description = "Malformed JSON, invalid UTF-8, an invalid event (with its `index` and `field`), an empty batch or a query parameter; nothing stored", body = super::ErrorBody),
+        (status = 400, description = "Malformed JSON, invalid UTF-8, an invalid event (with its `index` and `field`; including an event naming `appended_by`, which the server sets from the API key, or an action in the reserved `evident.*` namespace), an empty batch or a query parameter; nothing stored", body = super::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not append, or the event is for another tenant than the key's", body = super::ErrorBody),
         (status = 408, description = "The body did not arrive within body_timeout_ms; nothing stored", body = super::ErrorBody),
@@ -269,6 +271,9 @@ pub async fn append(
             }
         }
         let input = EventInput::from_json(&value).map_err(|e| invalid_event(index, e))?;
+        // `evident.*` is the node's own (self-audit, integrity): no client event may pass for
+        // one. The node's events are appended internally and never come this way.
+        refuse_reserved_action(&input.action).map_err(|e| invalid_event(index, e))?;
         if input.action == crate::retention::PRUNED_ACTION {
             // Only the node's retention pruner records prunes: the event drives its resumption
             // and anchors verification, so a client may not write one.
@@ -301,7 +306,7 @@ pub async fn append(
     let receipts = state
         .node()
         .sequencer()
-        .append(inputs)
+        .append_for_key(&caller.key_id, inputs)
         .await
         .map_err(ApiError::from_sequencer)?;
     Ok((

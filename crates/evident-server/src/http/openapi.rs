@@ -105,6 +105,16 @@ pub struct EventDoc {
     severity: SeverityDoc,
     #[schema(value_type = Object)]
     context: serde_json::Value,
+    /// Who appended the entry, set by the server (a client cannot send it): the id of the API
+    /// key whose request appended it, or `system` for an event the node wrote itself. Present
+    /// on every entry of encoding version 2; absent (never `null`) on entries stored before
+    /// the node recorded it (encoding version 1).
+    #[schema(
+        required = false,
+        example = "evk_0123456789ab",
+        pattern = "^(system|evk_[0-9a-f]{12})$"
+    )]
+    appended_by: String,
     /// Chain hash, 64 lowercase hex digits.
     hash: String,
     /// HMAC-SHA256 seal over the hash, 64 lowercase hex digits.

@@ -228,6 +228,144 @@ async fn one_bad_event_rejects_the_whole_batch_naming_index_and_field() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_evident_namespace_and_appended_by_are_refused_from_clients_storing_nothing() {
+    let t = setup();
+    for action in [
+        "evident.x",
+        "evident.key.created",
+        "evident.integrity.damaged",
+        "evident",
+    ] {
+        // Alone, and as the last of an otherwise valid batch (JSON array and NDJSON).
+        let e = t
+            .post_json(&event_json("mallory", action))
+            .await
+            .error(StatusCode::BAD_REQUEST, "invalid_event");
+        assert_eq!(
+            (e["field"].as_str(), e["index"].as_u64()),
+            (Some("action"), Some(0))
+        );
+        assert!(e["message"].as_str().unwrap().contains("reserved"), "{e}");
+        let e = t
+            .post_json(&json!([
+                event_json("alice", "auth.login"),
+                event_json("mallory", action)
+            ]))
+            .await
+            .error(StatusCode::BAD_REQUEST, "invalid_event");
+        assert_eq!(
+            (e["field"].as_str(), e["index"].as_u64()),
+            (Some("action"), Some(1))
+        );
+        let ndjson = format!(
+            "{}\n{}\n",
+            event_json("alice", "auth.login"),
+            event_json("mallory", action)
+        );
+        let e = t
+            .call(
+                Method::POST,
+                "/api/v1/events",
+                Some(&t.writer),
+                Some("application/x-ndjson"),
+                ndjson,
+            )
+            .await
+            .error(StatusCode::BAD_REQUEST, "invalid_event");
+        assert_eq!(
+            (e["field"].as_str(), e["index"].as_u64()),
+            (Some("action"), Some(1))
+        );
+    }
+    for value in [json!("evk_0123456789ab"), json!("system"), json!(null)] {
+        let mut forged = event_json("mallory", "auth.login");
+        forged["appended_by"] = value;
+        let e = t
+            .post_json(&json!([event_json("alice", "auth.login"), forged]))
+            .await
+            .error(StatusCode::BAD_REQUEST, "invalid_event");
+        assert_eq!(
+            (e["field"].as_str(), e["index"].as_u64()),
+            (Some("appended_by"), Some(1))
+        );
+        assert!(
+            e["message"].as_str().unwrap().contains("set by the server"),
+            "{e}"
+        );
+    }
+    assert_eq!(t.size(), 0);
+    assert_eq!(t.faulty.appends.load(Ordering::SeqCst), 0);
+    // Names that merely start alike are the client's.
+    let r = t.post_json(&event_json("alice", "evidently.fine")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_stored_event_names_the_key_that_appended_it() {
+    let t = setup();
+    let store = t.state.node().store().clone();
+    let now = crate::now_ms();
+    let (second, _) = create_key(&*store, Role::Writer, None, None, now).unwrap();
+    let id_of = |key: &str| crate::auth::key_id_of(key).unwrap().to_owned();
+    t.fill(&["alice", "bob"]).await;
+    let r = t
+        .call(
+            Method::POST,
+            "/api/v1/events",
+            Some(&second),
+            Some("application/json"),
+            event_json("carol", "auth.login").to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let page = t
+        .get("/api/v1/audit-log?order=asc&actor_kind=user")
+        .await
+        .json();
+    let by: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["appended_by"].as_str().unwrap())
+        .collect();
+    let (writer, second) = (id_of(&t.writer), id_of(&second));
+    assert_eq!(by, [writer.as_str(), writer.as_str(), second.as_str()]);
+    // The node's own events are appended by `system`, whatever key caused them: a forbidden
+    // request by the read-only key is recorded, and the record is the node's.
+    let r = t
+        .call(
+            Method::POST,
+            "/api/v1/events",
+            Some(&t.readonly),
+            Some("application/json"),
+            event_json("dave", "auth.login").to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let page = t.get("/api/v1/audit-log?action=evident.*").await.json();
+    let events = page["events"].as_array().unwrap();
+    assert!(!events.is_empty(), "{page}");
+    for e in events {
+        assert_eq!(e["appended_by"], "system", "{e}");
+    }
+    // And the stored rows say the same.
+    let mut stored = Vec::new();
+    store
+        .scan(
+            &evident_store::Filter::default(),
+            evident_store::Order::Ascending,
+            None,
+            None,
+            &mut |e| {
+                stored.push(e.event.appended_by.unwrap());
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    assert_eq!(stored[..3], [writer.clone(), writer, second]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn malformed_bodies_get_named_errors_and_store_nothing() {
     let t = setup_with(|c| {
         c.max_body_bytes = 4096;
@@ -782,7 +920,7 @@ async fn csv_export_streams_every_row() {
             .starts_with("text/csv")
     );
     let text = r.text();
-    assert!(text.starts_with("timestamp,node_id,tenant,actor,actor_kind,action,target,ip_address,user_agent,outcome,severity,context,seq,hash,seal\r\n"));
+    assert!(text.starts_with("timestamp,node_id,tenant,actor,actor_kind,action,target,ip_address,user_agent,outcome,severity,context,seq,hash,seal,appended_by\r\n"));
     let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(text.as_bytes())
         .records()
         .map(Result::unwrap)
@@ -790,6 +928,7 @@ async fn csv_export_streams_every_row() {
     assert_eq!(rows.len(), 50);
     assert_eq!(&rows[0][3], "user0");
     assert_eq!(&rows[49][12], "49");
+    assert_eq!(&rows[49][15], crate::auth::key_id_of(&t.writer).unwrap());
     let r = t
         .get("/api/v1/audit-log?format=csv&order=desc&limit=2&actor_kind=user")
         .await;

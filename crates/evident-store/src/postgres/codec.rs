@@ -6,8 +6,8 @@
 
 use crate::StoreError;
 use evident_core::event::{
-    Actor, ActorKind, Context, Event, Outcome, Severity, Target, validate_action, validate_node_id,
-    validate_tenant,
+    Actor, ActorKind, Context, Event, Outcome, Severity, Target, validate_action,
+    validate_appended_by, validate_node_id, validate_tenant,
 };
 use evident_core::{Hash, SealedEntry};
 use postgres::Row;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 /// The `events` columns in the order [`decode`] reads them and COPY writes them.
 pub(super) const EVENT_COLUMNS: &str = "seq, id, recorded_at, occurred_at, node_id, tenant, \
      actor_id, actor_kind, ip, user_agent, action, target_kind, target_id, outcome, severity, \
-     context, hash, seal";
+     context, hash, seal, appended_by";
 
 /// IPv4 as its IPv4-mapped IPv6 address, so that one byte-ordered column holds both families
 /// and a CIDR block of either is one range. `None` for the mapped form itself (it reads back
@@ -86,6 +86,8 @@ pub(super) fn decode(row: &Row) -> Result<SealedEntry, StoreError> {
             .ok_or_else(|| cols.corrupt("severity", "is not a severity rank (0 to 7)"))?,
         context: Context::from_canonical(cols.get(15, "context")?)
             .map_err(|e| cols.corrupt("context", &e.problem))?,
+        // NULL: an entry of encoding version 1, stored before the column existed.
+        appended_by: cols.opt_checked(18, "appended_by", validate_appended_by)?,
     };
     Ok(SealedEntry {
         event,
@@ -123,6 +125,20 @@ impl Columns<'_> {
     ) -> Result<String, StoreError> {
         let text: String = self.get(idx, column)?;
         validate(&text).map_err(|e| self.corrupt(column, &e.problem))?;
+        Ok(text)
+    }
+
+    /// Like [`Self::checked`], NULL allowed.
+    fn opt_checked(
+        &self,
+        idx: usize,
+        column: &str,
+        validate: fn(&str) -> Result<(), evident_core::event::ValidationError>,
+    ) -> Result<Option<String>, StoreError> {
+        let text: Option<String> = self.get(idx, column)?;
+        if let Some(text) = &text {
+            validate(text).map_err(|e| self.corrupt(column, &e.problem))?;
+        }
         Ok(text)
     }
 

@@ -44,7 +44,7 @@
 use postgres::Transaction;
 
 /// The schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+pub(crate) const SCHEMA_VERSION: i32 = 3;
 
 /// Advisory lock key (transaction-scoped) serializing schema migrations: "evident" in ASCII.
 const MIGRATION_LOCK: i64 = 0x0065_7669_6465_6e74;
@@ -59,7 +59,7 @@ const MIGRATION_LOCK: i64 = 0x0065_7669_6465_6e74;
 ///   reads its run in sequence order from any keyset cursor, with no sort. Merkle node hashes
 ///   live apart from events (`merkle_nodes`), so that retention can delete old entries and
 ///   keep the nodes that proofs for kept entries and older checkpoints need.
-const V1: &str = r#"
+pub(super) const V1: &str = r#"
 CREATE SCHEMA IF NOT EXISTS evident;
 
 CREATE TABLE evident.schema_version (
@@ -181,7 +181,7 @@ INSERT INTO evident.schema_version (version) VALUES (1);
 /// [`crate::PruneAnchor`]), updated in place by the pruner but only ever forward (a trigger),
 /// never deleted. Entries are deleted only by the pruner's transaction (the flag above);
 /// Merkle nodes and checkpoints stay, for proofs of kept entries and older checkpoints.
-const V2: &str = r#"
+pub(super) const V2: &str = r#"
 CREATE TABLE evident.prune_anchor (
     node_id         text COLLATE "C" PRIMARY KEY,
     from_seq        bigint NOT NULL CHECK (from_seq >= 0),
@@ -212,6 +212,17 @@ CREATE TRIGGER prune_anchor_forward BEFORE UPDATE OR DELETE ON evident.prune_anc
     FOR EACH ROW EXECUTE FUNCTION evident.prune_anchor_forward();
 
 INSERT INTO evident.schema_version (version) VALUES (2);
+"#;
+
+/// Version 3: who appended each entry (entry encoding version 2, docs/FORMAT.md §3). A new
+/// nullable column without a default: PostgreSQL changes only the catalog, no stored row is
+/// rewritten, and the rows already stored read back NULL, which is what they are: version-1
+/// entries, whose hashes cover no such field. Every entry appended from now on fills it. The
+/// table-level grants cover the new column. No index: no query filter uses it.
+const V3: &str = r#"
+ALTER TABLE evident.events ADD COLUMN appended_by text COLLATE "C";
+
+INSERT INTO evident.schema_version (version) VALUES (3);
 "#;
 
 /// What a migration found wrong.
@@ -266,8 +277,13 @@ pub(crate) fn migrate(client: &mut postgres::Client) -> Result<(), MigrateError>
         None => {
             tx.batch_execute(V1)?;
             tx.batch_execute(V2)?;
+            tx.batch_execute(V3)?;
         }
-        Some(1) => tx.batch_execute(V2)?,
+        Some(1) => {
+            tx.batch_execute(V2)?;
+            tx.batch_execute(V3)?;
+        }
+        Some(2) => tx.batch_execute(V3)?,
         Some(_) => {}
     }
     tx.commit()?;

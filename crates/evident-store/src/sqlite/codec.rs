@@ -5,8 +5,8 @@
 
 use crate::StoreError;
 use evident_core::event::{
-    Actor, ActorKind, Context, Event, Outcome, Severity, Target, validate_action, validate_node_id,
-    validate_tenant,
+    Actor, ActorKind, Context, Event, Outcome, Severity, Target, validate_action,
+    validate_appended_by, validate_node_id, validate_tenant,
 };
 use evident_core::{Hash, SealedEntry};
 use rusqlite::Row;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 /// The `events` columns in the order [`decode`] reads them and the insert binds them.
 pub(super) const EVENT_COLUMNS: &str = "seq, id, recorded_at, occurred_at, node_id, tenant, \
      actor_id, actor_kind, ip, user_agent, action, target_kind, target_id, outcome, severity, \
-     context, hash, seal";
+     context, hash, seal, appended_by";
 
 /// The stored form of an IP address: 16 bytes, IPv4 as its IPv4-mapped IPv6 address
 /// (`::ffff:a.b.c.d`), so that one byte-ordered column holds both families and a CIDR block of
@@ -88,6 +88,8 @@ pub(super) fn decode(row: &Row<'_>) -> Result<SealedEntry, StoreError> {
             .ok_or_else(|| cols.corrupt("severity", "is not a severity rank (0 to 7)"))?,
         context: Context::from_canonical(cols.text(15, "context")?.to_owned())
             .map_err(|e| cols.corrupt("context", &e.problem))?,
+        // NULL: an entry of encoding version 1, stored before the column existed.
+        appended_by: cols.opt_checked(18, "appended_by", validate_appended_by)?,
     };
     Ok(SealedEntry {
         event,
@@ -153,9 +155,22 @@ impl Columns<'_, '_> {
         column: &str,
         validate: fn(&str) -> Result<(), evident_core::event::ValidationError>,
     ) -> Result<String, StoreError> {
-        let text = self.text(idx, column)?;
+        self.opt_checked(idx, column, validate)?
+            .ok_or_else(|| self.corrupt(column, "is NULL"))
+    }
+
+    /// Like [`Self::checked`], NULL allowed.
+    fn opt_checked(
+        &self,
+        idx: usize,
+        column: &str,
+        validate: fn(&str) -> Result<(), evident_core::event::ValidationError>,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(text) = self.opt_text(idx, column)? else {
+            return Ok(None);
+        };
         validate(text).map_err(|e| self.corrupt(column, &e.problem))?;
-        Ok(text.to_owned())
+        Ok(Some(text.to_owned()))
     }
 
     fn named<T>(

@@ -901,10 +901,10 @@ mod tests {
         conn.execute_batch(
             "INSERT INTO events VALUES (0, x'00', 5, NULL, 'n1', 't1', 'alice', 'user', \
                x'00000000000000000000ffff0a010203', NULL, 'config.threshold.changed', 'node', \
-               'edge', 'success', 4, '{}', x'00', x'00'); \
+               'edge', 'success', 4, '{}', x'00', x'00', NULL); \
              INSERT INTO events VALUES (1, x'00', 6, NULL, 'n1', 't1', 'bob', 'system', \
                x'00000000000000000000ffff0a010204', NULL, 'config', 'node', \
-               'edge', 'failure', 5, '{}', x'00', x'00');",
+               'edge', 'failure', 5, '{}', x'00', x'00', NULL);",
         )
         .unwrap();
         let ip = |s: &str, p| IpFilter {
@@ -1090,7 +1090,7 @@ mod tests {
         let conn = store.test_connection();
         conn.execute_batch(
             "INSERT INTO events VALUES (0, x'00', 5, NULL, 'n1', 't1', 'alice', 'user', \
-               NULL, NULL, 'config', 'node', 'edge', 'success', 4, '{}', x'00', x'00');",
+               NULL, NULL, 'config', 'node', 'edge', 'success', 4, '{}', x'00', x'00', NULL);",
         )
         .unwrap();
         let plan = |filter: Filter| {

@@ -6,7 +6,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes and reads.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1. Notes on choices:
 /// - `STRICT` tables: SQLite refuses a value of the wrong type instead of storing it, so a
@@ -28,7 +28,7 @@ pub(super) const SCHEMA_VERSION: i64 = 2;
 ///     matches all or nothing;
 ///   - partial ones on severity, outcome and actor kind (their rare values only);
 ///   - none on `id`, `occurred_at`, `user_agent` or `context`: no filter uses them.
-const V1: &str = r#"
+pub(super) const V1: &str = r#"
 -- `ON CONFLICT FAIL` here and in merkle_nodes, and RAISE(FAIL) in their INSERT triggers,
 -- rather than the default ABORT: for a one-row INSERT the outcome is the same (every check
 -- runs before anything is written, and `append` rolls its whole transaction back on any
@@ -142,7 +142,7 @@ CREATE TABLE api_keys (
 /// reaches only the rows below the anchor that was persisted first. `merkle_nodes` and
 /// `checkpoints` stay undeletable: proofs for kept entries and consistency proofs from older
 /// checkpoints need them.
-const V2: &str = r#"
+pub(super) const V2: &str = r#"
 CREATE TABLE prune_anchor (
     one             INTEGER PRIMARY KEY CHECK (one = 1),
     from_seq        INTEGER NOT NULL,
@@ -175,6 +175,15 @@ WHEN NOT EXISTS (
 BEGIN SELECT RAISE(ABORT, 'evident: events are append-only: DELETE refused (only the retention pruner deletes, below its anchor)'); END;
 "#;
 
+/// Version 3: who appended each entry (entry encoding version 2, docs/FORMAT.md §3). A new
+/// nullable column: SQLite adds it to the table's definition only, so the rows already stored
+/// are not rewritten and read back with NULL, which is what they are: version-1 entries, whose
+/// hashes cover no such field. Every entry appended from now on fills it. No index: no query
+/// filter uses it.
+const V3: &str = r#"
+ALTER TABLE events ADD COLUMN appended_by TEXT;
+"#;
+
 /// What a migration found wrong.
 #[derive(Debug)]
 pub(super) enum MigrateError {
@@ -202,6 +211,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     }
     if version < 2 {
         tx.execute_batch(V2)?;
+    }
+    if version < 3 {
+        tx.execute_batch(V3)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

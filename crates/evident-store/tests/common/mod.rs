@@ -40,6 +40,8 @@ pub struct Spec {
     pub outcome: Outcome,
     pub severity: Severity,
     pub occurred_at: Option<Millis>,
+    /// Who appended it; `None` writes an entry of encoding version 1, as older builds did.
+    pub appended_by: Option<&'static str>,
 }
 
 impl Spec {
@@ -58,6 +60,7 @@ impl Spec {
             outcome: Outcome::Success,
             severity: Severity::Info,
             occurred_at: None,
+            appended_by: Some("evk_0123456789ab"),
         }
     }
 }
@@ -96,14 +99,26 @@ impl Writer {
                 context: Context::from_value(&serde_json::json!({"n": seq, "note": "héllo"}))
                     .unwrap(),
             };
-            let entry = self.head.append(
-                Uuid::from_u128(0xabc0_0000 + u128::from(seq)),
-                spec.recorded_at,
-                spec.node,
-                input,
-                &self.key,
-                &mut nodes,
-            );
+            let id = Uuid::from_u128(0xabc0_0000 + u128::from(seq));
+            let entry = match spec.appended_by {
+                Some(by) => self.head.append(
+                    id,
+                    spec.recorded_at,
+                    spec.node,
+                    by,
+                    input,
+                    &self.key,
+                    &mut nodes,
+                ),
+                None => self.head.append_v1(
+                    id,
+                    spec.recorded_at,
+                    spec.node,
+                    input,
+                    &self.key,
+                    &mut nodes,
+                ),
+            };
             entries.push(entry);
         }
         (entries, nodes)
@@ -195,6 +210,11 @@ pub fn varied(i: u64) -> Spec {
         outcome: Outcome::ALL[(i % 3) as usize],
         severity: Severity::ALL[(i * 3 % 8) as usize],
         occurred_at: (i % 5 == 0).then_some(BASE_TIME - 1000),
+        appended_by: [
+            Some("evk_0123456789ab"),
+            Some("system"),
+            Some("evk_ffffffffffff"),
+        ][(i % 3) as usize],
     }
 }
 

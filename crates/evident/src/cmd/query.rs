@@ -138,8 +138,17 @@ fn text<'a>(value: &'a Value, path: &[&str]) -> &'a str {
     v.as_str().unwrap_or("")
 }
 
-const HEADERS: [&str; 9] = [
-    "SEQ", "RECORDED", "TENANT", "ACTOR", "ACTION", "TARGET", "OUTCOME", "SEVERITY", "IP",
+const HEADERS: [&str; 10] = [
+    "SEQ",
+    "RECORDED",
+    "TENANT",
+    "ACTOR",
+    "ACTION",
+    "TARGET",
+    "OUTCOME",
+    "SEVERITY",
+    "IP",
+    "APPENDED BY",
 ];
 
 fn row(event: &Value) -> Vec<String> {
@@ -166,6 +175,8 @@ fn row(event: &Value) -> Vec<String> {
         text(event, &["outcome"]).to_owned(),
         text(event, &["severity"]).to_owned(),
         text(event, &["actor", "ip"]).to_owned(),
+        // Absent on entries of encoding version 1, stored before it was recorded.
+        text(event, &["appended_by"]).to_owned(),
     ]
 }
 
