@@ -510,10 +510,14 @@ pub fn check_before_extending(
     let head = match store.load_head() {
         Ok(head) => head,
         Err(StoreError::Corrupt { seq, problem }) => {
-            let found = locate(store, keys, guard, by)?;
-            return Ok(Err(
-                found.unwrap_or_else(|| damage("store_inconsistent", seq, problem))
-            ));
+            let found = match locate(store, keys, guard, by)? {
+                Some(mut found) => {
+                    found.message = format!("{} (loading the head: {problem})", found.message);
+                    found
+                }
+                None => damage("store_inconsistent", seq, problem),
+            };
+            return Ok(Err(found));
         }
         Err(e) => return Err(e),
     };
@@ -696,7 +700,21 @@ pub fn locate(
     match full_pass(store, keys, guard) {
         Ok(found) => Ok(found.map(|p| Damage::from_problem(&p, by))),
         Err(verification::VerifyError::Store(e)) => Err(e),
-        Err(e) => Ok(Some(Damage::new("store_inconsistent", None, e.to_string(), by))),
+        Err(e) => Ok(Some(damage_of_error(&e, by))),
+    }
+}
+
+/// A verification that could not start, as damage: a retention anchor that does not check
+/// is `bad_anchor` at its entry, anything else `store_inconsistent`.
+pub fn damage_of_error(e: &verification::VerifyError, by: DetectedBy) -> Damage {
+    match e {
+        verification::VerifyError::BadAnchor { from, problem } => Damage::new(
+            "bad_anchor",
+            Some(*from),
+            format!("cannot start at the retention anchor (entry {from}): {problem}"),
+            by,
+        ),
+        other => Damage::new("store_inconsistent", None, other.to_string(), by),
     }
 }
 

@@ -750,6 +750,12 @@ impl Node {
             // Damaged stored data: serve it read-only (queries, exports, verification find
             // out what happened), but never seal or sign on top of it.
             Err(damage) => {
+                tracing::error!(
+                    problem = %damage.describe(),
+                    "the stored log failed its start-up checks: serving it read-only; GET \
+                     /api/v1/verify/status says what was found, `evident verify` locates every \
+                     problem"
+                );
                 guard.report(damage);
                 Sequencer::read_only(guard.clone(), apparent_size(&*store), &metrics)
             }

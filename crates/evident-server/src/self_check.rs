@@ -156,8 +156,11 @@ impl SelfCheck {
             match kind {
                 PassKind::Full => {
                     let size = node.sequencer().size();
-                    let found = guard::full_pass(store, &keys, g).map_err(|e| e.to_string())?;
-                    Ok((found.map(|p| Damage::from_problem(&p, by)), size, None))
+                    match guard::full_pass(store, &keys, g) {
+                        Ok(found) => Ok((found.map(|p| Damage::from_problem(&p, by)), size, None)),
+                        Err(verification::VerifyError::Store(e)) => Err(e.to_string()),
+                        Err(e) => Ok((Some(guard::damage_of_error(&e, by)), size, None)),
+                    }
                 }
                 PassKind::Incremental => {
                     // Rows gone below where the last pass (or the node) stood.
