@@ -277,8 +277,7 @@ impl Guard {
 
     fn write_pending(&self, pending: &[Damage]) -> Result<(), GuardError> {
         let path = self.dir.join(PENDING_FILE);
-        let text =
-            serde_json::to_string_pretty(pending).map_err(|e| bad(&path, e.to_string()))?;
+        let text = serde_json::to_string_pretty(pending).map_err(|e| bad(&path, e.to_string()))?;
         write_durably(&path, &text)
     }
 
@@ -334,7 +333,8 @@ impl Guard {
         if signed.size == 0 {
             return Ok(());
         }
-        let plan = merkle::consistency_plan(signed.size, size).map_err(|e| refuse(e.to_string()))?;
+        let plan =
+            merkle::consistency_plan(signed.size, size).map_err(|e| refuse(e.to_string()))?;
         let hashes = store
             .read_nodes(plan.nodes())
             .map_err(|e| refuse(format!("the consistency proof cannot be read: {e}")))?;
@@ -506,7 +506,8 @@ pub fn check_before_extending(
     guard: &Guard,
     by: DetectedBy,
 ) -> Result<Result<ChainHead, Damage>, StoreError> {
-    let damage = |kind: &str, seq: Option<u64>, message: String| Damage::new(kind, seq, message, by);
+    let damage =
+        |kind: &str, seq: Option<u64>, message: String| Damage::new(kind, seq, message, by);
     let head = match store.load_head() {
         Ok(head) => head,
         Err(StoreError::Corrupt { seq, problem }) => {
@@ -561,17 +562,12 @@ pub fn check_before_extending(
             .map(|(_, c)| c.clone()),
     );
     let walked_from = start.next_seq;
-    let (outcome, position) = match verification::verify_from(
-        store,
-        keys.seal_key,
-        keys.node_id,
-        start,
-        &trusted,
-    ) {
-        Ok(done) => done,
-        Err(verification::VerifyError::Store(e)) => return Err(e),
-        Err(e) => return Ok(Err(damage("store_inconsistent", None, e.to_string()))),
-    };
+    let (outcome, position) =
+        match verification::verify_from(store, keys.seal_key, keys.node_id, start, &trusted) {
+            Ok(done) => done,
+            Err(verification::VerifyError::Store(e)) => return Err(e),
+            Err(e) => return Ok(Err(damage("store_inconsistent", None, e.to_string()))),
+        };
     if let VerifyOutcome::Broken { problem, .. } = &outcome {
         return Ok(Err(Damage::from_problem(problem, by)));
     }
@@ -745,3 +741,99 @@ pub fn full_pass(
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{event_json, faulty_node, test_config};
+    use evident_core::EventInput;
+    use evident_store::{Filter, Order};
+
+    fn append(node: &crate::node::Node, n: usize) {
+        let inputs = (0..n)
+            .map(|i| EventInput::from_json(&event_json(&format!("u{i}"), "auth.login")).unwrap())
+            .collect();
+        node.sequencer().append_blocking(inputs).unwrap();
+    }
+
+    /// The root of the stored tree of `size` entries.
+    fn stored_root(store: &dyn Store, size: u64) -> Hash {
+        let hashes = store.read_nodes(&merkle::subtree_ids(0, size)).unwrap();
+        CompactRange::from_parts(size, hashes).unwrap().root()
+    }
+
+    #[test]
+    fn admit_refuses_every_checkpoint_that_does_not_extend_the_last_signed_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (node, _) = faulty_node(test_config(tmp.path()));
+        append(&node, 10);
+        let signed = node.sequencer().force_checkpoint_blocking().unwrap();
+        let guard = node.guard();
+        assert_eq!(guard.last_signed(), Some(signed.clone()));
+        let store = &**node.store();
+        guard.admit(store, 10, &signed.root).unwrap();
+        let smaller = guard.admit(store, 9, &stored_root(store, 9)).unwrap_err();
+        assert!(smaller.problem.contains("smaller"), "{smaller}");
+        let other = guard.admit(store, 10, &Hash([9; 32])).unwrap_err();
+        assert!(other.problem.contains("another root"), "{other}");
+        append(&node, 5);
+        guard.admit(store, 15, &stored_root(store, 15)).unwrap();
+        let fork = guard.admit(store, 15, &Hash([9; 32])).unwrap_err();
+        assert!(fork.problem.contains("does not verify"), "{fork}");
+        assert_eq!((fork.size, fork.signed_size), (15, 10));
+        node.shutdown();
+    }
+
+    #[test]
+    fn the_signed_state_and_pending_findings_survive_a_restart_and_reach_the_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = test_config(tmp.path());
+        let (node, _) = faulty_node(config.clone());
+        append(&node, 3);
+        let signed = node.sequencer().force_checkpoint_blocking().unwrap();
+        node.guard().report(Damage::new(
+            "chain_broken",
+            Some(1),
+            "injected".to_owned(),
+            DetectedBy::Background,
+        ));
+        // Read-only at once: nothing appended, nothing signed.
+        let refused = node
+            .sequencer()
+            .append_blocking(vec![
+                EventInput::from_json(&event_json("x", "auth.login")).unwrap(),
+            ])
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("chain_broken at entry 1"),
+            "{refused}"
+        );
+        assert!(node.sequencer().force_checkpoint_blocking().is_err());
+        node.shutdown();
+        drop(node);
+
+        let metrics = Arc::new(Metrics::new());
+        let files = crate::node::NodeFiles::open_readonly(&config.data_dir).unwrap();
+        let reread = Guard::open(&config.data_dir, files.verifier(), metrics).unwrap();
+        assert_eq!(reread.last_signed(), Some(signed));
+        assert_eq!(reread.pending().len(), 1);
+        drop(reread);
+
+        // The log itself is intact: the restarted node is writable and records the finding.
+        let (node, _) = faulty_node(config);
+        assert!(node.guard().damage().is_none());
+        assert!(node.guard().pending().is_empty());
+        let mut recorded = Vec::new();
+        node.store()
+            .scan(&Filter::default(), Order::Ascending, None, None, &mut |e| {
+                recorded.push(e);
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(recorded.len(), 4);
+        let event = &recorded[3].event;
+        assert_eq!(event.action, INTEGRITY_ACTION);
+        assert_eq!(event.severity, evident_core::event::Severity::Critical);
+        assert!(event.context.as_str().contains("\"chain_broken\""));
+        node.shutdown();
+    }
+}

@@ -14,7 +14,7 @@
 use crate::config::{ConfigError, ServerConfig};
 use crate::guard::{CheckKeys, DetectedBy, Guard, check_before_extending};
 use crate::metrics::Metrics;
-use crate::sequencer::{Sequencer, SequencerSettings, WriterLease};
+use crate::sequencer::{Resume, Sequencer, SequencerSettings, WriterLease};
 use evident_core::{NoteSigner, NoteVerifier, SealKey};
 use evident_store::postgres::NodeRecord;
 use evident_store::{PostgresStore, Store, StoreError};
@@ -731,8 +731,7 @@ impl Node {
             node_id: files.node_id(),
         };
         // Entries this process did not write are checked before anything is built on them.
-        let sequencer = match check_before_extending(&*store, &keys, &guard, DetectedBy::Startup)?
-        {
+        let sequencer = match check_before_extending(&*store, &keys, &guard, DetectedBy::Startup)? {
             Ok(head) => {
                 let sequencer = Sequencer::start(
                     store.clone(),
@@ -741,8 +740,10 @@ impl Node {
                     files.signer().clone(),
                     settings,
                     metrics.clone(),
-                    guard.clone(),
-                    head,
+                    Resume {
+                        guard: guard.clone(),
+                        head,
+                    },
                 )?;
                 record_pending_findings(&guard, &sequencer);
                 sequencer

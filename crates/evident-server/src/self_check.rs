@@ -203,9 +203,8 @@ impl SelfCheck {
                         ));
                     }
                     let end = position.next_seq;
-                    if let Some(problem) =
-                        verification::stored_nodes_problem(store, &start, end)
-                            .map_err(|e| e.to_string())?
+                    if let Some(problem) = verification::stored_nodes_problem(store, &start, end)
+                        .map_err(|e| e.to_string())?
                     {
                         return Ok((Some(Damage::from_problem(&problem, by)), end, None));
                     }

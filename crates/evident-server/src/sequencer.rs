@@ -71,6 +71,13 @@ pub enum SequencerError {
     LeaseLost(String),
 }
 
+/// Where a sequencer resumes: the stored head as [`check_before_extending`] verified it, and
+/// the guard holding the last signed checkpoint and the read-only state.
+pub struct Resume {
+    pub guard: Arc<Guard>,
+    pub head: ChainHead,
+}
+
 /// How often a node that lost its writer lease tries to take it back.
 pub const RETAKE_EVERY: Duration = Duration::from_secs(1);
 
@@ -175,9 +182,9 @@ impl Sequencer {
         signer: NoteSigner,
         settings: SequencerSettings,
         metrics: Arc<Metrics>,
-        guard: Arc<Guard>,
-        head: ChainHead,
+        resume: Resume,
     ) -> Result<Sequencer, StoreError> {
+        let Resume { guard, head } = resume;
         let last_recorded_at = last_recorded_at(&*store)?;
         let last_checkpoint = guard.last_signed();
         if let Some(cp) = &last_checkpoint {
@@ -730,7 +737,11 @@ impl Committer {
             return;
         }
         if let Some(damage) = self.guard.damage() {
-            self.refuse(pending, SequencerError::ReadOnly(damage.describe()), Millis::MIN);
+            self.refuse(
+                pending,
+                SequencerError::ReadOnly(damage.describe()),
+                Millis::MIN,
+            );
             return;
         }
         let mut result = self.timed_append(&entries, &nodes);
@@ -883,10 +894,7 @@ impl Committer {
         let same = stored == self.head;
         if !same {
             // Entries this process did not write: checked before anything is built on them.
-            let stored = match self.verified_store_head(DetectedBy::Resync) {
-                Ok(stored) => stored,
-                Err(reason) => return Err(reason),
-            };
+            let stored = self.verified_store_head(DetectedBy::Resync)?;
             tracing::warn!(
                 node_id = self.settings.node_id,
                 in_memory = self.head.next_seq,
@@ -1013,7 +1021,11 @@ impl Committer {
         match check_before_extending(&*self.store, &keys, &self.guard, by) {
             Ok(Ok(head)) => {
                 if let Some(signed) = self.guard.last_signed() {
-                    if self.last_checkpoint.as_ref().is_none_or(|c| c.size < signed.size) {
+                    if self
+                        .last_checkpoint
+                        .as_ref()
+                        .is_none_or(|c| c.size < signed.size)
+                    {
                         self.last_checkpoint = Some(signed);
                     }
                 }

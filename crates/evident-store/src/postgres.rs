@@ -1147,9 +1147,7 @@ impl Store for PostgresStore {
         if entries.is_empty() && nodes.is_empty() {
             return Ok(());
         }
-        self.write(|tx, statements| {
-            self.append_in(tx, statements, Some(prev_hash), entries, nodes)
-        })
+        self.write(|tx, statements| self.append_in(tx, statements, Some(prev_hash), entries, nodes))
     }
 
     fn scan(

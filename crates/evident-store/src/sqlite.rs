@@ -523,7 +523,10 @@ fn append_in(
     let (next, stored_prev) = match &last {
         Some((seq, _, hash)) => (seq + 1, hash_from(hash)),
         None => match prune::anchor_in(tx)? {
-            Some(anchor) => (to_i64(anchor.below_seq, "sequence number")?, Some(anchor.hash)),
+            Some(anchor) => (
+                to_i64(anchor.below_seq, "sequence number")?,
+                Some(anchor.hash),
+            ),
             None => (0, None),
         },
     };

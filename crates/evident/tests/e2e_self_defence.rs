@@ -480,7 +480,11 @@ fn assert_no_fork(api: &Api, node: &Node, first: &Checkpoint, served: &[String])
     let signed = signed_by(&notes, &verifier);
     assert!(signed.len() >= 2, "{notes:?}");
     for c in signed {
-        assert!(c.size >= first.size, "a smaller checkpoint signed: {}", c.size);
+        assert!(
+            c.size >= first.size,
+            "a smaller checkpoint signed: {}",
+            c.size
+        );
         if c.size == first.size {
             assert_eq!(c.root, first.root, "a fork at size {}", c.size);
             continue;

@@ -324,18 +324,19 @@ pub async fn audit_log(
                 // pinpointed offline.
                 // The node's own record of its last signature comes first: a store row it did
                 // not sign is never an export's checkpoint.
-                Err(SequencerError::ReadOnly(problem)) => match state.node().guard().last_signed()
-                {
-                    Some(signed) => signed,
-                    None => state
-                        .with_store(|store| {
-                            store.latest_checkpoint().map_err(ApiError::from_store)
-                        })
-                        .await?
-                        .ok_or_else(|| {
-                            ApiError::from_sequencer(SequencerError::ReadOnly(problem))
-                        })?,
-                },
+                Err(SequencerError::ReadOnly(problem)) => {
+                    match state.node().guard().last_signed() {
+                        Some(signed) => signed,
+                        None => state
+                            .with_store(|store| {
+                                store.latest_checkpoint().map_err(ApiError::from_store)
+                            })
+                            .await?
+                            .ok_or_else(|| {
+                                ApiError::from_sequencer(SequencerError::ReadOnly(problem))
+                            })?,
+                    }
+                }
                 Err(e) => return Err(ApiError::from_sequencer(e)),
             };
             if let Some(from) = consistency_from {

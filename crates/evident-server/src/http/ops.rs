@@ -302,7 +302,11 @@ pub async fn readyz(
         )
     };
     Ok(if state.is_shutting_down() {
-        refused("shutting_down", "the node is shutting down".to_owned(), None)
+        refused(
+            "shutting_down",
+            "the node is shutting down".to_owned(),
+            None,
+        )
     } else if let Some(damage) = sequencer.damage() {
         refused("read_only", damage.describe(), Some(damage))
     } else if let Some(reason) = sequencer.lease_lost() {
