@@ -53,6 +53,28 @@ pub mod action {
     pub const CROSS_TENANT: &str = "evident.access.cross_tenant";
     pub const EXPORTED: &str = "evident.log.exported";
     pub const VERIFIED: &str = "evident.log.verified";
+    pub const INTEGRITY_DAMAGE: &str = crate::guard::INTEGRITY_ACTION;
+}
+
+/// The CRITICAL event recording an integrity finding: actor kind `system`, id `evident`;
+/// the context holds the kind, the sequence number, the message, when and by which path.
+pub fn integrity_event(damage: &crate::guard::Damage) -> EventInput {
+    let by = serde_json::to_value(damage.detected_by).unwrap_or(Value::Null);
+    AuditEvent::new(
+        action::INTEGRITY_DAMAGE,
+        "failure",
+        "critical",
+        "log",
+        damage
+            .seq
+            .map_or_else(|| "*".to_owned(), |seq| seq.to_string()),
+    )
+    .with("kind", damage.kind.clone())
+    .with("seq", damage.seq)
+    .with("message", damage.message.clone())
+    .with("detected_at", damage.detected_at)
+    .with("detected_by", by)
+    .into_input(&AuditActor::System("evident"), &RequestInfo::default())
 }
 
 /// Where a request came from and what it asked for (no header values but the user agent).

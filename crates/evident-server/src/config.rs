@@ -70,6 +70,11 @@ pub struct ServerConfig {
     /// Days entries are kept before the daily pruner deletes them (365): at least 90, or
     /// `unlimited` (or 0) to keep every entry.
     pub retention_days: crate::retention::RetentionDays,
+    /// The background verifier checks the entries, checkpoints and Merkle nodes added since
+    /// its last pass this often, in milliseconds (10 minutes).
+    pub verify_every_ms: u64,
+    /// …and the whole log this often, in milliseconds (one day).
+    pub verify_full_every_ms: u64,
 }
 
 /// Default data directory.
@@ -116,6 +121,8 @@ impl Default for ServerConfig {
             max_connections: 512,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             retention_days: crate::retention::RetentionDays::default(),
+            verify_every_ms: 600_000,
+            verify_full_every_ms: 86_400_000,
         }
     }
 }
@@ -231,6 +238,10 @@ impl ServerConfig {
                     self.retention_days =
                         crate::retention::RetentionDays::parse(&value).map_err(bad)?
                 }
+                "VERIFY_EVERY_MS" => self.verify_every_ms = parse_number(&value).map_err(bad)?,
+                "VERIFY_FULL_EVERY_MS" => {
+                    self.verify_full_every_ms = parse_number(&value).map_err(bad)?
+                }
                 _ => {}
             }
         }
@@ -283,6 +294,8 @@ impl ServerConfig {
             ("body_timeout_ms", self.body_timeout_ms == 0),
             ("max_connections", self.max_connections == 0),
             ("max_connections_per_ip", self.max_connections_per_ip == 0),
+            ("verify_every_ms", self.verify_every_ms == 0),
+            ("verify_full_every_ms", self.verify_full_every_ms == 0),
         ];
         for (field, is_zero) in positive {
             if is_zero {

@@ -16,11 +16,13 @@ pub mod config;
 pub mod connections;
 pub mod export;
 pub mod file_modes;
+pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod retention;
 pub mod scan;
+pub mod self_check;
 pub mod sequencer;
 pub mod tls;
 pub mod verification;
@@ -149,6 +151,7 @@ where
     };
     let flusher = tokio::spawn(flush_key_usage(state.clone()));
     let pruner = tokio::spawn(retention::run_daily(state.clone()));
+    let verifier = tokio::spawn(self_check::run(state.clone()));
     let result: Result<(), ServeError> = match tls {
         None => {
             use axum::serve::ListenerExt as _;
@@ -169,6 +172,7 @@ where
     };
     flusher.abort();
     pruner.abort();
+    verifier.abort();
     let closing = state.clone();
     tokio::task::spawn_blocking(move || {
         closing.usage().flush(&**closing.store());

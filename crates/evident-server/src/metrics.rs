@@ -37,6 +37,16 @@ pub struct Metrics {
     pub log_size: Gauge<u64, AtomicU64>,
     /// HTTP requests by route, method and status.
     pub http_requests: Family<HttpLabels, Counter>,
+    /// 1 while the node refuses writes because its stored log is damaged, else 0.
+    pub read_only: Gauge,
+    /// When the background verifier last finished a pass without a problem (Unix seconds).
+    pub verify_last_success: Gauge,
+    /// Background verifier passes that found a problem or could not run.
+    pub verify_failures: Counter,
+    /// Background verifier passes run.
+    pub verify_runs: Counter,
+    /// Self-audit events that could not be written to the log.
+    pub self_audit_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -88,8 +98,43 @@ impl Metrics {
             "HTTP requests by route, method and status",
             http_requests.clone(),
         );
+        let read_only = Gauge::default();
+        let verify_last_success = Gauge::default();
+        let verify_failures = Counter::default();
+        let verify_runs = Counter::default();
+        let self_audit_dropped = Counter::default();
+        registry.register(
+            "read_only",
+            "1 while the node refuses writes because its stored log is damaged",
+            read_only.clone(),
+        );
+        registry.register(
+            "verify_last_success_timestamp_seconds",
+            "When the background verifier last finished a clean pass (Unix time)",
+            verify_last_success.clone(),
+        );
+        registry.register(
+            "verify_failures",
+            "Background verifier passes that found a problem or could not run",
+            verify_failures.clone(),
+        );
+        registry.register(
+            "verify_runs",
+            "Background verifier passes run",
+            verify_runs.clone(),
+        );
+        registry.register(
+            "self_audit_dropped",
+            "Self-audit events that could not be written to the log",
+            self_audit_dropped.clone(),
+        );
         Metrics {
             registry,
+            read_only,
+            verify_last_success,
+            verify_failures,
+            verify_runs,
+            self_audit_dropped,
             events_appended,
             append_failures,
             batch_events,

@@ -12,8 +12,9 @@
 //! and the database binds each node id to one verifier key.
 
 use crate::config::{ConfigError, ServerConfig};
+use crate::guard::{CheckKeys, DetectedBy, Guard, check_before_extending};
 use crate::metrics::Metrics;
-use crate::sequencer::{Sequencer, SequencerSettings, WriterLease};
+use crate::sequencer::{Resume, Sequencer, SequencerSettings, WriterLease};
 use evident_core::{NoteSigner, NoteVerifier, SealKey};
 use evident_store::postgres::NodeRecord;
 use evident_store::{PostgresStore, Store, StoreError};
@@ -81,6 +82,8 @@ pub enum NodeError {
     },
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    #[error("integrity state: {0}")]
+    Guard(#[from] crate::guard::GuardError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
@@ -486,6 +489,29 @@ impl NodeFiles {
 /// A store opened to write, with the writer lease it holds where that can be lost.
 type StoreToWrite = (Arc<dyn Store>, Option<Arc<dyn WriterLease>>);
 
+/// Writes the integrity findings kept in the data directory (found before the log could take
+/// them) into the log, as CRITICAL events, and forgets those written.
+fn record_pending_findings(guard: &Guard, sequencer: &Sequencer) {
+    let pending = guard.pending();
+    if pending.is_empty() {
+        return;
+    }
+    let inputs: Vec<evident_core::EventInput> =
+        pending.iter().map(crate::audit::integrity_event).collect();
+    match sequencer.append_blocking(inputs) {
+        Ok(receipts) => {
+            tracing::warn!(
+                findings = receipts.len(),
+                "recorded integrity findings made while the log could not take them"
+            );
+            if let Err(e) = guard.recorded(receipts.len()) {
+                tracing::error!(error = %e, "cannot forget the recorded integrity findings");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot record the pending integrity findings"),
+    }
+}
+
 /// What a damaged log appears to hold: one past its newest readable row (0 when none is).
 fn apparent_size(store: &dyn Store) -> u64 {
     let mut newest = None;
@@ -636,6 +662,8 @@ pub struct Node {
     store: Arc<dyn Store>,
     sequencer: Sequencer,
     metrics: Arc<Metrics>,
+    guard: Arc<Guard>,
+    self_check: crate::self_check::SelfCheck,
     // Held for the node's lifetime; the OS releases the flock when it is dropped or the
     // process dies, so a crash never leaves a stale lock behind.
     _lock: File,
@@ -699,30 +727,45 @@ impl Node {
             checkpoint_every: std::time::Duration::from_millis(config.checkpoint_every_ms),
             max_group_commit_events: config.max_group_commit_events,
         };
-        let sequencer = match Sequencer::start(
-            store.clone(),
-            lease,
-            files.seal_key().clone(),
-            files.signer().clone(),
-            settings,
+        let guard = Arc::new(Guard::open(
+            files.data_dir(),
+            files.verifier(),
             metrics.clone(),
-        ) {
-            Ok(sequencer) => sequencer,
+        )?);
+        let keys = CheckKeys {
+            seal_key: files.seal_key(),
+            node_id: files.node_id(),
+        };
+        // Entries this process did not write are checked before anything is built on them.
+        let sequencer = match check_before_extending(&*store, &keys, &guard, DetectedBy::Startup)? {
+            Ok(head) => {
+                let sequencer = Sequencer::start(
+                    store.clone(),
+                    lease,
+                    files.seal_key().clone(),
+                    files.signer().clone(),
+                    settings,
+                    metrics.clone(),
+                    Resume {
+                        guard: guard.clone(),
+                        head,
+                    },
+                )?;
+                record_pending_findings(&guard, &sequencer);
+                sequencer
+            }
             // Damaged stored data: serve it read-only (queries, exports, verification find
             // out what happened), but never seal or sign on top of it.
-            Err(StoreError::Corrupt { seq, problem }) => {
-                let problem = match seq {
-                    Some(seq) => format!("entry {seq}: {problem}"),
-                    None => problem,
-                };
+            Err(damage) => {
                 tracing::error!(
-                    problem = %problem,
-                    "the stored log failed its start-up checks: serving it read-only; run \
-                     `evident verify` to locate the damage"
+                    problem = %damage.describe(),
+                    "the stored log failed its start-up checks: serving it read-only; GET \
+                     /api/v1/verify/status says what was found, `evident verify` locates every \
+                     problem"
                 );
-                Sequencer::read_only(problem, apparent_size(&*store), &metrics)
+                guard.report(damage);
+                Sequencer::read_only(guard.clone(), apparent_size(&*store), &metrics)
             }
-            Err(e) => return Err(e.into()),
         };
         tracing::info!(
             data_dir = %files.data_dir().display(),
@@ -736,8 +779,20 @@ impl Node {
             store,
             sequencer,
             metrics,
+            guard,
+            self_check: crate::self_check::SelfCheck::default(),
             _lock: lock,
         })
+    }
+
+    /// The background verifier's state.
+    pub fn self_check(&self) -> &crate::self_check::SelfCheck {
+        &self.self_check
+    }
+
+    /// The node's signed state, read-only state and pending integrity findings.
+    pub fn guard(&self) -> &Arc<Guard> {
+        &self.guard
     }
 
     pub fn config(&self) -> &ServerConfig {

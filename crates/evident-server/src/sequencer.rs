@@ -20,6 +20,7 @@
 //! the lease back every [`RETAKE_EVERY`]; once it has, the head is reloaded again and writing
 //! resumes from it, never from the head held in memory.
 
+use crate::guard::{CheckKeys, Damage, DetectedBy, Guard, check_before_extending};
 use crate::metrics::Metrics;
 use evident_core::chain::ChainHead;
 use evident_core::event::APPENDED_BY_SYSTEM;
@@ -61,14 +62,21 @@ pub enum SequencerError {
     /// The node is shutting down and takes no new work.
     #[error("the node is shutting down")]
     ShuttingDown,
-    /// The stored log failed its start-up checks: the node serves reads and verification
-    /// but writes nothing on top of it.
+    /// The stored log is damaged (found at start, at a commit, by the background verifier,
+    /// …): the node serves reads and verification but writes nothing on top of it.
     #[error("the log is read-only: {0}")]
     ReadOnly(String),
     /// This node lost its writer lease (PostgreSQL) and may not write: another process may be
     /// serving the node. Nothing of the request was stored; reads go on.
     #[error("{0}")]
     LeaseLost(String),
+}
+
+/// Where a sequencer resumes: the stored head as [`check_before_extending`] verified it, and
+/// the guard holding the last signed checkpoint and the read-only state.
+pub struct Resume {
+    pub guard: Arc<Guard>,
+    pub head: ChainHead,
 }
 
 /// How often a node that lost its writer lease tries to take it back.
@@ -163,16 +171,17 @@ pub struct Sequencer {
     closing: Arc<AtomicBool>,
     size: Arc<AtomicU64>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// Why the log is served read-only ([`Sequencer::read_only`]); `None` for a writer.
-    read_only: Option<String>,
+    /// The node's signed state and read-only state: appends are refused while it holds damage.
+    guard: Arc<Guard>,
     /// Why appends are refused because the writer lease was lost, while they are.
     lease_lost: LeaseLost,
 }
 
 impl Sequencer {
-    /// Loads the chain head and the latest checkpoint from `store` and starts the thread.
-    /// `lease` is the writer lease `store` holds, where it has one that can be lost (the
-    /// committer takes it back after a loss).
+    /// Starts the threads on `head`, the stored head as [`check_before_extending`] verified
+    /// it; the last checkpoint signed is the one `guard` records. `lease` is the writer lease
+    /// `store` holds, where it has one that can be lost (the committer takes it back after a
+    /// loss).
     pub fn start(
         store: Arc<dyn Store>,
         lease: Option<Arc<dyn WriterLease>>,
@@ -180,10 +189,11 @@ impl Sequencer {
         signer: NoteSigner,
         settings: SequencerSettings,
         metrics: Arc<Metrics>,
+        resume: Resume,
     ) -> Result<Sequencer, StoreError> {
-        let head = store.load_head()?;
+        let Resume { guard, head } = resume;
         let last_recorded_at = last_recorded_at(&*store)?;
-        let last_checkpoint = store.latest_checkpoint()?;
+        let last_checkpoint = guard.last_signed();
         if let Some(cp) = &last_checkpoint {
             if cp.size > head.next_seq {
                 // The database holds fewer entries than it once signed for: a rollback or a
@@ -203,6 +213,8 @@ impl Sequencer {
         let committer = Committer {
             store: store.clone(),
             signer,
+            seal_key: seal_key.clone(),
+            guard: guard.clone(),
             settings: settings.clone(),
             metrics,
             head: head.clone(),
@@ -240,18 +252,17 @@ impl Sequencer {
             closing: Arc::new(AtomicBool::new(false)),
             size,
             thread: Mutex::new(Some(thread)),
-            read_only: None,
+            guard,
             lease_lost,
         })
     }
 
-    /// A sequencer for a log that failed its start-up checks ([`StoreError::Corrupt`] from
-    /// loading its head: a tree that does not match its rows or its latest checkpoint, rows
-    /// gone from under stored nodes, an undecodable row): every append and checkpoint request
-    /// is refused with [`SequencerError::ReadOnly`] naming `problem`, so that nothing new is
-    /// sealed or signed over damaged history, while reads, exports and verification (which
-    /// pinpoint the damage) go on. `size` is what the log appears to hold.
-    pub fn read_only(problem: String, size: u64, metrics: &Metrics) -> Sequencer {
+    /// A sequencer for a log that failed the check before extending (`guard` holds the
+    /// damage): every append and checkpoint request is refused with
+    /// [`SequencerError::ReadOnly`] naming it, so that nothing new is sealed or signed over
+    /// damaged history, while reads, exports and verification (which pinpoint the damage) go
+    /// on. `size` is what the log appears to hold.
+    pub fn read_only(guard: Arc<Guard>, size: u64, metrics: &Metrics) -> Sequencer {
         metrics.log_size.set(size);
         // No thread: `send` refuses every command itself (the receiver is never read).
         let (tx, _) = mpsc::channel::<Command>();
@@ -260,14 +271,19 @@ impl Sequencer {
             closing: Arc::new(AtomicBool::new(false)),
             size: Arc::new(AtomicU64::new(size)),
             thread: Mutex::new(None),
-            read_only: Some(problem),
+            guard,
             lease_lost: LeaseLost::default(),
         }
     }
 
     /// Why the log is served read-only, when it is.
-    pub fn read_only_problem(&self) -> Option<&str> {
-        self.read_only.as_deref()
+    pub fn read_only_problem(&self) -> Option<String> {
+        self.guard.damage().map(|d| d.describe())
+    }
+
+    /// The damage that makes the log read-only, when it is.
+    pub fn damage(&self) -> Option<Damage> {
+        self.guard.damage()
     }
 
     /// Why this node refuses appends because it lost its writer lease (another process may
@@ -285,8 +301,8 @@ impl Sequencer {
         if self.closing.load(Ordering::Acquire) {
             return Err(SequencerError::ShuttingDown);
         }
-        if let Some(problem) = &self.read_only {
-            return Err(SequencerError::ReadOnly(problem.clone()));
+        if let Some(damage) = self.guard.damage() {
+            return Err(SequencerError::ReadOnly(damage.describe()));
         }
         self.tx
             .send(command)
@@ -645,6 +661,10 @@ fn new_ids(recorded_at: Millis, n: usize) -> Vec<uuid::Uuid> {
 struct Committer {
     store: Arc<dyn Store>,
     signer: NoteSigner,
+    /// For the check before extending after a resync.
+    seal_key: SealKey,
+    /// The last signed checkpoint (every signature is admitted by it) and the read-only state.
+    guard: Arc<Guard>,
     settings: SequencerSettings,
     metrics: Arc<Metrics>,
     /// The head after the last committed entry.
@@ -759,6 +779,14 @@ impl Committer {
             self.refuse(pending, error, Millis::MIN);
             return;
         }
+        if let Some(damage) = self.guard.damage() {
+            self.refuse(
+                pending,
+                SequencerError::ReadOnly(damage.describe()),
+                Millis::MIN,
+            );
+            return;
+        }
         let mut result = self.timed_append(&entries, &nodes);
         if let (Err(StoreError::Locked(lost)), Some(_)) = (&result, &self.lease) {
             let lost = lost.clone();
@@ -812,6 +840,15 @@ impl Committer {
                     self.sign_checkpoint_logged();
                 }
             }
+            Err(StoreError::Corrupt { seq, problem }) => {
+                // The store no longer ends where this node left it: never adopt what it holds.
+                let damage = self.pinpoint(DetectedBy::Commit).unwrap_or_else(|| {
+                    Damage::new("head_mismatch", seq, problem, DetectedBy::Commit)
+                });
+                let error = SequencerError::ReadOnly(damage.describe());
+                self.guard.report(damage);
+                self.refuse(pending, error, Millis::MIN);
+            }
             Err(e) => {
                 tracing::error!(error = %e, events = total, "group commit failed; nothing stored");
                 let error = match &e {
@@ -833,7 +870,7 @@ impl Committer {
         nodes: &[(NodeId, Hash)],
     ) -> Result<(), StoreError> {
         let started = Instant::now();
-        let result = self.store.append(entries, nodes);
+        let result = self.store.append_on(&self.head.last_hash, entries, nodes);
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -899,6 +936,8 @@ impl Committer {
         }
         let same = stored == self.head;
         if !same {
+            // Entries this process did not write: checked before anything is built on them.
+            let stored = self.verified_store_head(DetectedBy::Resync)?;
             tracing::warn!(
                 node_id = self.settings.node_id,
                 in_memory = self.head.next_seq,
@@ -994,11 +1033,17 @@ impl Committer {
                 tracing::error!(
                     in_memory = self.head.next_seq,
                     stored = stored.next_seq,
-                    "store and sequencer disagree after a failed commit; adopting the stored head"
+                    "store and sequencer disagree after a failed commit; checking the stored \
+                     entries before going on from them"
                 );
-                self.head = stored;
-                self.size.store(self.head.next_seq, Ordering::Release);
-                self.metrics.log_size.set(self.head.next_seq);
+                if let Ok(stored) = self.verified_store_head(DetectedBy::Resync) {
+                    self.head = stored;
+                    self.size.store(self.head.next_seq, Ordering::Release);
+                    self.metrics.log_size.set(self.head.next_seq);
+                }
+            }
+            Err(StoreError::Corrupt { .. }) => {
+                let _ = self.verified_store_head(DetectedBy::Resync);
             }
             Ok(_) => {}
             Err(e) => {
@@ -1006,6 +1051,49 @@ impl Committer {
             }
         }
         last_recorded_at(&*self.store).unwrap_or(Millis::MIN)
+    }
+
+    /// The stored head, once [`check_before_extending`] verified the entries this process did
+    /// not write; otherwise the damage is reported (the node is read-only from now on) and
+    /// its description returned.
+    fn verified_store_head(&mut self, by: DetectedBy) -> Result<ChainHead, String> {
+        let keys = CheckKeys {
+            seal_key: &self.seal_key,
+            node_id: &self.settings.node_id,
+        };
+        match check_before_extending(&*self.store, &keys, &self.guard, by) {
+            Ok(Ok(head)) => {
+                if let Some(signed) = self.guard.last_signed() {
+                    if self
+                        .last_checkpoint
+                        .as_ref()
+                        .is_none_or(|c| c.size < signed.size)
+                    {
+                        self.last_checkpoint = Some(signed);
+                    }
+                }
+                Ok(head)
+            }
+            Ok(Err(damage)) => {
+                let reason = damage.describe();
+                self.guard.report(damage);
+                Err(reason)
+            }
+            Err(e) => Err(format!("the stored log cannot be checked: {e}")),
+        }
+    }
+
+    /// What is wrong with the store, after a commit found it changed behind this node's
+    /// back: the check before extending's finding, `None` when it found nothing precise.
+    fn pinpoint(&mut self, by: DetectedBy) -> Option<Damage> {
+        let keys = CheckKeys {
+            seal_key: &self.seal_key,
+            node_id: &self.settings.node_id,
+        };
+        match check_before_extending(&*self.store, &keys, &self.guard, by) {
+            Ok(Err(damage)) => Some(damage),
+            _ => None,
+        }
     }
 
     fn sign_checkpoint_logged(&mut self) {
@@ -1026,6 +1114,9 @@ impl Committer {
                 Err(e) => Err(SequencerError::from(&e)),
             };
         }
+        if let Some(damage) = self.guard.damage() {
+            return Err(SequencerError::ReadOnly(damage.describe()));
+        }
         let size = self.head.next_seq;
         if let Some(cp) = &self.last_checkpoint {
             if cp.size == size {
@@ -1034,6 +1125,18 @@ impl Committer {
             }
         }
         let root = self.head.tree.root();
+        // The one check every signature goes through.
+        if let Err(refused) = self.guard.admit(&*self.store, size, &root) {
+            let damage = Damage::new(
+                "inconsistent_checkpoint",
+                Some(refused.signed_size),
+                refused.to_string(),
+                DetectedBy::Signing,
+            );
+            let error = SequencerError::ReadOnly(damage.describe());
+            self.guard.report(damage);
+            return Err(error);
+        }
         let checkpoint = Checkpoint {
             origin: self.settings.origin.clone(),
             size,
@@ -1049,6 +1152,10 @@ impl Committer {
             signed_note,
             created_at: now_ms(),
         };
+        // Durable before the checkpoint is stored or served.
+        self.guard
+            .record_signed(&stored, &self.head)
+            .map_err(|e| SequencerError::Checkpoint(e.to_string()))?;
         self.store
             .put_checkpoint(&stored)
             .map_err(|e| SequencerError::from(&e))?;

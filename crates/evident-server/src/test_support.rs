@@ -52,6 +52,20 @@ impl Store for FaultyStore {
         }
         self.inner.append(entries, nodes)
     }
+    fn append_on(
+        &self,
+        prev_hash: &Hash,
+        entries: &[SealedEntry],
+        nodes: &[(NodeId, Hash)],
+    ) -> Result<(), StoreError> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        if self.disk_full.load(Ordering::SeqCst) {
+            return Err(StoreError::Full(
+                "no space left on device (injected)".to_owned(),
+            ));
+        }
+        self.inner.append_on(prev_hash, entries, nodes)
+    }
     fn scan(
         &self,
         filter: &Filter,

@@ -14,7 +14,7 @@
 
 use crate::scan::scan_chunked;
 use evident_core::checkpoint::Checkpoint;
-use evident_core::merkle::{CompactRange, subtree_ids};
+use evident_core::merkle::{self, CompactRange, subtree_ids};
 use evident_core::verify::{
     Anchor, VerifyReport, open_checkpoint, range_for_checkpoint, split_ranges,
 };
@@ -39,6 +39,15 @@ pub enum Problem {
     /// A stored row cannot even be decoded (corruption or tampering of the database).
     #[error("entry {}: stored row cannot be decoded: {problem}", seq.map_or("?".to_owned(), |s| s.to_string()))]
     Undecodable { seq: Option<u64>, problem: String },
+    /// A stored Merkle node (of the upper levels a store keeps) is missing or is not the hash
+    /// of the entries under it; `seq` is the first entry it covers.
+    #[error("Merkle node (level {level}, index {index}) over entries from {seq}: {problem}")]
+    NodeMismatch {
+        seq: u64,
+        level: u8,
+        index: u64,
+        problem: String,
+    },
 }
 
 impl Problem {
@@ -47,6 +56,7 @@ impl Problem {
         match self {
             Problem::Violation(v) => v.kind(),
             Problem::Undecodable { .. } => "undecodable_entry",
+            Problem::NodeMismatch { .. } => "merkle_node_mismatch",
         }
     }
 
@@ -55,6 +65,7 @@ impl Problem {
         match self {
             Problem::Violation(v) => v.seq(),
             Problem::Undecodable { seq, .. } => *seq,
+            Problem::NodeMismatch { seq, .. } => Some(*seq),
         }
     }
 }
@@ -158,8 +169,153 @@ pub fn verify_store_in_ranges(
         store,
         seal_key,
         node_id,
+        trusted: &[],
     };
     job.run(verifier, from_seq, ranges, progress)
+}
+
+/// [`verify_store`] that also holds the log to `trusted`, checkpoints kept outside the store
+/// (the node's own record of what it signed): a log shorter than one of them is truncated,
+/// a different root at its size is a fork.
+pub fn verify_store_trusting(
+    store: &dyn Store,
+    seal_key: &SealKey,
+    verifier: &NoteVerifier,
+    node_id: &str,
+    trusted: &[Checkpoint],
+) -> Result<VerifyOutcome, VerifyError> {
+    let job = Job {
+        store,
+        seal_key,
+        node_id,
+        trusted,
+    };
+    job.run(verifier, None, Ranges::per_core(), &mut |_| {})
+}
+
+/// Verifies the stored entries after `start` (a state already verified, not read from the
+/// store) to the end of the log in one walk, holding them to `trusted`. Returns the verdict
+/// and where the walk stood at its end (or at the problem).
+pub fn verify_from(
+    store: &dyn Store,
+    seal_key: &SealKey,
+    node_id: &str,
+    start: Anchor,
+    trusted: &[Checkpoint],
+) -> Result<(VerifyOutcome, Anchor), VerifyError> {
+    let job = Job {
+        store,
+        seal_key,
+        node_id,
+        trusted: &[],
+    };
+    let mut stream = job.stream(start);
+    for checkpoint in trusted {
+        stream.trust_checkpoint(checkpoint.clone());
+    }
+    let walk = job.walk(&mut stream, None, &mut |_| {})?;
+    let position = stream.position();
+    if let Some(problem) = walk.problem {
+        let outcome = VerifyOutcome::Broken {
+            problem,
+            entries_checked: walk.checked,
+        };
+        return Ok((outcome, position));
+    }
+    let outcome = match stream.finish() {
+        Ok(report) => VerifyOutcome::Intact(report),
+        Err(violation) => VerifyOutcome::Broken {
+            problem: violation.into(),
+            entries_checked: walk.checked,
+        },
+    };
+    Ok((outcome, position))
+}
+
+/// Entries read per batch of stored-node comparisons.
+const NODE_BATCH: usize = 512;
+
+/// Checks every stored Merkle node (level [`evident_store::tree::STORED_LEVEL`] and above)
+/// completed by the entries after `start` up to `end` against the hashes recomputed from
+/// those entries and `start`'s frontier: the first one missing or different, if any. The
+/// entries themselves are the walk's to check.
+pub fn stored_nodes_problem(
+    store: &dyn Store,
+    start: &Anchor,
+    end: u64,
+) -> Result<Option<Problem>, VerifyError> {
+    let mut tree = start.tree.clone();
+    let mut completed = Vec::new();
+    let mut pending: Vec<(merkle::NodeId, evident_core::Hash)> = Vec::new();
+    let mut found = None;
+    let filter = Filter {
+        from_seq: Some(start.next_seq),
+        to_seq: Some(end),
+        ..Filter::default()
+    };
+    let compare = |pending: &mut Vec<(merkle::NodeId, evident_core::Hash)>|
+     -> Result<Option<Problem>, StoreError> {
+        let ids: Vec<merkle::NodeId> = pending.iter().map(|(id, _)| *id).collect();
+        let batch = std::mem::take(pending);
+        let stored = match store.read_nodes(&ids) {
+            Ok(stored) => stored,
+            Err(StoreError::NotFound(what)) => {
+                // One of them is missing: find which.
+                for (id, _) in &batch {
+                    if store.read_nodes(&[*id]).is_err() {
+                        return Ok(Some(node_problem(*id, format!("missing ({what})"))));
+                    }
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        for ((id, want), got) in batch.iter().zip(stored) {
+            if got != *want {
+                return Ok(Some(node_problem(
+                    *id,
+                    "the stored hash is not the hash of the entries under it".to_owned(),
+                )));
+            }
+        }
+        Ok(None)
+    };
+    scan_chunked::<StoreError>(
+        store,
+        &filter,
+        Order::Ascending,
+        None,
+        &mut |entry| -> Result<ControlFlow<()>, StoreError> {
+            completed.clear();
+            tree.append_leaf(entry.leaf_hash(), &mut completed);
+            pending.extend(
+                completed
+                    .iter()
+                    .filter(|(id, _)| evident_store::tree::is_stored(id)),
+            );
+            if pending.len() >= NODE_BATCH {
+                if let Some(problem) = compare(&mut pending)? {
+                    found = Some(problem);
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        },
+    )?;
+    if found.is_none() && !pending.is_empty() {
+        found = compare(&mut pending)?;
+    }
+    Ok(found)
+}
+
+fn node_problem(id: merkle::NodeId, problem: String) -> Problem {
+    let seq = evident_store::tree::span(id).map_or(0, |(start, _)| start);
+    Problem::NodeMismatch {
+        seq,
+        level: id.level,
+        index: id.index,
+        problem,
+    }
 }
 
 /// What every walk of one verification shares.
@@ -168,6 +324,8 @@ struct Job<'a> {
     store: &'a dyn Store,
     seal_key: &'a SealKey,
     node_id: &'a str,
+    /// Checkpoints kept outside the store, held to like the stored ones.
+    trusted: &'a [Checkpoint],
 }
 
 /// How a walk over stored entries ended (storage failures aside).
@@ -218,6 +376,8 @@ impl Job<'_> {
                 }
             }
         }
+        checkpoints.extend(self.trusted.iter().filter(|c| c.size >= from).cloned());
+        checkpoints.sort_by_key(|c| c.size);
         // The log's extent now (entries appended from here on are walked by the last range,
         // which runs to the end of the log as a single walk would). Read from the newest row,
         // not from the head, which refuses to load from a damaged store: finding what is wrong
@@ -581,7 +741,7 @@ fn retention_start(
 }
 
 /// The chain and tree state just before entry `from`, from stored data.
-fn anchor_at(store: &dyn Store, from: u64) -> Result<Anchor, VerifyError> {
+pub fn anchor_at(store: &dyn Store, from: u64) -> Result<Anchor, VerifyError> {
     let mut prev = None;
     let filter = Filter {
         from_seq: Some(from - 1),
@@ -762,6 +922,14 @@ mod tests {
             nodes: &[(NodeId, Hash)],
         ) -> Result<(), StoreError> {
             self.inner.append(entries, nodes)
+        }
+        fn append_on(
+            &self,
+            prev_hash: &Hash,
+            entries: &[SealedEntry],
+            nodes: &[(NodeId, Hash)],
+        ) -> Result<(), StoreError> {
+            self.inner.append_on(prev_hash, entries, nodes)
         }
         fn scan(
             &self,

@@ -37,6 +37,42 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// The check behind [`Store::append_on`]: a writer about to append entry `first_seq` on a
+/// predecessor of hash `prev_hash` finds the stored log ending at `stored_next` (one past its
+/// newest entry, or the retention anchor) with `stored_prev` the hash of that last entry (or
+/// the anchor's; `None` when the log holds nothing).
+pub fn check_append_base(
+    first_seq: u64,
+    prev_hash: &Hash,
+    stored_next: u64,
+    stored_prev: Option<Hash>,
+) -> Result<(), StoreError> {
+    if stored_next != first_seq {
+        let (seq, what) = if stored_next < first_seq {
+            (stored_next, "entries were removed at its tail")
+        } else {
+            (first_seq, "entries were added behind the writer's back")
+        };
+        return Err(StoreError::Corrupt {
+            seq: Some(seq),
+            problem: format!(
+                "the stored log ends at {stored_next} entries, but this node wrote {first_seq}: \
+                 {what}"
+            ),
+        });
+    }
+    match first_seq.checked_sub(1) {
+        Some(last) if stored_prev != Some(*prev_hash) => Err(StoreError::Corrupt {
+            seq: Some(last),
+            problem: format!(
+                "the stored hash of entry {last} is not the one this node wrote: the head row \
+                 was changed"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// How an action filter matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActionFilter {
@@ -151,6 +187,19 @@ pub trait Store: Send + Sync {
     /// Of the nodes, only those of level [`tree::STORED_LEVEL`] and above are written; the
     /// lower ones are recomputed from the entries when read.
     fn append(&self, entries: &[SealedEntry], nodes: &[(NodeId, Hash)]) -> Result<(), StoreError>;
+
+    /// [`Self::append`] for a writer that knows the head it built on: in the same transaction,
+    /// refused with [`StoreError::Corrupt`] (naming the first entry that differs) unless the
+    /// stored log ends exactly there, its newest entry (with none, the retention anchor)
+    /// being entry `entries[0].seq - 1` with hash `prev_hash` (for entry 0: no entry at all).
+    /// So rows deleted at the tail, rows added behind the writer's back and an edited head
+    /// row are caught at the writer's next commit. Nothing is stored when it is refused.
+    fn append_on(
+        &self,
+        prev_hash: &Hash,
+        entries: &[SealedEntry],
+        nodes: &[(NodeId, Hash)],
+    ) -> Result<(), StoreError>;
 
     /// Calls `visit` for each entry matching `filter`, in `order`, starting after `after_seq`
     /// (exclusive, in the direction of `order`), until `visit` breaks or `limit` entries were

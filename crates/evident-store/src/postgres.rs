@@ -446,7 +446,7 @@ impl PostgresStore {
             let mut client = self.connect()?;
             let last_entry = client
                 .prepare(
-                    "SELECT seq, recorded_at FROM evident.events WHERE node_id = $1 \
+                    "SELECT seq, recorded_at, hash FROM evident.events WHERE node_id = $1 \
                      ORDER BY seq DESC LIMIT 1",
                 )
                 .map_err(|e| map_pg_err(e, &self.location))?;
@@ -916,6 +916,7 @@ impl PostgresStore {
         &self,
         tx: &mut Transaction<'_>,
         statements: &WriterStatements<'_>,
+        base: Option<&Hash>,
         entries: &[SealedEntry],
         nodes: &[(NodeId, Hash)],
     ) -> Result<(), Error> {
@@ -946,17 +947,26 @@ impl PostgresStore {
             }
         }
         let last = tx.query_opt(statements.last_entry, &[&node])?;
-        let (next, mut last_recorded) = match last {
+        let (next, mut last_recorded, stored_prev) = match last {
             Some(row) => {
                 let seq: i64 = row.try_get(0)?;
-                (seq + 1, Some(row.try_get::<_, i64>(1)?))
+                let hash: Vec<u8> = row.try_get(2)?;
+                (seq + 1, Some(row.try_get::<_, i64>(1)?), hash_from(&hash))
             }
             // An empty log starts at 0, or where an imported pruned log's anchor says.
             None => match prune::anchor_in(tx, node)? {
-                Some(anchor) => (to_i64(anchor.below_seq, "sequence number")?, None),
-                None => (0, None),
+                Some(anchor) => (
+                    to_i64(anchor.below_seq, "sequence number")?,
+                    None,
+                    Some(anchor.hash),
+                ),
+                None => (0, None, None),
             },
         };
+        if let (Some(prev_hash), Some(first)) = (base, entries.first()) {
+            let stored_next = u64::try_from(next).unwrap_or(0);
+            crate::check_append_base(first.event.seq, prev_hash, stored_next, stored_prev)?;
+        }
         let mut ips = Vec::with_capacity(entries.len());
         for (expected, entry) in (next..).zip(entries) {
             let e = &entry.event;
@@ -1127,7 +1137,19 @@ impl Store for PostgresStore {
         if entries.is_empty() && nodes.is_empty() {
             return Ok(());
         }
-        self.write(|tx, statements| self.append_in(tx, statements, entries, nodes))
+        self.write(|tx, statements| self.append_in(tx, statements, None, entries, nodes))
+    }
+
+    fn append_on(
+        &self,
+        prev_hash: &Hash,
+        entries: &[SealedEntry],
+        nodes: &[(NodeId, Hash)],
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() && nodes.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx, statements| self.append_in(tx, statements, Some(prev_hash), entries, nodes))
     }
 
     fn scan(

@@ -507,24 +507,34 @@ fn load_head_in(conn: &Connection) -> Result<ChainHead, Error> {
     })
 }
 
+/// Appends `entries`; with `base` (the hash the writer built on), only if the stored log ends
+/// there ([`crate::check_append_base`]).
 fn append_in(
     tx: &Connection,
+    base: Option<&Hash>,
     entries: &[SealedEntry],
     nodes: &[(NodeId, Hash)],
 ) -> Result<(), Error> {
-    let last: Option<(i64, i64)> = tx
-        .prepare_cached("SELECT seq, recorded_at FROM events ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+    let last: Option<(i64, i64, Vec<u8>)> = tx
+        .prepare_cached("SELECT seq, recorded_at, hash FROM events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     // An empty log starts at 0, or where an imported pruned log's anchor says.
-    let next = match last {
-        Some((seq, _)) => seq + 1,
+    let (next, stored_prev) = match &last {
+        Some((seq, _, hash)) => (seq + 1, hash_from(hash)),
         None => match prune::anchor_in(tx)? {
-            Some(anchor) => to_i64(anchor.below_seq, "sequence number")?,
-            None => 0,
+            Some(anchor) => (
+                to_i64(anchor.below_seq, "sequence number")?,
+                Some(anchor.hash),
+            ),
+            None => (0, None),
         },
     };
-    let mut last_recorded = last.map(|(_, t)| t);
+    if let (Some(prev_hash), Some(first)) = (base, entries.first()) {
+        let stored_next = u64::try_from(next).unwrap_or(0);
+        crate::check_append_base(first.event.seq, prev_hash, stored_next, stored_prev)?;
+    }
+    let mut last_recorded = last.map(|(_, t, _)| t);
     // One node's log: every entry names the node of the first (query plans rely on it).
     let stored_node: Option<String> = tx
         .prepare_cached("SELECT node_id FROM events ORDER BY seq ASC LIMIT 1")?
@@ -681,7 +691,19 @@ impl Store for SqliteStore {
         if entries.is_empty() && nodes.is_empty() {
             return Ok(());
         }
-        self.write(|tx| append_in(tx, entries, nodes))
+        self.write(|tx| append_in(tx, None, entries, nodes))
+    }
+
+    fn append_on(
+        &self,
+        prev_hash: &Hash,
+        entries: &[SealedEntry],
+        nodes: &[(NodeId, Hash)],
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() && nodes.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| append_in(tx, Some(prev_hash), entries, nodes))
     }
 
     fn scan(

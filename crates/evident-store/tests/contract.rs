@@ -114,6 +114,7 @@ contract!(
     empty_append_is_a_no_op_and_limits_and_break_stop_early,
     every_filter_returns_exactly_the_matching_entries_in_both_orders_and_pages,
     appends_that_break_the_log_are_refused_and_leave_nothing,
+    append_on_refuses_a_log_that_is_not_where_the_writer_left_it,
     a_non_canonical_ip_is_refused_not_rewritten,
     a_long_read_does_not_block_appends_and_sees_one_snapshot,
     checkpoints_are_kept_once_each_and_listed_in_order,
@@ -724,6 +725,57 @@ fn appends_that_break_the_log_are_refused_and_leave_nothing(backend: Backend) {
         scan_all(&*store, &Filter::default(), Order::Ascending),
         w.all
     );
+}
+
+/// `append_on` stores a batch only where the writer left the log: a changed head hash, a tail
+/// shorter or longer than the writer's are refused as corrupt, naming the entry, and store
+/// nothing.
+fn append_on_refuses_a_log_that_is_not_where_the_writer_left_it(backend: Backend) {
+    let fx = Fixture::new(backend);
+    let (store, mut w) = small_log(&fx);
+    let prev = w.head.last_hash;
+    let older = w.head.clone();
+    let (entries, nodes) = w.batch(&[Spec::simple(BASE_TIME + 10_000)]);
+    let corrupt = |result: Result<(), StoreError>, want_seq: u64, why: &str| match result {
+        Err(StoreError::Corrupt { seq, problem }) => {
+            assert_eq!(seq, Some(want_seq), "{problem}");
+            assert!(problem.contains(why), "{problem}");
+        }
+        other => panic!("expected corrupt ({why}), got {other:?}"),
+    };
+    // The newest stored row is not the one the writer built on.
+    corrupt(
+        store.append_on(&Hash([7; 32]), &entries, &nodes),
+        11,
+        "the head row was changed",
+    );
+    assert_eq!(store.count(&Filter::default()).unwrap(), 12);
+    store.append_on(&prev, &entries, &nodes).unwrap();
+    assert_eq!(store.count(&Filter::default()).unwrap(), 13);
+
+    // Sealed on the older head: the store holds an entry the writer does not know of.
+    let mut stale = Writer {
+        head: older,
+        key: seal_key(),
+        all: Vec::new(),
+    };
+    let (entries, nodes) = stale.batch(&[Spec::simple(BASE_TIME + 10_000)]);
+    corrupt(
+        store.append_on(&prev, &entries, &nodes),
+        12,
+        "added behind the writer's back",
+    );
+    // Sealed past the stored end: entries the writer wrote are gone.
+    let last = w.head.last_hash;
+    w.batch(&[Spec::simple(BASE_TIME + 10_001)]);
+    let (entries, nodes) = w.batch(&[Spec::simple(BASE_TIME + 10_002)]);
+    corrupt(
+        store.append_on(&last, &entries, &nodes),
+        13,
+        "removed at its tail",
+    );
+    assert_eq!(store.count(&Filter::default()).unwrap(), 13);
+    assert_eq!(store.load_head().unwrap().next_seq, 13);
 }
 
 fn a_non_canonical_ip_is_refused_not_rewritten(backend: Backend) {

@@ -130,7 +130,14 @@ fn a_full_disk_gets_507_damages_nothing_and_appends_resume_when_space_returns() 
     for i in 0..5 {
         let receipts = api
             .append(&event("carol", &format!("after.full{i}")))
-            .unwrap_or_else(|a| panic!("append after space returned: {} {}", a.status, a.text()));
+            .unwrap_or_else(|a| {
+                panic!(
+                    "append after space returned: {} {}\n{}",
+                    a.status,
+                    a.text(),
+                    server.server_log()
+                )
+            });
         seqs.extend(receipts.iter().map(|r| r.0));
         acked.extend(receipts);
     }

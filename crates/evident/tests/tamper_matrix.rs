@@ -11,7 +11,8 @@
 //! Each attack says what each path must report: the first bad sequence number and the kind,
 //! or that the path cannot see it by design (and then the other one must). An attack that
 //! leaves the database unable to serve (the server refuses to start) counts as detected at
-//! start-up. A second test covers exports across a deleted row that a bundle can show (the run
+//! start-up, and so does an export the node refuses naming the missing entry (a log shorter
+//! than the checkpoint the node recorded signing: it signs no smaller one). A second test covers exports across a deleted row that a bundle can show (the run
 //! goes on across the hole and its verification names it) and one it cannot (refused with 409
 //! `log_damaged`, naming the missing entry).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -169,6 +170,10 @@ enum Expect {
     Detected(Option<u64>, &'static str),
     /// Cannot be seen on this path by design; the reason is in the threat model.
     Blind(&'static str),
+    /// The node refuses to export it, naming this missing entry: it holds its own record of
+    /// the checkpoint it signed, and will neither sign a smaller one nor cut the export at a
+    /// checkpoint it did not sign.
+    Refused(u64),
 }
 
 struct Attack {
@@ -270,9 +275,7 @@ fn attacks() -> Vec<Attack> {
             online: Expect::Blind(
                 "what remains is a valid shorter log; only a checkpoint kept elsewhere remembers the lost tail",
             ),
-            // Offline verdicts on a short log name its end as the export shows it, which
-            // includes the self-audit events the server appended after the attack.
-            offline: Expect::Detected(None, "truncated"),
+            offline: Expect::Refused(SIZE - 4),
         },
         Attack {
             name: "truncate the tail, keeping the stored checkpoints",
@@ -286,7 +289,7 @@ fn attacks() -> Vec<Attack> {
                     .unwrap();
             },
             online: Expect::Detected(Some(SIZE - 4), "truncated"),
-            offline: Expect::Detected(None, "truncated"),
+            offline: Expect::Refused(SIZE - 4),
         },
         Attack {
             name: "rewrite all hashes without the HMAC secret (edit entry 4, rechain, rebuild the tree)",
@@ -382,6 +385,18 @@ fn judge(what: &str, run: &Run, expect: Expect) -> Option<String> {
                 run.code, run.stderr
             )
         }),
+        Expect::Refused(seq) => {
+            let named = format!("entry {seq} is missing");
+            (run.code != Some(1)
+                || !run.stderr.contains("the export was refused")
+                || !run.stderr.contains(&named))
+            .then(|| {
+                format!(
+                    "{what}: expected the export refused naming {named:?}, got exit {:?}: {}",
+                    run.code, run.stderr
+                )
+            })
+        }
         Expect::Detected(seq, kind) => {
             if run.code != Some(1) || !run.stderr.contains("FAILED") {
                 return Some(format!(
@@ -536,7 +551,7 @@ fn every_attack_is_detected_by_the_path_that_can_see_it() {
         // Every attack is caught by at least one path.
         assert!(
             matches!(attack.online, Expect::Detected(..))
-                || matches!(attack.offline, Expect::Detected(..)),
+                || matches!(attack.offline, Expect::Detected(..) | Expect::Refused(_)),
             "{}: blind on both paths",
             attack.name
         );

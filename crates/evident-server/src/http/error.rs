@@ -142,8 +142,8 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "read_only",
                 format!(
-                    "nothing was stored: the log is read-only because its stored data failed \
-                     the start-up checks ({problem}); GET /api/v1/verify locates the damage"
+                    "nothing was stored: the log is read-only because its stored data is \
+                     damaged ({problem}); GET /api/v1/verify/status says what was found"
                 ),
             ),
             // The reason says what was lost and what the node does about it.

@@ -324,10 +324,21 @@ pub async fn audit_log(
                 // A read-only (damaged) log signs nothing new: the bundle is cut at the latest
                 // checkpoint it signed, so that the damage can still be exported and
                 // pinpointed offline.
-                Err(SequencerError::ReadOnly(problem)) => state
-                    .with_store(|store| store.latest_checkpoint().map_err(ApiError::from_store))
-                    .await?
-                    .ok_or_else(|| ApiError::from_sequencer(SequencerError::ReadOnly(problem)))?,
+                // The node's own record of its last signature comes first: a store row it did
+                // not sign is never an export's checkpoint.
+                Err(SequencerError::ReadOnly(problem)) => {
+                    match state.node().guard().last_signed() {
+                        Some(signed) => signed,
+                        None => state
+                            .with_store(|store| {
+                                store.latest_checkpoint().map_err(ApiError::from_store)
+                            })
+                            .await?
+                            .ok_or_else(|| {
+                                ApiError::from_sequencer(SequencerError::ReadOnly(problem))
+                            })?,
+                    }
+                }
                 Err(e) => return Err(ApiError::from_sequencer(e)),
             };
             if let Some(from) = consistency_from {

@@ -102,6 +102,8 @@ impl AppState {
         let action = event.action;
         let input = event.into_input(actor, request);
         if let Err(e) = self.node().sequencer().append(vec![input]).await {
+            // Counted, never dropped silently.
+            self.node().metrics().self_audit_dropped.inc();
             tracing::warn!(action, error = %e, "cannot record a self-audit event");
         }
     }
@@ -285,6 +287,9 @@ pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
         Some(Permission::Read),
     ),
     (Method::GET, "/api/v1/verify", Some(Permission::Read)),
+    (Method::GET, "/api/v1/verify/status", Some(Permission::Read)),
+    (Method::GET, "/api/v1/readyz", None),
+    (Method::GET, "/readyz", None),
     (Method::GET, "/api/v1/openapi.json", Some(Permission::Read)),
     (Method::GET, "/api/v1/metrics", Some(Permission::Read)),
     (Method::GET, "/api/v1/healthz", None),
@@ -313,6 +318,7 @@ pub fn router(state: AppState) -> Router {
         .route("/proof/inclusion", get(proofs::inclusion))
         .route("/proof/consistency", get(proofs::consistency))
         .route("/verify", get(ops::verify))
+        .route("/verify/status", get(ops::verify_status))
         .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(
@@ -337,7 +343,8 @@ pub fn router(state: AppState) -> Router {
         .merge(read)
         .merge(append)
         .merge(manage)
-        .route("/healthz", get(ops::healthz));
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz));
     // The conventional root paths of the two operations routes, for probes and scrapers.
     let root = Router::new()
         .route(
@@ -347,7 +354,8 @@ pub fn router(state: AppState) -> Router {
                 auth::require_read,
             )),
         )
-        .route("/healthz", get(ops::root_healthz));
+        .route("/healthz", get(ops::root_healthz))
+        .route("/readyz", get(ops::root_readyz));
     Router::new()
         .nest("/api/v1", api)
         .merge(root)

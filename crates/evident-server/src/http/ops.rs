@@ -6,6 +6,8 @@ use super::error::ApiError;
 use super::params::Params;
 use crate::audit::{AuditActor, AuditEvent, RequestInfo, action};
 use crate::auth::Caller;
+use crate::guard::{Damage, DetectedBy};
+use crate::self_check::VerifyStatus;
 use crate::verification::{self, VerifyOutcome};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
@@ -147,8 +149,13 @@ pub async fn verify(
         .await?;
     let mut response = match &verdict {
         Ok(outcome) => {
-            if !outcome.is_intact() {
+            if let VerifyOutcome::Broken { problem, .. } = outcome {
                 tracing::error!(?outcome, "verification found a problem");
+                // A finding of the on-demand verification makes the node read-only too.
+                state
+                    .node()
+                    .guard()
+                    .report(Damage::from_problem(problem, DetectedBy::OnDemand));
             }
             VerifyResponse::from_outcome(outcome, from.unwrap_or(0))
         }
@@ -253,13 +260,116 @@ pub async fn healthz(
     })
 }
 
+/// Readiness: whether the node takes writes.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    /// `ready` (200), or (503) `read_only` (the stored log is damaged), `lease_lost`
+    /// (another process took the PostgreSQL writer lease) or `shutting_down`.
+    pub status: &'static str,
+    /// Why writes are refused (503 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What is wrong with the stored log (`read_only` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damage: Option<Damage>,
+}
+
+/// Readiness for writes; needs no key.
+#[utoipa::path(
+    get,
+    path = "/api/v1/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The node takes writes (`ready`)", body = Ready),
+        (status = 400, description = "A query parameter (this route takes none)", body = super::ErrorBody),
+        (status = 503, description = "The node refuses writes: `read_only` (the stored log is damaged; `damage` says what, where and who found it), `lease_lost` or `shutting_down`; reads may go on", body = Ready),
+    ),
+)]
+pub async fn readyz(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<(StatusCode, Json<Ready>), ApiError> {
+    Params::parse(query.as_deref(), &[])?;
+    let sequencer = state.node().sequencer();
+    let refused = |status, reason: String, damage| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Ready {
+                status,
+                reason: Some(reason),
+                damage,
+            }),
+        )
+    };
+    Ok(if state.is_shutting_down() {
+        refused(
+            "shutting_down",
+            "the node is shutting down".to_owned(),
+            None,
+        )
+    } else if let Some(damage) = sequencer.damage() {
+        refused("read_only", damage.describe(), Some(damage))
+    } else if let Some(reason) = sequencer.lease_lost() {
+        refused("lease_lost", reason, None)
+    } else {
+        (
+            StatusCode::OK,
+            Json(Ready {
+                status: "ready",
+                reason: None,
+                damage: None,
+            }),
+        )
+    })
+}
+
+/// Readiness at the conventional root path (same answer as `/api/v1/readyz`); needs no key.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The node takes writes (`ready`)", body = Ready),
+        (status = 400, description = "A query parameter (this route takes none)", body = super::ErrorBody),
+        (status = 503, description = "The node refuses writes: `read_only` (the stored log is damaged; `damage` says what, where and who found it), `lease_lost` or `shutting_down`; reads may go on", body = Ready),
+    ),
+)]
+pub async fn root_readyz(
+    state: State<AppState>,
+    query: RawQuery,
+) -> Result<(StatusCode, Json<Ready>), ApiError> {
+    readyz(state, query).await
+}
+
+/// The background verifier's last result and the node's read-only state.
+#[utoipa::path(
+    get,
+    path = "/api/v1/verify/status",
+    tag = "integrity",
+    responses(
+        (status = 200, description = "The last background verification pass (time, range, outcome, first problem) and, when the node refuses writes, the damage found (kind, seq, message, when, by which path)", body = VerifyStatus),
+        (status = 400, description = "An unknown query parameter (this route takes none)", body = super::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
+        (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn verify_status(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<VerifyStatus>, ApiError> {
+    Params::parse(query.as_deref(), &[])?;
+    let node = state.node();
+    Ok(Json(node.self_check().status(node)))
+}
+
 /// Prometheus metrics.
 #[utoipa::path(
     get,
     path = "/api/v1/metrics",
     tag = "operations",
     responses(
-        (status = 200, description = "OpenMetrics text: evident_events_appended_total, evident_group_commit_events, evident_commit_seconds, evident_checkpoints_signed_total, evident_log_size, evident_http_requests_total{route,method,status}, evident_append_failures_total", body = String, content_type = "application/openmetrics-text"),
+        (status = 200, description = "OpenMetrics text: evident_events_appended_total, evident_group_commit_events, evident_commit_seconds, evident_checkpoints_signed_total, evident_log_size, evident_http_requests_total{route,method,status}, evident_append_failures_total, evident_read_only, evident_verify_last_success_timestamp_seconds, evident_verify_failures_total, evident_verify_runs_total, evident_self_audit_dropped_total", body = String, content_type = "application/openmetrics-text"),
         (status = 400, description = "An unknown query parameter (this route takes none)", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read", body = super::ErrorBody),
