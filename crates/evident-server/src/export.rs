@@ -114,8 +114,15 @@ pub fn write_bundle(
             let proof = plan
                 .assemble(&hashes)
                 .map_err(|e| ExportWriteError::MissingNodes(e.to_string()))?;
+            let from_root = merkle::CompactRange::from_parts(
+                from,
+                read_exact_nodes(store, &merkle::subtree_ids(0, from))?,
+            )
+            .map_err(|e| ExportWriteError::MissingNodes(e.to_string()))?
+            .root();
             Some(HeaderConsistency {
                 from_size: from,
+                from_root,
                 proof,
             })
         }

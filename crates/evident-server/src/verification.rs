@@ -114,15 +114,31 @@ pub fn verify_store_with_progress(
     from_seq: Option<u64>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<VerifyOutcome, VerifyError> {
-    verify_store_in_ranges(
+    verify_store_trusting(store, seal_key, verifier, node_id, from_seq, &[], progress)
+}
+
+/// [`verify_store_with_progress`] that also checks the log against `trusted_checkpoints`:
+/// signed checkpoint notes kept elsewhere (by an auditor, a witness, a syslog archive). Each
+/// must carry the node's signature (else `bad_checkpoint_signature`); one the walk reaches must
+/// match the root there (else `root_mismatch`: the stored log was rewritten or forked), and one
+/// larger than the stored log is `truncated` (its tail was cut, or it was rolled back to an
+/// older copy), which the store's own checkpoints cannot show once they were cut too.
+pub fn verify_store_trusting(
+    store: &dyn Store,
+    seal_key: &SealKey,
+    verifier: &NoteVerifier,
+    node_id: &str,
+    from_seq: Option<u64>,
+    trusted_checkpoints: &[String],
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyOutcome, VerifyError> {
+    let job = Job {
         store,
         seal_key,
-        verifier,
         node_id,
-        from_seq,
-        Ranges::per_core(),
-        progress,
-    )
+        trusted: trusted_checkpoints,
+    };
+    job.run(verifier, from_seq, Ranges::per_core(), progress)
 }
 
 /// How a verification splits the log into ranges verified at once, one thread each.
@@ -158,6 +174,7 @@ pub fn verify_store_in_ranges(
         store,
         seal_key,
         node_id,
+        trusted: &[],
     };
     job.run(verifier, from_seq, ranges, progress)
 }
@@ -168,6 +185,8 @@ struct Job<'a> {
     store: &'a dyn Store,
     seal_key: &'a SealKey,
     node_id: &'a str,
+    /// Signed checkpoints kept outside the store.
+    trusted: &'a [String],
 }
 
 /// How a walk over stored entries ended (storage failures aside).
@@ -204,11 +223,17 @@ impl Job<'_> {
             _ => anchor_at(self.store, from)?,
         };
         let mut checkpoints = Vec::new();
-        for stored in self.store.checkpoints()? {
-            if stored.size < from {
+        let stored = self.store.checkpoints()?;
+        let notes = stored
+            .iter()
+            .map(|c| (Some(c.size), &c.signed_note))
+            .chain(self.trusted.iter().map(|note| (None, note)));
+        for (size, note) in notes {
+            if size.is_some_and(|size| size < from) {
                 continue;
             }
-            match open_checkpoint(&stored.signed_note, verifier) {
+            match open_checkpoint(note, verifier) {
+                Ok(checkpoint) if checkpoint.size < from => {}
                 Ok(checkpoint) => checkpoints.push(checkpoint),
                 Err(violation) => {
                     return Ok(VerifyOutcome::Broken {
@@ -218,6 +243,7 @@ impl Job<'_> {
                 }
             }
         }
+        checkpoints.sort_by_key(|c| c.size);
         // The log's extent now (entries appended from here on are walked by the last range,
         // which runs to the end of the log as a single walk would). Read from the newest row,
         // not from the head, which refuses to load from a damaged store: finding what is wrong

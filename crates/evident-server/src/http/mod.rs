@@ -216,6 +216,7 @@ pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
         Some(Permission::Read),
     ),
     (Method::GET, "/api/v1/verify", Some(Permission::Read)),
+    (Method::POST, "/api/v1/verify", Some(Permission::Read)),
     (Method::GET, "/api/v1/openapi.json", Some(Permission::Read)),
     (Method::GET, "/api/v1/metrics", Some(Permission::Read)),
     (Method::GET, "/api/v1/healthz", None),
@@ -243,7 +244,7 @@ pub fn router(state: AppState) -> Router {
         .route("/public-key", get(proofs::public_key))
         .route("/proof/inclusion", get(proofs::inclusion))
         .route("/proof/consistency", get(proofs::consistency))
-        .route("/verify", get(ops::verify))
+        .route("/verify", get(ops::verify).post(ops::verify_trusting))
         .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(

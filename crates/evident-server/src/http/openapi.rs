@@ -222,6 +222,7 @@ impl Modify for Permissions {
         super::proofs::inclusion,
         super::proofs::consistency,
         super::ops::verify,
+        super::ops::verify_trusting,
         super::ops::healthz,
         super::ops::metrics,
         super::ops::root_healthz,
@@ -234,6 +235,7 @@ impl Modify for Permissions {
     ),
     components(schemas(
         super::error::ErrorBody,
+        super::ops::VerifyRequest,
         super::error::ErrorDetail,
         super::events::AppendResponse,
         super::events::ReceiptJson,
