@@ -254,3 +254,28 @@ pub trait Store: Send + Sync {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_data_messages_name_the_entry_in_words() {
+        let at = StoreError::Corrupt {
+            seq: Some(52),
+            problem: "actor_kind \"wizard\" is not a kind".to_owned(),
+        };
+        assert_eq!(
+            at.to_string(),
+            "corrupt stored data at entry 52: actor_kind \"wizard\" is not a kind"
+        );
+        let unknown = StoreError::Corrupt {
+            seq: None,
+            problem: "file is not a database".to_owned(),
+        };
+        assert_eq!(
+            unknown.to_string(),
+            "corrupt stored data: file is not a database"
+        );
+    }
+}

@@ -329,3 +329,14 @@ fn consistency(args: ConsistencyArgs) -> anyhow::Result<()> {
 fn size_asked(size: Option<u64>) -> String {
     size.map_or_else(|| "the latest size".to_owned(), |s| format!("size {s}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_asked_read_as_words_not_debug_output() {
+        assert_eq!(size_asked(Some(52)), "size 52");
+        assert_eq!(size_asked(None), "the latest size");
+    }
+}

@@ -458,3 +458,24 @@ fn export_failure(error: ExportError, trusted_size: Option<u64>) -> anyhow::Erro
     };
     VerificationFailed(verdict).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_files_may_hold_several_notes() {
+        let a = "o\n3\nAAAA\n\n\u{2014} o abc=\n";
+        let b = "o\n5\nBBBB\n\n\u{2014} o def=\n\u{2014} w ghi=\n";
+        assert_eq!(split_notes(a), vec![a.to_owned()]);
+        assert_eq!(
+            split_notes(&format!("{a}{b}")),
+            vec![a.to_owned(), b.to_owned()]
+        );
+        assert_eq!(
+            split_notes(&format!("{a}\n{b}\n")),
+            vec![a.to_owned(), b.to_owned()]
+        );
+        assert!(split_notes("").is_empty());
+    }
+}
