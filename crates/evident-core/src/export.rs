@@ -21,6 +21,7 @@
 use crate::chain::{GENESIS_PREV_HASH, SealedEntry};
 use crate::checkpoint::Checkpoint;
 use crate::event::{Event, Millis};
+use crate::filter::{EventFilter, FILTER_PARAMS};
 use crate::hash::Hash;
 use crate::merkle::{CompactRange, NodeId};
 use crate::note::{NoteError, NoteSigner, NoteVerifier};
@@ -51,6 +52,9 @@ pub struct ExportHeader {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderConsistency {
     pub from_size: u64,
+    /// The root of the tree of `from_size`, so that the proof can be checked from the export
+    /// alone (and the older tree compared with a checkpoint held elsewhere).
+    pub from_root: Hash,
     pub proof: Vec<Hash>,
 }
 
@@ -73,6 +77,93 @@ pub struct ExportEntry {
     pub entry: SealedEntry,
     pub run_start: Option<RunStart>,
     pub run_end: Option<RunEnd>,
+}
+
+/// The header's `query`, parsed: the filter every entry must match, and the limit the export
+/// was cut at. Its members are the query parameters of `GET /api/v1/audit-log` with their
+/// values as given there (strings); `format`, `order` and `consistency_from` describe the
+/// request and filter nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportQuery {
+    pub filter: EventFilter,
+    pub limit: Option<u64>,
+}
+
+/// Members a header `query` may hold besides the filter parameters.
+pub const QUERY_REQUEST_PARAMS: [&str; 4] = ["limit", "format", "order", "consistency_from"];
+
+impl ExportQuery {
+    /// Parses the `query` object of a header (`line` for the error).
+    pub fn parse(query: &Map<String, Value>, line: u64) -> Result<ExportQuery, ExportError> {
+        let what = "header.query";
+        for (name, value) in query {
+            if !FILTER_PARAMS.contains(&name.as_str())
+                && !QUERY_REQUEST_PARAMS.contains(&name.as_str())
+            {
+                return Err(malformed(
+                    line,
+                    format!(
+                        "{what}: unknown member \"{name}\"; allowed members are {}, {}",
+                        FILTER_PARAMS.join(", "),
+                        QUERY_REQUEST_PARAMS.join(", ")
+                    ),
+                ));
+            }
+            match value.as_str() {
+                Some(v) if !v.is_empty() => {}
+                _ => {
+                    return Err(malformed(
+                        line,
+                        format!("{what}.{name}: expected a non-empty string"),
+                    ));
+                }
+            }
+        }
+        let text = |name: &str| query.get(name).and_then(Value::as_str);
+        let filter = EventFilter::from_params(text)
+            .map_err(|e| malformed(line, format!("{what}.{}: {}", e.param, e.problem)))?;
+        let limit = match text("limit") {
+            None => None,
+            Some(v) => Some(v.parse::<u64>().ok().filter(|l| *l > 0).ok_or_else(|| {
+                malformed(line, format!("{what}.limit: expected a positive integer"))
+            })?),
+        };
+        if text("format").is_some_and(|f| f != "ndjson") {
+            return Err(malformed(
+                line,
+                format!("{what}.format: expected \"ndjson\""),
+            ));
+        }
+        if text("order").is_some_and(|o| o != "asc") {
+            return Err(malformed(line, format!("{what}.order: expected \"asc\"")));
+        }
+        if text("consistency_from").is_some_and(|c| c.parse::<u64>().is_err()) {
+            return Err(malformed(
+                line,
+                format!("{what}.consistency_from: expected a non-negative integer"),
+            ));
+        }
+        Ok(ExportQuery { filter, limit })
+    }
+}
+
+/// What a verified export proves about entries that are not in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completeness {
+    /// No filter: the export holds every entry of the checkpoint's tree from `first` to
+    /// `last` (inclusive), none left out. `last` is the checkpoint's last entry unless the
+    /// export was cut at its `limit` (`cut_at_limit`). Entries below `first` are not in it
+    /// (pruned before the export, or never asked for): nothing in the export tells which.
+    Range {
+        first: u64,
+        last: u64,
+        cut_at_limit: bool,
+    },
+    /// No filter and an empty checkpoint: there is nothing to leave out.
+    EmptyLog,
+    /// A filter: every entry is genuine and matches it, but one left out cannot be told from
+    /// one that did not match (entries outside the filter are not in the export).
+    NotProvable,
 }
 
 /// The node ids whose hashes a run `[start, end)` needs, against a checkpoint of `size`:
@@ -149,7 +240,9 @@ pub fn unsigned_header_line(
     if let Some(c) = consistency {
         out.push_str(",\"consistency\":{\"from_size\":");
         out.push_str(&c.from_size.to_string());
-        out.push_str(",\"proof\":");
+        out.push_str(",\"from_root\":\"");
+        out.push_str(&c.from_root.to_hex());
+        out.push_str("\",\"proof\":");
         push_hash_array(&mut out, &c.proof);
         out.push('}');
     }
@@ -259,6 +352,9 @@ pub struct ExportReport {
     pub checkpoint_size: u64,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
+    /// The filter and limit the signed header states, which every entry matched.
+    pub query: ExportQuery,
+    pub completeness: Completeness,
 }
 
 /// Verifies a whole export held in memory: splits it into lines (each must end in `\n`) and
@@ -298,6 +394,7 @@ pub struct ExportVerifier {
     stage: Stage,
     line: u64,
     header: Option<ExportHeader>,
+    query: ExportQuery,
     checkpoint: Option<Checkpoint>,
     run: Option<OpenRun>,
     first_seq: Option<u64>,
@@ -320,6 +417,7 @@ impl ExportVerifier {
             stage: Stage::Header,
             line: 0,
             header: None,
+            query: ExportQuery::default(),
             checkpoint: None,
             run: None,
             first_seq: None,
@@ -403,13 +501,27 @@ impl ExportVerifier {
                 "no trailer line after line {} ({} entries read)",
                 self.line, self.entries
             ))),
-            Stage::Done => Ok(ExportReport {
-                entries: self.entries,
-                runs: self.runs,
-                checkpoint_size: self.checkpoint.as_ref().map_or(0, |c| c.size),
-                first_seq: self.first_seq,
-                last_seq: self.last_seq,
-            }),
+            Stage::Done => {
+                let checkpoint_size = self.checkpoint.as_ref().map_or(0, |c| c.size);
+                let completeness = match (self.query.filter.is_unfiltered(), self.first_seq) {
+                    (false, _) => Completeness::NotProvable,
+                    (true, Some(first)) => Completeness::Range {
+                        first,
+                        last: self.last_seq.unwrap_or(first),
+                        cut_at_limit: self.query.limit.is_some_and(|l| self.entries >= l),
+                    },
+                    (true, None) => Completeness::EmptyLog,
+                };
+                Ok(ExportReport {
+                    entries: self.entries,
+                    runs: self.runs,
+                    checkpoint_size,
+                    first_seq: self.first_seq,
+                    last_seq: self.last_seq,
+                    query: self.query,
+                    completeness,
+                })
+            }
         }
     }
 
@@ -454,8 +566,8 @@ impl ExportVerifier {
         let node_id = str_member(obj, "node_id", "header", n)?;
         crate::event::validate_node_id(node_id).map_err(|e| malformed(n, e.to_string()))?;
         let exported_at = parse_time(str_member(obj, "exported_at", "header", n)?, n)?;
-        let query = match obj.get("query") {
-            Some(q @ Value::Object(_)) => crate::canonical::canonical_json(q),
+        let (query, query_members) = match obj.get("query") {
+            Some(q @ Value::Object(members)) => (crate::canonical::canonical_json(q), members),
             _ => return Err(malformed(n, "header.query: expected a JSON object")),
         };
         let checkpoint_text = str_member(obj, "checkpoint", "header", n)?;
@@ -477,7 +589,7 @@ impl ExportVerifier {
             violation(
                 n,
                 Violation::BadCheckpointSignature {
-                    reason: e.to_string(),
+                    reason: signature_problem(&header.checkpoint, &self.verifier, &e),
                 },
             )
         })?;
@@ -487,7 +599,7 @@ impl ExportVerifier {
                 violation(
                     n,
                     Violation::BadHeaderSignature {
-                        reason: e.to_string(),
+                        reason: signature_problem(signature, &self.verifier, &e),
                     },
                 )
             })?;
@@ -499,6 +611,9 @@ impl ExportVerifier {
                 },
             ));
         }
+        // Read only once the signature is known to be the node's: what it states is the
+        // node's word.
+        let parsed_query = ExportQuery::parse(query_members, n)?;
         if let Some(c) = &consistency {
             if c.from_size == 0 || c.from_size >= checkpoint.size {
                 return Err(malformed(
@@ -510,6 +625,24 @@ impl ExportVerifier {
                     ),
                 ));
             }
+            // The proof must connect its own endpoints whether or not a trusted checkpoint
+            // is given: one that does not is no proof of anything.
+            crate::merkle::verify_consistency(
+                c.from_size,
+                &c.from_root,
+                checkpoint.size,
+                &checkpoint.root,
+                &c.proof,
+            )
+            .map_err(|_| {
+                violation(
+                    n,
+                    Violation::BadConsistencyProof {
+                        from_size: c.from_size,
+                        size: checkpoint.size,
+                    },
+                )
+            })?;
         }
         if let Some(trusted) = &self.trusted {
             check_trusted(
@@ -521,6 +654,7 @@ impl ExportVerifier {
             )?;
         }
         self.header = Some(header);
+        self.query = parsed_query;
         self.checkpoint = Some(checkpoint);
         Ok(())
     }
@@ -573,6 +707,9 @@ impl ExportVerifier {
                             ),
                         ));
                     }
+                    if self.query.filter.is_unfiltered() {
+                        return Err(violation(n, Violation::OmittedEntry { seq: last + 1 }));
+                    }
                 }
             }
         }
@@ -592,6 +729,15 @@ impl ExportVerifier {
                     seq,
                     expected: expected_node.to_owned(),
                     found: entry.entry.event.node_id.clone(),
+                },
+            ));
+        }
+        if let Some(param) = self.query.filter.first_mismatch(&entry.entry.event) {
+            return Err(violation(
+                n,
+                Violation::OutsideFilter {
+                    seq,
+                    param: param.to_owned(),
                 },
             ));
         }
@@ -685,7 +831,52 @@ impl ExportVerifier {
                 ),
             ));
         }
+        // An export without a filter holds the log from its first entry to the checkpoint's
+        // last, unless it was cut at its limit.
+        let size = self.checkpoint.as_ref().map_or(0, |c| c.size);
+        let next = self.last_seq.map_or(0, |l| l + 1);
+        let cut = self.query.limit.is_some_and(|l| self.entries >= l);
+        if self.query.filter.is_unfiltered() && !cut && next < size {
+            let seq = if self.last_seq.is_some() {
+                next
+            } else {
+                size - 1
+            };
+            return Err(violation(n, Violation::OmittedEntry { seq }));
+        }
         Ok(())
+    }
+}
+
+/// Why a note did not open with `verifier`: for a note no trusted key signed, which key did
+/// sign it and which was expected (`name+keyid`, as in a verifier key string).
+fn signature_problem(
+    note: &str,
+    verifier: &NoteVerifier,
+    e: &(dyn std::error::Error + 'static),
+) -> String {
+    let expected = format!("{}+{:08x}", verifier.name(), verifier.key_id());
+    let unverified = matches!(
+        e.downcast_ref::<NoteError>(),
+        Some(NoteError::UnverifiedNote)
+    ) || matches!(
+        e.downcast_ref::<crate::checkpoint::CheckpointError>(),
+        Some(crate::checkpoint::CheckpointError::Note(
+            NoteError::UnverifiedNote
+        ))
+    );
+    match (unverified, crate::note::signers(note)) {
+        (true, Ok(signers)) if !signers.is_empty() => {
+            let by: Vec<String> = signers
+                .iter()
+                .map(|(name, id)| format!("{name}+{id:08x}"))
+                .collect();
+            format!(
+                "signed by key {}, not by the expected key {expected}",
+                by.join(", ")
+            )
+        }
+        _ => format!("{e} (expected key {expected})"),
     }
 }
 
@@ -883,9 +1074,14 @@ fn parse_consistency(value: &Value, n: u64) -> Result<HeaderConsistency, ExportE
     let obj = value
         .as_object()
         .ok_or_else(|| malformed(n, format!("{what}: expected an object")))?;
-    only_keys(obj, &["from_size", "proof"], what, n)?;
+    only_keys(obj, &["from_size", "from_root", "proof"], what, n)?;
     Ok(HeaderConsistency {
         from_size: u64_member(obj, "from_size", what, n)?,
+        from_root: hash_value(
+            member(obj, "from_root", what, n)?,
+            "header.consistency.from_root",
+            n,
+        )?,
         proof: hash_array(
             member(obj, "proof", what, n)?,
             "header.consistency.proof",

@@ -14,6 +14,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod event;
 pub mod export;
+pub mod filter;
 pub mod hash;
 pub mod json;
 pub mod merkle;

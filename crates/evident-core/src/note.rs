@@ -383,6 +383,16 @@ fn known_key<'v>(
     Ok(found)
 }
 
+/// The key name and key ID of each signature line of `note`, in order (none verified): who
+/// claims to have signed it, for saying so when no trusted key did.
+pub fn signers(note: &str) -> Result<Vec<(String, u32)>, NoteError> {
+    Ok(parse_note(note)?
+        .signatures
+        .iter()
+        .map(|sig| (sig.name.to_owned(), sig.key_id))
+        .collect())
+}
+
 /// Opens a signed note: at least one signature by a key in `verifiers` must verify; a signature
 /// by a known key that does not verify is an error; signatures by unknown keys are ignored.
 pub fn open(note: &str, verifiers: &[NoteVerifier]) -> Result<OpenedNote, NoteError> {

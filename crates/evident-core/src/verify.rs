@@ -53,6 +53,24 @@ pub enum Violation {
          were truncated or the log rolled back, or this copy is older than that checkpoint"
     )]
     Truncated { size: u64, checkpoint_size: u64 },
+    /// An entry of a filtered export that the filter stated in its signed header does not
+    /// keep (`param` is the first query parameter it fails): a genuine entry spliced in.
+    #[error("entry {seq} does not match the export's filter (parameter {param})")]
+    OutsideFilter { seq: u64, param: String },
+    /// An export whose signed header states no filter leaves out entry `seq`, which its
+    /// query selects (entries were removed from the file).
+    #[error(
+        "entry {seq} is not in the export, but the export's query (no filter) selects every \
+         entry of the checkpoint's tree from its first entry on"
+    )]
+    OmittedEntry { seq: u64 },
+    /// The export header's consistency proof does not lead from its own older tree (size
+    /// `from_size`, root `from_root`) to the export's checkpoint.
+    #[error(
+        "the header's consistency proof does not connect the tree of size {from_size} it \
+         names to the checkpoint of size {size}"
+    )]
+    BadConsistencyProof { from_size: u64, size: u64 },
 }
 
 impl Violation {
@@ -64,14 +82,17 @@ impl Violation {
             Violation::ChainBroken { seq }
             | Violation::SealMismatch { seq }
             | Violation::DuplicateSequence { seq }
-            | Violation::WrongNode { seq, .. } => Some(*seq),
+            | Violation::WrongNode { seq, .. }
+            | Violation::OutsideFilter { seq, .. }
+            | Violation::OmittedEntry { seq } => Some(*seq),
             Violation::SequenceGap { expected, .. } | Violation::OutOfOrder { expected, .. } => {
                 Some(*expected)
             }
             Violation::Truncated { size, .. } => Some(*size),
             Violation::RootMismatch { .. }
             | Violation::BadCheckpointSignature { .. }
-            | Violation::BadHeaderSignature { .. } => None,
+            | Violation::BadHeaderSignature { .. }
+            | Violation::BadConsistencyProof { .. } => None,
         }
     }
 
@@ -88,11 +109,14 @@ impl Violation {
             Violation::BadCheckpointSignature { .. } => "bad_checkpoint_signature",
             Violation::BadHeaderSignature { .. } => "bad_header_signature",
             Violation::Truncated { .. } => "truncated",
+            Violation::OutsideFilter { .. } => "outside_filter",
+            Violation::OmittedEntry { .. } => "omitted_entry",
+            Violation::BadConsistencyProof { .. } => "bad_consistency_proof",
         }
     }
 
     /// Every kind name, in declaration order.
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 12] = [
         "chain_broken",
         "seal_mismatch",
         "sequence_gap",
@@ -102,6 +126,9 @@ impl Violation {
         "root_mismatch",
         "bad_checkpoint_signature",
         "truncated",
+        "outside_filter",
+        "omitted_entry",
+        "bad_consistency_proof",
     ];
 }
 

@@ -331,7 +331,7 @@ fn the_worked_example_in_format_md_is_what_the_code_computes() {
     let header = ExportHeader {
         node_id: "node-a".to_owned(),
         checkpoint: signed.clone(),
-        query: r#"{"actor_kind":["system","user"]}"#.to_owned(),
+        query: r#"{"ip":"::/0"}"#.to_owned(),
         exported_at: event::parse_rfc3339("2026-03-14T10:00:00.000Z").unwrap(),
     };
     let mut bundle = export::signed_header_line(&header, None, &signer).unwrap();

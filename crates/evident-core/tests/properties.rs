@@ -671,7 +671,8 @@ fn write_export(
     let header = ExportHeader {
         node_id: NODE.to_owned(),
         checkpoint: log.signed_checkpoint(size),
-        query: r#"{"actor":"alice","from":"2026-03-14T09:00:00Z"}"#.to_owned(),
+        // A filter every entry matches: the random selections are not any filter's result.
+        query: r#"{"severity":"debug"}"#.to_owned(),
         exported_at: 1_773_480_000_123,
     };
     let mut out = export::signed_header_line(&header, consistency, &signer())
@@ -785,17 +786,42 @@ proptest! {
             prop_assert!(matches!(err, ExportError::Unprovable { line: 1, .. }), "{err}");
             let plan = merkle::consistency_plan(smaller, n).unwrap();
             let proof = plan.assemble(&log.fetch(plan.nodes())).unwrap();
-            let good = HeaderConsistency { from_size: smaller, proof: proof.clone() };
+            let from_root = log.roots[smaller as usize];
+            let good = HeaderConsistency { from_size: smaller, from_root, proof: proof.clone() };
             let with_proof = write_export(&log, n, &selected, Some(&good));
             export::verify_export(&with_proof, note_verifier(), Some(log.signed_checkpoint(smaller))).unwrap();
             prop_assert!(export::verify_export(&with_proof, note_verifier(), None).is_ok());
-            let mut bad_proof = proof;
+            // A proof that does not connect its own endpoints is refused, trusted checkpoint
+            // or not: a changed proof hash, or a changed older root.
+            let mut bad_proof = proof.clone();
             if let Some(h) = bad_proof.first_mut() {
                 flip_bit(h, extra);
             }
-            let bad = HeaderConsistency { from_size: smaller, proof: bad_proof };
-            let with_bad = write_export(&log, n, &selected, Some(&bad));
-            let err = export::verify_export(&with_bad, note_verifier(), Some(log.signed_checkpoint(smaller))).unwrap_err();
+            let mut bad_root = from_root;
+            flip_bit(&mut bad_root, extra);
+            for bad in [
+                HeaderConsistency { from_size: smaller, from_root, proof: bad_proof },
+                HeaderConsistency { from_size: smaller, from_root: bad_root, proof: proof.clone() },
+            ] {
+                let with_bad = write_export(&log, n, &selected, Some(&bad));
+                for trusted in [None, Some(log.signed_checkpoint(smaller))] {
+                    let err = export::verify_export(&with_bad, note_verifier(), trusted).unwrap_err();
+                    prop_assert_eq!(
+                        err.violation(),
+                        Some(&Violation::BadConsistencyProof { from_size: smaller, size: n })
+                    );
+                }
+            }
+            // A sound proof from an older tree that is not the trusted one: a fork.
+            let forked = Checkpoint {
+                origin: ORIGIN.to_owned(),
+                size: smaller,
+                root: bad_root,
+                extensions: vec![],
+            }
+            .sign(&signer())
+            .unwrap();
+            let err = export::verify_export(&with_proof, note_verifier(), Some(forked)).unwrap_err();
             prop_assert_eq!(err.violation(), Some(&Violation::RootMismatch { size: smaller }));
         }
     }
@@ -950,7 +976,7 @@ fn the_export_header_is_signed_and_its_signature_is_bound_to_it() {
             .violation()
             .map(Violation::kind)
     };
-    let edited = text.replace("\"actor\":\"alice\"", "\"actor\":\"alicf\"");
+    let edited = text.replace("\"severity\":\"debug\"", "\"severity\":\"error\"");
     assert_ne!(edited, text);
     assert_eq!(kinds(&edited), Some("bad_header_signature"));
     let edited = text.replace("2026-03-14T09:20:00.123Z", "2026-03-14T09:20:00.124Z");

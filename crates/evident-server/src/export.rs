@@ -117,8 +117,15 @@ pub fn write_bundle(
             let proof = plan
                 .assemble(&hashes)
                 .map_err(|e| ExportWriteError::MissingNodes(e.to_string()))?;
+            let from_root = merkle::CompactRange::from_parts(
+                from,
+                read_exact_nodes(store, &merkle::subtree_ids(0, from))?,
+            )
+            .map_err(|e| ExportWriteError::MissingNodes(e.to_string()))?
+            .root();
             Some(HeaderConsistency {
                 from_size: from,
+                from_root,
                 proof,
             })
         }
@@ -689,11 +696,19 @@ mod bundle_tests {
         limit: Option<u64>,
     ) -> (Vec<u8>, ExportSummary) {
         let checkpoint = node.sequencer().force_checkpoint_blocking().unwrap();
+        // The header states the filter, as the HTTP layer writes it.
+        let mut query = serde_json::Map::new();
+        if let Some(actor) = &filter.actor {
+            query.insert("actor".into(), actor.clone().into());
+        }
+        if let Some(limit) = limit {
+            query.insert("limit".into(), limit.to_string().into());
+        }
         let request = BundleRequest {
             node_id: node.files().node_id().to_owned(),
             checkpoint,
             filter,
-            query: serde_json::json!({"actor": "x"}),
+            query: Value::Object(query),
             exported_at: 1_700_000_000_000,
             limit,
             consistency_from: None,
@@ -776,6 +791,224 @@ mod bundle_tests {
         assert_eq!(summary.entries, 3);
         assert_eq!(check(&node, &out).checkpoint_size, 3);
         node.shutdown();
+    }
+
+    /// A deterministic generator (xorshift64*): each run checks the same random cases.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64) as usize
+        }
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+    }
+
+    const ACTORS: [&str; 3] = ["alice", "bob", "svc"];
+    const TENANTS: [&str; 2] = ["acme", "globex"];
+    const ACTIONS: [&str; 4] = [
+        "auth.login",
+        "auth.login.failed",
+        "config.changed",
+        "pcap.download",
+    ];
+    const IPS: [&str; 4] = ["10.1.2.3", "10.9.0.1", "2001:db8::1", "192.0.2.7"];
+    const SEVERITIES: [&str; 4] = ["info", "notice", "warning", "critical"];
+    const OUTCOMES: [&str; 3] = ["success", "failure", "denied"];
+
+    fn random_event(rng: &mut Rng) -> EventInput {
+        let mut actor = serde_json::json!({
+            "id": rng.pick(&ACTORS),
+            "kind": rng.pick(&["user", "service", "api_key"]),
+        });
+        if rng.below(4) > 0 {
+            actor["ip"] = rng.pick(&IPS).into();
+        }
+        EventInput::from_json(&serde_json::json!({
+            "tenant": rng.pick(&TENANTS),
+            "actor": actor,
+            "action": rng.pick(&ACTIONS),
+            "target": {"kind": rng.pick(&["node", "user"]), "id": rng.pick(&["n1", "n2"])},
+            "outcome": rng.pick(&OUTCOMES),
+            "severity": rng.pick(&SEVERITIES),
+        }))
+        .unwrap()
+    }
+
+    /// Query parameters, each present with probability 1/3.
+    fn random_params(rng: &mut Rng) -> serde_json::Map<String, Value> {
+        let mut params = serde_json::Map::new();
+        let choices: [(&str, &[&str]); 9] = [
+            ("actor", &ACTORS),
+            ("actor_kind", &["user", "service", "api_key"]),
+            ("tenant", &TENANTS),
+            (
+                "action",
+                &["auth.*", "auth.login", "config.*", "pcap.download"],
+            ),
+            ("target", &["n1", "node:n1", "user:n2"]),
+            (
+                "ip",
+                &[
+                    "10.0.0.0/8",
+                    "2001:db8::/32",
+                    "::/0",
+                    "192.0.2.7",
+                    "0.0.0.0/0",
+                ],
+            ),
+            ("severity", &["notice", "warn", "crit"]),
+            ("outcome", &OUTCOMES),
+            ("node", &["node-1", "elsewhere"]),
+        ];
+        for (name, values) in choices {
+            if rng.below(3) == 0 {
+                params.insert(name.to_owned(), rng.pick(values).into());
+            }
+        }
+        params
+    }
+
+    /// The bundle a forger would make from `header` (a genuine signed header line) and the
+    /// genuine stored entries `seqs`, with genuine run markers from the store.
+    fn spliced(
+        store: &dyn Store,
+        header: &str,
+        size: u64,
+        all: &[SealedEntry],
+        seqs: &[u64],
+    ) -> Vec<u8> {
+        let mut out = header.as_bytes().to_vec();
+        let mut runs = 0;
+        for (k, &seq) in seqs.iter().enumerate() {
+            let starts = k == 0 || seqs[k - 1] + 1 != seq;
+            let ends = k + 1 == seqs.len() || seqs[k + 1] != seq + 1;
+            runs += u64::from(starts);
+            let line = entry_line(&ExportEntry {
+                entry: all[seq as usize].clone(),
+                run_start: starts.then(|| run_start(store, seq, size).unwrap()),
+                run_end: ends.then(|| run_end(store, seq + 1, size).unwrap()),
+            });
+            out.extend_from_slice(line.as_bytes());
+        }
+        out.extend_from_slice(trailer_line(seqs.len() as u64, runs).as_bytes());
+        out
+    }
+
+    /// Over random logs and random filters: the bundle of a filter verifies offline, holds
+    /// exactly what the core matcher keeps, and says its completeness cannot be proven; the
+    /// same signed header over the same genuine entries plus any one entry the filter does
+    /// not keep (with genuine run markers) is refused as `outside_filter` at that entry. A
+    /// bundle without a filter that lacks any entry after its first is refused as
+    /// `omitted_entry`.
+    #[test]
+    fn filtered_bundles_verify_and_refuse_any_entry_outside_their_filter() {
+        use evident_core::Violation;
+        use evident_core::export::{Completeness, verify_export};
+        use evident_core::filter::EventFilter;
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for log in 0..3 {
+            let tmp = tempfile::tempdir().unwrap();
+            let (node, _) = faulty_node(test_config(tmp.path()));
+            let n = 20 + rng.below(30);
+            let inputs: Vec<EventInput> = (0..n).map(|_| random_event(&mut rng)).collect();
+            node.sequencer().append_blocking(inputs).unwrap();
+            let store = &**node.store();
+            let mut all = Vec::new();
+            store
+                .scan(&Filter::default(), Order::Ascending, None, None, &mut |e| {
+                    all.push(e);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            let verifier = node.files().verifier();
+            let mut spliced_checked = 0;
+            for case in 0..40 {
+                let params = random_params(&mut rng);
+                let core =
+                    EventFilter::from_params(|name| params.get(name).and_then(Value::as_str))
+                        .unwrap();
+                let checkpoint = node.sequencer().force_checkpoint_blocking().unwrap();
+                let size = checkpoint.size;
+                let request = BundleRequest {
+                    node_id: node.files().node_id().to_owned(),
+                    checkpoint,
+                    filter: core.clone().into(),
+                    query: Value::Object(params.clone()),
+                    exported_at: 1_700_000_000_000,
+                    limit: None,
+                    consistency_from: None,
+                    signer: node.files().signer().clone(),
+                };
+                let mut out = Vec::new();
+                write_bundle(store, &request, &mut out).unwrap();
+                let report = verify_export(&out, verifier.clone(), None)
+                    .unwrap_or_else(|e| panic!("log {log} case {case} {params:?}: {e}"));
+                let keep: Vec<u64> = all
+                    .iter()
+                    .filter(|e| core.matches(&e.event))
+                    .map(|e| e.event.seq)
+                    .collect();
+                assert_eq!(report.entries, keep.len() as u64, "{params:?}");
+                assert_eq!(report.query.filter, core);
+                let text = std::str::from_utf8(&out).unwrap();
+                let header = &text[..=text.find('\n').unwrap()];
+                if core.is_unfiltered() {
+                    assert!(matches!(
+                        report.completeness,
+                        Completeness::Range { first: 0, .. }
+                    ));
+                    for drop in 1..size {
+                        let fewer: Vec<u64> = keep.iter().copied().filter(|s| *s != drop).collect();
+                        let err = verify_export(
+                            &spliced(store, header, size, &all, &fewer),
+                            verifier.clone(),
+                            None,
+                        )
+                        .unwrap_err();
+                        assert_eq!(
+                            err.violation(),
+                            Some(&Violation::OmittedEntry { seq: drop })
+                        );
+                    }
+                    continue;
+                }
+                assert_eq!(report.completeness, Completeness::NotProvable);
+                // The forger's bundle of the genuine selection verifies: splicing is the attack.
+                verify_export(
+                    &spliced(store, header, size, &all, &keep),
+                    verifier.clone(),
+                    None,
+                )
+                .unwrap();
+                for outsider in all.iter().filter(|e| !core.matches(&e.event)) {
+                    let seq = outsider.event.seq;
+                    let mut with = keep.clone();
+                    with.push(seq);
+                    with.sort_unstable();
+                    let err = verify_export(
+                        &spliced(store, header, size, &all, &with),
+                        verifier.clone(),
+                        None,
+                    )
+                    .unwrap_err();
+                    assert!(
+                        matches!(err.violation(), Some(Violation::OutsideFilter { seq: s, .. }) if *s == seq),
+                        "{params:?} + entry {seq}: {err}"
+                    );
+                    spliced_checked += 1;
+                }
+            }
+            assert!(
+                spliced_checked > 100,
+                "only {spliced_checked} splices tried"
+            );
+            node.shutdown();
+        }
     }
 
     /// The CSV as the `csv` crate writes the same cells: the reference the hand-written

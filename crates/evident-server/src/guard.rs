@@ -721,7 +721,7 @@ pub fn full_pass(
     keys: &CheckKeys<'_>,
     guard: &Guard,
 ) -> Result<Option<Problem>, verification::VerifyError> {
-    let outcome = verification::verify_store_trusting(
+    let outcome = verification::verify_store_against(
         store,
         keys.seal_key,
         guard.verifier(),

@@ -125,15 +125,43 @@ pub fn verify_store_with_progress(
     from_seq: Option<u64>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<VerifyOutcome, VerifyError> {
-    verify_store_in_ranges(
+    verify_store_trusting(store, seal_key, verifier, node_id, from_seq, &[], progress)
+}
+
+/// [`verify_store_with_progress`] that also checks the log against `trusted_checkpoints`:
+/// signed checkpoint notes kept elsewhere (by an auditor, a witness, a syslog archive). Each
+/// must carry the node's signature (else `bad_checkpoint_signature`); one the walk reaches must
+/// match the root there (else `root_mismatch`: the stored log was rewritten or forked), and one
+/// larger than the stored log is `truncated` (its tail was cut, or it was rolled back to an
+/// older copy), which the store's own checkpoints cannot show once they were cut too.
+pub fn verify_store_trusting(
+    store: &dyn Store,
+    seal_key: &SealKey,
+    verifier: &NoteVerifier,
+    node_id: &str,
+    from_seq: Option<u64>,
+    trusted_checkpoints: &[String],
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyOutcome, VerifyError> {
+    let mut trusted = Vec::with_capacity(trusted_checkpoints.len());
+    for note in trusted_checkpoints {
+        match open_checkpoint(note, verifier) {
+            Ok(checkpoint) => trusted.push(checkpoint),
+            Err(violation) => {
+                return Ok(VerifyOutcome::Broken {
+                    problem: violation.into(),
+                    entries_checked: 0,
+                });
+            }
+        }
+    }
+    let job = Job {
         store,
         seal_key,
-        verifier,
         node_id,
-        from_seq,
-        Ranges::per_core(),
-        progress,
-    )
+        trusted: &trusted,
+    };
+    job.run(verifier, from_seq, Ranges::per_core(), progress)
 }
 
 /// How a verification splits the log into ranges verified at once, one thread each.
@@ -177,7 +205,7 @@ pub fn verify_store_in_ranges(
 /// [`verify_store`] that also holds the log to `trusted`, checkpoints kept outside the store
 /// (the node's own record of what it signed): a log shorter than one of them is truncated,
 /// a different root at its size is a fork.
-pub fn verify_store_trusting(
+pub fn verify_store_against(
     store: &dyn Store,
     seal_key: &SealKey,
     verifier: &NoteVerifier,
@@ -362,11 +390,13 @@ impl Job<'_> {
             _ => anchor_at(self.store, from)?,
         };
         let mut checkpoints = Vec::new();
-        for stored in self.store.checkpoints()? {
-            if stored.size < from {
+        let stored = self.store.checkpoints()?;
+        for row in &stored {
+            if row.size < from {
                 continue;
             }
-            match open_checkpoint(&stored.signed_note, verifier) {
+            match open_checkpoint(&row.signed_note, verifier) {
+                Ok(checkpoint) if checkpoint.size < from => {}
                 Ok(checkpoint) => checkpoints.push(checkpoint),
                 Err(violation) => {
                     return Ok(VerifyOutcome::Broken {

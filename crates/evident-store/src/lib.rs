@@ -8,7 +8,6 @@
 use evident_core::event::{ActorKind, Millis, Outcome, Severity};
 use evident_core::merkle::NodeId;
 use evident_core::{ChainHead, Hash, SealedEntry};
-use std::net::IpAddr;
 use std::ops::ControlFlow;
 
 pub mod postgres;
@@ -18,6 +17,11 @@ pub mod tree;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+/// " at entry N", or nothing when the entry is not known.
+fn at_entry(seq: Option<u64>) -> String {
+    seq.map_or_else(String::new, |seq| format!(" at entry {seq}"))
+}
+
 /// Errors from a backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,7 +29,7 @@ pub enum StoreError {
     #[error("storage full: {0}")]
     Full(String),
     /// Stored data that cannot be decoded (corruption or tampering).
-    #[error("corrupt stored data at entry {seq:?}: {problem}")]
+    #[error("corrupt stored data{}: {problem}", at_entry(*.seq))]
     Corrupt { seq: Option<u64>, problem: String },
     /// A row or node the caller asked for is not there.
     #[error("not found: {0}")]
@@ -73,23 +77,13 @@ pub fn check_append_base(
     }
 }
 
-/// How an action filter matches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ActionFilter {
-    Exact(String),
-    /// Matches the prefix itself and every action below it: `config` matches `config` and
-    /// `config.threshold.changed` (the API spells it `config.*`).
-    Prefix(String),
-}
+// One definition of what an action or address filter means, the integrity core's: the export
+// verifier checks entries against the same filter values the stores run in SQL.
+pub use evident_core::filter::{ActionFilter, EventFilter, IpFilter};
 
-/// An IP address or CIDR network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpFilter {
-    pub addr: IpAddr,
-    pub prefix_len: u8,
-}
-
-/// Filters for queries and exports. Every field narrows; `None` means no constraint.
+/// Filters for queries and exports: an [`EventFilter`] (what the query parameters say, whose
+/// meaning is [`EventFilter::matches`]) plus a range of sequence numbers. Every field
+/// narrows; `None` means no constraint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
     /// recorded_at >= from (ms).
@@ -111,6 +105,26 @@ pub struct Filter {
     pub from_seq: Option<u64>,
     /// seq < to_seq.
     pub to_seq: Option<u64>,
+}
+
+impl From<EventFilter> for Filter {
+    fn from(f: EventFilter) -> Filter {
+        Filter {
+            from: f.from,
+            to: f.to,
+            actor: f.actor,
+            actor_kind: f.actor_kind,
+            action: f.action,
+            target: f.target,
+            ip: f.ip,
+            tenant: f.tenant,
+            node: f.node,
+            severity: f.severity,
+            outcome: f.outcome,
+            from_seq: None,
+            to_seq: None,
+        }
+    }
 }
 
 /// Sort order of results (by sequence number, which is also recording order on one node).
@@ -287,5 +301,30 @@ pub trait Store: Send + Sync {
         Err(StoreError::Backend(
             "this store does not support retention pruning".to_owned(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_data_messages_name_the_entry_in_words() {
+        let at = StoreError::Corrupt {
+            seq: Some(52),
+            problem: "actor_kind \"wizard\" is not a kind".to_owned(),
+        };
+        assert_eq!(
+            at.to_string(),
+            "corrupt stored data at entry 52: actor_kind \"wizard\" is not a kind"
+        );
+        let unknown = StoreError::Corrupt {
+            seq: None,
+            problem: "file is not a database".to_owned(),
+        };
+        assert_eq!(
+            unknown.to_string(),
+            "corrupt stored data: file is not a database"
+        );
     }
 }

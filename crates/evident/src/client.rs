@@ -237,7 +237,28 @@ impl ApiClient {
         content_type: &'static str,
         body: Vec<u8>,
     ) -> anyhow::Result<T> {
-        let url = self.url(path, &[])?;
+        self.post_with_query(path, &[], content_type, body)
+    }
+
+    /// POST `body` as JSON to `path` with `query`; parse the JSON answer.
+    pub fn post_json_query<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        let bytes = serde_json::to_vec(body).context("encoding the request body")?;
+        self.post_with_query(path, query, "application/json", bytes)
+    }
+
+    fn post_with_query<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<T> {
+        let url = self.url(path, query)?;
         let request = self.authorized(
             self.http
                 .post(url.clone())

@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::{Node, Run, Server, event, run};
+use common::{Node, Run, Server, attacker_db, event, run};
 use evident_core::event::EventInput;
 use evident_core::{ChainHead, SealKey, SealedEntry};
 use evident_store::{Filter, Order};
@@ -43,22 +43,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(&src, &dst).unwrap();
         }
     }
-}
-
-/// The database of `dir`, opened by an attacker who dropped its append-only triggers.
-fn attacker_db(dir: &Path) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(dir.join("evident.db")).unwrap();
-    let triggers: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger'")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
-    for t in triggers {
-        conn.execute_batch(&format!("DROP TRIGGER {t}")).unwrap();
-    }
-    conn
 }
 
 /// Every stored entry of `dir`, in order.

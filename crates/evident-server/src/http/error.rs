@@ -118,8 +118,34 @@ impl ApiError {
         )
     }
 
+    /// The stored log is damaged where this request needs it (`seq`, when the entry is
+    /// known): a finding about the data, not a fault of the server, so 409 `log_damaged`.
+    pub fn log_damaged(seq: Option<u64>, problem: impl std::fmt::Display) -> ApiError {
+        let at = seq.map_or_else(String::new, |seq| format!(" at entry {seq}"));
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "log_damaged",
+            format!(
+                "the stored log is damaged{at}: {problem}; GET /api/v1/verify (or `evident \
+                 verify --data-dir`) locates every problem"
+            ),
+        )
+    }
+
+    /// [`ApiError::from_store`] for a read of something the log must hold (an entry below
+    /// its size, a Merkle node of its tree): its absence is damage too.
+    pub fn from_store_damage(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound(what) => {
+                ApiError::log_damaged(None, format!("{what} is missing from the store"))
+            }
+            other => ApiError::from_store(other),
+        }
+    }
+
     pub fn from_store(e: StoreError) -> ApiError {
         match e {
+            StoreError::Corrupt { seq, problem } => ApiError::log_damaged(seq, problem),
             StoreError::Full(m) => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "storage_full",

@@ -287,6 +287,7 @@ pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
         Some(Permission::Read),
     ),
     (Method::GET, "/api/v1/verify", Some(Permission::Read)),
+    (Method::POST, "/api/v1/verify", Some(Permission::Read)),
     (Method::GET, "/api/v1/verify/status", Some(Permission::Read)),
     (Method::GET, "/api/v1/readyz", None),
     (Method::GET, "/readyz", None),
@@ -317,7 +318,7 @@ pub fn router(state: AppState) -> Router {
         .route("/public-key", get(proofs::public_key))
         .route("/proof/inclusion", get(proofs::inclusion))
         .route("/proof/consistency", get(proofs::consistency))
-        .route("/verify", get(ops::verify))
+        .route("/verify", get(ops::verify).post(ops::verify_trusting))
         .route("/verify/status", get(ops::verify_status))
         .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))

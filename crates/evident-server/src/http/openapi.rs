@@ -232,6 +232,7 @@ impl Modify for Permissions {
         super::proofs::inclusion,
         super::proofs::consistency,
         super::ops::verify,
+        super::ops::verify_trusting,
         super::ops::verify_status,
         super::ops::healthz,
         super::ops::readyz,
@@ -247,6 +248,7 @@ impl Modify for Permissions {
     ),
     components(schemas(
         super::error::ErrorBody,
+        super::ops::VerifyRequest,
         super::error::ErrorDetail,
         super::events::AppendResponse,
         super::events::ReceiptJson,

@@ -104,6 +104,7 @@ impl VerifyResponse {
         (status = 400, description = "Bad `from`, or `from` beyond the end of the log", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+        (status = 409, description = "`log_damaged`: stored data that verification needs to start (the retention anchor, a checkpoint row) cannot be read; damage met by the walk itself is reported in a 200 answer's `violation`", body = super::ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -115,6 +116,76 @@ pub async fn verify(
 ) -> Result<Json<VerifyResponse>, ApiError> {
     let params = Params::parse(query.as_deref(), &["from"])?;
     let from = params.u64("from")?;
+    run_verify(state, caller, info, from, Vec::new()).await
+}
+
+/// Most trusted checkpoints one `POST /api/v1/verify` may carry.
+pub const MAX_TRUSTED_CHECKPOINTS: usize = 1000;
+
+/// The body of `POST /api/v1/verify`.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// Signed checkpoints kept outside this node (C2SP signed notes, each the whole text as
+    /// `GET /api/v1/checkpoint` served it, or as `evident checkpoint` saved it), 1 to 1000.
+    pub checkpoints: Vec<String>,
+}
+
+/// Verifies the stored log as `GET /api/v1/verify` does, and also against checkpoints the
+/// caller kept elsewhere, so that a truncated or rolled-back log is caught.
+#[utoipa::path(
+    post,
+    path = "/api/v1/verify",
+    tag = "integrity",
+    params(("from" = Option<u64>, Query, description = "Start at this sequence number (trusting the stored state just before it); default 0. Trusted checkpoints smaller than it are not checked")),
+    request_body(content = VerifyRequest, content_type = "application/json", description = "`{\"checkpoints\":[\"<signed note>\", …]}`: each must be signed by this node's checkpoint key. One of the stored log's size must match its root, one the walk reaches must match the root there (else `root_mismatch`), one larger than the stored log means it was truncated or rolled back (`truncated`, naming the first missing entry); one whose signature does not verify is `bad_checkpoint_signature`"),
+    responses(
+        (status = 200, description = "Verification ran: `ok` says whether the log is intact and consistent with every checkpoint given; when not, `violation` names the first problem", body = VerifyResponse),
+        (status = 400, description = "Bad `from` or `from` beyond the end of the log (`invalid_parameter`), or a body that is not `{\"checkpoints\":[1 to 1000 strings]}` (`invalid_body`)", body = super::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
+        (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+        (status = 409, description = "`log_damaged`: stored data that verification needs to start cannot be read", body = super::ErrorBody),
+        (status = 413, description = "The body is larger than the server accepts", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn verify_trusting(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(info): Extension<RequestInfo>,
+    RawQuery(query): RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Json<VerifyResponse>, ApiError> {
+    let params = Params::parse(query.as_deref(), &["from"])?;
+    let from = params.u64("from")?;
+    let request: VerifyRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("expected {{\"checkpoints\":[<signed checkpoint note>, …]}}: {e}"),
+        )
+        .with_field("checkpoints")
+    })?;
+    if request.checkpoints.is_empty() || request.checkpoints.len() > MAX_TRUSTED_CHECKPOINTS {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!(
+                "checkpoints: give 1 to {MAX_TRUSTED_CHECKPOINTS} signed checkpoints, got {}",
+                request.checkpoints.len()
+            ),
+        )
+        .with_field("checkpoints"));
+    }
+    run_verify(state, caller, info, from, request.checkpoints).await
+}
+
+async fn run_verify(
+    state: AppState,
+    caller: Caller,
+    info: RequestInfo,
+    from: Option<u64>,
+    trusted: Vec<String>,
+) -> Result<Json<VerifyResponse>, ApiError> {
+    let trusted_count = trusted.len();
     let _permit = state
         .0
         .verify_permit
@@ -128,12 +199,14 @@ pub async fn verify(
                 .prune_anchor()
                 .map_err(ApiError::from_store)?
                 .map(|a| a.below_seq);
-            let verdict = match verification::verify_store(
+            let verdict = match verification::verify_store_trusting(
                 store,
                 files.seal_key(),
                 &files.verifier(),
                 files.node_id(),
                 from,
+                &trusted,
+                &mut |_| {},
             ) {
                 Ok(outcome) => Ok(outcome),
                 // A retention anchor that does not check is a finding, not a server error.
@@ -195,6 +268,9 @@ pub async fn verify(
         .with("from", from.unwrap_or(0))
         .with("entries", response.entries)
         .with("ok", response.ok);
+    if trusted_count > 0 {
+        event = event.with("trusted_checkpoints", trusted_count as u64);
+    }
     if let Some(size) = response.size {
         event = event.with("size", size);
     }

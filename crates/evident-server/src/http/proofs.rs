@@ -56,6 +56,7 @@ async fn latest_checkpoint(state: &AppState) -> Result<StoredCheckpoint, ApiErro
         (status = 400, description = "An unknown query parameter (this route takes none)", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+        (status = 409, description = "`log_damaged`: the stored checkpoint cannot be decoded", body = super::ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -140,18 +141,18 @@ fn root_at(store: &dyn Store, size: u64) -> Result<Hash, ApiError> {
     }
     let hashes = store
         .read_nodes(&merkle::subtree_ids(0, size))
-        .map_err(ApiError::from_store)?;
+        .map_err(ApiError::from_store_damage)?;
     CompactRange::from_parts(size, hashes)
         .map(|range| range.root())
-        .map_err(|e| ApiError::internal(format!("stored tree nodes: {e}")))
+        .map_err(|e| ApiError::log_damaged(None, format!("stored Merkle nodes: {e}")))
 }
 
 fn proof_hashes(store: &dyn Store, plan: &merkle::ProofPlan) -> Result<Vec<Hash>, ApiError> {
     let hashes = store
         .read_nodes(plan.nodes())
-        .map_err(ApiError::from_store)?;
+        .map_err(ApiError::from_store_damage)?;
     plan.assemble(&hashes)
-        .map_err(|e| ApiError::internal(format!("stored tree nodes: {e}")))
+        .map_err(|e| ApiError::log_damaged(None, format!("stored Merkle nodes: {e}")))
 }
 
 /// Checks a requested tree size against the log.
@@ -179,6 +180,7 @@ fn check_size(name: &str, size: u64, log_size: u64) -> Result<(), ApiError> {
         (status = 400, description = "Missing or bad `seq` or `size`, `seq` not below `size`, or `size` beyond the log", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read, or the entry is not of the tenant the key is scoped to (the same answer whichever tenant owns it)", body = super::ErrorBody),
+        (status = 409, description = "`log_damaged`: the stored entry or a Merkle node the proof needs is missing or cannot be decoded (the message names the entry when known)", body = super::ErrorBody),
         (status = 410, description = "The entry was pruned by retention (code `pruned`)", body = super::ErrorBody),
     ),
     security(("bearer" = [])),
@@ -231,7 +233,11 @@ pub async fn inclusion(
                         ),
                     )
                     .with_field("seq"),
-                    _ => ApiError::not_found(format!("entry {seq}")),
+                    // Below the log's size, so it was written: it is gone.
+                    _ => ApiError::log_damaged(
+                        Some(seq),
+                        "the entry is missing from the store (deleted or lost)",
+                    ),
                 });
             };
             if let Some(scope) = &scope {
@@ -286,6 +292,7 @@ pub async fn inclusion(
         (status = 400, description = "Missing or bad sizes: need 0 < from <= to <= log size", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+        (status = 409, description = "`log_damaged`: a Merkle node the proof needs is missing or cannot be read from the stored log", body = super::ErrorBody),
     ),
     security(("bearer" = [])),
 )]

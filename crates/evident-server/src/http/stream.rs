@@ -7,6 +7,7 @@ use crate::export::ExportWriteError;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
+use evident_store::StoreError;
 use futures_util::StreamExt;
 use std::io::{self, Write};
 use tokio::sync::mpsc;
@@ -55,14 +56,24 @@ impl Write for ChannelWriter {
 
 /// The answer for an export that failed before its first chunk.
 fn export_error(e: io::Error) -> ApiError {
-    match e
+    let Some(inner) = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<ExportWriteError>())
-    {
-        // What is stored cannot make this export: a finding about the data, not a fault of
-        // the server.
-        Some(damaged @ ExportWriteError::Damaged { .. }) => {
-            ApiError::new(StatusCode::CONFLICT, "log_damaged", damaged.to_string())
+    else {
+        return ApiError::internal(format!("export failed: {e}"));
+    };
+    // What is stored cannot make this export: a finding about the data, not a fault of the
+    // server.
+    match inner {
+        ExportWriteError::Damaged { seq, problem } => ApiError::log_damaged(*seq, problem),
+        ExportWriteError::Store(StoreError::Corrupt { seq, problem }) => {
+            ApiError::log_damaged(*seq, problem)
+        }
+        ExportWriteError::Store(StoreError::NotFound(what)) => {
+            ApiError::log_damaged(None, format!("{what} is missing from the store"))
+        }
+        ExportWriteError::MissingNodes(what) => {
+            ApiError::log_damaged(None, format!("stored Merkle nodes: {what}"))
         }
         _ => ApiError::internal(format!("export failed: {e}")),
     }
@@ -70,8 +81,10 @@ fn export_error(e: io::Error) -> ApiError {
 
 /// Runs `write` on a blocking thread and streams what it writes as a 200 response with
 /// `content_type` (and `disposition`, when given). An error before the first chunk is sent
-/// becomes an error response; an error later aborts the body, so that the client sees a
-/// truncated transfer rather than a complete-looking file.
+/// (the first 64 KiB are gathered first, so damage met early is always caught here) becomes
+/// an error response, 409 `log_damaged` for damaged stored data; an error later aborts the
+/// body (no final chunk), so that the client sees a truncated transfer rather than a
+/// complete-looking file, and a saved bundle fails verification as truncated (no trailer).
 pub async fn stream_response<F>(
     content_type: &'static str,
     disposition: Option<&'static str>,

@@ -188,8 +188,11 @@ fn inclusion(args: InclusionArgs) -> anyhow::Result<()> {
         .context("fetching the inclusion proof")?;
     if p.seq != args.seq || args.size.is_some_and(|s| s != p.size) {
         return Err(failed(format!(
-            "asked for entry {} at size {:?}, the server answered entry {} at size {}",
-            args.seq, args.size, p.seq, p.size
+            "asked for entry {} at {}, the server answered entry {} at size {}",
+            args.seq,
+            size_asked(args.size),
+            p.seq,
+            p.size
         )));
     }
     let mut leaf_data = [0u8; 64];
@@ -254,8 +257,11 @@ fn consistency(args: ConsistencyArgs) -> anyhow::Result<()> {
     let p = fetch_consistency(&client, from, args.to)?;
     if p.from != from || args.to.is_some_and(|t| t != p.to) {
         return Err(failed(format!(
-            "asked for sizes {from} to {:?}, the server answered {} to {}",
-            args.to, p.from, p.to
+            "asked for sizes {from} to {}, the server answered {} to {}",
+            args.to
+                .map_or_else(|| "the latest".to_owned(), |t| t.to_string()),
+            p.from,
+            p.to
         )));
     }
     // The old root is the one we trust when we hold it; the server's is checked against it.
@@ -317,4 +323,20 @@ fn consistency(args: ConsistencyArgs) -> anyhow::Result<()> {
         verifier.to_vkey_string()
     )?;
     Ok(())
+}
+
+/// The size a request asked for, in words (no `Some(…)` in messages).
+fn size_asked(size: Option<u64>) -> String {
+    size.map_or_else(|| "the latest size".to_owned(), |s| format!("size {s}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_asked_read_as_words_not_debug_output() {
+        assert_eq!(size_asked(Some(52)), "size 52");
+        assert_eq!(size_asked(None), "the latest size");
+    }
 }

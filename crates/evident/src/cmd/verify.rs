@@ -14,7 +14,8 @@ use crate::output::{VerificationFailed, bytes_progress, count_progress};
 use anyhow::Context as _;
 use clap::Args;
 use evident_core::Checkpoint;
-use evident_core::export::{ExportError, ExportReport, ExportVerifier};
+use evident_core::export::{Completeness, ExportError, ExportReport, ExportVerifier};
+use evident_core::filter::ActionFilter;
 use evident_server::verification::{self, Problem, VerifyOutcome};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -38,24 +39,79 @@ pub struct VerifyArgs {
     /// The node's public key (verifier key string, or a file holding it), for --export.
     #[arg(long, value_name = "VKEY_OR_FILE", requires = "export")]
     pub public_key: Option<String>,
-    /// A signed checkpoint held elsewhere, for --export: an export of an older, smaller log
-    /// than this checkpoint is reported as truncation or rollback.
-    #[arg(long, value_name = "FILE", requires = "export")]
-    pub checkpoint: Option<PathBuf>,
+    /// A signed checkpoint held elsewhere (a file holding one signed note, or several one
+    /// after another); repeatable. With --export, --data-dir or online: a log or export older
+    /// or smaller than such a checkpoint is reported as truncation or rollback, one that
+    /// disagrees with it as a fork (root_mismatch).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Vec<PathBuf>,
     /// Start at this sequence number (trusting the stored state just before it).
     #[arg(long, value_name = "SEQ")]
     pub from: Option<u64>,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
+    let trusted = read_trusted_checkpoints(&args.checkpoint)?;
     if let Some(dir) = &args.data_dir {
-        return verify_data_dir(dir, args.from);
+        return verify_data_dir(dir, args.from, &trusted);
     }
     if let Some(file) = &args.export {
         let key = args.public_key.as_deref().unwrap_or_default();
-        return verify_export(file, key, args.checkpoint.as_deref());
+        let trusted = match trusted.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            _ => {
+                return Err(anyhow::anyhow!(
+                    "--export takes one trusted checkpoint (the newest you hold); got {}",
+                    trusted.len()
+                ));
+            }
+        };
+        return verify_export(file, key, trusted);
     }
-    verify_online(&args.client, args.from)
+    verify_online(&args.client, args.from, &trusted)
+}
+
+/// The signed notes in the `--checkpoint` files: each file holds one or more, one after
+/// another (a note ends with its signature lines; the next starts after a blank line or
+/// directly).
+fn read_trusted_checkpoints(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for file in files {
+        let text = read_checkpoint_file(file)?;
+        let before = notes.len();
+        notes.extend(split_notes(&text));
+        if notes.len() == before {
+            anyhow::bail!("{}: holds no signed checkpoint", file.display());
+        }
+    }
+    Ok(notes)
+}
+
+/// Splits text holding signed notes one after another: a note is its body lines, a blank
+/// line and its signature lines (starting with an em dash).
+fn split_notes(text: &str) -> Vec<String> {
+    let mut notes = Vec::new();
+    let mut current = String::new();
+    let mut in_signatures = false;
+    for line in text.split_inclusive('\n') {
+        let is_signature = line.starts_with("\u{2014} ");
+        if in_signatures && !is_signature {
+            notes.push(std::mem::take(&mut current));
+            in_signatures = false;
+            if line.trim().is_empty() {
+                continue;
+            }
+        }
+        if is_signature && current.ends_with("\n\n") {
+            in_signatures = true;
+        }
+        current.push_str(line);
+    }
+    if !current.trim().is_empty() {
+        notes.push(current);
+    }
+    notes
 }
 
 /// The message of a problem without the "entry N: " the core puts first, since the verdict
@@ -78,7 +134,7 @@ fn failed_at(seq: Option<u64>, message: &str, checked: u64) -> anyhow::Error {
     VerificationFailed(format!("{verdict}\n({checked} entries before it verified)")).into()
 }
 
-fn verify_data_dir(dir: &Path, from: Option<u64>) -> anyhow::Result<()> {
+fn verify_data_dir(dir: &Path, from: Option<u64>, trusted: &[String]) -> anyhow::Result<()> {
     let files = evident_server::NodeFiles::open_readonly(dir)
         .with_context(|| format!("opening data directory {}", dir.display()))?;
     let store = files
@@ -90,12 +146,13 @@ fn verify_data_dir(dir: &Path, from: Option<u64>) -> anyhow::Result<()> {
         .ok()
         .map(|head| head.next_seq.saturating_sub(from.unwrap_or(0)));
     let bar = count_progress(total, "verifying");
-    let outcome = verification::verify_store_with_progress(
+    let outcome = verification::verify_store_trusting(
         &*store,
         files.seal_key(),
         &files.verifier(),
         files.node_id(),
         from,
+        trusted,
         &mut |n| bar.set_position(n),
     );
     bar.finish_and_clear();
@@ -111,6 +168,13 @@ fn verify_data_dir(dir: &Path, from: Option<u64>) -> anyhow::Result<()> {
                 report.checkpoints_checked
             )?;
             writeln!(out, "  size {} root {}", report.size, report.root)?;
+            if !trusted.is_empty() {
+                writeln!(
+                    out,
+                    "  consistent with your {} checkpoint(s): no truncation, rollback or fork",
+                    trusted.len()
+                )?;
+            }
             if let Ok(Some(anchor)) = store.prune_anchor() {
                 writeln!(
                     out,
@@ -157,13 +221,24 @@ struct ViolationJson {
     message: String,
 }
 
-fn verify_online(client_args: &ClientArgs, from: Option<u64>) -> anyhow::Result<()> {
+fn verify_online(
+    client_args: &ClientArgs,
+    from: Option<u64>,
+    trusted: &[String],
+) -> anyhow::Result<()> {
     // The server answers only when the whole walk is done: no read timeout.
     let client = ApiClient::with_timeout(client_args, None)?;
     let query: Vec<(&str, String)> = from.map(|f| ("from", f.to_string())).into_iter().collect();
-    let answer: VerifyResponse = client
-        .get_json("api/v1/verify", &query)
-        .context("asking the server to verify its log")?;
+    let answer: VerifyResponse = if trusted.is_empty() {
+        client.get_json("api/v1/verify", &query)
+    } else {
+        client.post_json_query(
+            "api/v1/verify",
+            &query,
+            &serde_json::json!({ "checkpoints": trusted }),
+        )
+    }
+    .context("asking the server to verify its log")?;
     if answer.ok {
         let size = answer.size.unwrap_or(0);
         let mut out = std::io::stdout().lock();
@@ -198,9 +273,8 @@ fn verify_online(client_args: &ClientArgs, from: Option<u64>) -> anyhow::Result<
 /// Bytes read from an export file at a time.
 const READ_BUFFER: usize = 256 * 1024;
 
-fn verify_export(file: &Path, public_key: &str, checkpoint: Option<&Path>) -> anyhow::Result<()> {
+fn verify_export(file: &Path, public_key: &str, trusted: Option<String>) -> anyhow::Result<()> {
     let verifier = load_verifier(public_key)?;
-    let trusted = checkpoint.map(read_checkpoint_file).transpose()?;
     // Only for a hint; a checkpoint that does not open is for the verifier to report.
     let trusted_size = trusted
         .as_deref()
@@ -231,6 +305,13 @@ fn verify_export(file: &Path, public_key: &str, checkpoint: Option<&Path>) -> an
         report.checkpoint_size,
         verifier.name()
     )?;
+    writeln!(
+        out,
+        "  key: {} (key id {:08x}), pinned by you with --public-key",
+        verifier.name(),
+        verifier.key_id()
+    )?;
+    writeln!(out, "  {}", completeness_line(&report))?;
     if trusted.is_some() {
         writeln!(
             out,
@@ -238,6 +319,89 @@ fn verify_export(file: &Path, public_key: &str, checkpoint: Option<&Path>) -> an
         )?;
     }
     Ok(())
+}
+
+/// What the export proves about entries not in it, in plain words.
+fn completeness_line(report: &ExportReport) -> String {
+    match report.completeness {
+        Completeness::Range {
+            first,
+            last,
+            cut_at_limit,
+        } => {
+            let below = if first > 0 {
+                format!(
+                    "; entries below {first} are not in it (pruned, or the file's start was cut: compare with a checkpoint or retention anchor you hold)"
+                )
+            } else {
+                String::new()
+            };
+            if cut_at_limit {
+                format!(
+                    "complete: no filter, every entry from seq {first} to {last} (cut at its limit of {} entries; the log goes on to {}){below}",
+                    report.entries,
+                    report.checkpoint_size.saturating_sub(1)
+                )
+            } else {
+                format!(
+                    "complete: no filter, every entry from seq {first} to {last}, the end of the checkpoint's tree{below}"
+                )
+            }
+        }
+        Completeness::EmptyLog => {
+            "complete: no filter, and the checkpoint's log is empty".to_owned()
+        }
+        Completeness::NotProvable => format!(
+            "filter: {}; every entry matches it. Complete for the filter: not provable (entries outside the filter are not in the export, so one left out cannot be told from one that did not match)",
+            filter_text(report)
+        ),
+    }
+}
+
+/// The header's filter and limit as `name=value` pairs.
+fn filter_text(report: &ExportReport) -> String {
+    let f = &report.query.filter;
+    let time = |ms: i64| evident_core::event::format_rfc3339_millis(ms);
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(v) = f.from {
+        parts.push(format!("from={}", time(v)));
+    }
+    if let Some(v) = f.to {
+        parts.push(format!("to={}", time(v)));
+    }
+    if let Some(v) = &f.actor {
+        parts.push(format!("actor={v}"));
+    }
+    if let Some(v) = f.actor_kind {
+        parts.push(format!("actor_kind={}", v.as_str()));
+    }
+    match &f.action {
+        Some(ActionFilter::Exact(a)) => parts.push(format!("action={a}")),
+        Some(ActionFilter::Prefix(p)) => parts.push(format!("action={p}.*")),
+        None => {}
+    }
+    if let Some(v) = &f.target {
+        parts.push(format!("target={v}"));
+    }
+    if let Some(v) = f.ip {
+        parts.push(format!("ip={}/{}", v.addr, v.prefix_len));
+    }
+    if let Some(v) = &f.tenant {
+        parts.push(format!("tenant={v}"));
+    }
+    if let Some(v) = &f.node {
+        parts.push(format!("node={v}"));
+    }
+    if let Some(v) = f.severity {
+        parts.push(format!("severity>={}", v.as_str()));
+    }
+    if let Some(v) = f.outcome {
+        parts.push(format!("outcome={}", v.as_str()));
+    }
+    if let Some(v) = report.query.limit {
+        parts.push(format!("limit={v}"));
+    }
+    parts.join(" ")
 }
 
 /// Feeds `input` to `verifier` in fixed-size chunks (the core cuts lines and bounds their
@@ -272,10 +436,11 @@ fn export_failure(error: ExportError, trusted_size: Option<u64>) -> anyhow::Erro
     let verdict = match &error {
         ExportError::Violation { line, violation } => match violation.seq() {
             Some(seq) => format!(
-                "FAILED at seq {seq} (line {line}): {}",
-                reason(&violation.to_string(), Some(seq))
+                "FAILED at seq {seq} (line {line}): {} [{}]",
+                reason(&violation.to_string(), Some(seq)),
+                violation.kind()
             ),
-            None => format!("FAILED at line {line}: {violation}"),
+            None => format!("FAILED at line {line}: {violation} [{}]", violation.kind()),
         },
         ExportError::Malformed { line, problem } => format!("FAILED at line {line}: {problem}"),
         ExportError::Truncated(what) => format!("FAILED: the export is truncated: {what}"),
@@ -292,4 +457,25 @@ fn export_failure(error: ExportError, trusted_size: Option<u64>) -> anyhow::Erro
         }
     };
     VerificationFailed(verdict).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_files_may_hold_several_notes() {
+        let a = "o\n3\nAAAA\n\n\u{2014} o abc=\n";
+        let b = "o\n5\nBBBB\n\n\u{2014} o def=\n\u{2014} w ghi=\n";
+        assert_eq!(split_notes(a), vec![a.to_owned()]);
+        assert_eq!(
+            split_notes(&format!("{a}{b}")),
+            vec![a.to_owned(), b.to_owned()]
+        );
+        assert_eq!(
+            split_notes(&format!("{a}\n{b}\n")),
+            vec![a.to_owned(), b.to_owned()]
+        );
+        assert!(split_notes("").is_empty());
+    }
 }

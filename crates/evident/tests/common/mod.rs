@@ -616,3 +616,19 @@ pub fn assert_dense(seqs: &mut [u64]) {
         assert_eq!(*s, i as u64, "sequence numbers not dense at position {i}");
     }
 }
+
+/// The database of `dir`, opened by an attacker who dropped its append-only triggers.
+pub fn attacker_db(dir: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(dir.join("evident.db")).unwrap();
+    let triggers: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    for t in triggers {
+        conn.execute_batch(&format!("DROP TRIGGER {t}")).unwrap();
+    }
+    conn
+}
