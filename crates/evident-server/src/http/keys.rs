@@ -94,8 +94,19 @@ pub struct CreateKeyRequest {
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyRequest {
     /// Seconds the old key keeps working beside the new one (default 0: it stops at once).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integer_seconds")]
     pub grace_seconds: u64,
+}
+
+/// A non-negative integer, given as `26` or `26.0` alike (JSON Schema's `integer`).
+fn integer_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = <serde_json::Number as serde::Deserialize>::deserialize(d)?;
+    evident_core::event::integer_value(&n)
+        .and_then(|i| u64::try_from(i).ok())
+        .or_else(|| n.as_u64())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("grace_seconds: {n} is not a non-negative integer"))
+        })
 }
 
 /// A new key: the secret, shown only in this answer, and its record.

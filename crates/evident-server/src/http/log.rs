@@ -197,6 +197,7 @@ fn filter_from(params: &Params, caller: &Caller) -> Result<Filter, ApiError> {
         (status = 400, description = "A bad or unknown query parameter (named in `field`)", body = super::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read, or the key is scoped to another tenant", body = super::ErrorBody),
+        (status = 404, description = "`out_of_range`: format=ndjson with `consistency_from` beyond the export's checkpoint", body = super::ErrorBody),
         (status = 409, description = "format=ndjson: `log_damaged`, the stored log lacks an entry (named in the message) that this bundle would need to tie its entries to the checkpoint. An export without a filter still holds every stored entry: its verification names the gap", body = super::ErrorBody),
         (status = 500, description = "Storage failure", body = super::ErrorBody),
     ),
@@ -330,7 +331,7 @@ pub async fn audit_log(
             };
             if let Some(from) = consistency_from {
                 if from > checkpoint.size {
-                    return Err(ApiError::bad_param(
+                    return Err(ApiError::out_of_range(
                         "consistency_from",
                         format!(
                             "consistency_from {from} is beyond the log, which has {} entries",

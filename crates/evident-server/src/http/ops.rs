@@ -99,7 +99,8 @@ impl VerifyResponse {
     params(("from" = Option<u64>, Query, description = "Start at this sequence number (trusting the stored state just before it); default 0")),
     responses(
         (status = 200, description = "Verification ran: `ok` says whether the log is intact; when not, `violation` names the first problem", body = VerifyResponse),
-        (status = 400, description = "Bad `from`, or `from` beyond the end of the log", body = super::ErrorBody),
+        (status = 400, description = "A bad `from` or an unknown parameter", body = super::ErrorBody),
+        (status = 404, description = "`out_of_range`: `from` beyond the end of the log", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read", body = super::ErrorBody),
     ),
@@ -137,7 +138,7 @@ pub async fn verify(
                 // A retention anchor that does not check is a finding, not a server error.
                 Err(verification::VerifyError::BadAnchor { from, problem }) => Err((from, problem)),
                 Err(e @ verification::VerifyError::StartBeyondEnd { .. }) => {
-                    return Err(ApiError::bad_param("from", e.to_string()));
+                    return Err(ApiError::out_of_range("from", e.to_string()));
                 }
                 Err(verification::VerifyError::Store(s)) => return Err(ApiError::from_store(s)),
                 Err(other) => return Err(ApiError::internal(other.to_string())),
@@ -167,7 +168,7 @@ pub async fn verify(
                 seals_checked: None,
                 checkpoints_checked: None,
                 violation: Some(ViolationJson {
-                    kind: "bad_anchor".to_owned(),
+                    kind: verification::BAD_ANCHOR.to_owned(),
                     seq: Some(*at),
                     message: format!(
                         "cannot start at the retention anchor (entry {at}): {problem}"
