@@ -92,7 +92,7 @@ impl Violation {
     }
 
     /// Every kind name, in declaration order.
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 10] = [
         "chain_broken",
         "seal_mismatch",
         "sequence_gap",
@@ -101,6 +101,7 @@ impl Violation {
         "wrong_node",
         "root_mismatch",
         "bad_checkpoint_signature",
+        "bad_header_signature",
         "truncated",
     ];
 }
@@ -421,6 +422,7 @@ mod tests {
                 Violation::BadCheckpointSignature { reason: "x".into() },
                 None,
             ),
+            (Violation::BadHeaderSignature { reason: "x".into() }, None),
             (
                 Violation::Truncated {
                     size: 10,
@@ -429,6 +431,8 @@ mod tests {
                 Some(10),
             ),
         ];
+        // Every variant has a case (KINDS is complete), in declaration order.
+        assert_eq!(cases.len(), Violation::KINDS.len());
         for (i, (v, seq)) in cases.iter().enumerate() {
             assert_eq!(v.seq(), *seq, "{v}");
             assert_eq!(v.kind(), Violation::KINDS[i]);
