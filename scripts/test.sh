@@ -34,6 +34,31 @@ if ! command -v curl >/dev/null 2>&1; then
   fi
 fi
 
+# schemathesis (PyPI), pinned: crates/evident/tests/openapi_schemathesis.rs checks the OpenAPI
+# document against the real server with it. It goes into a virtualenv under target/ (where the
+# test looks for it), leaving the system Python alone.
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV=target/schemathesis-venv
+if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+  echo "installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV for the OpenAPI test" >&2
+  rm -rf "$SCHEMATHESIS_VENV"
+  if ! python3 -m venv "$SCHEMATHESIS_VENV" >/dev/null 2>&1; then
+    rm -rf "$SCHEMATHESIS_VENV"
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+    fi
+    if ! python3 -m venv "$SCHEMATHESIS_VENV"; then
+      echo "cannot create a Python virtualenv: install python3 (3.9 or later) and python3-venv first" >&2
+      exit 1
+    fi
+  fi
+  if ! "$SCHEMATHESIS_VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"; then
+    echo "cannot install schemathesis $SCHEMATHESIS_VERSION from PyPI (pip failed; network?)" >&2
+    exit 1
+  fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

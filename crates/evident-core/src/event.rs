@@ -838,7 +838,7 @@ fn parse_severity(value: &Value, aliases: bool) -> Result<Severity, ValidationEr
 fn client_timestamp(value: &Value, field: &str) -> Result<Millis, ValidationError> {
     let ms = match value {
         Value::String(s) => parse_rfc3339(s).map_err(|p| ValidationError::new(field, p.problem))?,
-        Value::Number(n) => n.as_i64().ok_or_else(|| {
+        Value::Number(n) => integer_value(n).ok_or_else(|| {
             ValidationError::new(
                 field,
                 format!("expected integer milliseconds since the Unix epoch, got {n}"),
@@ -853,6 +853,19 @@ fn client_timestamp(value: &Value, field: &str) -> Result<Millis, ValidationErro
         }
     };
     check_range(ms).map_err(|p| ValidationError::new(field, p.problem))
+}
+
+/// The integer a JSON number denotes: `1773478800000` and `1773478800000.0` (or `1.7734788e12`)
+/// alike, as JSON Schema's `integer` counts any number with a zero fractional part; `None`
+/// for a fraction or beyond `i64`.
+pub fn integer_value(n: &serde_json::Number) -> Option<i64> {
+    if let Some(i) = n.as_i64() {
+        return Some(i);
+    }
+    let x = n.as_f64()?;
+    // 2^63 is exact as a double; every double below it in magnitude with no fraction fits.
+    let in_range = x.is_finite() && x.fract() == 0.0 && x.abs() < 9_223_372_036_854_775_808.0;
+    in_range.then_some(x as i64)
 }
 
 fn stored_timestamp(text: &str, field: &str) -> Result<Millis, ValidationError> {

@@ -203,6 +203,20 @@ impl ExportError {
         }
     }
 
+    /// A stable machine-readable name of the failure: the violation's kind, or one of
+    /// [`ExportError::KINDS`] (docs/FORMAT.md §12, *Every failure a verifier reports*).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExportError::Malformed { .. } => "malformed_export",
+            ExportError::Violation { violation, .. } => violation.kind(),
+            ExportError::Truncated(_) => "truncated_export",
+            ExportError::Unprovable { .. } => "unprovable",
+        }
+    }
+
+    /// The kinds of the failures that are not integrity violations ([`Violation::KINDS`]).
+    pub const KINDS: [&'static str; 3] = ["malformed_export", "truncated_export", "unprovable"];
+
     /// The integrity violation, when the problem is one (rather than a malformed file).
     pub fn violation(&self) -> Option<&Violation> {
         match self {

@@ -116,7 +116,7 @@ impl Violation {
     }
 
     /// Every kind name, in declaration order.
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 13] = [
         "chain_broken",
         "seal_mismatch",
         "sequence_gap",
@@ -125,6 +125,7 @@ impl Violation {
         "wrong_node",
         "root_mismatch",
         "bad_checkpoint_signature",
+        "bad_header_signature",
         "truncated",
         "outside_filter",
         "omitted_entry",
@@ -448,6 +449,7 @@ mod tests {
                 Violation::BadCheckpointSignature { reason: "x".into() },
                 None,
             ),
+            (Violation::BadHeaderSignature { reason: "x".into() }, None),
             (
                 Violation::Truncated {
                     size: 10,
@@ -456,6 +458,8 @@ mod tests {
                 Some(10),
             ),
         ];
+        // Every variant has a case (KINDS is complete), in declaration order.
+        assert_eq!(cases.len(), Violation::KINDS.len());
         for (i, (v, seq)) in cases.iter().enumerate() {
             assert_eq!(v.seq(), *seq, "{v}");
             assert_eq!(v.kind(), Violation::KINDS[i]);

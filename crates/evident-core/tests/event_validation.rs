@@ -208,7 +208,7 @@ fn wrong_types_name_the_field_and_the_expected_type() {
         ),
         (
             "occurred_at",
-            json!(1.5e12),
+            json!(1.5e12 + 0.5),
             "expected integer milliseconds",
         ),
         ("context", json!([1, 2]), "expected an object, got an array"),
@@ -449,12 +449,18 @@ fn occurred_at_forms_and_range() {
     assert_eq!(at(json!("2026-03-14T09:00:00.123Z")), 1_773_478_800_123);
     assert_eq!(at(json!(1_773_478_800_123i64)), 1_773_478_800_123);
     assert_eq!(at(json!(0)), 0);
+    // A number with a zero fraction is an integer (JSON Schema's `integer`, which the OpenAPI
+    // document states): schemathesis sent `0.0` and was refused.
+    assert_eq!(at(json!(0.0)), 0);
+    assert_eq!(at(json!(1_773_478_800_123.0f64)), 1_773_478_800_123);
     assert_eq!(at(json!("2024-02-29T00:00:00Z")), 1_709_164_800_000);
     assert_eq!(at(json!("9999-12-31T23:59:59.999Z")), event::MAX_TIMESTAMP);
     for (bad, needle) in [
         (json!(-1), "1970-01-01"),
         (json!(253_402_300_800_000i64), "9999-12-31"),
         (json!(u64::MAX), "expected integer milliseconds"),
+        (json!(1.5), "expected integer milliseconds"),
+        (json!(1e300), "expected integer milliseconds"),
         (json!("1969-12-31T23:59:59.999Z"), "1970-01-01"),
         (json!("2023-02-29T00:00:00Z"), "does not exist"),
         (json!("2026-03-14 09:00:00Z"), "RFC 3339"),
@@ -1050,4 +1056,69 @@ fn chain_head_links_seals_and_grows_the_tree() {
     }
     // 5 leaves complete 5 leaf nodes, 2 level-1 nodes and 1 level-2 node.
     assert_eq!(nodes.len(), 8);
+}
+
+/// The IP text forms of docs/FORMAT.md §2: any RFC 4291 form in, one form out (RFC 5952 §4,
+/// hexadecimal only, an IPv4-mapped address as its IPv4 address), and a stored event holding
+/// any other form is refused.
+#[test]
+fn ip_addresses_have_one_text_form() {
+    let stored_form = |client: &str| -> String {
+        let input = accepted(&with("actor.ip", Some(json!(client))));
+        let event = Event::new(0, Uuid::nil(), 0, "n1".into(), "system".into(), input);
+        serde_json::to_value(&event).unwrap()["actor"]["ip"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    for (client, stored) in [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:DB8:0:0:0:0:0:1", "2001:db8::1"),
+        ("2001:0db8::0001", "2001:db8::1"),
+        // The longest run of zero groups is compressed, the first of equal runs; one zero
+        // group alone is not.
+        ("1:0:0:2:0:0:0:3", "1:0:0:2::3"),
+        ("1:0:0:2:0:0:3:4", "1::2:0:0:3:4"),
+        ("1:2:3:4:5:6:7:0", "1:2:3:4:5:6:7:0"),
+        ("1:2:3:4:5:6:7::", "1:2:3:4:5:6:7:0"),
+        ("0:0:0:0:0:0:0:0", "::"),
+        ("::1", "::1"),
+        // IPv4-mapped: the IPv4 address, in either input notation.
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("::FFFF:cb00:7107", "203.0.113.7"),
+        ("::ffff:0:0", "0.0.0.0"),
+        // Other IPv4-embedded forms stay IPv6, written in hexadecimal (no dotted quad).
+        ("::203.0.113.7", "::cb00:7107"),
+        ("64:ff9b::203.0.113.7", "64:ff9b::cb00:7107"),
+    ] {
+        assert_eq!(stored_form(client), stored, "{client}");
+    }
+    for bad in [
+        "fe80::1%eth0",
+        "[::1]",
+        "01.2.3.4",
+        "2001:db8::00001",
+        "1.2.3",
+    ] {
+        assert_refused(
+            &with("actor.ip", Some(json!(bad))),
+            "actor.ip",
+            "is not an IPv4 or IPv6 address",
+        );
+    }
+    // A stored event holds only the output form.
+    let good = serde_json::to_value(minimal_stored()).unwrap();
+    for other in [
+        "2001:DB8::1",
+        "2001:db8:0:0:0:0:0:1",
+        "::ffff:203.0.113.7",
+        "::ffff:cb00:7107",
+        "64:ff9b::203.0.113.7",
+        "1:2:3:4:5:6:7::",
+    ] {
+        let mut doc = good.clone();
+        doc["actor"]["ip"] = json!(other);
+        let e = Event::from_json(&doc).unwrap_err();
+        assert_eq!(e.field, "actor.ip", "{other}: {e}");
+    }
 }

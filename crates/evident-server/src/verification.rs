@@ -50,13 +50,27 @@ pub enum Problem {
     },
 }
 
+/// Kind of a stored row that does not decode ([`Problem::Undecodable`]).
+pub const UNDECODABLE_ENTRY: &str = "undecodable_entry";
+/// Kind of a stored Merkle node that is missing or not the hash of the entries under it
+/// ([`Problem::NodeMismatch`]).
+pub const MERKLE_NODE_MISMATCH: &str = "merkle_node_mismatch";
+/// Kind of a retention anchor that does not check ([`VerifyError::BadAnchor`], reported by
+/// online verification as a finding).
+pub const BAD_ANCHOR: &str = "bad_anchor";
+
 impl Problem {
+    /// The kinds only a walk over a store reports, beside the core's `Violation::KINDS`
+    /// (docs/FORMAT.md §12, *Every failure a verifier reports*).
+    pub const STORE_KINDS: [&'static str; 3] =
+        [UNDECODABLE_ENTRY, MERKLE_NODE_MISMATCH, BAD_ANCHOR];
+
     /// Stable machine-readable kind (`chain_broken`, …, `undecodable_entry`).
     pub fn kind(&self) -> &'static str {
         match self {
             Problem::Violation(v) => v.kind(),
-            Problem::Undecodable { .. } => "undecodable_entry",
-            Problem::NodeMismatch { .. } => "merkle_node_mismatch",
+            Problem::Undecodable { .. } => UNDECODABLE_ENTRY,
+            Problem::NodeMismatch { .. } => MERKLE_NODE_MISMATCH,
         }
     }
 

@@ -100,6 +100,12 @@ impl ApiError {
         self
     }
 
+    /// A well-formed request for a tree size, entry or range the log does not hold (yet): a
+    /// 404 `out_of_range` naming the parameter.
+    pub fn out_of_range(name: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "out_of_range", message).with_field(name)
+    }
+
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }

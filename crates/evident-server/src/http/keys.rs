@@ -100,7 +100,10 @@ pub const DEFAULT_GRACE_SECONDS: u64 = 24 * 3600;
 pub struct RotateKeyRequest {
     /// Seconds the old key keeps working beside the new one (default 86400, 24 hours; at
     /// most 2592000, 30 days; 0: it stops at once).
-    #[serde(default = "default_grace_seconds")]
+    #[serde(
+        default = "default_grace_seconds",
+        deserialize_with = "integer_seconds"
+    )]
     #[schema(default = 86400, maximum = 2592000)]
     pub grace_seconds: u64,
     /// Required (`true`) to rotate the very key the request is made with with a grace of 0:
@@ -121,6 +124,17 @@ impl Default for RotateKeyRequest {
             confirm_own_key: false,
         }
     }
+}
+
+/// A non-negative integer, given as `26` or `26.0` alike (JSON Schema's `integer`).
+fn integer_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = <serde_json::Number as serde::Deserialize>::deserialize(d)?;
+    evident_core::event::integer_value(&n)
+        .and_then(|i| u64::try_from(i).ok())
+        .or_else(|| n.as_u64())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("grace_seconds: {n} is not a non-negative integer"))
+        })
 }
 
 /// A new key: the secret, shown only in this answer, and its record.

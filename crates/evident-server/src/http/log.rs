@@ -136,6 +136,7 @@ fn filter_from(params: &Params, caller: &Caller) -> Result<Filter, ApiError> {
         (status = 400, description = "A bad or unknown query parameter (named in `field`)", body = super::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read, or the key is scoped to another tenant", body = super::ErrorBody),
+        (status = 404, description = "`out_of_range`: format=ndjson with `consistency_from` beyond the export's checkpoint", body = super::ErrorBody),
         (status = 409, description = "`log_damaged`: a stored row that this answer needs cannot be decoded, or (format=ndjson) the stored log lacks an entry or a Merkle node that the bundle would need to tie its entries to the checkpoint; the message names the entry when known. An export without a filter still holds every stored entry: its verification names the gap. Damage met after the first 64 KiB of an export were sent ends the transfer without its final chunk instead (a saved bundle then fails verification as truncated)", body = super::ErrorBody),
         (status = 500, description = "Storage failure", body = super::ErrorBody),
     ),
@@ -282,7 +283,7 @@ pub async fn audit_log(
             };
             if let Some(from) = consistency_from {
                 if from > checkpoint.size {
-                    return Err(ApiError::bad_param(
+                    return Err(ApiError::out_of_range(
                         "consistency_from",
                         format!(
                             "consistency_from {from} is beyond the log, which has {} entries",

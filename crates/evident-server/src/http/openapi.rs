@@ -3,6 +3,11 @@
 //! operation carries `x-evident-permission` (`append`, `read`, `manage_keys` or `none`), taken
 //! from [`super::ROUTES`], the table the router enforces.
 
+use evident_core::event::{
+    MAX_ACTION_BYTES, MAX_CONTEXT_BYTES, MAX_CONTEXT_DEPTH, MAX_SAFE_INTEGER, MAX_STRING_BYTES,
+    MAX_TIMESTAMP, MIN_TIMESTAMP,
+};
+use serde_json::{Value, json};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
@@ -143,6 +148,7 @@ pub struct AuditLogParams {
     /// Actor id (exact).
     actor: Option<String>,
     /// user, service, api_key or system.
+    #[param(inline, value_type = Option<ActorKindDoc>)]
     actor_kind: Option<String>,
     /// Action name (exact), or a prefix as `config.*` (matches `config` and below).
     action: Option<String>,
@@ -150,26 +156,51 @@ pub struct AuditLogParams {
     target: Option<String>,
     /// Actor IP address or CIDR network (`10.0.0.0/8`).
     ip: Option<String>,
+    #[param(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     tenant: Option<String>,
     /// Node id that recorded the event.
+    #[param(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     node: Option<String>,
-    /// Minimum severity.
+    /// Minimum severity (the syslog aliases are accepted too).
+    #[param(inline, value_type = Option<SeverityDoc>)]
     severity: Option<String>,
     /// success, failure or denied.
+    #[param(inline, value_type = Option<OutcomeDoc>)]
     outcome: Option<String>,
     /// json: page size, default 100, at most 1000. ndjson and csv: at most this many events
     /// (default all).
+    #[param(minimum = 1)]
     limit: Option<u64>,
     /// json only: the `next_cursor` of the previous page.
     cursor: Option<String>,
     /// asc or desc (sequence order). Default desc for json, asc for csv; ndjson is asc only.
+    #[param(inline, value_type = Option<OrderDoc>)]
     order: Option<String>,
     /// json (default), ndjson (the self-verifying export bundle) or csv.
+    #[param(inline, value_type = Option<FormatDoc>)]
     format: Option<String>,
     /// ndjson only: put in the header a consistency proof from this older tree size to the
     /// export's checkpoint, so that a verifier holding a checkpoint of that size can tie the
     /// export to it.
+    #[param(minimum = 1)]
     consistency_from: Option<u64>,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum OrderDoc {
+    Asc,
+    Desc,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum FormatDoc {
+    Json,
+    Ndjson,
+    Csv,
 }
 
 struct BearerAuth;
@@ -286,9 +317,163 @@ impl Modify for Permissions {
 )]
 struct ApiDoc;
 
-/// The OpenAPI document as JSON text.
+/// The OpenAPI document as JSON text: utoipa's document, refined by [`refine`].
 pub fn openapi_json() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    let mut doc = match serde_json::to_value(ApiDoc::openapi()) {
+        Ok(doc) => doc,
+        Err(e) => return format!("{{\"error\":\"{e}\"}}"),
+    };
+    refine(&mut doc);
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// A text field of an event: 1 to `MAX_STRING_BYTES` bytes (the limit counts UTF-8 bytes; the
+/// schema's `maxLength`, in characters, is the same number), no control character.
+fn text_schema(description: &str) -> Value {
+    json!({
+        "type": "string",
+        "description": description,
+        "minLength": 1,
+        "maxLength": MAX_STRING_BYTES,
+        "pattern": TEXT_PATTERN,
+    })
+}
+
+/// No C0 control character and no DEL (FORMAT.md §2, *text*).
+const TEXT_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f]*$";
+/// A *name* (`tenant`, `node_id`): FORMAT.md §2.
+const NAME_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,128}$";
+/// An RFC 3339 date-time the server accepts, from 1971 on (an offset cannot take it before
+/// 1970) and with days up to 28 (valid in every month): a subset of what is accepted, so that
+/// every value the schema admits is accepted.
+const RFC3339_PATTERN: &str = "(197[1-9]|19[89][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
+
+/// The parts of the document utoipa's annotations cannot state: the client event's exact
+/// rules (patterns, byte limits, a timestamp as text or number, the recursive `context`
+/// with its number range), the append body (one event or a non-empty array), the optional
+/// rotation body, and `allowEmptyValue` on every query parameter (an empty value counts as
+/// absent, [`super::params::Params`]).
+fn refine(doc: &mut Value) {
+    let timestamp_text = format!("^{RFC3339_PATTERN}$");
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["EventInputDoc"] = json!({
+        "type": "object",
+        "description": "An event as a client submits it. Unknown fields are refused; `null` means absent.",
+        "additionalProperties": false,
+        "required": ["actor", "action", "target", "outcome", "severity"],
+        "properties": {
+            "occurred_at": {
+                "description": "When the action happened, per the client: RFC 3339 or integer epoch milliseconds (1970 to 9999).",
+                "anyOf": [
+                    {"type": "string", "pattern": timestamp_text, "example": "2026-03-14T09:00:00Z"},
+                    {"type": "integer", "minimum": MIN_TIMESTAMP, "maximum": MAX_TIMESTAMP},
+                    {"type": "null"}
+                ]
+            },
+            "tenant": {
+                "description": "Tenant (workspace); default `default` (or the key's tenant for a tenant-scoped key).",
+                "type": ["string", "null"],
+                "pattern": NAME_PATTERN,
+                "example": "default"
+            },
+            "actor": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["id", "kind"],
+                "properties": {
+                    "id": text_schema("Who acted"),
+                    "kind": {"$ref": "#/components/schemas/ActorKindDoc"},
+                    "ip": {
+                        "description": "IPv4 or IPv6 address (IPv4-mapped IPv6 is stored as IPv4)",
+                        "anyOf": [
+                            {"type": "string", "format": "ipv4"},
+                            {"type": "string", "format": "ipv6"},
+                            {"type": "null"}
+                        ],
+                        "example": "203.0.113.7"
+                    },
+                    "user_agent": {
+                        "description": "Empty or `null`: absent",
+                        "type": ["string", "null"],
+                        "maxLength": MAX_STRING_BYTES,
+                        "pattern": TEXT_PATTERN
+                    }
+                }
+            },
+            "action": {
+                "description": "Dotted action name, segments of `a-z 0-9 _ -`; the `evident` namespace is the server's own.",
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_ACTION_BYTES,
+                "pattern": "^(?!evident(\\.|$))[a-z0-9_-]+(\\.[a-z0-9_-]+)*$",
+                "example": "config.threshold.changed"
+            },
+            "target": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["kind", "id"],
+                "properties": {
+                    "kind": text_schema("What kind of thing was acted on"),
+                    "id": text_schema("Which one")
+                }
+            },
+            "outcome": {"$ref": "#/components/schemas/OutcomeDoc"},
+            "severity": {"$ref": "#/components/schemas/SeverityDoc"},
+            "context": {
+                "description": format!("Free-form JSON object (default `{{}}`): at most {MAX_CONTEXT_DEPTH} levels deep and {MAX_CONTEXT_BYTES} bytes in canonical form; numbers of magnitude at most 2^53 − 1."),
+                "anyOf": [
+                    {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/ContextValue"}},
+                    {"type": "null"}
+                ]
+            }
+        }
+    });
+    schemas["ContextValue"] = json!({
+        "description": "A JSON value inside `context`.",
+        "anyOf": [
+            {"type": "string"},
+            {"type": "number", "minimum": -(MAX_SAFE_INTEGER as i64), "maximum": MAX_SAFE_INTEGER},
+            {"type": "boolean"},
+            {"type": "null"},
+            {"type": "array", "items": {"$ref": "#/components/schemas/ContextValue"}},
+            {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/ContextValue"}}
+        ]
+    });
+    schemas["CreateKeyRequest"]["properties"]["tenant"]["pattern"] = json!(NAME_PATTERN);
+    let label = &mut schemas["CreateKeyRequest"]["properties"]["label"];
+    label["maxLength"] = json!(256);
+    label["pattern"] = json!("^[^\\u0000-\\u001f\\u007f-\\u009f]*$");
+    let grace = &mut schemas["RotateKeyRequest"]["properties"]["grace_seconds"];
+    grace["minimum"] = json!(0);
+    grace["maximum"] = json!(super::keys::MAX_GRACE_SECONDS);
+
+    let paths = &mut doc["paths"];
+    paths["/api/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"] = json!({
+        "oneOf": [
+            {"$ref": "#/components/schemas/EventInputDoc"},
+            {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/EventInputDoc"}}
+        ]
+    });
+    paths["/api/v1/keys/{id}/rotate"]["post"]["requestBody"]["required"] = json!(false);
+    if let Some(paths) = paths.as_object_mut() {
+        for item in paths.values_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for operation in item.values_mut() {
+                let Some(parameters) = operation
+                    .get_mut("parameters")
+                    .and_then(Value::as_array_mut)
+                else {
+                    continue;
+                };
+                // A required parameter given empty is missing, so only optional ones.
+                for parameter in parameters {
+                    if parameter["in"] == "query" && parameter["required"] != true {
+                        parameter["allowEmptyValue"] = json!(true);
+                    }
+                }
+            }
+        }
+    }
 }

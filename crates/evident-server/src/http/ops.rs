@@ -101,7 +101,8 @@ impl VerifyResponse {
     params(("from" = Option<u64>, Query, description = "Start at this sequence number (trusting the stored state just before it); default 0")),
     responses(
         (status = 200, description = "Verification ran: `ok` says whether the log is intact; when not, `violation` names the first problem", body = VerifyResponse),
-        (status = 400, description = "Bad `from`, or `from` beyond the end of the log", body = super::ErrorBody),
+        (status = 400, description = "A bad `from` or an unknown parameter", body = super::ErrorBody),
+        (status = 404, description = "`out_of_range`: `from` beyond the end of the log", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read", body = super::ErrorBody),
         (status = 409, description = "`log_damaged`: stored data that verification needs to start (the retention anchor, a checkpoint row) cannot be read; damage met by the walk itself is reported in a 200 answer's `violation`", body = super::ErrorBody),
@@ -212,7 +213,7 @@ async fn run_verify(
                 // A retention anchor that does not check is a finding, not a server error.
                 Err(verification::VerifyError::BadAnchor { from, problem }) => Err((from, problem)),
                 Err(e @ verification::VerifyError::StartBeyondEnd { .. }) => {
-                    return Err(ApiError::bad_param("from", e.to_string()));
+                    return Err(ApiError::out_of_range("from", e.to_string()));
                 }
                 Err(verification::VerifyError::Store(s)) => return Err(ApiError::from_store(s)),
                 Err(other) => return Err(ApiError::internal(other.to_string())),
@@ -247,7 +248,7 @@ async fn run_verify(
                 seals_checked: None,
                 checkpoints_checked: None,
                 violation: Some(ViolationJson {
-                    kind: "bad_anchor".to_owned(),
+                    kind: verification::BAD_ANCHOR.to_owned(),
                     seq: Some(*at),
                     message: format!(
                         "cannot start at the retention anchor (entry {at}): {problem}"

@@ -158,7 +158,7 @@ fn proof_hashes(store: &dyn Store, plan: &merkle::ProofPlan) -> Result<Vec<Hash>
 /// Checks a requested tree size against the log.
 fn check_size(name: &str, size: u64, log_size: u64) -> Result<(), ApiError> {
     if size > log_size {
-        return Err(ApiError::bad_param(
+        return Err(ApiError::out_of_range(
             name,
             format!("{name} {size} is beyond the log, which has {log_size} entries"),
         ));
@@ -177,9 +177,10 @@ fn check_size(name: &str, size: u64, log_size: u64) -> Result<(), ApiError> {
     ),
     responses(
         (status = 200, description = "The proof", body = InclusionProof),
-        (status = 400, description = "Missing or bad `seq` or `size`, `seq` not below `size`, or `size` beyond the log", body = super::ErrorBody),
+        (status = 400, description = "Missing or bad `seq` or `size`, or an unknown parameter", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read, or the entry is not of the tenant the key is scoped to (the same answer whichever tenant owns it)", body = super::ErrorBody),
+        (status = 404, description = "`out_of_range`: `size` beyond the log, or `seq` not below `size`; `not_found`: no such entry", body = super::ErrorBody),
         (status = 409, description = "`log_damaged`: the stored entry or a Merkle node the proof needs is missing or cannot be decoded (the message names the entry when known)", body = super::ErrorBody),
         (status = 410, description = "The entry was pruned by retention (code `pruned`)", body = super::ErrorBody),
     ),
@@ -201,7 +202,7 @@ pub async fn inclusion(
     };
     check_size("size", size, state.node().sequencer().size())?;
     if seq >= size {
-        return Err(ApiError::bad_param(
+        return Err(ApiError::out_of_range(
             "seq",
             format!("entry {seq} is not in the tree of size {size}"),
         ));
@@ -284,12 +285,13 @@ pub async fn inclusion(
     path = "/api/v1/proof/consistency",
     tag = "proofs",
     params(
-        ("from" = u64, Query, description = "The older tree size, at least 1"),
+        ("from" = u64, Query, minimum = 1, description = "The older tree size, at least 1"),
         ("to" = Option<u64>, Query, description = "The newer tree size (default: the latest checkpoint's size)"),
     ),
     responses(
         (status = 200, description = "The proof", body = ConsistencyProof),
-        (status = 400, description = "Missing or bad sizes: need 0 < from <= to <= log size", body = super::ErrorBody),
+        (status = 400, description = "Missing or bad `from` or `to`, or an unknown parameter", body = super::ErrorBody),
+        (status = 404, description = "`out_of_range`: `to` beyond the log, or `from` above `to`", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read", body = super::ErrorBody),
         (status = 409, description = "`log_damaged`: a Merkle node the proof needs is missing or cannot be read from the stored log", body = super::ErrorBody),
@@ -312,9 +314,9 @@ pub async fn consistency(
         return Err(ApiError::bad_param("from", "from must be at least 1"));
     }
     if from > to {
-        return Err(ApiError::bad_param(
+        return Err(ApiError::out_of_range(
             "from",
-            format!("from {from} is larger than to {to}"),
+            format!("from {from} is larger than to {to}: no tree shrinks"),
         ));
     }
     check_size("to", to, state.node().sequencer().size())?;

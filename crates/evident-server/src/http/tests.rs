@@ -901,7 +901,7 @@ async fn an_export_ties_to_an_older_trusted_checkpoint_with_consistency_from() {
     let e = t
         .get("/api/v1/audit-log?format=ndjson&consistency_from=600")
         .await
-        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+        .error(StatusCode::NOT_FOUND, "out_of_range");
     assert_eq!(e["field"], "consistency_from");
 }
 
@@ -977,15 +977,20 @@ async fn checkpoints_and_proofs_verify() {
     assert_eq!(hash(&c["from_root"]), checkpoint.root);
     merkle::verify_consistency(6, &checkpoint.root, 9, &hash(&c["to_root"]), &proof).unwrap();
 
+    // Well-formed requests for a tree or proof the log does not hold: 404 `out_of_range`
+    // (schema-valid requests are never 400s; the OpenAPI document cannot know the log's size).
     t.get("/api/v1/proof/inclusion?seq=9&size=9")
         .await
-        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+        .error(StatusCode::NOT_FOUND, "out_of_range");
     t.get("/api/v1/proof/inclusion?seq=1&size=10")
         .await
-        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+        .error(StatusCode::NOT_FOUND, "out_of_range");
     t.get("/api/v1/proof/consistency?from=7&to=6")
         .await
-        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+        .error(StatusCode::NOT_FOUND, "out_of_range");
+    t.get("/api/v1/proof/consistency?from=1&to=10")
+        .await
+        .error(StatusCode::NOT_FOUND, "out_of_range");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1004,7 +1009,7 @@ async fn verify_reports_ok_and_the_first_violation() {
     );
     t.get("/api/v1/verify?from=9")
         .await
-        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+        .error(StatusCode::NOT_FOUND, "out_of_range");
 
     *t.faulty.tamper_seq.lock().unwrap() = Some(2);
     let v = t.get("/api/v1/verify").await.json();
@@ -1113,6 +1118,29 @@ async fn openapi_describes_every_route() {
         .as_array()
         .unwrap();
     assert_eq!(params.len(), super::log::PARAMS.len());
+    // An empty optional query parameter counts as absent, and the document says so.
+    assert!(
+        params.iter().all(|p| p["allowEmptyValue"] == true),
+        "{params:?}"
+    );
+    let from = &doc["paths"]["/api/v1/proof/consistency"]["get"]["parameters"][0];
+    assert_eq!(
+        (from["name"].clone(), from["required"].clone()),
+        (json!("from"), json!(true))
+    );
+    assert!(from.get("allowEmptyValue").is_none(), "{from}");
+    // The append body: one event or a non-empty array of them, each closed to unknown fields.
+    let body = &doc["paths"]["/api/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    assert_eq!(body["oneOf"][1]["minItems"], 1, "{body}");
+    let event = &doc["components"]["schemas"]["EventInputDoc"];
+    assert_eq!(event["additionalProperties"], false);
+    assert_eq!(event["properties"]["actor"]["additionalProperties"], false);
+    // The rotation body may be left out.
+    assert_eq!(
+        doc["paths"]["/api/v1/keys/{id}/rotate"]["post"]["requestBody"]["required"],
+        false
+    );
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
 
@@ -1227,4 +1255,65 @@ async fn key_management_follows_role_and_tenant() {
     post(admin, "/api/v1/keys/evk_000000000000/rotate".to_owned(), "")
         .await
         .error(StatusCode::NOT_FOUND, "not_found");
+}
+
+/// Found by schemathesis: `{"grace_seconds": 26.0}` is an integer to JSON Schema (the
+/// document's `integer`), and was refused; a fraction or a negative number still is.
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_grace_accepts_integral_numbers_only() {
+    let t = setup();
+    let rotate = |body: &'static str| {
+        let t = &t;
+        let uri = format!("/api/v1/keys/{}/rotate", &t.writer[..16]);
+        async move {
+            t.call(
+                Method::POST,
+                &uri,
+                Some(&t.owner),
+                Some("application/json"),
+                body.to_owned(),
+            )
+            .await
+        }
+    };
+    for bad in [r#"{"grace_seconds":2.5}"#, r#"{"grace_seconds":-1}"#] {
+        let e = rotate(bad)
+            .await
+            .error(StatusCode::BAD_REQUEST, "invalid_body");
+        assert!(
+            e["message"].as_str().unwrap().contains("grace_seconds"),
+            "{e}"
+        );
+    }
+    let r = rotate(r#"{"grace_seconds":26.0}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["replaced"]["status"], "expiring");
+}
+
+/// Found by schemathesis: schema-valid requests for a tree size or entry the log does not hold
+/// were 400s; they are 404 `out_of_range`, naming the parameter.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_beyond_the_log_are_out_of_range() {
+    let t = setup();
+    t.fill(&["a", "b"]).await;
+    for (uri, field) in [
+        (
+            "/api/v1/proof/inclusion?seq=0&size=9223372036854775806",
+            "size",
+        ),
+        ("/api/v1/proof/inclusion?seq=5&size=2", "seq"),
+        ("/api/v1/proof/consistency?from=1&to=99", "to"),
+        ("/api/v1/proof/consistency?from=2&to=1", "from"),
+        ("/api/v1/verify?from=9223372036854775806", "from"),
+        (
+            "/api/v1/audit-log?format=ndjson&consistency_from=99",
+            "consistency_from",
+        ),
+    ] {
+        let e = t
+            .get(uri)
+            .await
+            .error(StatusCode::NOT_FOUND, "out_of_range");
+        assert_eq!(e["field"], field, "{uri}: {e}");
+    }
 }
