@@ -457,6 +457,21 @@ mod tests {
                 },
                 Some(10),
             ),
+            (
+                Violation::OutsideFilter {
+                    seq: 11,
+                    param: "actor".into(),
+                },
+                Some(11),
+            ),
+            (Violation::OmittedEntry { seq: 12 }, Some(12)),
+            (
+                Violation::BadConsistencyProof {
+                    from_size: 3,
+                    size: 9,
+                },
+                None,
+            ),
         ];
         // Every variant has a case (KINDS is complete), in declaration order.
         assert_eq!(cases.len(), Violation::KINDS.len());

@@ -380,14 +380,18 @@ fn proofs_verify_locally_against_the_signed_checkpoint() {
         out.stdout
     );
 
-    // Out-of-range requests are the server's 400, shown readably.
+    // Out-of-range requests are the server's 404 `out_of_range`, shown readably.
     let out = server
         .cli(
             key,
             &["proof", "inclusion", "--seq", "99", "--public-key", vkey],
         )
         .code(1);
-    assert!(out.stderr.contains("400"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("404") && out.stderr.contains("out_of_range"),
+        "{}",
+        out.stderr
+    );
 
     // Another node's key: the checkpoint does not verify.
     let other = Node::new();

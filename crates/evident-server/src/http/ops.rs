@@ -129,6 +129,7 @@ pub const MAX_TRUSTED_CHECKPOINTS: usize = 1000;
 pub struct VerifyRequest {
     /// Signed checkpoints kept outside this node (C2SP signed notes, each the whole text as
     /// `GET /api/v1/checkpoint` served it, or as `evident checkpoint` saved it), 1 to 1000.
+    #[schema(min_items = 1, max_items = 1000)]
     pub checkpoints: Vec<String>,
 }
 
