@@ -514,19 +514,8 @@ fn record_pending_findings(guard: &Guard, sequencer: &Sequencer) {
 
 /// What a damaged log appears to hold: one past its newest readable row (0 when none is).
 fn apparent_size(store: &dyn Store) -> u64 {
-    let mut newest = None;
-    let scanned = store.scan(
-        &evident_store::Filter::default(),
-        evident_store::Order::Descending,
-        None,
-        Some(1),
-        &mut |entry| {
-            newest = Some(entry.event.seq);
-            std::ops::ControlFlow::Break(())
-        },
-    );
-    match (scanned, newest) {
-        (Ok(()), Some(seq)) => seq.saturating_add(1),
+    match crate::verification::newest_seq(store) {
+        Ok(Some(seq)) => seq.saturating_add(1),
         _ => 0,
     }
 }

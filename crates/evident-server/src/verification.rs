@@ -589,20 +589,7 @@ impl Job<'_> {
 
     /// The sequence number of the newest stored row, if one can be read.
     fn newest_seq(&self) -> Option<u64> {
-        let mut newest = None;
-        self.store
-            .scan(
-                &Filter::default(),
-                Order::Descending,
-                None,
-                Some(1),
-                &mut |entry| {
-                    newest = Some(entry.event.seq);
-                    ControlFlow::Break(())
-                },
-            )
-            .ok()?;
-        newest
+        newest_seq(&*self.store).ok().flatten()
     }
 
     fn stream(&self, start: Anchor) -> StreamVerifier {
@@ -811,6 +798,22 @@ pub fn anchor_at(store: &dyn Store, from: u64) -> Result<Anchor, VerifyError> {
         prev_hash,
         tree,
     })
+}
+
+/// The sequence number of the newest stored row, if any: one descending scan of one row.
+pub fn newest_seq(store: &dyn Store) -> Result<Option<u64>, StoreError> {
+    let mut newest = None;
+    store.scan(
+        &Filter::default(),
+        Order::Descending,
+        None,
+        Some(1),
+        &mut |entry| {
+            newest = Some(entry.event.seq);
+            ControlFlow::Break(())
+        },
+    )?;
+    Ok(newest)
 }
 
 #[cfg(test)]
