@@ -12,7 +12,7 @@ mod common;
 
 use common::{
     Node, Run, Server, create_key, create_key_with_env, event, postgres_under_test, run,
-    storage_for_new_node,
+    storage_for_new_node, verify_export,
 };
 use evident_core::event::EventInput;
 use serde_json::{Value, json};
@@ -53,16 +53,6 @@ fn public_key(node_dir: &Path, out: &Path) -> String {
     ])
     .ok();
     out.to_str().unwrap().to_owned()
-}
-
-fn verify_export(file: &Path, public_key: &str) -> Run {
-    run(&[
-        "verify",
-        "--export",
-        file.to_str().unwrap(),
-        "--public-key",
-        public_key,
-    ])
 }
 
 fn export(server: &Server, key: &str, format: &str, file: &Path) {

@@ -223,11 +223,7 @@ fn a_deleted_merkle_node_is_409_log_damaged_for_the_proofs_that_need_it() {
     assert!(!received.is_empty());
     let file = node.file("cut.ndjson");
     std::fs::write(&file, &received).unwrap();
-    let public_key = common::run(&["public-key", "--data-dir", node.dir_str()])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let public_key = node.public_key();
     let out = common::run(&[
         "verify",
         "--export",

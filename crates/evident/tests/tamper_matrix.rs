@@ -19,7 +19,9 @@
 
 mod common;
 
-use common::{Node, Run, Server, attacker_db, event, run};
+use common::{
+    Node, Run, Server, attacker_db, copy_dir, event, run, saved_checkpoint_size, verify_export,
+};
 use evident_core::event::EventInput;
 use evident_core::{ChainHead, SealKey, SealedEntry};
 use evident_store::{Filter, Order};
@@ -30,20 +32,6 @@ use std::path::{Path, PathBuf};
 const SIZE: u64 = 12;
 /// Entries in the older copy of the data directory.
 const OLDER: u64 = 6;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if src.is_dir() {
-            copy_dir(&src, &dst);
-            std::fs::set_permissions(&dst, std::fs::metadata(&src).unwrap().permissions()).unwrap();
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
-}
 
 /// Every stored entry of `dir`, in order.
 fn entries(dir: &Path) -> Vec<SealedEntry> {
@@ -417,25 +405,10 @@ fn setup() -> Ctx {
             .unwrap();
     }
     api.wait_checkpoint(SIZE);
-    let public_key = run(&["public-key", "--data-dir", node.dir_str()])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let public_key = node.public_key();
     // The checkpoint the owner keeps elsewhere.
     let checkpoint = node.file("kept.checkpoint");
-    server
-        .cli(
-            &node.owner_key,
-            &[
-                "checkpoint",
-                "--out",
-                checkpoint.to_str().unwrap(),
-                "--public-key",
-                &public_key,
-            ],
-        )
-        .ok();
+    server.keep_checkpoint(&node.owner_key, &checkpoint, &public_key);
     assert_eq!(server.stop(), Some(0));
     node.verify().ok();
     Ctx {
@@ -504,8 +477,7 @@ fn offline(ctx: &Ctx, dir: &Path, what: &str) -> Run {
 }
 
 fn checkpoint_size(ctx: &Ctx) -> u64 {
-    let text = std::fs::read_to_string(&ctx.checkpoint).unwrap();
-    text.lines().nth(1).unwrap().parse().unwrap()
+    saved_checkpoint_size(&ctx.checkpoint)
 }
 
 #[test]
@@ -567,17 +539,6 @@ fn export_to(server: &Server, key: &str, file: &Path, args: &[&str]) -> Run {
     server.cli(key, &all)
 }
 
-/// `evident verify --export FILE --public-key K`.
-fn verify_export(file: &Path, public_key: &str) -> Run {
-    run(&[
-        "verify",
-        "--export",
-        file.to_str().unwrap(),
-        "--public-key",
-        public_key,
-    ])
-}
-
 #[test]
 fn an_export_across_a_deleted_row_shows_the_gap_or_refuses_naming_it() {
     let node = Node::embedded();
@@ -590,11 +551,7 @@ fn an_export_across_a_deleted_row_shows_the_gap_or_refuses_naming_it() {
             .unwrap();
     }
     api.wait_checkpoint(12);
-    let public_key = run(&["public-key", "--data-dir", node.dir_str()])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let public_key = node.public_key();
     assert_eq!(server.stop(), Some(0));
     attacker_db(&node.dir)
         .execute("DELETE FROM events WHERE seq = 6", [])
