@@ -55,21 +55,6 @@ fn public_key(node_dir: &Path, out: &Path) -> String {
     out.to_str().unwrap().to_owned()
 }
 
-fn export(server: &Server, key: &str, format: &str, file: &Path) {
-    server
-        .cli(
-            key,
-            &[
-                "export",
-                "--format",
-                format,
-                "--out",
-                file.to_str().unwrap(),
-            ],
-        )
-        .ok();
-}
-
 /// The event lines of an NDJSON export bundle (header and trailer dropped).
 fn bundle_events(file: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(file).unwrap();
@@ -240,7 +225,7 @@ fn each_stored_event_names_the_key_that_appended_it() {
 
     // Exports: the self-verifying bundle, the JSON page form and CSV.
     let bundle = node.file("all.ndjson");
-    export(&server, &node.owner_key, "ndjson", &bundle);
+    server.export(&node.owner_key, "ndjson", &bundle, &[]).ok();
     let lines = bundle_events(&bundle);
     for (seq, id) in &expected {
         let line = lines.iter().find(|l| l["seq"] == *seq).unwrap();
@@ -250,7 +235,9 @@ fn each_stored_event_names_the_key_that_appended_it() {
     verify_export(&bundle, &key_file).ok();
 
     let json_export = node.file("all.json");
-    export(&server, &node.owner_key, "json", &json_export);
+    server
+        .export(&node.owner_key, "json", &json_export, &[])
+        .ok();
     let text = std::fs::read_to_string(&json_export).unwrap();
     for (seq, id) in &expected {
         let needle = format!(r#""seq":{seq},"#);
@@ -267,7 +254,7 @@ fn each_stored_event_names_the_key_that_appended_it() {
     }
 
     let csv_file = node.file("all.csv");
-    export(&server, &node.owner_key, "csv", &csv_file);
+    server.export(&node.owner_key, "csv", &csv_file, &[]).ok();
     let mut reader = csv::Reader::from_path(&csv_file).unwrap();
     let header = reader.headers().unwrap().clone();
     assert_eq!(header.iter().next_back(), Some("appended_by"), "{header:?}");
@@ -393,7 +380,7 @@ fn a_log_of_both_encoding_versions_verifies_and_a_changed_key_id_is_caught() {
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json()["ok"], true, "{}", answer.text());
     let bundle = tmp.path().join("all.ndjson");
-    export(&server, &owner, "ndjson", &bundle);
+    server.export(&owner, "ndjson", &bundle, &[]).ok();
     let key_file = public_key(&dir, &tmp.path().join("node.pub"));
     let out = verify_export(&bundle, &key_file).ok();
     assert!(out.stdout.contains("entries"), "{}", out.stdout);

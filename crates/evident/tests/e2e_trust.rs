@@ -211,15 +211,9 @@ fn verify_export_names_its_key_its_completeness_and_refuses_a_proof_that_does_no
     let bob = ctx.node.file("bob.ndjson");
     let with_proof = ctx.node.file("proof.ndjson");
     let out = |file: &Path, args: &[&str]| {
-        let mut all = vec![
-            "export",
-            "--format",
-            "ndjson",
-            "--out",
-            file.to_str().unwrap(),
-        ];
-        all.extend_from_slice(args);
-        server.cli(&ctx.node.owner_key, &all).ok();
+        server
+            .export(&ctx.node.owner_key, "ndjson", file, args)
+            .ok();
     };
     out(&full, &[]);
     out(&bob, &["--actor", "bob"]);

@@ -526,19 +526,6 @@ fn every_attack_is_detected_by_the_path_that_can_see_it() {
     );
 }
 
-/// `evident export --format ndjson ARGS` from `server` into `file`.
-fn export_to(server: &Server, key: &str, file: &Path, args: &[&str]) -> Run {
-    let mut all = vec![
-        "export",
-        "--format",
-        "ndjson",
-        "--out",
-        file.to_str().unwrap(),
-    ];
-    all.extend_from_slice(args);
-    server.cli(key, &all)
-}
-
 #[test]
 fn an_export_across_a_deleted_row_shows_the_gap_or_refuses_naming_it() {
     let node = Node::embedded();
@@ -562,7 +549,7 @@ fn an_export_across_a_deleted_row_shows_the_gap_or_refuses_naming_it() {
 
     // The whole log: every stored entry, one run across the hole; its verification stops
     // there and names it.
-    export_to(&server, &node.owner_key, &file, &[]).ok();
+    server.export(&node.owner_key, "ndjson", &file, &[]).ok();
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(
         text.lines().count(),
@@ -581,7 +568,9 @@ fn an_export_across_a_deleted_row_shows_the_gap_or_refuses_naming_it() {
     );
 
     // bob's entries reach the hole: the same, in a filtered bundle.
-    export_to(&server, &node.owner_key, &file, &["--actor", "bob"]).ok();
+    server
+        .export(&node.owner_key, "ndjson", &file, &["--actor", "bob"])
+        .ok();
     let out = verify_export(&file, &public_key).code(1);
     assert!(
         out.stderr.starts_with("FAILED at seq 6 ") && out.stderr.contains("entry 6 missing"),
@@ -598,7 +587,9 @@ fn an_export_across_a_deleted_row_shows_the_gap_or_refuses_naming_it() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("entry 6 is missing"), "{message}");
     assert!(message.contains("An export without a filter"), "{message}");
-    let out = export_to(&server, &node.owner_key, &file, &["--actor", "alice"]).code(1);
+    let out = server
+        .export(&node.owner_key, "ndjson", &file, &["--actor", "alice"])
+        .code(1);
     assert!(
         out.stderr.contains("409") && out.stderr.contains("entry 6 is missing"),
         "{}",

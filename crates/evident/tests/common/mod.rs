@@ -416,6 +416,19 @@ impl Server {
         run(&all)
     }
 
+    /// `evident export --format FORMAT --out FILE ARGS`.
+    pub fn export(&self, key: &str, format: &str, file: &Path, args: &[&str]) -> Run {
+        let mut all = vec![
+            "export",
+            "--format",
+            format,
+            "--out",
+            file.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        self.cli(key, &all)
+    }
+
     /// `evident checkpoint --out OUT --public-key K`: the checkpoint a client keeps elsewhere.
     pub fn keep_checkpoint(&self, key: &str, out: &Path, public_key: &str) {
         self.cli(
