@@ -514,8 +514,8 @@ fn record_pending_findings(guard: &Guard, sequencer: &Sequencer) {
 
 /// What a damaged log appears to hold: one past its newest readable row (0 when none is).
 fn apparent_size(store: &dyn Store) -> u64 {
-    match crate::verification::newest_seq(store) {
-        Ok(Some(seq)) => seq.saturating_add(1),
+    match crate::scan::newest_entry(store) {
+        Ok(Some(entry)) => entry.event.seq.saturating_add(1),
         _ => 0,
     }
 }

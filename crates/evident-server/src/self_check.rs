@@ -164,9 +164,9 @@ impl SelfCheck {
                 }
                 PassKind::Incremental => {
                     // Rows gone below where the last pass (or the node) stood.
-                    let stored_end = verification::newest_seq(store)
+                    let stored_end = crate::scan::newest_entry(store)
                         .map_err(|e| e.to_string())?
-                        .map_or(0, |seq| seq.saturating_add(1));
+                        .map_or(0, |entry| entry.event.seq.saturating_add(1));
                     if stored_end < start.next_seq {
                         let damage = Damage::new(
                             "truncated",

@@ -589,7 +589,10 @@ impl Job<'_> {
 
     /// The sequence number of the newest stored row, if one can be read.
     fn newest_seq(&self) -> Option<u64> {
-        newest_seq(&*self.store).ok().flatten()
+        crate::scan::newest_entry(self.store)
+            .ok()
+            .flatten()
+            .map(|entry| entry.event.seq)
     }
 
     fn stream(&self, start: Anchor) -> StreamVerifier {
@@ -798,22 +801,6 @@ pub fn anchor_at(store: &dyn Store, from: u64) -> Result<Anchor, VerifyError> {
         prev_hash,
         tree,
     })
-}
-
-/// The sequence number of the newest stored row, if any: one descending scan of one row.
-pub fn newest_seq(store: &dyn Store) -> Result<Option<u64>, StoreError> {
-    let mut newest = None;
-    store.scan(
-        &Filter::default(),
-        Order::Descending,
-        None,
-        Some(1),
-        &mut |entry| {
-            newest = Some(entry.event.seq);
-            ControlFlow::Break(())
-        },
-    )?;
-    Ok(newest)
 }
 
 #[cfg(test)]
