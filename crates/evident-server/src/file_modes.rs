@@ -49,6 +49,19 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Creates `dir` and any missing parents, each new one mode 0700 (like
+/// `std::fs::create_dir_all`); existing ones are left as they are.
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(PRIVATE_DIR_MODE);
+    }
+    builder.create(dir)
+}
+
 /// Creates `path` empty with mode 0600 when it does not exist yet (so that a library that
 /// creates it otherwise, SQLite, finds it private, and gives its side files the same mode).
 pub fn create_private_file(path: &Path) -> io::Result<()> {

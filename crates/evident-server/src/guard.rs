@@ -185,14 +185,7 @@ impl Guard {
         metrics: Arc<Metrics>,
     ) -> Result<Guard, GuardError> {
         let dir = data_dir.join(STATE_DIR);
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        builder.create(&dir).map_err(io_err(&dir))?;
+        crate::file_modes::create_private_dir_all(&dir).map_err(io_err(&dir))?;
         let path = dir.join(SIGNED_STATE_FILE);
         let state = match std::fs::read_to_string(&path) {
             Ok(text) => parse_state(&path, &text)?,

@@ -561,14 +561,7 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], NodeError> {
 }
 
 fn create_private_dir(path: &Path) -> Result<(), NodeError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(path).map_err(io_err(path))
+    crate::file_modes::create_private_dir_all(path).map_err(io_err(path))
 }
 
 fn write_private_file(path: &Path, contents: &str) -> Result<(), NodeError> {
