@@ -41,15 +41,8 @@ enum Db {
 impl Db {
     fn of(node: &Node) -> Db {
         if postgres_under_test() {
-            let toml = std::fs::read_to_string(node.dir.join("node.toml")).unwrap();
-            let url = toml
-                .lines()
-                .find_map(|l| l.strip_prefix("storage = \""))
-                .unwrap()
-                .trim_end_matches('"')
-                .to_owned();
             Db::Postgres {
-                db: url.rsplit('/').next().unwrap().to_owned(),
+                db: node.postgres_database(),
             }
         } else {
             Db::Sqlite {

@@ -148,6 +148,22 @@ impl Node {
         run(&["verify", "--data-dir", self.dir_str()])
     }
 
+    /// The node's `storage` URL, as `node.toml` records it (a node on PostgreSQL).
+    pub fn storage_url(&self) -> String {
+        let config = std::fs::read_to_string(self.dir.join("node.toml")).unwrap();
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix("storage = \""))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_owned()
+    }
+
+    /// The name of the PostgreSQL database the node's log is in (the URL's last segment).
+    pub fn postgres_database(&self) -> String {
+        self.storage_url().rsplit('/').next().unwrap().to_owned()
+    }
+
     /// The node's checkpoint verifier key, as `evident public-key --data-dir` prints it.
     pub fn public_key(&self) -> String {
         run(&["public-key", "--data-dir", self.dir_str()])
