@@ -237,13 +237,40 @@ pub fn parse_action(text: &str) -> Result<ActionFilter, String> {
 
 /// An address (`10.1.2.3`, `2001:db8::1`) or a CIDR network (`10.0.0.0/8`, `2001:db8::/32`).
 pub fn parse_ip_filter(text: &str) -> Result<IpFilter, String> {
+    parse_network(text, |addr| addr)
+        .map(|(addr, prefix_len)| IpFilter { addr, prefix_len })
+        .map_err(|e| match e {
+            NetworkSyntax::NotAnAddress => {
+                format!("\"{text}\" is not an IP address or CIDR network")
+            }
+            NetworkSyntax::PrefixOutOfRange { max } => {
+                format!("\"{text}\": prefix length must be 0 to {max}")
+            }
+        })
+}
+
+/// Why a text is not `address[/prefix]`; each caller words it for its own context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkSyntax {
+    /// The part before any `/` is not an IPv4 or IPv6 address.
+    NotAnAddress,
+    /// The prefix length is not a number from 0 to `max` (32 for IPv4, 128 for IPv6).
+    PrefixOutOfRange { max: u8 },
+}
+
+/// The one reading of `address[/prefix]` (the `ip` filter, `trusted_proxies`): the address,
+/// passed through `normalize` before its family decides the longest prefix, and the prefix
+/// length, the whole address when there is none. Nothing is masked: callers decide that.
+pub fn parse_network(
+    text: &str,
+    normalize: impl FnOnce(IpAddr) -> IpAddr,
+) -> Result<(IpAddr, u8), NetworkSyntax> {
     let (addr_text, prefix) = match text.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (text, None),
     };
-    let addr: IpAddr = addr_text
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not an IP address or CIDR network"))?;
+    let addr: IpAddr = addr_text.parse().map_err(|_| NetworkSyntax::NotAnAddress)?;
+    let addr = normalize(addr);
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let prefix_len = match prefix {
         None => max,
@@ -251,9 +278,9 @@ pub fn parse_ip_filter(text: &str) -> Result<IpFilter, String> {
             .parse::<u8>()
             .ok()
             .filter(|n| *n <= max)
-            .ok_or_else(|| format!("\"{text}\": prefix length must be 0 to {max}"))?,
+            .ok_or(NetworkSyntax::PrefixOutOfRange { max })?,
     };
-    Ok(IpFilter { addr, prefix_len })
+    Ok((addr, prefix_len))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! the brute-force limiters count and what self-audit events record.
 
 use axum::http::HeaderMap;
+use evident_core::filter::{NetworkSyntax, parse_network};
 use std::net::{IpAddr, SocketAddr};
 
 /// An IP network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`); a bare address is a
@@ -28,28 +29,18 @@ impl std::str::FromStr for Cidr {
     type Err = BadCidr;
 
     fn from_str(text: &str) -> Result<Cidr, BadCidr> {
-        let bad = |problem| BadCidr {
-            text: text.to_owned(),
-            problem,
-        };
-        let trimmed = text.trim();
-        let (addr_text, prefix) = match trimmed.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (trimmed, None),
-        };
-        let addr: IpAddr = addr_text
-            .parse()
-            .map_err(|_| bad("expected an address such as 10.0.0.0/8 or 2001:db8::/32"))?;
-        let addr = addr.to_canonical();
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix_len = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|n| *n <= max)
-                .ok_or_else(|| bad("the prefix length must be 0 to 32 (IPv4) or 128 (IPv6)"))?,
-        };
+        let (addr, prefix_len) =
+            parse_network(text.trim(), |addr| addr.to_canonical()).map_err(|e| BadCidr {
+                text: text.to_owned(),
+                problem: match e {
+                    NetworkSyntax::NotAnAddress => {
+                        "expected an address such as 10.0.0.0/8 or 2001:db8::/32"
+                    }
+                    NetworkSyntax::PrefixOutOfRange { .. } => {
+                        "the prefix length must be 0 to 32 (IPv4) or 128 (IPv6)"
+                    }
+                },
+            })?;
         Ok(Cidr {
             network: mask(addr, prefix_len),
             prefix_len,

@@ -3,8 +3,8 @@
 //! whatever the umask; at each start, existing ones that are looser are tightened, or, when
 //! that fails (another owner, a read-only filesystem), warned about.
 
-use std::io;
-use std::path::Path;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
 /// Mode of the data directory and its subdirectories.
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
@@ -49,6 +49,19 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Creates `dir` and any missing parents, each new one mode 0700 (like
+/// `std::fs::create_dir_all`); existing ones are left as they are.
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(PRIVATE_DIR_MODE);
+    }
+    builder.create(dir)
+}
+
 /// Creates `path` empty with mode 0600 when it does not exist yet (so that a library that
 /// creates it otherwise, SQLite, finds it private, and gives its side files the same mode).
 pub fn create_private_file(path: &Path) -> io::Result<()> {
@@ -64,6 +77,56 @@ pub fn create_private_file(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Whether a durable write fails when the directory holding the file cannot be synced after
+/// the rename (the file is then in place but its name may not survive a crash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirSync {
+    Required,
+    BestEffort,
+}
+
+/// The step of a durable write that failed: the file it was on and the error.
+#[derive(Debug)]
+pub struct WriteFailed {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+/// The one durable write of a private file: writes `contents` to a temporary file (mode
+/// 0600) next to `path`, fsyncs it, renames it over `path` and syncs the directory, so that
+/// a crash leaves either the old file or the whole new one.
+pub fn write_private_file_durably(
+    path: &Path,
+    contents: &str,
+    dir_sync: DirSync,
+) -> Result<(), WriteFailed> {
+    let failed = |path: &Path| {
+        let path = path.to_owned();
+        move |source| WriteFailed { path, source }
+    };
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(PRIVATE_FILE_MODE);
+    }
+    let mut file = options.open(&tmp).map_err(failed(&tmp))?;
+    file.write_all(contents.as_bytes()).map_err(failed(&tmp))?;
+    file.sync_all().map_err(failed(&tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(failed(path))?;
+    if let Some(parent) = path.parent() {
+        // The rename is durable once the directory entry is.
+        let synced = std::fs::File::open(parent).and_then(|dir| dir.sync_all());
+        if dir_sync == DirSync::Required {
+            synced.map_err(failed(parent))?;
+        }
+    }
+    Ok(())
 }
 
 /// Tightens the data directory, its private subdirectories and files that exist.

@@ -6,6 +6,7 @@
 //! are in the log. [`check_before_extending`] is what a node runs before it appends after
 //! entries it did not write in this process (at start, and after every resync with the store).
 
+use crate::file_modes::{DirSync, WriteFailed, write_private_file_durably};
 use crate::metrics::Metrics;
 use crate::verification::{self, Problem, VerifyOutcome};
 use evident_core::event::Millis;
@@ -14,7 +15,6 @@ use evident_core::verify::Anchor;
 use evident_core::{ChainHead, Checkpoint, Hash, NoteVerifier, SealKey};
 use evident_store::{Store, StoreError, StoredCheckpoint};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -185,14 +185,7 @@ impl Guard {
         metrics: Arc<Metrics>,
     ) -> Result<Guard, GuardError> {
         let dir = data_dir.join(STATE_DIR);
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        builder.create(&dir).map_err(io_err(&dir))?;
+        crate::file_modes::create_private_dir_all(&dir).map_err(io_err(&dir))?;
         let path = dir.join(SIGNED_STATE_FILE);
         let state = match std::fs::read_to_string(&path) {
             Ok(text) => parse_state(&path, &text)?,
@@ -466,26 +459,10 @@ fn anchor_of(head: &ChainHead) -> Anchor {
     }
 }
 
-/// Writes through a temporary file, fsyncs, renames and syncs the directory (mode 0600).
+/// Writes durably (mode 0600); a directory that cannot be synced fails the write.
 fn write_durably(path: &Path, contents: &str) -> Result<(), GuardError> {
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(contents.as_bytes()).map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    if let Some(parent) = path.parent() {
-        let dir = std::fs::File::open(parent).map_err(io_err(parent))?;
-        dir.sync_all().map_err(io_err(parent))?;
-    }
-    Ok(())
+    write_private_file_durably(path, contents, DirSync::Required)
+        .map_err(|WriteFailed { path, source }| GuardError::Io { path, source })
 }
 
 /// What the check before extending needs of the node.

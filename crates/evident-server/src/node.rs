@@ -12,6 +12,7 @@
 //! and the database binds each node id to one verifier key.
 
 use crate::config::{ConfigError, ServerConfig};
+use crate::file_modes::{DirSync, WriteFailed};
 use crate::guard::{CheckKeys, DetectedBy, Guard, check_before_extending};
 use crate::metrics::Metrics;
 use crate::sequencer::{Resume, Sequencer, SequencerSettings, WriterLease};
@@ -20,7 +21,6 @@ use evident_store::postgres::NodeRecord;
 use evident_store::{PostgresStore, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -514,19 +514,8 @@ fn record_pending_findings(guard: &Guard, sequencer: &Sequencer) {
 
 /// What a damaged log appears to hold: one past its newest readable row (0 when none is).
 fn apparent_size(store: &dyn Store) -> u64 {
-    let mut newest = None;
-    let scanned = store.scan(
-        &evident_store::Filter::default(),
-        evident_store::Order::Descending,
-        None,
-        Some(1),
-        &mut |entry| {
-            newest = Some(entry.event.seq);
-            std::ops::ControlFlow::Break(())
-        },
-    );
-    match (scanned, newest) {
-        (Ok(()), Some(seq)) => seq.saturating_add(1),
+    match crate::scan::newest_entry(store) {
+        Ok(Some(entry)) => entry.event.seq.saturating_add(1),
         _ => 0,
     }
 }
@@ -572,45 +561,14 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], NodeError> {
 }
 
 fn create_private_dir(path: &Path) -> Result<(), NodeError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(path).map_err(io_err(path))
+    crate::file_modes::create_private_dir_all(path).map_err(io_err(path))
 }
 
 fn write_private_file(path: &Path, contents: &str) -> Result<(), NodeError> {
-    write_file_durably(path, contents, Some(0o600))
-}
-
-/// Writes through a temporary file, fsyncs and renames, so that a crash leaves either no file
-/// or the whole file.
-fn write_file_durably(path: &Path, contents: &str, mode: Option<u32>) -> Result<(), NodeError> {
-    let tmp = path.with_extension("tmp");
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if let Some(mode) = mode {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(contents.as_bytes()).map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    if let Some(parent) = path.parent() {
-        // The rename is durable once the directory entry is.
-        if let Ok(dir) = File::open(parent) {
-            let _ = dir.sync_all();
-        }
-    }
-    Ok(())
+    // A directory that cannot be opened to sync (not every platform allows it) does not fail
+    // the write.
+    crate::file_modes::write_private_file_durably(path, contents, DirSync::BestEffort)
+        .map_err(|WriteFailed { path, source }| NodeError::Io { path, source })
 }
 
 fn warn_if_readable_by_others(path: &Path) {

@@ -7,6 +7,23 @@ use evident_core::SealedEntry;
 use evident_store::{Filter, Order, Store, StoreError};
 use std::ops::ControlFlow;
 
+/// The newest stored row, if any: one descending scan of one row (the one reading of where
+/// the stored log ends, for the node, the verifiers and the sequencer).
+pub fn newest_entry(store: &dyn Store) -> Result<Option<SealedEntry>, StoreError> {
+    let mut newest = None;
+    store.scan(
+        &Filter::default(),
+        Order::Descending,
+        None,
+        Some(1),
+        &mut |entry| {
+            newest = Some(entry);
+            ControlFlow::Break(())
+        },
+    )?;
+    Ok(newest)
+}
+
 /// Rows per chunk.
 pub const CHUNK_ROWS: u64 = 1024;
 

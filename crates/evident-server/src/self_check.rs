@@ -164,9 +164,9 @@ impl SelfCheck {
                 }
                 PassKind::Incremental => {
                     // Rows gone below where the last pass (or the node) stood.
-                    let stored_end = newest_seq(store)
+                    let stored_end = crate::scan::newest_entry(store)
                         .map_err(|e| e.to_string())?
-                        .map_or(0, |seq| seq.saturating_add(1));
+                        .map_or(0, |entry| entry.event.seq.saturating_add(1));
                     if stored_end < start.next_seq {
                         let damage = Damage::new(
                             "truncated",
@@ -281,22 +281,6 @@ impl SelfCheck {
         inner.last = Some(result.clone());
         result
     }
-}
-
-/// The sequence number of the newest stored row, if any.
-fn newest_seq(store: &dyn evident_store::Store) -> Result<Option<u64>, evident_store::StoreError> {
-    let mut newest = None;
-    store.scan(
-        &evident_store::Filter::default(),
-        evident_store::Order::Descending,
-        None,
-        Some(1),
-        &mut |entry| {
-            newest = Some(entry.event.seq);
-            std::ops::ControlFlow::Break(())
-        },
-    )?;
-    Ok(newest)
 }
 
 /// Runs the background verifier until the task is aborted: a pass every `verify_every_ms`,

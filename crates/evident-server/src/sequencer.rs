@@ -28,9 +28,8 @@ use evident_core::event::Millis;
 use evident_core::merkle::NodeId;
 use evident_core::{Checkpoint, EventInput, Hash, NoteSigner, SealKey, SealedEntry};
 use evident_store::PostgresStore;
-use evident_store::{Filter, Order, Store, StoreError, StoredCheckpoint};
+use evident_store::{Store, StoreError, StoredCheckpoint};
 use std::collections::VecDeque;
-use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -414,18 +413,7 @@ impl Drop for Sequencer {
 
 /// The recording time of the newest entry, so that time never goes backwards across restarts.
 fn last_recorded_at(store: &dyn Store) -> Result<Millis, StoreError> {
-    let mut last = Millis::MIN;
-    store.scan(
-        &Filter::default(),
-        Order::Descending,
-        None,
-        Some(1),
-        &mut |entry| {
-            last = entry.event.recorded_at;
-            ControlFlow::Break(())
-        },
-    )?;
-    Ok(last)
+    Ok(crate::scan::newest_entry(store)?.map_or(Millis::MIN, |entry| entry.event.recorded_at))
 }
 
 /// Milliseconds since the Unix epoch now.
@@ -1173,6 +1161,7 @@ mod tests {
     use crate::config::ServerConfig;
     use crate::test_support::{event_json, faulty_node, test_config};
     use crate::verification::{VerifyOutcome, verify_store};
+    use evident_store::Filter;
 
     fn input(actor: &str) -> EventInput {
         EventInput::from_json(&event_json(actor, "auth.login")).unwrap()

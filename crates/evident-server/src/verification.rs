@@ -589,20 +589,10 @@ impl Job<'_> {
 
     /// The sequence number of the newest stored row, if one can be read.
     fn newest_seq(&self) -> Option<u64> {
-        let mut newest = None;
-        self.store
-            .scan(
-                &Filter::default(),
-                Order::Descending,
-                None,
-                Some(1),
-                &mut |entry| {
-                    newest = Some(entry.event.seq);
-                    ControlFlow::Break(())
-                },
-            )
-            .ok()?;
-        newest
+        crate::scan::newest_entry(self.store)
+            .ok()
+            .flatten()
+            .map(|entry| entry.event.seq)
     }
 
     fn stream(&self, start: Anchor) -> StreamVerifier {

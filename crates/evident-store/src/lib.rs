@@ -304,6 +304,19 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// Every stored entry of `store`, in order (for the stores' unit tests).
+#[cfg(test)]
+pub(crate) fn all_entries(store: &dyn Store) -> Vec<SealedEntry> {
+    let mut out = Vec::new();
+    store
+        .scan(&Filter::default(), Order::Ascending, None, None, &mut |e| {
+            out.push(e);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1576,17 +1576,7 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(version, schema::SCHEMA_VERSION);
-        let read = |store: &PostgresStore| {
-            let mut out = Vec::new();
-            store
-                .scan(&Filter::default(), Order::Ascending, None, None, &mut |e| {
-                    out.push(e);
-                    ControlFlow::Continue(())
-                })
-                .unwrap();
-            out
-        };
-        assert_eq!(read(&store), old);
+        assert_eq!(crate::all_entries(&store), old);
         assert_eq!(store.load_head().unwrap(), head);
         let mut nodes = Vec::new();
         let new: Vec<SealedEntry> = (6..10)
@@ -1615,7 +1605,7 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(nulls, 6);
-        let all = read(&store);
+        let all = crate::all_entries(&store);
         let versions: Vec<u8> = all.iter().map(|e| e.event.entry_version()).collect();
         assert_eq!(versions, [1, 1, 1, 1, 1, 1, 2, 2, 2, 2]);
         assert_eq!(all[6..], new[..]);

@@ -1060,17 +1060,7 @@ mod tests {
                 .unwrap();
             assert_eq!(nulls, 6);
         }
-        let read = |store: &SqliteStore| {
-            let mut out = Vec::new();
-            store
-                .scan(&Filter::default(), Order::Ascending, None, None, &mut |e| {
-                    out.push(e);
-                    ControlFlow::Continue(())
-                })
-                .unwrap();
-            out
-        };
-        assert_eq!(read(&store), old);
+        assert_eq!(crate::all_entries(&store), old);
         assert_eq!(store.load_head().unwrap(), head);
 
         let (new, nodes) = batch_by(&mut head, 4, Some("evk_0123456789ab"));
@@ -1078,7 +1068,7 @@ mod tests {
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(raw_rows(&store.writer())[..6], before[..]);
-        let all = read(&store);
+        let all = crate::all_entries(&store);
         let versions: Vec<u8> = all.iter().map(|e| e.event.entry_version()).collect();
         assert_eq!(versions, [1, 1, 1, 1, 1, 1, 2, 2, 2, 2]);
         assert_eq!(all[..6], old[..]);

@@ -12,7 +12,7 @@ mod common;
 
 use common::{
     Node, Run, Server, create_key, create_key_with_env, event, postgres_under_test, run,
-    storage_for_new_node,
+    storage_for_new_node, verify_export,
 };
 use evident_core::event::EventInput;
 use serde_json::{Value, json};
@@ -53,31 +53,6 @@ fn public_key(node_dir: &Path, out: &Path) -> String {
     ])
     .ok();
     out.to_str().unwrap().to_owned()
-}
-
-fn verify_export(file: &Path, public_key: &str) -> Run {
-    run(&[
-        "verify",
-        "--export",
-        file.to_str().unwrap(),
-        "--public-key",
-        public_key,
-    ])
-}
-
-fn export(server: &Server, key: &str, format: &str, file: &Path) {
-    server
-        .cli(
-            key,
-            &[
-                "export",
-                "--format",
-                format,
-                "--out",
-                file.to_str().unwrap(),
-            ],
-        )
-        .ok();
 }
 
 /// The event lines of an NDJSON export bundle (header and trailer dropped).
@@ -250,7 +225,7 @@ fn each_stored_event_names_the_key_that_appended_it() {
 
     // Exports: the self-verifying bundle, the JSON page form and CSV.
     let bundle = node.file("all.ndjson");
-    export(&server, &node.owner_key, "ndjson", &bundle);
+    server.export(&node.owner_key, "ndjson", &bundle, &[]).ok();
     let lines = bundle_events(&bundle);
     for (seq, id) in &expected {
         let line = lines.iter().find(|l| l["seq"] == *seq).unwrap();
@@ -260,7 +235,9 @@ fn each_stored_event_names_the_key_that_appended_it() {
     verify_export(&bundle, &key_file).ok();
 
     let json_export = node.file("all.json");
-    export(&server, &node.owner_key, "json", &json_export);
+    server
+        .export(&node.owner_key, "json", &json_export, &[])
+        .ok();
     let text = std::fs::read_to_string(&json_export).unwrap();
     for (seq, id) in &expected {
         let needle = format!(r#""seq":{seq},"#);
@@ -277,7 +254,7 @@ fn each_stored_event_names_the_key_that_appended_it() {
     }
 
     let csv_file = node.file("all.csv");
-    export(&server, &node.owner_key, "csv", &csv_file);
+    server.export(&node.owner_key, "csv", &csv_file, &[]).ok();
     let mut reader = csv::Reader::from_path(&csv_file).unwrap();
     let header = reader.headers().unwrap().clone();
     assert_eq!(header.iter().next_back(), Some("appended_by"), "{header:?}");
@@ -403,7 +380,7 @@ fn a_log_of_both_encoding_versions_verifies_and_a_changed_key_id_is_caught() {
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json()["ok"], true, "{}", answer.text());
     let bundle = tmp.path().join("all.ndjson");
-    export(&server, &owner, "ndjson", &bundle);
+    server.export(&owner, "ndjson", &bundle, &[]).ok();
     let key_file = public_key(&dir, &tmp.path().join("node.pub"));
     let out = verify_export(&bundle, &key_file).ok();
     assert!(out.stdout.contains("entries"), "{}", out.stdout);

@@ -20,14 +20,7 @@ const DAMAGED: u64 = 40;
 /// database with the triggers disabled, as an attacker with database access would.
 fn tamper(node: &Node, sqlite: &str, postgres: &str) {
     if postgres_under_test() {
-        let config = std::fs::read_to_string(node.dir.join("node.toml")).unwrap();
-        let url = config
-            .lines()
-            .find_map(|l| l.strip_prefix("storage = \""))
-            .unwrap()
-            .trim_end_matches('"')
-            .to_owned();
-        let db = url.rsplit('/').next().unwrap().to_owned();
+        let db = node.postgres_database();
         let cluster = evident_testpg::shared().unwrap_or_else(|e| panic!("{e}"));
         cluster
             .psql(
@@ -223,11 +216,7 @@ fn a_deleted_merkle_node_is_409_log_damaged_for_the_proofs_that_need_it() {
     assert!(!received.is_empty());
     let file = node.file("cut.ndjson");
     std::fs::write(&file, &received).unwrap();
-    let public_key = common::run(&["public-key", "--data-dir", node.dir_str()])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let public_key = node.public_key();
     let out = common::run(&[
         "verify",
         "--export",

@@ -438,13 +438,7 @@ fn a_process_that_took_the_lease_makes_the_first_refuse_writes_until_it_is_free(
 #[test]
 fn the_database_refuses_edits_and_verify_names_a_forced_one() {
     let node = Node::postgres();
-    let storage = std::fs::read_to_string(node.dir.join("node.toml")).unwrap();
-    let url = storage
-        .lines()
-        .find_map(|l| l.strip_prefix("storage = \""))
-        .unwrap()
-        .trim_end_matches('"')
-        .to_owned();
+    let url = node.storage_url();
     let db = db_name(&url).to_owned();
     let mut server = Server::start(&node);
     let api = server.api(&node.owner_key);

@@ -41,15 +41,8 @@ enum Db {
 impl Db {
     fn of(node: &Node) -> Db {
         if postgres_under_test() {
-            let toml = std::fs::read_to_string(node.dir.join("node.toml")).unwrap();
-            let url = toml
-                .lines()
-                .find_map(|l| l.strip_prefix("storage = \""))
-                .unwrap()
-                .trim_end_matches('"')
-                .to_owned();
             Db::Postgres {
-                db: url.rsplit('/').next().unwrap().to_owned(),
+                db: node.postgres_database(),
             }
         } else {
             Db::Sqlite {
@@ -97,16 +90,7 @@ impl Db {
             Db::Sqlite { file, backup } => {
                 let conn = rusqlite::Connection::open(file).unwrap();
                 conn.busy_timeout(Duration::from_secs(10)).unwrap();
-                let triggers: Vec<String> = conn
-                    .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger'")
-                    .unwrap()
-                    .query_map([], |r| r.get(0))
-                    .unwrap()
-                    .map(|r| r.unwrap())
-                    .collect();
-                for t in triggers {
-                    conn.execute_batch(&format!("DROP TRIGGER {t}")).unwrap();
-                }
+                common::drop_triggers(&conn);
                 conn.execute("ATTACH DATABASE ?1 AS bk", [backup.to_str().unwrap()])
                     .unwrap();
                 conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; COMMIT"))

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Node, Server, attacker_db, event, run};
+use common::{Node, Server, attacker_db, copy_dir, event, run, saved_checkpoint_size};
 use evident_core::export::{self, ExportHeader, HeaderConsistency};
 use serde_json::Value;
 use std::path::Path;
@@ -23,19 +23,6 @@ struct Ctx {
     older: std::path::PathBuf,
     kept: std::path::PathBuf,
     public_key: String,
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if src.is_dir() {
-            copy_dir(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
 }
 
 fn setup() -> Ctx {
@@ -57,24 +44,9 @@ fn setup() -> Ctx {
         api.append(&event(actor, "config.changed")).unwrap();
     }
     api.wait_checkpoint(SIZE);
-    let public_key = run(&["public-key", "--data-dir", node.dir_str()])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let public_key = node.public_key();
     let kept = node.file("kept.checkpoint");
-    server
-        .cli(
-            &node.owner_key,
-            &[
-                "checkpoint",
-                "--out",
-                kept.to_str().unwrap(),
-                "--public-key",
-                &public_key,
-            ],
-        )
-        .ok();
+    server.keep_checkpoint(&node.owner_key, &kept, &public_key);
     assert_eq!(server.stop(), Some(0));
     Ctx {
         node,
@@ -85,8 +57,7 @@ fn setup() -> Ctx {
 }
 
 fn kept_size(ctx: &Ctx) -> u64 {
-    let text = std::fs::read_to_string(&ctx.kept).unwrap();
-    text.lines().nth(1).unwrap().parse().unwrap()
+    saved_checkpoint_size(&ctx.kept)
 }
 
 #[test]
@@ -241,15 +212,9 @@ fn verify_export_names_its_key_its_completeness_and_refuses_a_proof_that_does_no
     let bob = ctx.node.file("bob.ndjson");
     let with_proof = ctx.node.file("proof.ndjson");
     let out = |file: &Path, args: &[&str]| {
-        let mut all = vec![
-            "export",
-            "--format",
-            "ndjson",
-            "--out",
-            file.to_str().unwrap(),
-        ];
-        all.extend_from_slice(args);
-        server.cli(&ctx.node.owner_key, &all).ok();
+        server
+            .export(&ctx.node.owner_key, "ndjson", file, args)
+            .ok();
     };
     out(&full, &[]);
     out(&bob, &["--actor", "bob"]);
@@ -303,11 +268,7 @@ fn verify_export_names_its_key_its_completeness_and_refuses_a_proof_that_does_no
 
     // Another key: which signed and which was expected.
     let other = Node::embedded();
-    let other_key = run(&["public-key", "--data-dir", other.dir_str()])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let other_key = other.public_key();
     let failed = verify(&full, &other_key).code(1);
     let other_name = other_key.split('+').next().unwrap();
     assert!(

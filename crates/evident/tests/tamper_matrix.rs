@@ -19,7 +19,9 @@
 
 mod common;
 
-use common::{Node, Run, Server, attacker_db, event, run};
+use common::{
+    Node, Run, Server, attacker_db, copy_dir, event, run, saved_checkpoint_size, verify_export,
+};
 use evident_core::event::EventInput;
 use evident_core::{ChainHead, SealKey, SealedEntry};
 use evident_store::{Filter, Order};
@@ -30,20 +32,6 @@ use std::path::{Path, PathBuf};
 const SIZE: u64 = 12;
 /// Entries in the older copy of the data directory.
 const OLDER: u64 = 6;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if src.is_dir() {
-            copy_dir(&src, &dst);
-            std::fs::set_permissions(&dst, std::fs::metadata(&src).unwrap().permissions()).unwrap();
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
-}
 
 /// Every stored entry of `dir`, in order.
 fn entries(dir: &Path) -> Vec<SealedEntry> {
@@ -417,25 +405,10 @@ fn setup() -> Ctx {
             .unwrap();
     }
     api.wait_checkpoint(SIZE);
-    let public_key = run(&["public-key", "--data-dir", node.dir_str()])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let public_key = node.public_key();
     // The checkpoint the owner keeps elsewhere.
     let checkpoint = node.file("kept.checkpoint");
-    server
-        .cli(
-            &node.owner_key,
-            &[
-                "checkpoint",
-                "--out",
-                checkpoint.to_str().unwrap(),
-                "--public-key",
-                &public_key,
-            ],
-        )
-        .ok();
+    server.keep_checkpoint(&node.owner_key, &checkpoint, &public_key);
     assert_eq!(server.stop(), Some(0));
     node.verify().ok();
     Ctx {
@@ -504,8 +477,7 @@ fn offline(ctx: &Ctx, dir: &Path, what: &str) -> Run {
 }
 
 fn checkpoint_size(ctx: &Ctx) -> u64 {
-    let text = std::fs::read_to_string(&ctx.checkpoint).unwrap();
-    text.lines().nth(1).unwrap().parse().unwrap()
+    saved_checkpoint_size(&ctx.checkpoint)
 }
 
 #[test]
@@ -554,30 +526,6 @@ fn every_attack_is_detected_by_the_path_that_can_see_it() {
     );
 }
 
-/// `evident export --format ndjson ARGS` from `server` into `file`.
-fn export_to(server: &Server, key: &str, file: &Path, args: &[&str]) -> Run {
-    let mut all = vec![
-        "export",
-        "--format",
-        "ndjson",
-        "--out",
-        file.to_str().unwrap(),
-    ];
-    all.extend_from_slice(args);
-    server.cli(key, &all)
-}
-
-/// `evident verify --export FILE --public-key K`.
-fn verify_export(file: &Path, public_key: &str) -> Run {
-    run(&[
-        "verify",
-        "--export",
-        file.to_str().unwrap(),
-        "--public-key",
-        public_key,
-    ])
-}
-
 #[test]
 fn an_export_across_a_deleted_row_shows_the_gap_or_refuses_naming_it() {
     let node = Node::embedded();
@@ -590,11 +538,7 @@ fn an_export_across_a_deleted_row_shows_the_gap_or_refuses_naming_it() {
             .unwrap();
     }
     api.wait_checkpoint(12);
-    let public_key = run(&["public-key", "--data-dir", node.dir_str()])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let public_key = node.public_key();
     assert_eq!(server.stop(), Some(0));
     attacker_db(&node.dir)
         .execute("DELETE FROM events WHERE seq = 6", [])
@@ -605,7 +549,7 @@ fn an_export_across_a_deleted_row_shows_the_gap_or_refuses_naming_it() {
 
     // The whole log: every stored entry, one run across the hole; its verification stops
     // there and names it.
-    export_to(&server, &node.owner_key, &file, &[]).ok();
+    server.export(&node.owner_key, "ndjson", &file, &[]).ok();
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(
         text.lines().count(),
@@ -624,7 +568,9 @@ fn an_export_across_a_deleted_row_shows_the_gap_or_refuses_naming_it() {
     );
 
     // bob's entries reach the hole: the same, in a filtered bundle.
-    export_to(&server, &node.owner_key, &file, &["--actor", "bob"]).ok();
+    server
+        .export(&node.owner_key, "ndjson", &file, &["--actor", "bob"])
+        .ok();
     let out = verify_export(&file, &public_key).code(1);
     assert!(
         out.stderr.starts_with("FAILED at seq 6 ") && out.stderr.contains("entry 6 missing"),
@@ -641,7 +587,9 @@ fn an_export_across_a_deleted_row_shows_the_gap_or_refuses_naming_it() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("entry 6 is missing"), "{message}");
     assert!(message.contains("An export without a filter"), "{message}");
-    let out = export_to(&server, &node.owner_key, &file, &["--actor", "alice"]).code(1);
+    let out = server
+        .export(&node.owner_key, "ndjson", &file, &["--actor", "alice"])
+        .code(1);
     assert!(
         out.stderr.contains("409") && out.stderr.contains("entry 6 is missing"),
         "{}",

@@ -147,6 +147,31 @@ impl Node {
     pub fn verify(&self) -> Run {
         run(&["verify", "--data-dir", self.dir_str()])
     }
+
+    /// The node's `storage` URL, as `node.toml` records it (a node on PostgreSQL).
+    pub fn storage_url(&self) -> String {
+        let config = std::fs::read_to_string(self.dir.join("node.toml")).unwrap();
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix("storage = \""))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_owned()
+    }
+
+    /// The name of the PostgreSQL database the node's log is in (the URL's last segment).
+    pub fn postgres_database(&self) -> String {
+        self.storage_url().rsplit('/').next().unwrap().to_owned()
+    }
+
+    /// The node's checkpoint verifier key, as `evident public-key --data-dir` prints it.
+    pub fn public_key(&self) -> String {
+        run(&["public-key", "--data-dir", self.dir_str()])
+            .ok()
+            .stdout
+            .trim()
+            .to_owned()
+    }
 }
 
 /// Whether the suite runs against PostgreSQL: `EVIDENT_TEST_BACKEND=postgres` (scripts/test.sh
@@ -406,6 +431,34 @@ impl Server {
         }
         run(&all)
     }
+
+    /// `evident export --format FORMAT --out FILE ARGS`.
+    pub fn export(&self, key: &str, format: &str, file: &Path, args: &[&str]) -> Run {
+        let mut all = vec![
+            "export",
+            "--format",
+            format,
+            "--out",
+            file.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        self.cli(key, &all)
+    }
+
+    /// `evident checkpoint --out OUT --public-key K`: the checkpoint a client keeps elsewhere.
+    pub fn keep_checkpoint(&self, key: &str, out: &Path, public_key: &str) {
+        self.cli(
+            key,
+            &[
+                "checkpoint",
+                "--out",
+                out.to_str().unwrap(),
+                "--public-key",
+                public_key,
+            ],
+        )
+        .ok();
+    }
 }
 
 impl Drop for Server {
@@ -620,6 +673,12 @@ pub fn assert_dense(seqs: &mut [u64]) {
 /// The database of `dir`, opened by an attacker who dropped its append-only triggers.
 pub fn attacker_db(dir: &Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(dir.join("evident.db")).unwrap();
+    drop_triggers(&conn);
+    conn
+}
+
+/// Drops every trigger of the SQLite database `conn` is on (the append-only guards).
+pub fn drop_triggers(conn: &rusqlite::Connection) {
     let triggers: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger'")
         .unwrap()
@@ -630,5 +689,37 @@ pub fn attacker_db(dir: &Path) -> rusqlite::Connection {
     for t in triggers {
         conn.execute_batch(&format!("DROP TRIGGER {t}")).unwrap();
     }
-    conn
+}
+
+/// The size (second line) of a checkpoint note saved to `file`.
+pub fn saved_checkpoint_size(file: &Path) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap();
+    text.lines().nth(1).unwrap().parse().unwrap()
+}
+
+/// Copies the directory `from` to `to`, recursively, directories keeping their permissions
+/// (an older copy of a data directory, as an attacker would keep to roll back to).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_dir(&src, &dst);
+            std::fs::set_permissions(&dst, std::fs::metadata(&src).unwrap().permissions()).unwrap();
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// `evident verify --export FILE --public-key K`.
+pub fn verify_export(file: &Path, public_key: &str) -> Run {
+    run(&[
+        "verify",
+        "--export",
+        file.to_str().unwrap(),
+        "--public-key",
+        public_key,
+    ])
 }
