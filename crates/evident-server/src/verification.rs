@@ -113,6 +113,10 @@ pub enum VerifyError {
     Store(#[from] StoreError),
     #[error("a verification thread stopped unexpectedly")]
     Worker,
+    /// A checkpoint given to check the log against (kept elsewhere, `index` from 1 in the
+    /// order given) does not open with this node's key: bad input, not damage to the log.
+    #[error("checkpoint {index} of those given does not open with this node's key: {problem}")]
+    GivenCheckpoint { index: usize, problem: Violation },
 }
 
 /// Verifies the stored log from `from_seq` (default: the first entry). Starting later trusts
@@ -157,23 +161,12 @@ pub fn verify_store_trusting(
     trusted_checkpoints: &[String],
     progress: &mut dyn FnMut(u64),
 ) -> Result<VerifyOutcome, VerifyError> {
-    let mut trusted = Vec::with_capacity(trusted_checkpoints.len());
-    for note in trusted_checkpoints {
-        match open_checkpoint(note, verifier) {
-            Ok(checkpoint) => trusted.push(checkpoint),
-            Err(violation) => {
-                return Ok(VerifyOutcome::Broken {
-                    problem: violation.into(),
-                    entries_checked: 0,
-                });
-            }
-        }
-    }
     let job = Job {
         store,
         seal_key,
         node_id,
-        trusted: &trusted,
+        trusted: &[],
+        given: trusted_checkpoints,
     };
     job.run(verifier, from_seq, Ranges::per_core(), progress)
 }
@@ -212,6 +205,7 @@ pub fn verify_store_in_ranges(
         seal_key,
         node_id,
         trusted: &[],
+        given: &[],
     };
     job.run(verifier, from_seq, ranges, progress)
 }
@@ -231,6 +225,7 @@ pub fn verify_store_against(
         seal_key,
         node_id,
         trusted,
+        given: &[],
     };
     job.run(verifier, None, Ranges::per_core(), &mut |_| {})
 }
@@ -250,6 +245,7 @@ pub fn verify_from(
         seal_key,
         node_id,
         trusted: &[],
+        given: &[],
     };
     let mut stream = job.stream(start);
     for checkpoint in trusted {
@@ -368,6 +364,9 @@ struct Job<'a> {
     node_id: &'a str,
     /// Checkpoints kept outside the store, held to like the stored ones.
     trusted: &'a [Checkpoint],
+    /// Signed checkpoint notes given by the caller, opened (after the start is known to be
+    /// in the log) and then held to like `trusted`.
+    given: &'a [String],
 }
 
 /// How a walk over stored entries ended (storage failures aside).
@@ -421,6 +420,18 @@ impl Job<'_> {
             }
         }
         checkpoints.extend(self.trusted.iter().filter(|c| c.size >= from).cloned());
+        for (i, note) in self.given.iter().enumerate() {
+            match open_checkpoint(note, verifier) {
+                Ok(checkpoint) if checkpoint.size < from => {}
+                Ok(checkpoint) => checkpoints.push(checkpoint),
+                Err(problem) => {
+                    return Err(VerifyError::GivenCheckpoint {
+                        index: i + 1,
+                        problem,
+                    });
+                }
+            }
+        }
         checkpoints.sort_by_key(|c| c.size);
         // The log's extent now (entries appended from here on are walked by the last range,
         // which runs to the end of the log as a single walk would). Read from the newest row,

@@ -329,3 +329,49 @@ fn verify_export_names_its_key_its_completeness_and_refuses_a_proof_that_does_no
         failed.stderr
     );
 }
+
+/// A reader posting a note the node never signed gets a verdict naming it, but that is bad
+/// input, not damage: the node stays writable (it once went read-only here, so any reader
+/// could stop all appends with a made-up checkpoint; schemathesis found it).
+#[test]
+fn a_made_up_checkpoint_is_named_but_does_not_make_the_node_read_only() {
+    let node = Node::new();
+    let server = Server::start(&node);
+    let api = server.api(&node.owner_key);
+    api.append(&event("alice", "config.changed")).unwrap();
+    for note in ["", "not a checkpoint\n"] {
+        let response = api
+            .http
+            .post(format!("{}/api/v1/verify", api.url))
+            .bearer_auth(&node.owner_key)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "checkpoints": [note] }).to_string())
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let verdict: Value = serde_json::from_slice(&response.bytes().unwrap()).unwrap();
+        assert_eq!(verdict["ok"], false, "{verdict}");
+        assert_eq!(
+            verdict["violation"]["kind"], "bad_checkpoint_signature",
+            "{verdict}"
+        );
+    }
+    let ready = api.get("/readyz");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let status = api.get("/api/v1/verify/status").json();
+    assert_eq!(status["read_only"], false, "{status}");
+    api.append(&event("bob", "config.changed")).unwrap();
+    // A start beyond the log is refused before any given note is looked at.
+    let response = api
+        .http
+        .post(format!(
+            "{}/api/v1/verify?from=9223372036854775808",
+            api.url
+        ))
+        .bearer_auth(&node.owner_key)
+        .header("content-type", "application/json")
+        .body(r#"{"checkpoints":[""]}"#)
+        .send()
+        .unwrap();
+    assert_ne!(response.status().as_u16(), 200);
+}

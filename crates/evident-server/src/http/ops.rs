@@ -143,7 +143,8 @@ pub struct VerifyRequest {
     request_body(content = VerifyRequest, content_type = "application/json", description = "`{\"checkpoints\":[\"<signed note>\", …]}`: each must be signed by this node's checkpoint key. One of the stored log's size must match its root, one the walk reaches must match the root there (else `root_mismatch`), one larger than the stored log means it was truncated or rolled back (`truncated`, naming the first missing entry); one whose signature does not verify is `bad_checkpoint_signature`"),
     responses(
         (status = 200, description = "Verification ran: `ok` says whether the log is intact and consistent with every checkpoint given; when not, `violation` names the first problem", body = VerifyResponse),
-        (status = 400, description = "Bad `from` or `from` beyond the end of the log (`invalid_parameter`), or a body that is not `{\"checkpoints\":[1 to 1000 strings]}` (`invalid_body`)", body = super::ErrorBody),
+        (status = 400, description = "A bad `from` or an unknown parameter (`invalid_parameter`), or a body that is not `{\"checkpoints\":[1 to 1000 strings]}` (`invalid_body`)", body = super::ErrorBody),
+        (status = 404, description = "`out_of_range`: `from` beyond the end of the log (checked before any given checkpoint is opened)", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read", body = super::ErrorBody),
         (status = 409, description = "`log_damaged`: stored data that verification needs to start cannot be read", body = super::ErrorBody),
@@ -212,7 +213,28 @@ async fn run_verify(
             ) {
                 Ok(outcome) => Ok(outcome),
                 // A retention anchor that does not check is a finding, not a server error.
-                Err(verification::VerifyError::BadAnchor { from, problem }) => Err((from, problem)),
+                Err(verification::VerifyError::BadAnchor { from, problem }) => {
+                    tracing::error!(
+                        at = from,
+                        problem,
+                        "verification: the retention anchor does not check"
+                    );
+                    Err(ViolationJson {
+                        kind: verification::BAD_ANCHOR.to_owned(),
+                        seq: Some(from),
+                        message: format!(
+                            "cannot start at the retention anchor (entry {from}): {problem}"
+                        ),
+                    })
+                }
+                // A given checkpoint the node did not sign says nothing about the stored log:
+                // the verdict names it, but it is no finding against the node (else any reader
+                // could make it read-only with a made-up note).
+                Err(e @ verification::VerifyError::GivenCheckpoint { .. }) => Err(ViolationJson {
+                    kind: "bad_checkpoint_signature".to_owned(),
+                    seq: None,
+                    message: e.to_string(),
+                }),
                 Err(e @ verification::VerifyError::StartBeyondEnd { .. }) => {
                     return Err(ApiError::out_of_range("from", e.to_string()));
                 }
@@ -234,30 +256,17 @@ async fn run_verify(
             }
             VerifyResponse::from_outcome(outcome, from.unwrap_or(0))
         }
-        Err((at, problem)) => {
-            tracing::error!(
-                at,
-                problem,
-                "verification: the retention anchor does not check"
-            );
-            VerifyResponse {
-                ok: false,
-                entries: 0,
-                first_seq: None,
-                size: None,
-                root: None,
-                seals_checked: None,
-                checkpoints_checked: None,
-                violation: Some(ViolationJson {
-                    kind: verification::BAD_ANCHOR.to_owned(),
-                    seq: Some(*at),
-                    message: format!(
-                        "cannot start at the retention anchor (entry {at}): {problem}"
-                    ),
-                }),
-                pruned_below: None,
-            }
-        }
+        Err(violation) => VerifyResponse {
+            ok: false,
+            entries: 0,
+            first_seq: None,
+            size: None,
+            root: None,
+            seals_checked: None,
+            checkpoints_checked: None,
+            violation: Some(violation.clone()),
+            pruned_below: None,
+        },
     };
     response.pruned_below = pruned_below;
     // Each verification run is recorded with its result; a broken log is critical.
