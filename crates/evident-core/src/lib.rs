@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod event;
 pub mod export;
 pub mod filter;
+pub mod four_eyes;
 pub mod hash;
 pub mod json;
 pub mod merkle;
