@@ -266,10 +266,17 @@ pub fn unsigned_header_line(
 
 /// The note text a header signature signs, for an unsigned header line.
 pub fn header_statement(unsigned_line: &str) -> String {
+    signed_statement(HEADER_STATEMENT_PREFIX, unsigned_line)
+}
+
+/// The note text that signs `unsigned_line`: `prefix` (one line naming what is signed, never
+/// a decimal number), then the base64 SHA-256 of the line. Other signed headers built on
+/// this bundle (the four-eyes report) use it with their own prefix.
+pub fn signed_statement(prefix: &str, unsigned_line: &str) -> String {
     use base64::Engine as _;
     let digest = Hash::digest(unsigned_line.as_bytes());
-    let mut text = String::with_capacity(HEADER_STATEMENT_PREFIX.len() + 45);
-    text.push_str(HEADER_STATEMENT_PREFIX);
+    let mut text = String::with_capacity(prefix.len() + 45);
+    text.push_str(prefix);
     text.push_str(&base64::engine::general_purpose::STANDARD.encode(digest.as_bytes()));
     text.push('\n');
     text
@@ -289,7 +296,7 @@ pub fn signed_header_line(
 }
 
 /// `unsigned` (ending in `}\n`) with `,"signature":<note>` inserted before its closing brace.
-fn with_signature(unsigned: &str, note: &str) -> String {
+pub(crate) fn with_signature(unsigned: &str, note: &str) -> String {
     let body = unsigned.strip_suffix("}\n").unwrap_or(unsigned);
     let mut out = String::with_capacity(unsigned.len() + note.len() + 24);
     out.push_str(body);
@@ -340,7 +347,7 @@ pub fn trailer_line(entries: u64, runs: u64) -> String {
     format!("{{\"end\":{{\"entries\":{entries},\"runs\":{runs}}}}}\n")
 }
 
-fn push_json_str(out: &mut String, s: &str) {
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
     // The one JSON string form used everywhere: RFC 8785's, as for the context.
     crate::canonical::write_canonical_json(&Value::String(s.to_owned()), out);
 }
@@ -417,6 +424,8 @@ pub struct ExportVerifier {
     runs: u64,
     // Bytes of an unfinished line fed through `push_bytes`.
     partial: Vec<u8>,
+    // The entries are a selection named elsewhere (a four-eyes report): gaps say nothing.
+    selection: bool,
     buf: Vec<u8>,
     completed: Vec<(NodeId, Hash)>,
 }
@@ -439,9 +448,51 @@ impl ExportVerifier {
             entries: 0,
             runs: 0,
             partial: Vec::new(),
+            selection: false,
             buf: Vec::with_capacity(1024),
             completed: Vec::new(),
         }
+    }
+
+    /// A verifier for the entry lines and trailer of a bundle whose header is another
+    /// (the four-eyes report's), already read as `lines` lines: entries of `node_id`, each run
+    /// tied to the signed `checkpoint` (checked here, and against `trusted_checkpoint` when
+    /// given). The entries are a selection: gaps between runs are no omission.
+    pub fn for_selection(
+        verifier: NoteVerifier,
+        node_id: &str,
+        checkpoint: &str,
+        trusted_checkpoint: Option<String>,
+        lines: u64,
+    ) -> Result<ExportVerifier, ExportError> {
+        let checkpoint_value = Checkpoint::open(checkpoint, &verifier).map_err(|e| {
+            violation(
+                lines,
+                Violation::BadCheckpointSignature {
+                    reason: signature_problem(checkpoint, &verifier, &e),
+                },
+            )
+        })?;
+        if let Some(trusted) = &trusted_checkpoint {
+            check_trusted(trusted, &verifier, &checkpoint_value, None, lines)?;
+        }
+        let mut v = ExportVerifier::new(verifier, trusted_checkpoint);
+        v.stage = Stage::Entries;
+        v.line = lines;
+        v.selection = true;
+        v.header = Some(ExportHeader {
+            node_id: node_id.to_owned(),
+            checkpoint: checkpoint.to_owned(),
+            query: "{}".to_owned(),
+            exported_at: 0,
+        });
+        v.checkpoint = Some(checkpoint_value);
+        Ok(v)
+    }
+
+    /// Whether the entries must be every entry of their range (an unfiltered export).
+    fn proves_completeness(&self) -> bool {
+        !self.selection && self.query.filter.is_unfiltered()
     }
 
     /// The header, once line 1 has been read and checked.
@@ -517,7 +568,7 @@ impl ExportVerifier {
             ))),
             Stage::Done => {
                 let checkpoint_size = self.checkpoint.as_ref().map_or(0, |c| c.size);
-                let completeness = match (self.query.filter.is_unfiltered(), self.first_seq) {
+                let completeness = match (self.proves_completeness(), self.first_seq) {
                     (false, _) => Completeness::NotProvable,
                     (true, Some(first)) => Completeness::Range {
                         first,
@@ -721,7 +772,7 @@ impl ExportVerifier {
                             ),
                         ));
                     }
-                    if self.query.filter.is_unfiltered() {
+                    if self.proves_completeness() {
                         return Err(violation(n, Violation::OmittedEntry { seq: last + 1 }));
                     }
                 }
@@ -850,7 +901,7 @@ impl ExportVerifier {
         let size = self.checkpoint.as_ref().map_or(0, |c| c.size);
         let next = self.last_seq.map_or(0, |l| l + 1);
         let cut = self.query.limit.is_some_and(|l| self.entries >= l);
-        if self.query.filter.is_unfiltered() && !cut && next < size {
+        if self.proves_completeness() && !cut && next < size {
             let seq = if self.last_seq.is_some() {
                 next
             } else {
@@ -864,7 +915,7 @@ impl ExportVerifier {
 
 /// Why a note did not open with `verifier`: for a note no trusted key signed, which key did
 /// sign it and which was expected (`name+keyid`, as in a verifier key string).
-fn signature_problem(
+pub(crate) fn signature_problem(
     note: &str,
     verifier: &NoteVerifier,
     e: &(dyn std::error::Error + 'static),
@@ -973,23 +1024,29 @@ fn sequence_violation(expected: u64, found: u64) -> Violation {
     }
 }
 
-fn malformed(line: u64, problem: impl Into<String>) -> ExportError {
+pub(crate) fn malformed(line: u64, problem: impl Into<String>) -> ExportError {
     ExportError::Malformed {
         line,
         problem: problem.into(),
     }
 }
 
-fn violation(line: u64, violation: Violation) -> ExportError {
+pub(crate) fn violation(line: u64, violation: Violation) -> ExportError {
     ExportError::Violation { line, violation }
 }
 
-fn parse_json(line: &[u8], n: u64) -> Result<Value, ExportError> {
+/// Parses entry line `n` (without its newline) into its entry and run markers, without
+/// checking it: [`ExportVerifier::push_line`] does that.
+pub fn parse_entry_line(line: &[u8], n: u64) -> Result<ExportEntry, ExportError> {
+    parse_entry(parse_json(line, n)?, n)
+}
+
+pub(crate) fn parse_json(line: &[u8], n: u64) -> Result<Value, ExportError> {
     serde_json::from_slice(line).map_err(|e| malformed(n, format!("not valid JSON: {e}")))
 }
 
 /// The line must be byte for byte what the writer makes of its parsed content.
-fn require_canonical(expected: &str, line: &[u8], n: u64) -> Result<(), ExportError> {
+pub(crate) fn require_canonical(expected: &str, line: &[u8], n: u64) -> Result<(), ExportError> {
     let expected = expected.strip_suffix('\n').unwrap_or(expected).as_bytes();
     if expected == line {
         return Ok(());
@@ -1008,7 +1065,7 @@ fn require_canonical(expected: &str, line: &[u8], n: u64) -> Result<(), ExportEr
     ))
 }
 
-fn only_keys(
+pub(crate) fn only_keys(
     obj: &Map<String, Value>,
     allowed: &[&str],
     what: &str,
@@ -1036,7 +1093,7 @@ fn member<'a>(
         .ok_or_else(|| malformed(n, format!("{what}.{key}: required member is missing")))
 }
 
-fn str_member<'a>(
+pub(crate) fn str_member<'a>(
     obj: &'a Map<String, Value>,
     key: &str,
     what: &str,
@@ -1071,7 +1128,7 @@ fn hash_array(value: &Value, field: &str, n: u64) -> Result<Vec<Hash>, ExportErr
         .collect()
 }
 
-fn parse_time(text: &str, n: u64) -> Result<Millis, ExportError> {
+pub(crate) fn parse_time(text: &str, n: u64) -> Result<Millis, ExportError> {
     crate::event::parse_rfc3339(text)
         .ok()
         .filter(|ms| crate::event::format_rfc3339_millis(*ms) == text)

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
+pub mod bundle;
+
 /// The context member of a confirmation that names the confirmed event.
 pub const CONFIRMS_FIELD: &str = "confirms";
 /// The context member stating the actor's role (for `require_different_role`).

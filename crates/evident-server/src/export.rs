@@ -138,51 +138,85 @@ pub fn write_bundle(
 
     let mut filter = request.filter.clone();
     filter.to_seq = Some(filter.to_seq.map_or(size, |t| t.min(size)));
-    let mut summary = ExportSummary::default();
-    // The entry read but not yet written: whether it ends its run depends on the next one.
-    let mut pending: Option<(SealedEntry, Option<RunStart>)> = None;
+    let mut runs = RunWriter::new(store, size);
     scan_chunked(
         store,
         &filter,
         Order::Ascending,
         request.limit,
         &mut |entry| -> Result<ControlFlow<()>, ExportWriteError> {
-            let seq = entry.event.seq;
-            let start = match pending.take() {
-                None => {
-                    summary.runs += 1;
-                    Some(first_run_start(store, seq, size)?)
-                }
-                Some((p, p_start)) if p.event.seq.checked_add(1) == Some(seq) => {
-                    write_entry(out, p, p_start, None, &mut summary)?;
-                    None
-                }
-                Some((p, p_start)) => match run_break(store, p.event.seq, seq, size)? {
-                    Some((end, start)) => {
-                        write_entry(out, p, p_start, Some(end), &mut summary)?;
-                        summary.runs += 1;
-                        Some(start)
-                    }
-                    // Across a hole: the run goes on, and its verification stops there.
-                    None => {
-                        write_entry(out, p, p_start, None, &mut summary)?;
-                        None
-                    }
-                },
-            };
-            pending = Some((entry, start));
+            runs.push(entry, out)?;
             Ok(ControlFlow::Continue(()))
         },
     )?;
-    if let Some((p, start)) = pending.take() {
-        let last = p.event.seq;
-        let end =
-            run_end(store, last + 1, size).or_else(|e| Err(located(store, e, last + 1, size)?))?;
-        write_entry(out, p, start, Some(end), &mut summary)?;
+    runs.finish(out)
+}
+
+/// Writes the entry lines of a bundle, each run with the markers that tie it to the
+/// checkpoint of `size`, then the trailer: for the export and for other bundles built on it
+/// (the four-eyes report). Entries come in ascending order, below `size`.
+pub struct RunWriter<'a> {
+    store: &'a dyn Store,
+    size: u64,
+    summary: ExportSummary,
+    // The entry read but not yet written: whether it ends its run depends on the next one.
+    pending: Option<(SealedEntry, Option<RunStart>)>,
+}
+
+impl<'a> RunWriter<'a> {
+    pub fn new(store: &'a dyn Store, size: u64) -> RunWriter<'a> {
+        RunWriter {
+            store,
+            size,
+            summary: ExportSummary::default(),
+            pending: None,
+        }
     }
-    write_line(out, &trailer_line(summary.entries, summary.runs))?;
-    out.flush()?;
-    Ok(summary)
+
+    /// Takes the next entry (writing the one before it).
+    pub fn push(&mut self, entry: SealedEntry, out: &mut dyn Write) -> Result<(), ExportWriteError> {
+        let (store, size) = (self.store, self.size);
+        let summary = &mut self.summary;
+        let seq = entry.event.seq;
+        let start = match self.pending.take() {
+            None => {
+                summary.runs += 1;
+                Some(first_run_start(store, seq, size)?)
+            }
+            Some((p, p_start)) if p.event.seq.checked_add(1) == Some(seq) => {
+                write_entry(out, p, p_start, None, summary)?;
+                None
+            }
+            Some((p, p_start)) => match run_break(store, p.event.seq, seq, size)? {
+                Some((end, start)) => {
+                    write_entry(out, p, p_start, Some(end), summary)?;
+                    summary.runs += 1;
+                    Some(start)
+                }
+                // Across a hole: the run goes on, and its verification stops there.
+                None => {
+                    write_entry(out, p, p_start, None, summary)?;
+                    None
+                }
+            },
+        };
+        self.pending = Some((entry, start));
+        Ok(())
+    }
+
+    /// Writes the last entry, closing its run, and the trailer.
+    pub fn finish(mut self, out: &mut dyn Write) -> Result<ExportSummary, ExportWriteError> {
+        let (store, size) = (self.store, self.size);
+        if let Some((p, start)) = self.pending.take() {
+            let last = p.event.seq;
+            let end = run_end(store, last + 1, size)
+                .or_else(|e| Err(located(store, e, last + 1, size)?))?;
+            write_entry(out, p, start, Some(end), &mut self.summary)?;
+        }
+        write_line(out, &trailer_line(self.summary.entries, self.summary.runs))?;
+        out.flush()?;
+        Ok(self.summary)
+    }
 }
 
 fn write_entry(

@@ -6,7 +6,8 @@
 //! listener; [`verification`] and [`export`] read the log out (in chunks, [`scan`]) through
 //! the integrity core;
 //! [`http`] is the axum API; [`metrics`] what is counted; [`consumers`] is the one way out
-//! of the committed log, by durable cursor, for everything that ships entries elsewhere. The integrity rules themselves live
+//! of the committed log, by durable cursor, for everything that ships entries elsewhere;
+//! [`review`] the four-eyes rules, their reports and overdue alerts. The integrity rules themselves live
 //! in `evident-core`, storage in `evident-store`. Logging uses `tracing`; installing a
 //! subscriber is the binary's job.
 
@@ -23,6 +24,7 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod retention;
+pub mod review;
 pub mod scan;
 pub mod self_check;
 pub mod sequencer;
@@ -196,8 +198,9 @@ where
 /// Starts every configured consumer of the committed log, each on its own task reading from
 /// its durable cursor (see [`consumers`]).
 fn start_consumers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    let _ = state;
-    Vec::new()
+    let mut handles = Vec::new();
+    handles.extend(review::spawn_overdue_checkers(state));
+    handles
 }
 
 /// Writes the keys' last use to the store every [`auth::USAGE_FLUSH_EVERY`].

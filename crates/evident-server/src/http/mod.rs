@@ -3,7 +3,7 @@
 //! sequencer, the store (on blocking threads) or the export and verification modules, and
 //! shape the answer. Route by route: `events.rs` (append), `log.rs` (query and exports),
 //! `proofs.rs` (checkpoint, public key, proofs), `ops.rs` (verify, health, metrics, OpenAPI),
-//! `keys.rs` (API key management). [`ROUTES`] says which permission each route needs; the
+//! `keys.rs` (API key management), `reviews.rs` (four-eyes reports). [`ROUTES`] says which permission each route needs; the
 //! router and the OpenAPI document (`x-evident-permission`) both follow it. Every response
 //! carries the security headers of [`security_headers`].
 
@@ -15,6 +15,7 @@ mod openapi;
 mod ops;
 mod params;
 mod proofs;
+mod reviews;
 mod stream;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
@@ -298,6 +299,11 @@ pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
     (Method::POST, "/api/v1/verify", Some(Permission::Read)),
     (Method::GET, "/api/v1/verify/status", Some(Permission::Read)),
     (Method::GET, "/api/v1/consumers", Some(Permission::Read)),
+    (
+        Method::GET,
+        "/api/v1/reviews/four-eyes",
+        Some(Permission::Read),
+    ),
     (Method::GET, "/api/v1/readyz", None),
     (Method::GET, "/readyz", None),
     (Method::GET, "/api/v1/openapi.json", Some(Permission::Read)),
@@ -330,6 +336,7 @@ pub fn router(state: AppState) -> Router {
         .route("/verify", get(ops::verify).post(ops::verify_trusting))
         .route("/verify/status", get(ops::verify_status))
         .route("/consumers", get(ops::consumers))
+        .route("/reviews/four-eyes", get(reviews::four_eyes))
         .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(

@@ -266,6 +266,7 @@ impl Modify for Permissions {
         super::ops::verify_trusting,
         super::ops::verify_status,
         super::ops::consumers,
+        super::reviews::four_eyes,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::root_readyz,
@@ -315,6 +316,7 @@ impl Modify for Permissions {
         (name = "integrity", description = "Verification"),
         (name = "operations", description = "Health, metrics, this document"),
         (name = "keys", description = "API keys: list, create, revoke, rotate"),
+        (name = "reviews", description = "Four-eyes reports: confirmed events paired with their confirmations"),
     ),
 )]
 struct ApiDoc;
