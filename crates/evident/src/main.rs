@@ -48,6 +48,9 @@ enum Command {
     /// Delete entries older than the retention window (what the server does daily), keeping
     /// the log verifiable from the recorded anchor.
     Prune(cmd::prune::PruneArgs),
+    /// Reviews: four-eyes reports (a table, JSON, or a signed bundle to verify offline).
+    #[command(subcommand)]
+    Review(cmd::review::ReviewCommand),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Keys(command) => cmd::keys::run(command),
         Command::Migrate(args) => cmd::migrate::run(args),
         Command::Prune(args) => cmd::prune::run(args),
+        Command::Review(command) => cmd::review::run(command),
     };
     output::exit_code(result)
 }

@@ -9,5 +9,6 @@ pub mod migrate;
 pub mod proof;
 pub mod prune;
 pub mod query;
+pub mod review;
 pub mod serve;
 pub mod verify;
