@@ -205,9 +205,8 @@ pub fn reference_of(event: &Event) -> Result<Reference, ReferenceProblem> {
     let Some(confirms) = context.get(CONFIRMS_FIELD) else {
         return Err(ReferenceProblem::Missing);
     };
-    let malformed = |problem: &str| {
-        ReferenceProblem::Malformed(format!("context.{CONFIRMS_FIELD}: {problem}"))
-    };
+    let malformed =
+        |problem: &str| ReferenceProblem::Malformed(format!("context.{CONFIRMS_FIELD}: {problem}"));
     let obj = confirms
         .as_object()
         .ok_or_else(|| malformed("expected an object {\"seq\": N, \"hash\": \"<hex>\"}"))?;
@@ -449,7 +448,10 @@ pub fn evaluate(scope: &ReportScope, entries: &[SealedEntry]) -> Result<Evaluati
     let mut named = BTreeSet::new();
     let mut links: BTreeMap<u64, Vec<&SealedEntry>> = BTreeMap::new();
     let mut rejected = Vec::new();
-    for b in by_seq.values().filter(|e| rule.is_confirmation_kind(&e.event)) {
+    for b in by_seq
+        .values()
+        .filter(|e| rule.is_confirmation_kind(&e.event))
+    {
         let b_in_window = window.holds(b.event.recorded_at);
         let mut reject = |reason, problem: String, references: Option<u64>| {
             rejected.push(Rejected {

@@ -174,7 +174,11 @@ impl<'a> RunWriter<'a> {
     }
 
     /// Takes the next entry (writing the one before it).
-    pub fn push(&mut self, entry: SealedEntry, out: &mut dyn Write) -> Result<(), ExportWriteError> {
+    pub fn push(
+        &mut self,
+        entry: SealedEntry,
+        out: &mut dyn Write,
+    ) -> Result<(), ExportWriteError> {
         let (store, size) = (self.store, self.size);
         let summary = &mut self.summary;
         let seq = entry.event.seq;

@@ -52,7 +52,9 @@ fn confirmation(actor: &str, role: &str, seq: u64, hash: &str) -> Value {
 
 /// The overdue alerts in the log: (seq named, the alert event).
 fn overdue_alerts(api: &Api) -> Vec<(u64, Value)> {
-    let answer = api.get(&format!("/api/v1/audit-log?action={OVERDUE}&order=asc&limit=1000"));
+    let answer = api.get(&format!(
+        "/api/v1/audit-log?action={OVERDUE}&order=asc&limit=1000"
+    ));
     assert_eq!(answer.status, 200, "{}", answer.text());
     answer.json()["events"]
         .as_array()
@@ -106,7 +108,12 @@ fn rotations_are_paired_alerted_once_and_the_signed_report_verifies_offline() {
     let node = Node::new();
     let config = node.file("evident.toml");
     std::fs::write(&config, CONFIG).unwrap();
-    let mut server = Server::start_with(&node.dir, &[], &["--config", config.to_str().unwrap()], None);
+    let mut server = Server::start_with(
+        &node.dir,
+        &[],
+        &["--config", config.to_str().unwrap()],
+        None,
+    );
     let api = server.api(&node.owner_key);
 
     // Five rotations by alice, then their confirmations (naming each by seq and hash).
@@ -150,7 +157,12 @@ fn rotations_are_paired_alerted_once_and_the_signed_report_verifies_offline() {
     for (seq, alert) in &alerts {
         assert_eq!(alert["severity"], "critical");
         assert_eq!(alert["context"]["rule"], "dkim-rotation");
-        let hash = [&r2, &r3, &r4].iter().find(|r| r.0 == *seq).unwrap().1.clone();
+        let hash = [&r2, &r3, &r4]
+            .iter()
+            .find(|r| r.0 == *seq)
+            .unwrap()
+            .1
+            .clone();
         assert_eq!(alert["context"]["hash"], hash.as_str());
     }
     let consumers = api.get("/api/v1/consumers").json();
@@ -192,14 +204,22 @@ fn rotations_are_paired_alerted_once_and_the_signed_report_verifies_offline() {
     let got: Vec<String> = statuses(&roles).into_iter().map(|(_, s, _)| s).collect();
     assert_eq!(
         got,
-        ["confirmed", "self_confirmed", "pending", "confirmed", "wrong_role"]
+        [
+            "confirmed",
+            "self_confirmed",
+            "pending",
+            "confirmed",
+            "wrong_role"
+        ]
     );
     // A window: only the rotations recorded in it.
-    let at = report["pairs"][0]["confirmed"]["recorded_at"].as_str().unwrap();
+    let at = report["pairs"][0]["confirmed"]["recorded_at"]
+        .as_str()
+        .unwrap();
     let window = |bound: &str| {
-        let answer = server
-            .api(&auditor)
-            .get(&format!("/api/v1/reviews/four-eyes?rule=dkim-rotation&{bound}={at}"));
+        let answer = server.api(&auditor).get(&format!(
+            "/api/v1/reviews/four-eyes?rule=dkim-rotation&{bound}={at}"
+        ));
         assert_eq!(answer.status, 200, "{}", answer.text());
         statuses(&answer.json()).len()
     };
@@ -220,10 +240,19 @@ fn rotations_are_paired_alerted_once_and_the_signed_report_verifies_offline() {
 
     // The CLI: a table, and the signed bundle that verifies offline.
     let table = server
-        .cli(&auditor, &["review", "four-eyes", "--rule", "dkim-rotation"])
+        .cli(
+            &auditor,
+            &["review", "four-eyes", "--rule", "dkim-rotation"],
+        )
         .ok()
         .stdout;
-    for word in ["self_confirmed", "overdue", "late", "hash_mismatch", "2 confirmed"] {
+    for word in [
+        "self_confirmed",
+        "overdue",
+        "late",
+        "hash_mismatch",
+        "2 confirmed",
+    ] {
         assert!(table.contains(word), "{word}:\n{table}");
     }
     let bundle = node.file("report.ndjson");
@@ -283,7 +312,11 @@ fn rotations_are_paired_alerted_once_and_the_signed_report_verifies_offline() {
     for (content, what) in cases {
         std::fs::write(&tampered, content).unwrap();
         let failed = verify(&tampered).code(1);
-        assert!(failed.stderr.contains("FAILED"), "{what}: {}", failed.stderr);
+        assert!(
+            failed.stderr.contains("FAILED"),
+            "{what}: {}",
+            failed.stderr
+        );
     }
 
     // Re-signed with the node's own key, a false report still fails: it is recomputed from
@@ -300,7 +333,8 @@ fn rotations_are_paired_alerted_once_and_the_signed_report_verifies_offline() {
         checkpoint: header["checkpoint"].as_str().unwrap().to_owned(),
         report: header["report"].clone(),
     };
-    let line = evident_core::four_eyes::bundle::signed_header_line(&forged, files.signer()).unwrap();
+    let line =
+        evident_core::four_eyes::bundle::signed_header_line(&forged, files.signer()).unwrap();
     let mut forged_text = line;
     for l in &lines[1..] {
         forged_text.push_str(l);

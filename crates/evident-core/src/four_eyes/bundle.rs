@@ -16,9 +16,8 @@ use super::{FourEyesReport, ReportScope, evaluate};
 use crate::chain::SealedEntry;
 use crate::event::{Millis, format_rfc3339_millis};
 use crate::export::{
-    ExportError, ExportVerifier, malformed, only_keys, parse_entry_line, parse_json,
-    push_json_str, require_canonical, signature_problem, signed_statement, str_member, violation,
-    with_signature,
+    ExportError, ExportVerifier, malformed, only_keys, parse_entry_line, parse_json, push_json_str,
+    require_canonical, signature_problem, signed_statement, str_member, violation, with_signature,
 };
 use crate::note::{NoteError, NoteSigner, NoteVerifier};
 use crate::verify::Violation;
@@ -158,8 +157,8 @@ pub fn verify_report(
 
     let claimed = header.report;
     let scope = scope_of(&claimed)?;
-    let evaluation = evaluate(&scope, &entries)
-        .map_err(|e| ReportError::Disagrees(format!("report.{e}")))?;
+    let evaluation =
+        evaluate(&scope, &entries).map_err(|e| ReportError::Disagrees(format!("report.{e}")))?;
     let carried: std::collections::BTreeSet<u64> = entries.iter().map(|e| e.event.seq).collect();
     if let Some(seq) = evaluation.named.difference(&carried).next() {
         return Err(ReportError::Disagrees(format!(
@@ -237,7 +236,11 @@ fn read_header(line: &[u8], verifier: &NoteVerifier) -> Result<ReportHeader, Rep
         .as_object()
         .ok_or_else(|| malformed(n, "the header is not a JSON object"))?;
     if obj.get("format").and_then(Value::as_str) != Some(FORMAT) {
-        return Err(malformed(n, format!("not a four-eyes report: \"format\" must be {FORMAT:?}")).into());
+        return Err(malformed(
+            n,
+            format!("not a four-eyes report: \"format\" must be {FORMAT:?}"),
+        )
+        .into());
     }
     only_keys(obj, &HEADER_MEMBERS, "header", n)?;
     let node_id = str_member(obj, "node_id", "header", n)?;

@@ -69,7 +69,12 @@ impl Log {
     }
 
     fn rotate(&mut self, minutes: i64, actor: &str, role: &str) -> SealedEntry {
-        self.add(minutes, actor, "dkim.key.rotated", json!({"actor_role": role}))
+        self.add(
+            minutes,
+            actor,
+            "dkim.key.rotated",
+            json!({"actor_role": role}),
+        )
     }
 
     fn confirm(&mut self, minutes: i64, actor: &str, role: &str, of: &SealedEntry) -> SealedEntry {
@@ -138,7 +143,14 @@ fn every_status_of_a_rotation_and_the_best_confirmation_decides() {
     );
     let s = &e.report.summary;
     assert_eq!(
-        (s.confirmed, s.self_confirmed, s.late, s.overdue, s.pending, s.rejected),
+        (
+            s.confirmed,
+            s.self_confirmed,
+            s.late,
+            s.overdue,
+            s.pending,
+            s.rejected
+        ),
         (2, 1, 1, 1, 1, 0)
     );
     assert_eq!(e.report.pairs[0].delay_ms, Some(10 * MINUTE));
@@ -211,7 +223,11 @@ fn confirmations_that_confirm_nothing_are_reported_with_their_reason() {
             (6, RejectReason::UnknownEvent, Some(99)),
         ]
     );
-    assert!(e.report.rejected[0].problem.contains(&rotated.hash.to_hex()));
+    assert!(
+        e.report.rejected[0]
+            .problem
+            .contains(&rotated.hash.to_hex())
+    );
     assert_eq!(e.report.summary.rejected, 5);
     assert_eq!(
         e.named.iter().copied().collect::<Vec<_>>(),
@@ -234,7 +250,12 @@ fn the_entries_a_report_names_give_the_same_report() {
     log.confirm(25, "carol", "security-admin", &a);
     log.confirm(26, "alice", "dns-admin", &b);
     log.confirm(27, "bob", "security-admin", &other);
-    log.add(28, "bob", "dkim.key.rotation_confirmed", json!({"note": "x"}));
+    log.add(
+        28,
+        "bob",
+        "dkim.key.rotation_confirmed",
+        json!({"note": "x"}),
+    );
     log.add(29, "bob", "auth.login", json!({}));
 
     let scope = scope(rule(false), Some(10), 200);
@@ -271,7 +292,8 @@ fn the_entries_a_report_names_give_the_same_report() {
 }
 
 #[test]
-fn a_tenant_scoped_report_sees_only_its_tenant_and_a_cross_tenant_confirmation_counts_for_nothing() {
+fn a_tenant_scoped_report_sees_only_its_tenant_and_a_cross_tenant_confirmation_counts_for_nothing()
+{
     let mut log = Log::new();
     let a = log.rotate(0, "alice", "dns-admin");
     // A confirmation from another tenant.

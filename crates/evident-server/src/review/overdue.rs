@@ -163,7 +163,11 @@ fn alerted_seq(event: &Event, rule: &str) -> Option<u64> {
 }
 
 /// Whether the log holds an overdue alert of `rule` for entry `seq` already.
-async fn already_alerted(ctx: &ConsumerContext, rule: &str, seq: u64) -> Result<bool, DeliveryError> {
+async fn already_alerted(
+    ctx: &ConsumerContext,
+    rule: &str,
+    seq: u64,
+) -> Result<bool, DeliveryError> {
     let store = ctx.store().clone();
     let rule = rule.to_owned();
     let found = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {

@@ -129,9 +129,21 @@ pub fn print_report(report: &Value, out: &mut dyn Write) -> std::io::Result<()> 
                 num(&p["confirmed"]["seq"]),
                 text(&p["confirmed"]["recorded_at"]),
                 actor(&p["confirmed"]),
-                if c.is_null() { "-".to_owned() } else { num(&c["seq"]) },
-                if c.is_null() { "-".to_owned() } else { actor(c) },
-                if c.is_null() { "-".to_owned() } else { text(&c["recorded_at"]) },
+                if c.is_null() {
+                    "-".to_owned()
+                } else {
+                    num(&c["seq"])
+                },
+                if c.is_null() {
+                    "-".to_owned()
+                } else {
+                    actor(c)
+                },
+                if c.is_null() {
+                    "-".to_owned()
+                } else {
+                    text(&c["recorded_at"])
+                },
             ]
         })
         .collect();
