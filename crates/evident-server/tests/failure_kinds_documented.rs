@@ -35,6 +35,7 @@ fn code_kinds() -> BTreeSet<String> {
         .iter()
         .chain(ExportError::KINDS.iter())
         .chain(Problem::STORE_KINDS.iter())
+        .chain(evident_core::four_eyes::bundle::ReportError::KINDS.iter())
         .map(|k| (*k).to_owned())
         .collect()
 }

@@ -98,6 +98,9 @@ pub enum ReportError {
 }
 
 impl ReportError {
+    /// The kinds of failure besides the bundle's ([`ExportError::kind`]).
+    pub const KINDS: [&'static str; 1] = ["report_disagrees"];
+
     /// A stable machine-readable name: the bundle's failure kind, or `report_disagrees`.
     pub fn kind(&self) -> &'static str {
         match self {
