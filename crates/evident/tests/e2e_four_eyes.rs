@@ -236,7 +236,7 @@ fn rotations_are_paired_alerted_once_and_the_signed_report_verifies_offline() {
     server
         .api(&auditor)
         .get("/api/v1/reviews/four-eyes?rule=nope")
-        .assert_error(400, "invalid_parameter", Some("rule"));
+        .assert_error(404, "not_found", Some("rule"));
 
     // The CLI: a table, and the signed bundle that verifies offline.
     let table = server

@@ -459,6 +459,19 @@ fn refine(doc: &mut Value) {
         ]
     });
     paths["/api/v1/keys/{id}/rotate"]["post"]["requestBody"]["required"] = json!(false);
+    // The review window: an RFC 3339 time (the subset above) or epoch milliseconds below
+    // 10^14, both always accepted.
+    if let Some(parameters) = paths["/api/v1/reviews/four-eyes"]["get"]["parameters"].as_array_mut()
+    {
+        for parameter in parameters {
+            if matches!(parameter["name"].as_str(), Some("from" | "to")) {
+                parameter["schema"] = json!({
+                    "type": "string",
+                    "pattern": format!("^({RFC3339_PATTERN}|0|[1-9][0-9]{{0,13}})$"),
+                });
+            }
+        }
+    }
     if let Some(paths) = paths.as_object_mut() {
         for item in paths.values_mut() {
             let Some(item) = item.as_object_mut() else {

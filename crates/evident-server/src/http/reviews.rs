@@ -30,7 +30,16 @@ pub struct FourEyesParams {
     to: Option<String>,
     /// `json` (default): the report. `bundle`: the signed report bundle (NDJSON) with every
     /// named entry and its proof against the checkpoint.
+    #[param(inline, value_type = Option<ReviewFormatDoc>)]
     format: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ReviewFormatDoc {
+    Json,
+    Bundle,
 }
 
 /// A four-eyes rule's report: every confirmed event of the window with its status
@@ -49,9 +58,10 @@ pub struct FourEyesParams {
                 (Object = "application/json"),
                 (String = "application/x-ndjson"),
             )),
-        (status = 400, description = "A bad or unknown query parameter (named in `field`), or a rule that is not configured", body = super::ErrorBody),
+        (status = 400, description = "A bad or unknown query parameter (named in `field`)", body = super::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+        (status = 404, description = "`not_found`: no four-eyes rule has this name (`field`: `rule`)", body = super::ErrorBody),
         (status = 409, description = "`log_damaged`: the stored log lacks an entry or a Merkle node the bundle needs", body = super::ErrorBody),
         (status = 500, description = "Storage failure", body = super::ErrorBody),
     ),
@@ -85,17 +95,15 @@ pub async fn four_eyes(
             .into_iter()
             .map(|r| r.name)
             .collect();
-        return Err(ApiError::bad_param(
-            "rule",
-            format!(
+        return Err(ApiError::not_found(format!(
                 "no four-eyes rule is named {name:?}; configured: {}",
                 if names.is_empty() {
                     "none".to_owned()
                 } else {
                     names.join(", ")
                 }
-            ),
-        ));
+            ))
+        .with_field("rule"));
     };
     // The one parser of times in queries, the audit log's.
     let window = EventFilter::from_params(|p| match p {
