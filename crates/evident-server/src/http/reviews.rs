@@ -96,13 +96,13 @@ pub async fn four_eyes(
             .map(|r| r.name)
             .collect();
         return Err(ApiError::not_found(format!(
-                "no four-eyes rule is named {name:?}; configured: {}",
-                if names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names.join(", ")
-                }
-            ))
+            "no four-eyes rule is named {name:?}; configured: {}",
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        ))
         .with_field("rule"));
     };
     // The one parser of times in queries, the audit log's.
