@@ -132,7 +132,7 @@ mod overdue {
                 tenant: None,
                 outcome: None,
             },
-            within_ms: 500,
+            within_ms: 1_000,
             require_different_role: false,
         };
         let sequencer = state.node().sequencer();
@@ -159,7 +159,7 @@ mod overdue {
         assert_eq!(checker.deliver(&ctx, &log).await.unwrap(), 4);
         // The state saved with the cursor before the alert.
         let before = checker.save_state();
-        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
         checker.tick(&ctx).await.unwrap();
         checker.tick(&ctx).await.unwrap();
         let alerted = alerts(&state);
