@@ -3,7 +3,7 @@
 //! Everything that decides whether an audit log is intact lives here, and nothing else does:
 //! the event model and its validation, the canonical encoding, the hash chain and HMAC seal,
 //! the RFC 6962 Merkle tree with its proofs, C2SP signed checkpoints, the export bundle format
-//! and the streaming verifier. Bytes and values in, values and typed errors out: this crate
+//! and the streaming verifier, and the four-eyes pairing with its signed report bundle. Bytes and values in, values and typed errors out: this crate
 //! performs no I/O, spawns no threads, reads no clock and draws no randomness. Storage, the
 //! HTTP server and the CLI call into it; they never re-implement any of it.
 //!

@@ -23,6 +23,7 @@ const PARAMS: [&str; 4] = ["rule", "from", "to", "format"];
 #[allow(dead_code)]
 pub struct FourEyesParams {
     /// The rule's name (a `[[four_eyes]]` table of the configuration).
+    #[param(min_length = 1)]
     rule: String,
     /// Confirmed events recorded at or after this time (RFC 3339 or epoch milliseconds).
     from: Option<String>,
