@@ -16,6 +16,7 @@ pub mod config;
 pub mod connections;
 pub mod export;
 pub mod file_modes;
+pub mod formats;
 pub mod guard;
 pub mod http;
 pub mod metrics;
