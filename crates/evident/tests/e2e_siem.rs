@@ -6,6 +6,8 @@
 //! checked in as tests/siem/ecs_fields.json, CEF with an independent parser of the CEF
 //! header and extension grammar written here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{Node, Server, http_client};

@@ -14,8 +14,10 @@ use evident_core::SealedEntry;
 use std::fmt;
 use std::str::FromStr;
 
-/// A SIEM payload format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A SIEM payload format. In configuration files it is its name (`format = "ocsf"`); an
+/// unknown name is refused with [`UnknownFormat`]'s message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum SiemFormat {
     /// Open Cybersecurity Schema Framework 1.5.0, one JSON object per record.
     Ocsf,
@@ -40,6 +42,20 @@ impl SiemFormat {
     /// Whether each record is a JSON object (an export of it is NDJSON).
     pub fn is_json(self) -> bool {
         !matches!(self, SiemFormat::Cef)
+    }
+}
+
+impl TryFrom<String> for SiemFormat {
+    type Error = UnknownFormat;
+
+    fn try_from(name: String) -> Result<SiemFormat, UnknownFormat> {
+        name.parse()
+    }
+}
+
+impl From<SiemFormat> for &'static str {
+    fn from(format: SiemFormat) -> &'static str {
+        format.as_str()
     }
 }
 
@@ -293,6 +309,18 @@ pub(crate) mod tests {
             e.to_string(),
             "unknown SIEM format \"OCSF\": expected ocsf, ecs or cef"
         );
+        #[derive(serde::Deserialize)]
+        struct Config {
+            format: SiemFormat,
+        }
+        let e = toml::from_str::<Config>("format = \"leef\"").err().unwrap();
+        assert!(
+            e.to_string()
+                .contains("unknown SIEM format \"leef\": expected ocsf, ecs or cef"),
+            "{e}"
+        );
+        let ok: Config = toml::from_str("format = \"cef\"").unwrap();
+        assert_eq!(ok.format, SiemFormat::Cef);
     }
 
     #[test]
