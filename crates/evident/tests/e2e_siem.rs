@@ -437,6 +437,22 @@ fn exports_ocsf_ecs_and_cef_over_http_and_the_cli() {
         exported.insert(format, (file, cli));
     }
 
+    // Each export was recorded with its format, before it left.
+    let recorded: Vec<String> = api
+        .all_entries()
+        .iter()
+        .filter(|(_, _, e)| e["action"] == "evident.log.exported")
+        .map(|(_, _, e)| e["context"]["format"].as_str().unwrap().to_owned())
+        .collect();
+    for format in ["ocsf", "ecs", "cef"] {
+        // One over HTTP, one by the CLI.
+        assert_eq!(
+            recorded.iter().filter(|f| *f == format).count(),
+            2,
+            "{recorded:?}"
+        );
+    }
+
     // OCSF: the schema, the class rule, the coordinates.
     let (ocsf_file, ocsf) = &exported["ocsf"];
     validate_ocsf(ocsf_file);
