@@ -19,6 +19,7 @@ pub mod connections;
 pub mod consumers;
 pub mod export;
 pub mod file_modes;
+pub mod formats;
 pub mod guard;
 pub mod http;
 pub mod metrics;
