@@ -75,6 +75,9 @@ pub struct ServerConfig {
     pub verify_every_ms: u64,
     /// …and the whole log this often, in milliseconds (one day).
     pub verify_full_every_ms: u64,
+    /// `[alerts]`: alert rules (`[[alerts.rules]]`) and signed webhook endpoints
+    /// (`[[alerts.webhooks]]`); the built-in rules are on, no endpoint is configured.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// Default data directory.
@@ -123,6 +126,7 @@ impl Default for ServerConfig {
             retention_days: crate::retention::RetentionDays::default(),
             verify_every_ms: 600_000,
             verify_full_every_ms: 86_400_000,
+            alerts: crate::alerts::AlertsConfig::default(),
         }
     }
 }
@@ -268,6 +272,10 @@ impl ServerConfig {
                 field: "node_id",
                 message: e.problem,
             }
+        })?;
+        self.alerts.validate().map_err(|e| ConfigError::Invalid {
+            field: "alerts",
+            message: e.to_string(),
         })?;
         let origin = self.effective_origin();
         // A C2SP key name is non-empty and has no whitespace or `+`.

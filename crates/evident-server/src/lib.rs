@@ -10,6 +10,7 @@
 //! in `evident-core`, storage in `evident-store`. Logging uses `tracing`; installing a
 //! subscriber is the binary's job.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod client_ip;
@@ -28,6 +29,7 @@ pub mod self_check;
 pub mod sequencer;
 pub mod tls;
 pub mod verification;
+pub mod webhooks;
 
 #[cfg(test)]
 mod test_support;
@@ -55,6 +57,8 @@ pub enum ServeError {
     Task(String),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Alerts(#[from] alerts::RulesError),
 }
 
 /// The HTTP application for `state` (for in-process tests and embedding).
@@ -143,6 +147,14 @@ where
     tracing::info!(addr = %local, tls = tls.is_some(), "listening");
     let state = AppState::new(node);
     state.set_tls(tls.is_some());
+    let rules = {
+        let config = state.node().config().clone();
+        tokio::task::spawn_blocking(move || alerts::RuleSet::open(&config.alerts, &config.data_dir))
+            .await
+            .map_err(|e| ServeError::Task(e.to_string()))??
+    };
+    state.alerts().set_rules(rules);
+    let webhooks = webhooks::spawn_all(&state);
     let limits = state.node().config().connection_limits();
     let app = app(state.clone());
     let flag = state.clone();
@@ -173,6 +185,9 @@ where
             Err(e) => Err(e.into()),
         },
     };
+    for task in webhooks {
+        task.abort();
+    }
     flusher.abort();
     pruner.abort();
     verifier.abort();

@@ -13,8 +13,8 @@ mod keys;
 mod log;
 mod openapi;
 mod ops;
-mod params;
-mod proofs;
+pub(crate) mod params;
+pub mod proofs;
 mod stream;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
@@ -54,6 +54,8 @@ struct Inner {
     verify_permit: tokio::sync::Semaphore,
     /// The running consumers of the committed log and their delivery state.
     consumers: crate::consumers::Consumers,
+    /// The alert rules in force and the webhook endpoints.
+    alerts: crate::alerts::Alerting,
 }
 
 impl AppState {
@@ -65,6 +67,7 @@ impl AppState {
             config.auth_block_ms,
         );
         let tls = AtomicBool::new(config.tls_enabled());
+        let alerts = crate::alerts::Alerting::new(&config.alerts);
         AppState(Arc::new(Inner {
             node,
             usage: UsageTracker::default(),
@@ -74,6 +77,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             verify_permit: tokio::sync::Semaphore::new(1),
             consumers: crate::consumers::Consumers::default(),
+            alerts,
         }))
     }
 
@@ -88,6 +92,11 @@ impl AppState {
     /// The consumers of the committed log (forwarders, publisher, webhooks …).
     pub fn consumers(&self) -> &crate::consumers::Consumers {
         &self.0.consumers
+    }
+
+    /// The alert rules in force and the webhook endpoints.
+    pub fn alerts(&self) -> &crate::alerts::Alerting {
+        &self.0.alerts
     }
 
     pub fn usage(&self) -> &UsageTracker {
@@ -298,6 +307,27 @@ pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
     (Method::POST, "/api/v1/verify", Some(Permission::Read)),
     (Method::GET, "/api/v1/verify/status", Some(Permission::Read)),
     (Method::GET, "/api/v1/consumers", Some(Permission::Read)),
+    (Method::GET, "/api/v1/webhooks", Some(Permission::Read)),
+    (
+        Method::POST,
+        "/api/v1/webhooks/{name}/enable",
+        Some(Permission::ManageKeys),
+    ),
+    (
+        Method::GET,
+        "/api/v1/alerts/rules",
+        Some(Permission::ManageKeys),
+    ),
+    (
+        Method::POST,
+        "/api/v1/alerts/rules",
+        Some(Permission::ManageKeys),
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/alerts/rules/{name}",
+        Some(Permission::ManageKeys),
+    ),
     (Method::GET, "/api/v1/readyz", None),
     (Method::GET, "/readyz", None),
     (Method::GET, "/api/v1/openapi.json", Some(Permission::Read)),
@@ -330,6 +360,7 @@ pub fn router(state: AppState) -> Router {
         .route("/verify", get(ops::verify).post(ops::verify_trusting))
         .route("/verify/status", get(ops::verify_status))
         .route("/consumers", get(ops::consumers))
+        .route("/webhooks", get(crate::webhooks::routes::status))
         .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(
@@ -346,6 +377,18 @@ pub fn router(state: AppState) -> Router {
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/keys/{id}/rotate", post(keys::rotate))
+        .route(
+            "/alerts/rules",
+            get(crate::alerts::routes::list).post(crate::alerts::routes::create),
+        )
+        .route(
+            "/alerts/rules/{name}",
+            axum::routing::delete(crate::alerts::routes::delete),
+        )
+        .route(
+            "/webhooks/{name}/enable",
+            post(crate::webhooks::routes::enable),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_manage_keys,
