@@ -59,6 +59,19 @@ if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SC
   fi
 fi
 
+# standardwebhooks (PyPI), pinned: crates/evident/tests/e2e_alerts.rs runs a webhook receiver
+# that checks every signature with it, an implementation independent of ours.
+WEBHOOKS_VERSION=1.1.0
+WEBHOOKS_VENV=target/webhooks-venv
+if ! "$WEBHOOKS_VENV/bin/python" -c "import importlib.metadata as m; assert m.version('standardwebhooks') == '$WEBHOOKS_VERSION'" 2>/dev/null; then
+  echo "installing standardwebhooks $WEBHOOKS_VERSION into $WEBHOOKS_VENV for the alerts test" >&2
+  rm -rf "$WEBHOOKS_VENV"
+  if ! python3 -m venv "$WEBHOOKS_VENV" || ! "$WEBHOOKS_VENV/bin/pip" install -q --disable-pip-version-check "standardwebhooks==$WEBHOOKS_VERSION"; then
+    echo "cannot install standardwebhooks $WEBHOOKS_VERSION from PyPI (python3-venv missing, or pip failed)" >&2
+    exit 1
+  fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

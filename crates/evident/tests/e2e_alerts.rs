@@ -6,6 +6,8 @@
 //! receiver is down, SIGKILL of Evident, stable webhook-ids, and the payload's inclusion
 //! proof checked offline by `evident proof inclusion --proof-file`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{Node, Server, event, run};
@@ -271,18 +273,34 @@ retry_max_ms = 400
         "http://127.0.0.1:9", // never asked: the proof carries its checkpoint
     ])
     .ok();
-    assert!(out.stdout.contains(&format!("OK: entry {seq} is included")), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!("OK: entry {seq} is included")),
+        "{}",
+        out.stdout
+    );
     // A tampered proof fails.
     let mut bad = proof.clone();
     bad["hash"] = data["events"][0]["proof"]["root"].clone();
     std::fs::write(&proof_file, bad.to_string()).unwrap();
     let failed = run(&[
-        "proof", "inclusion", "--seq", &seq.to_string(), "--proof-file",
-        proof_file.to_str().unwrap(), "--public-key", &public_key, "--url", "http://127.0.0.1:9",
+        "proof",
+        "inclusion",
+        "--seq",
+        &seq.to_string(),
+        "--proof-file",
+        proof_file.to_str().unwrap(),
+        "--public-key",
+        &public_key,
+        "--url",
+        "http://127.0.0.1:9",
     ]);
     assert_ne!(failed.code, Some(0), "{}", failed.stdout);
     // The webhook-timestamp is the time of sending.
-    let request = receiver.requests().into_iter().find(|r| r["id"] == id.as_str()).unwrap();
+    let request = receiver
+        .requests()
+        .into_iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap();
     let sent: f64 = request["timestamp"].as_str().unwrap().parse().unwrap();
     assert!((request["received"].as_f64().unwrap() - sent).abs() < 300.0);
 
@@ -337,7 +355,8 @@ retry_max_ms = 400
     let added = http
         .post(format!("{}/api/v1/alerts/rules", server.url))
         .bearer_auth(&key)
-        .json(&json!({"name": "deploys", "action_prefix": "deploy."}))
+        .header("content-type", "application/json")
+        .body(json!({"name": "deploys", "action_prefix": "deploy."}).to_string())
         .send()
         .unwrap();
     assert_eq!(added.status(), 201);
@@ -380,7 +399,11 @@ retry_max_ms = 400
     // The API-made rule survived the restart.
     let listed = server.api(&key).get("/api/v1/alerts/rules").json();
     assert!(
-        listed.as_array().unwrap().iter().any(|r| r["name"] == "deploys" && r["source"] == "api"),
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "deploys" && r["source"] == "api"),
         "{listed}"
     );
     let actions: Vec<String> = server

@@ -4,8 +4,8 @@
 //! (from the TOML file and made over the API, stored in `DATA_DIR/alerts/rules.json`) and
 //! the owner-only `/api/v1/alerts/rules` routes (`routes.rs`). Delivery is `webhooks/`.
 
-mod rule;
 pub mod routes;
+mod rule;
 mod window;
 
 pub use rule::{GroupBy, Rule, RuleError, Threshold, valid_name as rule_name_valid};
@@ -53,7 +53,10 @@ impl AlertsConfig {
             if rule.name.starts_with(BUILTIN_PREFIX) {
                 return Err(RuleError::new(
                     format!("alerts.rules[{i}].name"),
-                    format!("{:?}: names starting with {BUILTIN_PREFIX:?} are reserved for the built-in rules", rule.name),
+                    format!(
+                        "{:?}: names starting with {BUILTIN_PREFIX:?} are reserved for the built-in rules",
+                        rule.name
+                    ),
                 ));
             }
             if !names.insert(rule.name.as_str()) {
@@ -112,10 +115,7 @@ pub fn builtin_rules() -> Vec<Rule> {
     vec![
         Rule {
             action_prefix: Some("evident.integrity.".to_owned()),
-            ..rule(
-                BUILTIN_INTEGRITY,
-                "The node found damage in its own log",
-            )
+            ..rule(BUILTIN_INTEGRITY, "The node found damage in its own log")
         },
         Rule {
             action: Some(crate::consumers::LAGGING_ACTION.to_owned()),
@@ -247,7 +247,12 @@ impl RuleSet {
     pub fn list(&self) -> Vec<(RuleSource, Arc<Rule>)> {
         let api = self.0.api.read().unwrap_or_else(PoisonError::into_inner);
         let mut out: Vec<(RuleSource, Arc<Rule>)> = Vec::new();
-        out.extend(self.0.builtin.iter().map(|r| (RuleSource::Builtin, r.clone())));
+        out.extend(
+            self.0
+                .builtin
+                .iter()
+                .map(|r| (RuleSource::Builtin, r.clone())),
+        );
         if self.builtin_on() {
             for name in [BUILTIN_READ_ONLY, BUILTIN_DEAD_MAN] {
                 out.push((
@@ -267,7 +272,12 @@ impl RuleSet {
                 ));
             }
         }
-        out.extend(self.0.config.iter().map(|r| (RuleSource::Config, r.clone())));
+        out.extend(
+            self.0
+                .config
+                .iter()
+                .map(|r| (RuleSource::Config, r.clone())),
+        );
         out.extend(api.iter().map(|r| (RuleSource::Api, r.clone())));
         out
     }
@@ -285,12 +295,19 @@ impl RuleSet {
         if rule.name.starts_with(BUILTIN_PREFIX) {
             return Err(RuleError::new(
                 "name",
-                format!("names starting with {BUILTIN_PREFIX:?} are reserved for the built-in rules"),
+                format!(
+                    "names starting with {BUILTIN_PREFIX:?} are reserved for the built-in rules"
+                ),
             )
             .into());
         }
         let mut api = self.0.api.write().unwrap_or_else(PoisonError::into_inner);
-        let taken = self.0.config.iter().chain(api.iter()).any(|r| r.name == rule.name);
+        let taken = self
+            .0
+            .config
+            .iter()
+            .chain(api.iter())
+            .any(|r| r.name == rule.name);
         if taken {
             return Err(RulesError::Exists(rule.name));
         }

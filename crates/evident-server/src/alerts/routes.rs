@@ -37,7 +37,11 @@ fn no_query(query: Option<&str>) -> Result<(), ApiError> {
 }
 
 /// Only owners manage alert rules; others are refused (and the refusal recorded).
-async fn require_owner(state: &AppState, caller: &Caller, info: &RequestInfo) -> Result<(), ApiError> {
+async fn require_owner(
+    state: &AppState,
+    caller: &Caller,
+    info: &RequestInfo,
+) -> Result<(), ApiError> {
     if caller.role == Role::Owner {
         return Ok(());
     }
@@ -124,8 +128,9 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<RuleJson>), ApiError> {
     no_query(query.as_deref())?;
     require_owner(&state, &caller, &info).await?;
-    let rule: Rule = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_rule", format!("the body is not a rule: {e}")))?;
+    let rule: Rule = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("invalid_rule", format!("the body is not a rule: {e}"))
+    })?;
     let rules = state.alerts().rules();
     let stored = rule.clone();
     tokio::task::spawn_blocking(move || rules.add(stored))

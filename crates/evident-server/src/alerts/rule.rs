@@ -124,7 +124,10 @@ impl Rule {
             ("actor", &self.actor),
         ] {
             if value.as_deref() == Some("") {
-                return Err(RuleError::new(field, "must not be empty (leave it out to match any)"));
+                return Err(RuleError::new(
+                    field,
+                    "must not be empty (leave it out to match any)",
+                ));
             }
         }
         if let Some(t) = &self.threshold {

@@ -26,33 +26,134 @@ fn event(seq: u64, at: i64, action: &str, actor: &str, ip: &str, severity: &str)
 #[test]
 fn rules_match_on_every_condition() {
     let e = event(0, 1_000, "auth.login", "alice", "10.0.0.1", "warning");
-    let rule = |r: Rule| Rule { name: "r".into(), ..r };
+    let rule = |r: Rule| Rule {
+        name: "r".into(),
+        ..r
+    };
     assert!(rule(Rule::default()).matches(&e));
-    assert!(rule(Rule { action: Some("auth.login".into()), ..Rule::default() }).matches(&e));
-    assert!(!rule(Rule { action: Some("auth".into()), ..Rule::default() }).matches(&e));
-    assert!(rule(Rule { action_prefix: Some("auth.".into()), ..Rule::default() }).matches(&e));
-    assert!(!rule(Rule { action_prefix: Some("key.".into()), ..Rule::default() }).matches(&e));
-    assert!(rule(Rule { min_severity: Some(Severity::Warning), ..Rule::default() }).matches(&e));
-    assert!(!rule(Rule { min_severity: Some(Severity::Error), ..Rule::default() }).matches(&e));
-    assert!(rule(Rule { outcome: Some(Outcome::Failure), ..Rule::default() }).matches(&e));
-    assert!(!rule(Rule { outcome: Some(Outcome::Success), ..Rule::default() }).matches(&e));
-    assert!(rule(Rule { tenant: Some("default".into()), ..Rule::default() }).matches(&e));
-    assert!(!rule(Rule { tenant: Some("acme".into()), ..Rule::default() }).matches(&e));
-    assert!(rule(Rule { actor: Some("alice".into()), ..Rule::default() }).matches(&e));
-    assert!(!rule(Rule { actor: Some("bob".into()), ..Rule::default() }).matches(&e));
+    assert!(
+        rule(Rule {
+            action: Some("auth.login".into()),
+            ..Rule::default()
+        })
+        .matches(&e)
+    );
+    assert!(
+        !rule(Rule {
+            action: Some("auth".into()),
+            ..Rule::default()
+        })
+        .matches(&e)
+    );
+    assert!(
+        rule(Rule {
+            action_prefix: Some("auth.".into()),
+            ..Rule::default()
+        })
+        .matches(&e)
+    );
+    assert!(
+        !rule(Rule {
+            action_prefix: Some("key.".into()),
+            ..Rule::default()
+        })
+        .matches(&e)
+    );
+    assert!(
+        rule(Rule {
+            min_severity: Some(Severity::Warning),
+            ..Rule::default()
+        })
+        .matches(&e)
+    );
+    assert!(
+        !rule(Rule {
+            min_severity: Some(Severity::Error),
+            ..Rule::default()
+        })
+        .matches(&e)
+    );
+    assert!(
+        rule(Rule {
+            outcome: Some(Outcome::Failure),
+            ..Rule::default()
+        })
+        .matches(&e)
+    );
+    assert!(
+        !rule(Rule {
+            outcome: Some(Outcome::Success),
+            ..Rule::default()
+        })
+        .matches(&e)
+    );
+    assert!(
+        rule(Rule {
+            tenant: Some("default".into()),
+            ..Rule::default()
+        })
+        .matches(&e)
+    );
+    assert!(
+        !rule(Rule {
+            tenant: Some("acme".into()),
+            ..Rule::default()
+        })
+        .matches(&e)
+    );
+    assert!(
+        rule(Rule {
+            actor: Some("alice".into()),
+            ..Rule::default()
+        })
+        .matches(&e)
+    );
+    assert!(
+        !rule(Rule {
+            actor: Some("bob".into()),
+            ..Rule::default()
+        })
+        .matches(&e)
+    );
     // Built-in: CRITICAL and above; integrity findings first.
     let builtin = builtin_rules();
     let critical = event(1, 1_000, "canary.tripped", "x", "10.0.0.1", "critical");
     let emergency = event(2, 1_000, "x", "x", "10.0.0.1", "emergency");
-    let integrity = event(3, 1_000, "evident.integrity.damage_found", "evident", "10.0.0.1", "critical");
-    let first = |e: &Event| builtin.iter().find(|r| r.matches(e)).map(|r| r.name.clone());
+    let integrity = event(
+        3,
+        1_000,
+        "evident.integrity.damage_found",
+        "evident",
+        "10.0.0.1",
+        "critical",
+    );
+    let first = |e: &Event| {
+        builtin
+            .iter()
+            .find(|r| r.matches(e))
+            .map(|r| r.name.clone())
+    };
     assert_eq!(first(&critical).as_deref(), Some(BUILTIN_CRITICAL));
     assert_eq!(first(&emergency).as_deref(), Some(BUILTIN_CRITICAL));
     assert_eq!(first(&integrity).as_deref(), Some(BUILTIN_INTEGRITY));
     assert_eq!(first(&e), None);
-    let lag = event(4, 1_000, crate::consumers::LAGGING_ACTION, "evident", "10.0.0.1", "warning");
+    let lag = event(
+        4,
+        1_000,
+        crate::consumers::LAGGING_ACTION,
+        "evident",
+        "10.0.0.1",
+        "warning",
+    );
     assert_eq!(first(&lag).as_deref(), Some(BUILTIN_CONSUMER_LAG));
-    let overdue = event(5, 1_000, FOUR_EYES_OVERDUE_ACTION, "evident", "10.0.0.1", "warning");
+    let overdue = event(
+        5,
+        1_000,
+        FOUR_EYES_OVERDUE_ACTION,
+        "evident",
+        "10.0.0.1",
+        "warning",
+    );
     assert_eq!(first(&overdue).as_deref(), Some(BUILTIN_FOUR_EYES));
 }
 
@@ -60,7 +161,11 @@ fn rules_match_on_every_condition() {
 fn a_threshold_fires_once_per_window_per_key() {
     let rule = Rule {
         name: "logins".into(),
-        threshold: Some(Threshold { count: 3, within_ms: 60_000, per: GroupBy::Actor }),
+        threshold: Some(Threshold {
+            count: 3,
+            within_ms: 60_000,
+            per: GroupBy::Actor,
+        }),
         ..Rule::default()
     };
     let mut w = Windows::default();
@@ -83,7 +188,10 @@ fn a_threshold_fires_once_per_window_per_key() {
     assert!(w.observe(&rule, &at(8, 62_000, "alice")).is_none());
     assert_eq!(w.observe(&rule, &at(9, 63_000, "alice")).unwrap().seq, 9);
     // Without a threshold every match fires.
-    let plain = Rule { name: "p".into(), ..Rule::default() };
+    let plain = Rule {
+        name: "p".into(),
+        ..Rule::default()
+    };
     assert!(w.observe(&plain, &at(10, 0, "x")).is_some());
     assert!(w.observe(&plain, &at(11, 0, "x")).is_some());
 }
@@ -92,22 +200,46 @@ fn a_threshold_fires_once_per_window_per_key() {
 fn bad_rules_are_refused_naming_the_field() {
     let bad = |r: Rule| r.validate().unwrap_err().field;
     assert_eq!(bad(Rule::default()), "name");
-    assert_eq!(bad(Rule { name: "a b".into(), ..Rule::default() }), "name");
     assert_eq!(
-        bad(Rule { name: "a".into(), action: Some("x".into()), action_prefix: Some("y".into()), ..Rule::default() }),
+        bad(Rule {
+            name: "a b".into(),
+            ..Rule::default()
+        }),
+        "name"
+    );
+    assert_eq!(
+        bad(Rule {
+            name: "a".into(),
+            action: Some("x".into()),
+            action_prefix: Some("y".into()),
+            ..Rule::default()
+        }),
         "action_prefix"
     );
     assert_eq!(
-        bad(Rule { name: "a".into(), threshold: Some(Threshold { count: 0, within_ms: 1, per: GroupBy::Ip }), ..Rule::default() }),
+        bad(Rule {
+            name: "a".into(),
+            threshold: Some(Threshold {
+                count: 0,
+                within_ms: 1,
+                per: GroupBy::Ip
+            }),
+            ..Rule::default()
+        }),
         "threshold.count"
     );
     let config = AlertsConfig {
-        rules: vec![Rule { name: "builtin.x".into(), ..Rule::default() }],
+        rules: vec![Rule {
+            name: "builtin.x".into(),
+            ..Rule::default()
+        }],
         ..AlertsConfig::default()
     };
     assert_eq!(config.validate().unwrap_err().field, "alerts.rules[0].name");
     // From TOML: unknown keys are refused.
-    let err = crate::ServerConfig::from_toml_str("[[alerts.rules]]\nname = \"a\"\nactoin = \"x\"\n").unwrap_err();
+    let err =
+        crate::ServerConfig::from_toml_str("[[alerts.rules]]\nname = \"a\"\nactoin = \"x\"\n")
+            .unwrap_err();
     assert!(err.contains("actoin"), "{err}");
     let ok = crate::ServerConfig::from_toml_str(
         "[[alerts.rules]]\nname = \"a\"\naction_prefix = \"auth.\"\nmin_severity = \"warning\"\nthreshold = { count = 5, within_ms = 60000, per = \"actor\" }\n",
@@ -120,27 +252,65 @@ fn bad_rules_are_refused_naming_the_field() {
 fn api_rules_are_stored_privately_and_reloaded() {
     let tmp = tempfile::tempdir().unwrap();
     let config = AlertsConfig {
-        rules: vec![Rule { name: "from-config".into(), ..Rule::default() }],
+        rules: vec![Rule {
+            name: "from-config".into(),
+            ..Rule::default()
+        }],
         ..AlertsConfig::default()
     };
     let set = RuleSet::open(&config, tmp.path()).unwrap();
-    set.add(Rule { name: "made".into(), actor: Some("alice".into()), ..Rule::default() }).unwrap();
-    assert!(matches!(set.add(Rule { name: "made".into(), ..Rule::default() }), Err(RulesError::Exists(_))));
-    assert!(matches!(set.add(Rule { name: "from-config".into(), ..Rule::default() }), Err(RulesError::Exists(_))));
-    assert!(matches!(set.delete("from-config"), Err(RulesError::NotDeletable { .. })));
-    assert!(matches!(set.delete(BUILTIN_CRITICAL), Err(RulesError::NotDeletable { .. })));
+    set.add(Rule {
+        name: "made".into(),
+        actor: Some("alice".into()),
+        ..Rule::default()
+    })
+    .unwrap();
+    assert!(matches!(
+        set.add(Rule {
+            name: "made".into(),
+            ..Rule::default()
+        }),
+        Err(RulesError::Exists(_))
+    ));
+    assert!(matches!(
+        set.add(Rule {
+            name: "from-config".into(),
+            ..Rule::default()
+        }),
+        Err(RulesError::Exists(_))
+    ));
+    assert!(matches!(
+        set.delete("from-config"),
+        Err(RulesError::NotDeletable { .. })
+    ));
+    assert!(matches!(
+        set.delete(BUILTIN_CRITICAL),
+        Err(RulesError::NotDeletable { .. })
+    ));
     assert!(matches!(set.delete("nope"), Err(RulesError::NotFound(_))));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(rules_file(tmp.path())).unwrap().permissions().mode();
+        let mode = std::fs::metadata(rules_file(tmp.path()))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     let again = RuleSet::open(&config, tmp.path()).unwrap();
     let names: Vec<String> = again.user_rules().iter().map(|r| r.name.clone()).collect();
     assert_eq!(names, ["from-config", "made"]);
     again.delete("made").unwrap();
-    assert_eq!(RuleSet::open(&config, tmp.path()).unwrap().user_rules().len(), 1);
+    assert_eq!(
+        RuleSet::open(&config, tmp.path())
+            .unwrap()
+            .user_rules()
+            .len(),
+        1
+    );
     std::fs::write(rules_file(tmp.path()), "{not json").unwrap();
-    assert!(matches!(RuleSet::open(&config, tmp.path()), Err(RulesError::File { .. })));
+    assert!(matches!(
+        RuleSet::open(&config, tmp.path()),
+        Err(RulesError::File { .. })
+    ));
 }

@@ -97,9 +97,20 @@ impl WebhookConsumer {
         self.config.rules.is_empty() || self.config.rules.iter().any(|r| r == name)
     }
 
-    fn event(&self, action: &'static str, outcome: &'static str, severity: &'static str) -> AuditEvent {
-        AuditEvent::new(action, outcome, severity, "webhook", self.config.name.clone())
-            .with("url", self.config.display_url())
+    fn event(
+        &self,
+        action: &'static str,
+        outcome: &'static str,
+        severity: &'static str,
+    ) -> AuditEvent {
+        AuditEvent::new(
+            action,
+            outcome,
+            severity,
+            "webhook",
+            self.config.name.clone(),
+        )
+        .with("url", self.config.display_url())
     }
 
     /// Resumes a disabled endpoint when an owner asked for it.
@@ -115,7 +126,12 @@ impl WebhookConsumer {
     }
 
     /// POSTs one signed message.
-    async fn post(&mut self, ctx: &ConsumerContext, id: &str, body: Vec<u8>) -> Result<(), SendError> {
+    async fn post(
+        &mut self,
+        ctx: &ConsumerContext,
+        id: &str,
+        body: Vec<u8>,
+    ) -> Result<(), SendError> {
         let now = ctx.now();
         let timestamp = now.div_euclid(1000);
         let signature = self.secret.sign(id, timestamp, &body);
@@ -130,7 +146,9 @@ impl WebhookConsumer {
             .send()
             .await;
         let outcome = match sent {
-            Ok(response) if response.status().is_success() => Ok(format!("HTTP {}", response.status().as_u16())),
+            Ok(response) if response.status().is_success() => {
+                Ok(format!("HTTP {}", response.status().as_u16()))
+            }
             Ok(response) => Err(format!("HTTP {}", response.status().as_u16())),
             Err(e) => Err(describe(&e)),
         };
@@ -213,7 +231,10 @@ impl WebhookConsumer {
     }
 
     /// A checkpoint whose tree holds entry `seq`: the latest signed one, or one signed now.
-    async fn checkpoint_covering(ctx: &ConsumerContext, seq: u64) -> Result<StoredCheckpoint, DeliveryError> {
+    async fn checkpoint_covering(
+        ctx: &ConsumerContext,
+        seq: u64,
+    ) -> Result<StoredCheckpoint, DeliveryError> {
         if let Some(cp) = ctx.latest_checkpoint() {
             if cp.size > seq {
                 return Ok(cp);
@@ -231,7 +252,12 @@ impl WebhookConsumer {
             })
     }
 
-    async fn send_fired(&mut self, ctx: &ConsumerContext, rule: &Rule, fired: &Fired) -> Result<(), SendError> {
+    async fn send_fired(
+        &mut self,
+        ctx: &ConsumerContext,
+        rule: &Rule,
+        fired: &Fired,
+    ) -> Result<(), SendError> {
         let cp = Self::checkpoint_covering(ctx, fired.seq)
             .await
             .map_err(SendError::Node)?;
@@ -241,10 +267,13 @@ impl WebhookConsumer {
         };
         let store = ctx.store().clone();
         let proof_cp = cp.clone();
-        let entries = tokio::task::spawn_blocking(move || payload::prove(&*store, &seqs, &proof_cp))
-            .await
-            .map_err(|e| SendError::Node(DeliveryError::Store(StoreError::Backend(e.to_string()))))?
-            .map_err(|e| SendError::Node(e.into()))?;
+        let entries =
+            tokio::task::spawn_blocking(move || payload::prove(&*store, &seqs, &proof_cp))
+                .await
+                .map_err(|e| {
+                    SendError::Node(DeliveryError::Store(StoreError::Backend(e.to_string())))
+                })?
+                .map_err(|e| SendError::Node(e.into()))?;
         let alert = Alert::Events {
             fired,
             rule,
@@ -371,7 +400,11 @@ impl WebhookConsumer {
             return;
         }
         let event = self
-            .event(SUMMARY_ACTION, if failed == 0 { "success" } else { "failure" }, "info")
+            .event(
+                SUMMARY_ACTION,
+                if failed == 0 { "success" } else { "failure" },
+                "info",
+            )
             .with("since", last)
             .with("delivered", delivered)
             .with("failed", failed);

@@ -91,10 +91,7 @@ impl WebhookConfig {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://"))
             || self.url.len() < 10
         {
-            return Err(RuleError::new(
-                "url",
-                "expected an http:// or https:// URL",
-            ));
+            return Err(RuleError::new("url", "expected an http:// or https:// URL"));
         }
         Secret::parse(&self.secret).map_err(|problem| RuleError::new("secret", problem))?;
         for (field, value) in [
@@ -194,7 +191,12 @@ impl Endpoints {
     pub fn stats(&self) -> Vec<EndpointStats> {
         let all = self.all.lock().unwrap_or_else(PoisonError::into_inner);
         all.values()
-            .map(|c| c.lock().unwrap_or_else(PoisonError::into_inner).stats.clone())
+            .map(|c| {
+                c.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .stats
+                    .clone()
+            })
             .collect()
     }
 

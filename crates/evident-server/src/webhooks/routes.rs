@@ -96,7 +96,9 @@ pub async fn enable(
             .await);
     }
     if !state.alerts().endpoints().request_enable(&name) {
-        return Err(ApiError::not_found(format!("no webhook endpoint named {name:?}")));
+        return Err(ApiError::not_found(format!(
+            "no webhook endpoint named {name:?}"
+        )));
     }
     let event = AuditEvent::new(ENABLED_ACTION, "success", "notice", "webhook", &name);
     state.record(&AuditActor::Key(caller), &info, event).await;
