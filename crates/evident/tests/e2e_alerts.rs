@@ -20,14 +20,29 @@ use std::time::{Duration, Instant};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// The receiver: verifies with standardwebhooks, answers 500 while `fail` exists, and logs
-/// one JSON line per request (verified or not) to `log`.
+/// The receiver: verifies the `v1` signature with standardwebhooks and the `v1a` one
+/// (Ed25519, the node's key pinned from its verifier key string) with `cryptography`, answers
+/// 500 while `fail` exists, and logs one JSON line per request (verified or not) to `log`.
 const RECEIVER: &str = r#"
-import json, os, sys, time
+import base64, json, os, sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from standardwebhooks import Webhook
-secret, port, logpath, failpath = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+secret, port, logpath, failpath, vkey = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 hook = Webhook(secret)
+raw = base64.b64decode(vkey.split("+", 2)[2])[1:]
+whpk = "whpk_" + base64.b64encode(raw).decode()
+node_key = Ed25519PublicKey.from_public_bytes(raw)
+def v1a_ok(headers, body):
+    content = ("%s.%s.%s" % (headers.get("webhook-id"), headers.get("webhook-timestamp"), body)).encode()
+    sigs = [s[4:] for s in headers.get("webhook-signature", "").split(" ") if s.startswith("v1a,")]
+    if not sigs:
+        return "no v1a signature"
+    try:
+        node_key.verify(base64.b64decode(sigs[0]), content)
+        return True
+    except Exception as e:
+        return "v1a: " + repr(e)
 class H(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0"))).decode()
@@ -35,13 +50,14 @@ class H(BaseHTTPRequestHandler):
         failing = os.path.exists(failpath)
         try:
             hook.verify(body, headers)
-            verified = True
+            verified = v1a_ok(headers, body)
         except Exception as e:
             verified = str(e)
         status = 500 if failing else (204 if verified is True else 400)
         with open(logpath, "a") as f:
             f.write(json.dumps({"id": headers.get("webhook-id"), "timestamp": headers.get("webhook-timestamp"),
-                                "received": time.time(), "verified": verified, "status": status, "body": body}) + "\n")
+                                "received": time.time(), "verified": verified, "status": status, "whpk": whpk,
+                                "body": body}) + "\n")
         self.send_response(status)
         self.send_header("content-length", "0")
         self.end_headers()
@@ -58,14 +74,14 @@ fn python() -> PathBuf {
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/webhooks-venv/bin/python");
     let ok = Command::new(&venv)
-        .args(["-c", "import standardwebhooks"])
+        .args(["-c", "import standardwebhooks, cryptography"])
         .output()
         .is_ok_and(|o| o.status.success());
     assert!(
         ok,
-        "the webhook receiver needs Python with the `standardwebhooks` package in \
+        "the webhook receiver needs Python with the `standardwebhooks` and `cryptography` packages in \
          target/webhooks-venv: run scripts/test.sh, or `python3 -m venv target/webhooks-venv && \
-         target/webhooks-venv/bin/pip install standardwebhooks==1.1.0`"
+         target/webhooks-venv/bin/pip install standardwebhooks==1.1.0 cryptography==48.0.0`"
     );
     venv
 }
@@ -76,10 +92,11 @@ struct Receiver {
     log: PathBuf,
     fail: PathBuf,
     script: PathBuf,
+    vkey: String,
 }
 
 impl Receiver {
-    fn start(dir: &Path, port: u16) -> Receiver {
+    fn start(dir: &Path, port: u16, vkey: &str) -> Receiver {
         let script = dir.join("receiver.py");
         std::fs::write(&script, RECEIVER).unwrap();
         let (log, fail) = (dir.join("received.jsonl"), dir.join("fail"));
@@ -90,6 +107,7 @@ impl Receiver {
                 &port.to_string(),
                 log.to_str().unwrap(),
                 fail.to_str().unwrap(),
+                vkey,
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -106,6 +124,7 @@ impl Receiver {
             log,
             fail,
             script,
+            vkey: vkey.to_owned(),
         }
     }
 
@@ -118,7 +137,7 @@ impl Receiver {
         self.stop();
         let dir = self.script.parent().unwrap().to_owned();
         let port = self.port;
-        let next = Receiver::start(&dir, port);
+        let next = Receiver::start(&dir, port, &self.vkey.clone());
         *self = next;
     }
 
@@ -209,7 +228,8 @@ fn settle(server: &Server, key: &str, receiver: &Receiver, name: &str) -> u64 {
 fn alerts_reach_a_real_receiver_signed_proven_once_per_window_and_across_restarts() {
     let node = Node::new();
     let work = tempfile::tempdir().unwrap();
-    let mut receiver = Receiver::start(work.path(), 0);
+    let public_key = node.public_key();
+    let mut receiver = Receiver::start(work.path(), 0, &public_key);
     let config = work.path().join("evident.toml");
     std::fs::write(
         &config,
@@ -233,8 +253,19 @@ threshold = {{ count = 2, within_ms = 600000, per = "ip" }}
 name = "ops"
 url = "http://127.0.0.1:{}/hook"
 secret = "{SECRET}"
+sign_ed25519 = true
 retry_min_ms = 100
 retry_max_ms = 400
+
+# Nothing listens on port 1: refused at once, disabled after failing for 300 ms.
+[[alerts.webhooks]]
+name = "dead"
+url = "http://127.0.0.1:1/hook"
+secret = "{SECRET}"
+rules = ["builtin.critical"]
+retry_min_ms = 50
+retry_max_ms = 100
+disable_after_ms = 300
 "#,
             receiver.port
         ),
@@ -259,7 +290,6 @@ retry_max_ms = 400
     assert_eq!(proof["checkpoint"], data["checkpoint"]);
     let proof_file = work.path().join("proof.json");
     std::fs::write(&proof_file, proof.to_string()).unwrap();
-    let public_key = node.public_key();
     let out = run(&[
         "proof",
         "inclusion",
@@ -390,7 +420,7 @@ retry_max_ms = 400
     let (waiting, _) = api.append(&critical("erin", "canary.tripped")).unwrap()[0].clone();
     wait_until(|| {
         let status = server.api(&key).get("/api/v1/webhooks").json();
-        (status[0]["failed"].as_u64().unwrap_or(0) >= 1).then_some(())
+        (endpoint(&status, "ops")["failed"].as_u64().unwrap_or(0) >= 1).then_some(())
     });
     server.kill();
     server.restart();
@@ -437,8 +467,47 @@ retry_max_ms = 400
         assert_eq!(r["verified"], true, "{r}");
     }
     let status = server.api(&key).get("/api/v1/webhooks").json();
-    assert_eq!(status[0]["name"], "ops");
-    assert!(status[0]["cursor"]["next_seq"].as_u64().unwrap() > waiting);
+    let ops = endpoint(&status, "ops");
+    assert!(ops["cursor"]["next_seq"].as_u64().unwrap() > waiting);
+    assert_eq!(ops["public_key"], receiver.requests()[0]["whpk"]);
+    assert_eq!(ops["disabled_at"], Value::Null);
+
+    // The endpoint nobody answers was disabled, with one event, and an owner enables it.
+    let dead = endpoint(&status, "dead");
+    assert!(dead["disabled_at"].is_i64(), "{dead}");
+    // (Its counts are since the restart; the disabled state came through it.)
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "evident.webhook.disabled")
+            .count(),
+        1,
+        "{actions:?}"
+    );
+    let enabled = server
+        .client()
+        .post(format!("{}/api/v1/webhooks/dead/enable", server.url))
+        .bearer_auth(&key)
+        .send()
+        .unwrap();
+    assert_eq!(enabled.status(), 200);
+    let enabled: Value = serde_json::from_slice(&enabled.bytes().unwrap()).unwrap();
+    assert_eq!(endpoint(&enabled, "dead")["name"], "dead");
+    wait_until(|| {
+        let status = server.api(&key).get("/api/v1/webhooks").json();
+        endpoint(&status, "dead")["disabled_at"]
+            .is_null()
+            .then_some(())
+    });
+}
+
+fn endpoint<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no endpoint {name} in {status}"))
 }
 
 /// Polls `f` until it returns `Some` (30 s at most).

@@ -134,7 +134,15 @@ impl WebhookConsumer {
     ) -> Result<(), SendError> {
         let now = ctx.now();
         let timestamp = now.div_euclid(1000);
-        let signature = self.secret.sign(id, timestamp, &body);
+        let mut signature = self.secret.sign(id, timestamp, &body);
+        if self.config.sign_ed25519 {
+            if let Some(v1a) =
+                super::sign::sign_ed25519(ctx.state().node().files().signer(), id, timestamp, &body)
+            {
+                signature.push(' ');
+                signature.push_str(&v1a);
+            }
+        }
         let sent = self
             .client
             .post(&self.config.url)
@@ -145,11 +153,15 @@ impl WebhookConsumer {
             .body(body)
             .send()
             .await;
+        let mut gone = false;
         let outcome = match sent {
             Ok(response) if response.status().is_success() => {
                 Ok(format!("HTTP {}", response.status().as_u16()))
             }
-            Ok(response) => Err(format!("HTTP {}", response.status().as_u16())),
+            Ok(response) => {
+                gone = response.status().as_u16() == super::GONE;
+                Err(format!("HTTP {}", response.status().as_u16()))
+            }
             Err(e) => Err(describe(&e)),
         };
         let delivered = outcome.is_ok();
@@ -195,8 +207,31 @@ impl WebhookConsumer {
                 }
                 Ok(())
             }
-            Err(message) => Err(SendError::Endpoint(message)),
+            Err(message) => {
+                if gone {
+                    // "410 Gone": the receiver wants no more; disabled now, not in a day.
+                    self.saved.failing_since.get_or_insert(now);
+                    self.disable(ctx, &message).await;
+                }
+                Err(SendError::Endpoint(message))
+            }
         }
+    }
+
+    async fn disable(&mut self, ctx: &ConsumerContext, message: &str) {
+        if self.saved.disabled_at.is_some() {
+            return;
+        }
+        let now = ctx.now();
+        self.saved.disabled_at = Some(now);
+        self.cell().stats.disabled_at = Some(now);
+        tracing::error!(endpoint = %self.config.name, error = message, "webhook endpoint disabled");
+        let event = self
+            .event(DISABLED_ACTION, "failure", "error")
+            .with("failing_since", self.saved.failing_since)
+            .with("failed_attempts", self.saved.failing_attempts)
+            .with("error", message);
+        ctx.record(vec![system(event)]).await;
     }
 
     /// Counts a failure; opens the incident (one event) or, past `disable_after_ms`,
@@ -217,16 +252,8 @@ impl WebhookConsumer {
             }
         };
         let limit = Millis::try_from(self.config.disable_after_ms).unwrap_or(Millis::MAX);
-        if self.saved.disabled_at.is_none() && now.saturating_sub(since) >= limit {
-            self.saved.disabled_at = Some(now);
-            self.cell().stats.disabled_at = Some(now);
-            tracing::error!(endpoint = %self.config.name, "webhook endpoint failing too long; disabled");
-            let event = self
-                .event(DISABLED_ACTION, "failure", "error")
-                .with("failing_since", since)
-                .with("failed_attempts", self.saved.failing_attempts)
-                .with("error", message);
-            ctx.record(vec![system(event)]).await;
+        if now.saturating_sub(since) >= limit {
+            self.disable(ctx, message).await;
         }
     }
 

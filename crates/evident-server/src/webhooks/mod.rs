@@ -31,6 +31,9 @@ pub const FAILING_ACTION: &str = "evident.webhook.failing";
 pub const RECOVERED_ACTION: &str = "evident.webhook.recovered";
 /// Event: an endpoint failed longer than `disable_after_ms` and was disabled.
 pub const DISABLED_ACTION: &str = "evident.webhook.disabled";
+/// An endpoint answering this no longer wants messages: it is disabled at once (the
+/// specification's `410 Gone`).
+pub const GONE: u16 = 410;
 /// Event: an owner enabled a disabled endpoint again.
 pub const ENABLED_ACTION: &str = "evident.webhook.enabled";
 /// Event: the deliveries of the last `summary_every_ms` (only when there were any).
@@ -47,6 +50,9 @@ pub struct WebhookConfig {
     /// The Standard Webhooks secret, `whsec_<base64>` (at least 16 bytes): `webhook-signature`
     /// carries `v1,<base64 HMAC-SHA256>` with it.
     pub secret: String,
+    /// Also sign with the node's Ed25519 key: `v1a,<base64>` next to `v1,…` in
+    /// `webhook-signature`; the key, as `whpk_<base64>`, is on `GET /api/v1/webhooks`.
+    pub sign_ed25519: bool,
     /// `generic` (JSON with the events, their inclusion proofs and the checkpoint) or `slack`.
     pub template: Template,
     /// The rules delivered here, by name; empty (the default): every rule in force.
@@ -69,6 +75,7 @@ impl Default for WebhookConfig {
             name: String::new(),
             url: String::new(),
             secret: String::new(),
+            sign_ed25519: false,
             template: Template::Generic,
             rules: Vec::new(),
             timeout_ms: 10_000,
@@ -152,6 +159,8 @@ pub struct EndpointStats {
     pub disabled_at: Option<Millis>,
     /// Alerts skipped while disabled, since the node started.
     pub skipped_while_disabled: u64,
+    /// With `sign_ed25519`: the key of the `v1a` signatures, `whpk_<base64>`.
+    pub public_key: Option<String>,
 }
 
 /// Shared between an endpoint's consumer and the HTTP routes.
@@ -169,9 +178,14 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
-    fn register(&self, config: &WebhookConfig) -> Arc<Mutex<EndpointCell>> {
+    fn register(
+        &self,
+        config: &WebhookConfig,
+        verifier: &evident_core::NoteVerifier,
+    ) -> Arc<Mutex<EndpointCell>> {
         let cell = Arc::new(Mutex::new(EndpointCell {
             stats: EndpointStats {
+                public_key: config.sign_ed25519.then(|| sign::public_key(verifier)),
                 name: config.name.clone(),
                 url: config.display_url(),
                 template: config.template.as_str().to_owned(),
@@ -226,7 +240,8 @@ pub fn spawn_all(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
             batch_max: 200,
             ..ConsumerSettings::default()
         };
-        let cell = state.alerts().endpoints().register(&endpoint);
+        let verifier = state.node().files().verifier();
+        let cell = state.alerts().endpoints().register(&endpoint, &verifier);
         match WebhookConsumer::new(endpoint.clone(), cell) {
             Ok(consumer) => tasks.push(crate::consumers::spawn(state, consumer, settings)),
             Err(e) => {
