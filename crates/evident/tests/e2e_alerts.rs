@@ -521,3 +521,89 @@ fn wait_until<T>(mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+impl Receiver {
+    /// The distinct deliveries of rule `rule` (by webhook-id), waiting for the first.
+    fn wait_for_rule(&self, rule: &str) -> Vec<Value> {
+        wait_until(|| {
+            let mut seen = BTreeMap::new();
+            for (id, body) in self.delivered() {
+                if body["data"]["rule"]["name"] == rule {
+                    seen.insert(id, body);
+                }
+            }
+            (!seen.is_empty()).then(|| seen.into_values().collect())
+        })
+    }
+}
+
+#[test]
+fn dead_man_and_read_only_alert_once_per_incident() {
+    // Embedded: the read-only switch is provoked by editing the SQLite file.
+    let node = Node::embedded();
+    let work = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(work.path(), 0, &node.public_key());
+    let config = work.path().join("evident.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+checkpoint_every_ms = 600000
+[alerts]
+dead_man_after_ms = 300
+[[alerts.webhooks]]
+name = "pager"
+url = "http://127.0.0.1:{}/hook"
+secret = "{SECRET}"
+sign_ed25519 = true
+rules = ["builtin.dead_man", "builtin.read_only"]
+"#,
+            receiver.port
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap().to_owned();
+    // The harness's EVIDENT_CHECKPOINT_EVERY_MS would override the file: set it back.
+    let server = Server::start_with(
+        &node.dir,
+        &[("EVIDENT_CHECKPOINT_EVERY_MS", "600000")],
+        &["--config", &config_arg],
+        None,
+    );
+    let api = server.api(&node.owner_key);
+    // A signed checkpoint, then entries that no checkpoint covers for longer than 300 ms.
+    assert_eq!(api.get("/api/v1/checkpoint").status, 200);
+    let size = api.checkpoint_size();
+    api.append(&event("alice", "note.written")).unwrap();
+    let alerts = receiver.wait_for_rule("builtin.dead_man");
+    assert_eq!(alerts[0]["data"]["condition"]["checkpoint_size"], size);
+    assert_eq!(alerts[0]["data"]["events"], json!([]));
+    // More entries, the same stuck checkpoint: still one alert once a later one is in.
+    api.append(&event("bob", "note.written")).unwrap();
+
+    // Damage: an edited row, found by an on-demand verification: the node turns read-only
+    // and the alert says what was found.
+    let db = common::attacker_db(&node.dir);
+    db.execute_batch("UPDATE events SET actor_kind = 'wizard' WHERE seq = 0")
+        .unwrap();
+    drop(db);
+    let verify = api.get("/api/v1/verify");
+    assert_eq!(verify.json()["ok"], false, "{}", verify.text());
+    let read_only = receiver.wait_for_rule("builtin.read_only");
+    assert_eq!(read_only.len(), 1);
+    let condition = &read_only[0]["data"]["condition"];
+    assert!(condition["kind"].is_string(), "{condition}");
+    // Both incidents stay one alert each (the ticks run every second; two more pass here).
+    let ready = wait_until(|| {
+        let status = api.get("/api/v1/webhooks").json();
+        let attempts = endpoint(&status, "pager")["attempts"].as_u64().unwrap();
+        (attempts >= 2).then_some(status)
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(receiver.wait_for_rule("builtin.dead_man").len(), 1);
+    assert_eq!(receiver.wait_for_rule("builtin.read_only").len(), 1);
+    assert_eq!(endpoint(&ready, "pager")["failed"], 0);
+    for r in receiver.requests() {
+        assert_eq!(r["verified"], true, "{r}");
+    }
+}

@@ -257,26 +257,26 @@ impl WebhookConsumer {
         }
     }
 
-    /// A checkpoint whose tree holds entry `seq`: the latest signed one, or one signed now.
+    /// A checkpoint whose tree holds entry `seq`: the latest signed one, or one signed now;
+    /// `None` when the node serves a damaged log read-only and signs nothing (the alert then
+    /// goes out unproven: it matters most exactly then).
     async fn checkpoint_covering(
         ctx: &ConsumerContext,
         seq: u64,
-    ) -> Result<StoredCheckpoint, DeliveryError> {
+    ) -> Result<Option<StoredCheckpoint>, DeliveryError> {
         if let Some(cp) = ctx.latest_checkpoint() {
             if cp.size > seq {
-                return Ok(cp);
+                return Ok(Some(cp));
             }
         }
-        ctx.state()
-            .node()
-            .sequencer()
-            .force_checkpoint()
-            .await
-            .map_err(|e| {
-                DeliveryError::Store(StoreError::Backend(format!(
-                    "cannot sign a checkpoint covering entry {seq}: {e}"
-                )))
-            })
+        let sequencer = ctx.state().node().sequencer();
+        match sequencer.force_checkpoint().await {
+            Ok(cp) => Ok(Some(cp)),
+            Err(_) if sequencer.read_only_problem().is_some() => Ok(None),
+            Err(e) => Err(DeliveryError::Store(StoreError::Backend(format!(
+                "cannot sign a checkpoint covering entry {seq}: {e}"
+            )))),
+        }
     }
 
     async fn send_fired(
@@ -295,7 +295,7 @@ impl WebhookConsumer {
         let store = ctx.store().clone();
         let proof_cp = cp.clone();
         let entries =
-            tokio::task::spawn_blocking(move || payload::prove(&*store, &seqs, &proof_cp))
+            tokio::task::spawn_blocking(move || payload::prove(&*store, &seqs, proof_cp.as_ref()))
                 .await
                 .map_err(|e| {
                     SendError::Node(DeliveryError::Store(StoreError::Backend(e.to_string())))

@@ -57,7 +57,7 @@ pub struct WebhookConfig {
     pub template: Template,
     /// The rules delivered here, by name; empty (the default): every rule in force.
     pub rules: Vec<String>,
-    /// One attempt may take this long (ms).
+    /// One attempt may take this long (ms; 15 s, what the specification recommends).
     pub timeout_ms: u64,
     /// First retry after a failure (ms); doubled on each further one.
     pub retry_min_ms: u64,
@@ -78,7 +78,7 @@ impl Default for WebhookConfig {
             sign_ed25519: false,
             template: Template::Generic,
             rules: Vec::new(),
-            timeout_ms: 10_000,
+            timeout_ms: 15_000,
             retry_min_ms: 1_000,
             retry_max_ms: 600_000,
             disable_after_ms: 86_400_000,

@@ -37,7 +37,8 @@ impl Template {
 /// One event of an alert with its proof.
 pub struct ProvenEntry {
     pub entry: SealedEntry,
-    pub proof: InclusionProof,
+    /// `None` only when the node could not prove it (it serves a damaged log read-only).
+    pub proof: Option<InclusionProof>,
 }
 
 /// What an alert is about.
@@ -47,7 +48,9 @@ pub enum Alert<'a> {
         fired: &'a Fired,
         rule: &'a Rule,
         entries: Vec<ProvenEntry>,
-        checkpoint: StoredCheckpoint,
+        /// `None` only when no checkpoint covers the events and none can be signed (the
+        /// node is read-only): the alert goes out unproven rather than not at all.
+        checkpoint: Option<StoredCheckpoint>,
     },
     /// A condition of the node (read-only, dead-man): nothing in the log to prove.
     Condition {
@@ -58,11 +61,11 @@ pub enum Alert<'a> {
     },
 }
 
-/// Reads the entries `seqs` and proves each in the tree of `checkpoint`.
+/// Reads the entries `seqs` and proves each in the tree of `checkpoint` (when there is one).
 pub fn prove(
     store: &dyn Store,
     seqs: &[u64],
-    checkpoint: &StoredCheckpoint,
+    checkpoint: Option<&StoredCheckpoint>,
 ) -> Result<Vec<ProvenEntry>, StoreError> {
     let mut out = Vec::with_capacity(seqs.len());
     for &seq in seqs {
@@ -78,6 +81,10 @@ pub fn prove(
         })?;
         // Pruned since it matched: the alert goes out with the entries still kept.
         let Some(entry) = found else { continue };
+        let Some(checkpoint) = checkpoint else {
+            out.push(ProvenEntry { entry, proof: None });
+            continue;
+        };
         let corrupt = |problem: String| StoreError::Corrupt {
             seq: Some(seq),
             problem,
@@ -98,7 +105,10 @@ pub fn prove(
             root: checkpoint.root,
             checkpoint: Some(checkpoint.signed_note.clone()),
         };
-        out.push(ProvenEntry { entry, proof });
+        out.push(ProvenEntry {
+            entry,
+            proof: Some(proof),
+        });
     }
     Ok(out)
 }
@@ -153,7 +163,7 @@ fn generic(alert: &Alert<'_>, node_id: &str, public_key: &str) -> Value {
                     "hash": last.map(|p| p.entry.hash),
                     "events": events,
                     "window": window,
-                    "checkpoint": checkpoint.signed_note,
+                    "checkpoint": checkpoint.as_ref().map(|c| &c.signed_note),
                     "public_key": public_key,
                 }
             })
