@@ -6,7 +6,8 @@
 //! listener; [`verification`] and [`export`] read the log out (in chunks, [`scan`]) through
 //! the integrity core;
 //! [`http`] is the axum API; [`metrics`] what is counted; [`consumers`] is the one way out
-//! of the committed log, by durable cursor, for everything that ships entries elsewhere. The integrity rules themselves live
+//! of the committed log, by durable cursor, for everything that ships entries elsewhere;
+//! [`alerts`] the alert rules and [`webhooks`] their signed delivery. The integrity rules themselves live
 //! in `evident-core`, storage in `evident-store`. Logging uses `tracing`; installing a
 //! subscriber is the binary's job.
 

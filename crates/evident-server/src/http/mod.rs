@@ -311,22 +311,18 @@ pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
     (
         Method::POST,
         "/api/v1/webhooks/{name}/enable",
-        Some(Permission::ManageKeys),
+        Some(Permission::Owner),
     ),
-    (
-        Method::GET,
-        "/api/v1/alerts/rules",
-        Some(Permission::ManageKeys),
-    ),
+    (Method::GET, "/api/v1/alerts/rules", Some(Permission::Owner)),
     (
         Method::POST,
         "/api/v1/alerts/rules",
-        Some(Permission::ManageKeys),
+        Some(Permission::Owner),
     ),
     (
         Method::DELETE,
         "/api/v1/alerts/rules/{name}",
-        Some(Permission::ManageKeys),
+        Some(Permission::Owner),
     ),
     (Method::GET, "/api/v1/readyz", None),
     (Method::GET, "/readyz", None),
@@ -377,6 +373,11 @@ pub fn router(state: AppState) -> Router {
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/keys/{id}/rotate", post(keys::rotate))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_manage_keys,
+        ));
+    let owner = Router::new()
         .route(
             "/alerts/rules",
             get(crate::alerts::routes::list).post(crate::alerts::routes::create),
@@ -391,12 +392,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_manage_keys,
+            auth::require_owner,
         ));
     let api = Router::new()
         .merge(read)
         .merge(append)
         .merge(manage)
+        .merge(owner)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
     // The conventional root paths of the two operations routes, for probes and scrapers.

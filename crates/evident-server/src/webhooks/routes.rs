@@ -3,8 +3,8 @@
 //! `POST /api/v1/webhooks/{name}/enable` for owners to resume a disabled endpoint.
 
 use super::{ENABLED_ACTION, EndpointStats, KIND};
-use crate::audit::{AuditActor, AuditEvent, RequestInfo, action};
-use crate::auth::{Caller, Role};
+use crate::audit::{AuditActor, AuditEvent, RequestInfo};
+use crate::auth::Caller;
 use crate::consumers::ConsumerStatus;
 use crate::http::{ApiError, AppState};
 use axum::extract::{Path, RawQuery, State};
@@ -84,17 +84,6 @@ pub async fn enable(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<WebhookStatus>>, ApiError> {
     no_query(query.as_deref())?;
-    if caller.role != Role::Owner {
-        let error = ApiError::forbidden(format!(
-            "API key {} has role {}; only owner keys enable webhook endpoints",
-            caller.key_id, caller.role
-        ));
-        let event = AuditEvent::new(action::FORBIDDEN, "denied", "warning", "webhook", &name)
-            .with("needed", "owner role");
-        return Err(state
-            .refuse(AuditActor::Key(caller.clone()), &info, event, error)
-            .await);
-    }
     if !state.alerts().endpoints().request_enable(&name) {
         return Err(ApiError::not_found(format!(
             "no webhook endpoint named {name:?}"
