@@ -132,6 +132,9 @@ pub fn builtin_rules() -> Vec<Rule> {
     ]
 }
 
+/// Most rules made over the API.
+pub const MAX_API_RULES: usize = 1000;
+
 /// Where a rule comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -148,6 +151,8 @@ pub enum RulesError {
     Invalid(#[from] RuleError),
     #[error("a rule named {0:?} exists already")]
     Exists(String),
+    #[error("{MAX_API_RULES} rules made over the API are in force already; delete one first")]
+    TooMany,
     #[error("no rule named {0:?}")]
     NotFound(String),
     #[error("rule {name:?} comes from the {from:?} rules and cannot be deleted over the API")]
@@ -310,6 +315,9 @@ impl RuleSet {
             .any(|r| r.name == rule.name);
         if taken {
             return Err(RulesError::Exists(rule.name));
+        }
+        if api.len() >= MAX_API_RULES {
+            return Err(RulesError::TooMany);
         }
         let mut next: Vec<Arc<Rule>> = api.clone();
         next.push(Arc::new(rule));

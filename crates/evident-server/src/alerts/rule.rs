@@ -12,29 +12,34 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Unique name (letters, digits, `.`, `_`, `-`; up to 64): part of each alert's
-    /// `webhook-id`.
+    /// `webhook-id`. Names starting with `builtin.` are the built-in rules'.
+    #[schema(pattern = r"^(?!builtin\.)[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// The action, exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1)]
     pub action: Option<String>,
-    /// The action starts with this.
+    /// The action starts with this (with `action` too, both must hold).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1)]
     pub action_prefix: Option<String>,
     /// The severity is at least this (`debug` … `emergency`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^(debug|info|notice|warning|error|critical|alert|emergency)$")]
     pub min_severity: Option<Severity>,
     /// The outcome (`success`, `failure`, `denied`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^(success|failure|denied)$")]
     pub outcome: Option<Outcome>,
     /// The tenant, exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1)]
     pub tenant: Option<String>,
     /// The actor's id, exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1)]
     pub actor: Option<String>,
     /// Fire only once `count` matching events for the same key arrived within `within_ms`
     /// (once per window); without it every matching event fires.
@@ -46,7 +51,9 @@ pub struct Rule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Threshold {
+    #[schema(minimum = 1)]
     pub count: u32,
+    #[schema(minimum = 1)]
     pub within_ms: u64,
     pub per: GroupBy,
 }
@@ -109,12 +116,6 @@ impl Rule {
                     "{:?}: 1 to {MAX_NAME} letters, digits, '.', '_' or '-'",
                     self.name
                 ),
-            ));
-        }
-        if self.action.is_some() && self.action_prefix.is_some() {
-            return Err(RuleError::new(
-                "action_prefix",
-                "give action (exact) or action_prefix, not both",
             ));
         }
         for (field, value) in [
