@@ -251,3 +251,67 @@ pub fn spawn_all(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     }
     tasks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_validated_and_shown_without_credentials() {
+        let good = WebhookConfig {
+            name: "ops".into(),
+            url: "https://user:pw@alerts.example.com/hook?token=x".into(),
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            ..WebhookConfig::default()
+        };
+        good.validate().unwrap();
+        assert_eq!(good.display_url(), "https://alerts.example.com/hook");
+        let field = |c: WebhookConfig| c.validate().unwrap_err().field;
+        assert_eq!(
+            field(WebhookConfig {
+                name: "a b".into(),
+                ..good.clone()
+            }),
+            "name"
+        );
+        assert_eq!(
+            field(WebhookConfig {
+                url: "ftp://x/y/z".into(),
+                ..good.clone()
+            }),
+            "url"
+        );
+        assert_eq!(
+            field(WebhookConfig {
+                secret: "hunter2".into(),
+                ..good.clone()
+            }),
+            "secret"
+        );
+        assert_eq!(
+            field(WebhookConfig {
+                retry_max_ms: 1,
+                retry_min_ms: 2,
+                ..good.clone()
+            }),
+            "retry_max_ms"
+        );
+        // The message never carries the secret.
+        let err = WebhookConfig {
+            secret: "whsec_short".into(),
+            ..good.clone()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(!err.to_string().contains("short"), "{err}");
+        // From TOML, through the server's config, naming the endpoint.
+        let err = crate::ServerConfig::from_toml_str(
+            "[[alerts.webhooks]]\nname = \"ops\"\nurl = \"https://x.example/h\"\nsecret = \"nope\"\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("alerts.webhooks[0].secret"), "{err}");
+    }
+}

@@ -225,3 +225,39 @@ fn slack_text(alert: &Alert<'_>, node_id: &str) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_shape_a_condition_alert() {
+        let alert = Alert::Condition {
+            rule: "builtin.read_only",
+            description: "The node serves its log read-only",
+            since: 1_700_000_000_000,
+            detail: json!({"kind": "chain_broken", "seq": 3}),
+        };
+        let generic: Value =
+            serde_json::from_slice(&body(Template::Generic, &alert, "node-1", "vk")).unwrap();
+        assert_eq!(generic["type"], "evident.alert");
+        assert_eq!(generic["data"]["rule"]["name"], "builtin.read_only");
+        assert_eq!(generic["data"]["condition"]["kind"], "chain_broken");
+        assert_eq!(generic["data"]["events"], json!([]));
+        assert_eq!(generic["data"]["public_key"], "vk");
+        let slack: Value =
+            serde_json::from_slice(&body(Template::Slack, &alert, "node-1", "vk")).unwrap();
+        let text = slack["text"].as_str().unwrap();
+        assert!(
+            text.contains("builtin.read_only") && text.contains("node-1"),
+            "{text}"
+        );
+        assert_eq!(
+            slack.as_object().unwrap().len(),
+            1,
+            "Slack takes {{\"text\"}}"
+        );
+        // Compact JSON: no raw newline, so the v1a signature is always possible.
+        assert!(!body(Template::Generic, &alert, "node-1", "vk").contains(&b'\n'));
+    }
+}
