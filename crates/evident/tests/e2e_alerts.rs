@@ -256,6 +256,7 @@ secret = "{SECRET}"
 sign_ed25519 = true
 retry_min_ms = 100
 retry_max_ms = 400
+summary_every_ms = 1000
 
 # Nothing listens on port 1: refused at once, disabled after failing for 300 ms.
 [[alerts.webhooks]]
@@ -433,7 +434,7 @@ disable_after_ms = 300
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["name"] == "deploys" && r["source"] == "api"),
+            .any(|r| r["rule"]["name"] == "deploys" && r["source"] == "api"),
         "{listed}"
     );
     let actions: Vec<String> = server
@@ -445,6 +446,19 @@ disable_after_ms = 300
     assert!(actions.iter().any(|a| a == "evident.alerts.rule_created"));
     assert!(actions.iter().any(|a| a == "evident.webhook.failing"));
     assert!(actions.iter().any(|a| a == "evident.webhook.recovered"));
+    let summaries: Vec<Value> = server
+        .api(&key)
+        .all_entries()
+        .into_iter()
+        .map(|(_, _, e)| e)
+        .filter(|e| e["action"] == "evident.webhook.summary")
+        .collect();
+    assert!(
+        summaries
+            .iter()
+            .any(|e| e["context"]["delivered"].as_u64().unwrap() > 0),
+        "{summaries:?}"
+    );
 
     // At-least-once, no more: one webhook-id per (rule, entry), every copy of an id the
     // same body, every request signed correctly.

@@ -23,7 +23,6 @@ pub const RULE_DELETED: &str = "evident.alerts.rule_deleted";
 pub struct RuleJson {
     /// `builtin`, `config` (the TOML file) or `api`.
     pub source: RuleSource,
-    #[serde(flatten)]
     pub rule: Rule,
 }
 

@@ -51,9 +51,13 @@ pub struct Rule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Threshold {
-    #[schema(minimum = 1)]
+    /// 1 to 1,000,000.
+    #[serde(deserialize_with = "integral::u32")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub count: u32,
-    #[schema(minimum = 1)]
+    /// 1 ms to 366 days.
+    #[serde(deserialize_with = "integral::u64")]
+    #[schema(minimum = 1, maximum = 31_622_400_000_i64)]
     pub within_ms: u64,
     pub per: GroupBy,
 }
@@ -97,6 +101,48 @@ impl RuleError {
 
 /// Longest rule name.
 pub const MAX_NAME: usize = 64;
+/// Largest threshold count.
+pub const MAX_COUNT: u32 = 1_000_000;
+/// Longest threshold window: 366 days.
+pub const MAX_WITHIN_MS: u64 = 366 * 86_400_000;
+
+/// Whole numbers also when a JSON client writes them as `5.0` (JSON Schema's `integer`
+/// admits that), from JSON and TOML alike.
+mod integral {
+    use serde::Deserializer;
+    use serde::de::{Error, Visitor};
+
+    struct Whole;
+
+    impl Visitor<'_> for Whole {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom(format!("{v} is negative")))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<u64, E> {
+            if v.fract() == 0.0 && (0.0..=9_007_199_254_740_991.0).contains(&v) {
+                Ok(v as u64)
+            } else {
+                Err(E::custom(format!("{v} is not a whole number")))
+            }
+        }
+    }
+
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(Whole)
+    }
+
+    pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let v = d.deserialize_any(Whole)?;
+        u32::try_from(v).map_err(|_| D::Error::custom(format!("{v} is too large")))
+    }
+}
 
 /// Whether `name` is a valid rule or endpoint name.
 pub fn valid_name(name: &str) -> bool {
@@ -132,11 +178,17 @@ impl Rule {
             }
         }
         if let Some(t) = &self.threshold {
-            if t.count == 0 {
-                return Err(RuleError::new("threshold.count", "must be at least 1"));
+            if !(1..=MAX_COUNT).contains(&t.count) {
+                return Err(RuleError::new(
+                    "threshold.count",
+                    format!("must be 1 to {MAX_COUNT}"),
+                ));
             }
-            if t.within_ms == 0 {
-                return Err(RuleError::new("threshold.within_ms", "must be at least 1"));
+            if !(1..=MAX_WITHIN_MS).contains(&t.within_ms) {
+                return Err(RuleError::new(
+                    "threshold.within_ms",
+                    format!("must be 1 to {MAX_WITHIN_MS} (366 days)"),
+                ));
             }
         }
         Ok(())

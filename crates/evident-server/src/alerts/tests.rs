@@ -245,6 +245,24 @@ fn bad_rules_are_refused_naming_the_field() {
     )
     .unwrap();
     assert_eq!(ok.alerts.rules[0].threshold.unwrap().count, 5);
+    // JSON Schema's integers include 5.0; fractions, negatives and huge windows are refused.
+    let rule: Rule = serde_json::from_str(
+        r#"{"name":"a","threshold":{"count":5.0,"within_ms":60000,"per":"ip"}}"#,
+    )
+    .unwrap();
+    assert_eq!(rule.threshold.unwrap().count, 5);
+    for bad in [
+        r#"{"name":"a","threshold":{"count":5.5,"within_ms":1,"per":"ip"}}"#,
+        r#"{"name":"a","threshold":{"count":-1,"within_ms":1,"per":"ip"}}"#,
+        r#"{"name":"a","threshold":{"count":4294967296,"within_ms":1,"per":"ip"}}"#,
+    ] {
+        assert!(serde_json::from_str::<Rule>(bad).is_err(), "{bad}");
+    }
+    let huge: Rule = serde_json::from_str(
+        r#"{"name":"a","threshold":{"count":1,"within_ms":9223372036854775808,"per":"ip"}}"#,
+    )
+    .unwrap();
+    assert_eq!(huge.validate().unwrap_err().field, "threshold.within_ms");
 }
 
 #[test]

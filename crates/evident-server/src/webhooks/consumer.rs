@@ -116,7 +116,7 @@ impl WebhookConsumer {
     /// Resumes a disabled endpoint when an owner asked for it.
     fn take_enable_request(&mut self) {
         let requested = std::mem::take(&mut self.cell().enable_requested);
-        if requested {
+        if requested && self.saved.disabled_at.is_some() {
             self.saved.disabled_at = None;
             self.saved.failing_since = None;
             self.saved.failing_attempts = 0;
