@@ -153,6 +153,8 @@ pub enum RulesError {
     Exists(String),
     #[error("{MAX_API_RULES} rules made over the API are in force already; delete one first")]
     TooMany,
+    #[error("{0:?}: names starting with {BUILTIN_PREFIX:?} are reserved for the built-in rules")]
+    Reserved(String),
     #[error("no rule named {0:?}")]
     NotFound(String),
     #[error("rule {name:?} comes from the {from:?} rules and cannot be deleted over the API")]
@@ -298,13 +300,7 @@ impl RuleSet {
     pub fn add(&self, rule: Rule) -> Result<(), RulesError> {
         rule.validate()?;
         if rule.name.starts_with(BUILTIN_PREFIX) {
-            return Err(RuleError::new(
-                "name",
-                format!(
-                    "names starting with {BUILTIN_PREFIX:?} are reserved for the built-in rules"
-                ),
-            )
-            .into());
+            return Err(RulesError::Reserved(rule.name));
         }
         let mut api = self.0.api.write().unwrap_or_else(PoisonError::into_inner);
         let taken = self

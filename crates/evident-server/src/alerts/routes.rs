@@ -43,6 +43,9 @@ fn api_error(e: RulesError) -> ApiError {
         }
         RulesError::Exists(_) => ApiError::new(StatusCode::CONFLICT, "exists", e.to_string()),
         RulesError::TooMany => ApiError::new(StatusCode::CONFLICT, "too_many_rules", e.to_string()),
+        RulesError::Reserved(_) => {
+            ApiError::new(StatusCode::CONFLICT, "reserved", e.to_string()).with_field("name")
+        }
         RulesError::NotFound(_) => ApiError::not_found(e.to_string()),
         RulesError::NotDeletable { .. } => {
             ApiError::new(StatusCode::CONFLICT, "not_deletable", e.to_string())
@@ -95,7 +98,7 @@ pub async fn list(
         (status = 401, description = "Missing or invalid API key", body = crate::http::ErrorBody),
         (status = 403, description = "Only owner keys manage alert rules", body = crate::http::ErrorBody),
         (status = 429, description = "Too many refused requests: from this address without a valid key, or by this key", body = crate::http::ErrorBody),
-        (status = 409, description = "`exists`: a rule of that name is in force; `too_many_rules`: 1000 rules made over the API are in force", body = crate::http::ErrorBody),
+        (status = 409, description = "`exists`: a rule of that name is in force; `too_many_rules`: 1000 rules made over the API are in force; `reserved`: names starting with `builtin.` are the built-in rules'", body = crate::http::ErrorBody),
     ),
     security(("bearer" = [])),
 )]

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Unique name (letters, digits, `.`, `_`, `-`; up to 64): part of each alert's
-    /// `webhook-id`. Names starting with `builtin.` are the built-in rules'.
-    #[schema(pattern = r"^(?!builtin\.)[A-Za-z0-9._-]{1,64}$")]
+    /// `webhook-id`. Names starting with `builtin.` are reserved for the built-in rules.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,

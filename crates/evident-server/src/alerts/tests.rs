@@ -305,6 +305,13 @@ fn api_rules_are_stored_privately_and_reloaded() {
         Err(RulesError::NotDeletable { .. })
     ));
     assert!(matches!(set.delete("nope"), Err(RulesError::NotFound(_))));
+    assert!(matches!(
+        set.add(Rule {
+            name: "builtin.mine".into(),
+            ..Rule::default()
+        }),
+        Err(RulesError::Reserved(_))
+    ));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
