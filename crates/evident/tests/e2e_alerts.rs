@@ -427,6 +427,16 @@ disable_after_ms = 300
     server.restart();
     receiver.restart();
     receiver.wait_for("builtin.critical", waiting);
+    // The threshold windows came through the SIGKILL with the cursor: alice's window (10
+    // minutes, fired) is still open, so three more failures raise nothing; a lost window
+    // would have fired again at the third.
+    let api = server.api(&key);
+    for _ in 0..3 {
+        api.append(&failed_login("alice")).unwrap();
+    }
+    settle(&server, &key, &receiver, "after.restart");
+    assert_eq!(receiver.count("failed-logins"), 1);
+    assert_eq!(receiver.count("repeated-brute-force"), 1);
     // The API-made rule survived the restart.
     let listed = server.api(&key).get("/api/v1/alerts/rules").json();
     assert!(
