@@ -72,6 +72,17 @@ if ! "$SIEM_VENV/bin/python" -c "import importlib.metadata as m; assert m.versio
   fi
   if ! "$SIEM_VENV/bin/pip" install -q --disable-pip-version-check "ocsf-emitter==$OCSF_EMITTER_VERSION"; then
     echo "cannot install ocsf-emitter $OCSF_EMITTER_VERSION from PyPI (pip failed; network?)" >&2
+# standardwebhooks and cryptography (PyPI), pinned: crates/evident/tests/e2e_alerts.rs runs a
+# webhook receiver that checks every v1 signature with the first and every v1a (Ed25519) one
+# with the second, implementations independent of ours.
+WEBHOOKS_VERSION=1.1.0
+CRYPTOGRAPHY_VERSION=48.0.0
+WEBHOOKS_VENV=target/webhooks-venv
+if ! "$WEBHOOKS_VENV/bin/python" -c "import importlib.metadata as m; assert m.version('standardwebhooks') == '$WEBHOOKS_VERSION' and m.version('cryptography') == '$CRYPTOGRAPHY_VERSION'" 2>/dev/null; then
+  echo "installing standardwebhooks $WEBHOOKS_VERSION and cryptography $CRYPTOGRAPHY_VERSION into $WEBHOOKS_VENV for the alerts test" >&2
+  rm -rf "$WEBHOOKS_VENV"
+  if ! python3 -m venv "$WEBHOOKS_VENV" || ! "$WEBHOOKS_VENV/bin/pip" install -q --disable-pip-version-check "standardwebhooks==$WEBHOOKS_VERSION" "cryptography==$CRYPTOGRAPHY_VERSION"; then
+    echo "cannot install standardwebhooks and cryptography from PyPI (python3-venv missing, or pip failed)" >&2
     exit 1
   fi
 fi

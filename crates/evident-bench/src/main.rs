@@ -17,6 +17,7 @@
 //! Argument parsing, the order of the phases and the report live here; the measurements are
 //! in `ingest.rs`, `reads.rs`, `baseline.rs` and `pg.rs`, the server process in `server.rs`.
 
+mod alerts;
 mod baseline;
 mod client;
 mod ingest;
@@ -63,6 +64,10 @@ struct Args {
     /// temporary directory].
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// Only the alert row: CRITICAL event appended → its signed webhook received by a
+    /// receiver on loopback (p50/p99 over N alerts, one at a time).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "200")]
+    alerts_only: Option<usize>,
 }
 
 /// Offered rate of the open-loop latency phase.
@@ -266,6 +271,36 @@ async fn run(args: Args) -> anyhow::Result<String> {
         None => temp.tempdir(),
     }
     .context("cannot create a temporary directory")?;
+    if let Some(samples) = args.alerts_only {
+        eprintln!(
+            "alerts: {samples} CRITICAL events, one at a time, each to a webhook on loopback"
+        );
+        let a = alerts::run(&evident, work.path(), samples.max(1)).await?;
+        let mut out = String::new();
+        let _ = writeln!(out, "| Measurement | p50 | p99 | max | Goal | Verdict |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        let verdict = if a.delivered.p99 < Duration::from_secs(1) {
+            "met"
+        } else {
+            "NOT met"
+        };
+        let _ = writeln!(
+            out,
+            "| CRITICAL event append sent → signed webhook received ({} alerts) | {} | {} | {} | < 1 s | {verdict} |",
+            a.samples,
+            ms(a.delivered.p50),
+            ms(a.delivered.p99),
+            ms(a.delivered.max),
+        );
+        let _ = writeln!(
+            out,
+            "| the same appends: sent → 201 (commit acknowledged) | {} | {} | {} | | |",
+            ms(a.append.p50),
+            ms(a.append.p99),
+            ms(a.append.max),
+        );
+        return Ok(out);
+    }
     let mut phases = Vec::new();
     let load_before = server::load_average();
 

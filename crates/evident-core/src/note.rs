@@ -204,6 +204,16 @@ impl NoteSigner {
         Ok(note)
     }
 
+    /// A bare Ed25519 signature of `message`, for the Standard Webhooks `v1a` signature of
+    /// alerts. Refused for a message holding a newline: every note text ends in one, so no
+    /// such signature can ever pass for a note's.
+    pub fn sign_newline_free(&self, message: &[u8]) -> Option<[u8; 64]> {
+        if message.contains(&b'\n') {
+            return None;
+        }
+        Some(self.key.sign(message).to_bytes())
+    }
+
     /// `— <name> base64(key id ‖ signature)\n` over `text`.
     fn signature_line(&self, text: &str) -> String {
         let signature = self.key.sign(text.as_bytes());
@@ -246,6 +256,11 @@ impl NoteVerifier {
     }
 
     /// The C2SP verifier key string.
+    /// The raw 32-byte Ed25519 public key.
+    pub fn public_key_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
     pub fn to_vkey_string(&self) -> String {
         format!(
             "{}+{:08x}+{}",

@@ -59,6 +59,8 @@ pub enum Permission {
     Read,
     /// The key routes (which roles a key may manage is [`Role::may_manage`]).
     ManageKeys,
+    /// What only owners do: manage the alert rules and webhook endpoints.
+    Owner,
 }
 
 impl Permission {
@@ -68,6 +70,7 @@ impl Permission {
             Permission::Append => "append",
             Permission::Read => "read",
             Permission::ManageKeys => "manage_keys",
+            Permission::Owner => "owner",
         }
     }
 }
@@ -86,7 +89,8 @@ impl Role {
 
     pub fn allows(self, permission: Permission) -> bool {
         match self {
-            Role::Owner | Role::Admin => true,
+            Role::Owner => true,
+            Role::Admin => permission != Permission::Owner,
             Role::Readonly => permission == Permission::Read,
             Role::Writer => permission == Permission::Append,
         }
@@ -444,6 +448,7 @@ fn permission_words(permission: Permission) -> &'static str {
         Permission::Append => "append events",
         Permission::Read => "read the log",
         Permission::ManageKeys => "manage API keys",
+        Permission::Owner => "manage alert rules and webhook endpoints (owner keys only)",
     }
 }
 
@@ -548,6 +553,15 @@ pub async fn require_manage_keys(
     next: Next,
 ) -> Result<Response, ApiError> {
     require(state, Permission::ManageKeys, request, next).await
+}
+
+/// Like [`require_read`], for what only owners do.
+pub async fn require_owner(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    require(state, Permission::Owner, request, next).await
 }
 
 #[cfg(test)]

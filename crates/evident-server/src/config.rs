@@ -78,6 +78,9 @@ pub struct ServerConfig {
     /// Four-eyes rules (`[[four_eyes]]` tables): events that must be confirmed by another
     /// actor within a time. None by default.
     pub four_eyes: Vec<crate::review::FourEyesRuleConfig>,
+    /// `[alerts]`: alert rules (`[[alerts.rules]]`) and signed webhook endpoints
+    /// (`[[alerts.webhooks]]`); the built-in rules are on, no endpoint is configured.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// Default data directory.
@@ -127,6 +130,7 @@ impl Default for ServerConfig {
             verify_every_ms: 600_000,
             verify_full_every_ms: 86_400_000,
             four_eyes: Vec::new(),
+            alerts: crate::alerts::AlertsConfig::default(),
         }
     }
 }
@@ -272,6 +276,10 @@ impl ServerConfig {
                 field: "node_id",
                 message: e.problem,
             }
+        })?;
+        self.alerts.validate().map_err(|e| ConfigError::Invalid {
+            field: "alerts",
+            message: e.to_string(),
         })?;
         let origin = self.effective_origin();
         // A C2SP key name is non-empty and has no whitespace or `+`.

@@ -7,10 +7,12 @@
 //! the integrity core;
 //! [`http`] is the axum API; [`metrics`] what is counted; [`consumers`] is the one way out
 //! of the committed log, by durable cursor, for everything that ships entries elsewhere;
-//! [`review`] the four-eyes rules, their reports and overdue alerts. The integrity rules themselves live
+//! [`review`] the four-eyes rules, their reports and overdue alerts; [`alerts`] the alert
+//! rules and [`webhooks`] their signed delivery. The integrity rules themselves live
 //! in `evident-core`, storage in `evident-store`. Logging uses `tracing`; installing a
 //! subscriber is the binary's job.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod client_ip;
@@ -31,6 +33,7 @@ pub mod self_check;
 pub mod sequencer;
 pub mod tls;
 pub mod verification;
+pub mod webhooks;
 
 #[cfg(test)]
 mod test_support;
@@ -58,6 +61,8 @@ pub enum ServeError {
     Task(String),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Alerts(#[from] alerts::RulesError),
 }
 
 /// The HTTP application for `state` (for in-process tests and embedding).
@@ -146,6 +151,13 @@ where
     tracing::info!(addr = %local, tls = tls.is_some(), "listening");
     let state = AppState::new(node);
     state.set_tls(tls.is_some());
+    let rules = {
+        let config = state.node().config().clone();
+        tokio::task::spawn_blocking(move || alerts::RuleSet::open(&config.alerts, &config.data_dir))
+            .await
+            .map_err(|e| ServeError::Task(e.to_string()))??
+    };
+    state.alerts().set_rules(rules);
     let limits = state.node().config().connection_limits();
     let app = app(state.clone());
     let flag = state.clone();
@@ -201,6 +213,7 @@ where
 fn start_consumers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut handles = Vec::new();
     handles.extend(review::spawn_overdue_checkers(state));
+    handles.extend(webhooks::spawn_all(state));
     handles
 }
 

@@ -28,6 +28,14 @@ pub struct ConsumerLabels {
     pub name: String,
 }
 
+/// Labels of the webhook delivery counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub endpoint: String,
+    /// `delivered` (2xx) or `failed` (another status, refused, timed out).
+    pub outcome: String,
+}
+
 /// All metrics of one node.
 pub struct Metrics {
     registry: Registry,
@@ -65,6 +73,8 @@ pub struct Metrics {
     pub consumer_delivered: Family<ConsumerLabels, Counter>,
     /// Per consumer: failed delivery attempts (each is retried).
     pub consumer_failures: Family<ConsumerLabels, Counter>,
+    /// Webhook delivery attempts by endpoint and outcome.
+    pub webhook_attempts: Family<WebhookLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -176,8 +186,15 @@ impl Metrics {
             "Failed delivery attempts of a consumer (each is retried)",
             consumer_failures.clone(),
         );
+        let webhook_attempts = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by endpoint and outcome (delivered, failed)",
+            webhook_attempts.clone(),
+        );
         Metrics {
             registry,
+            webhook_attempts,
             consumer_position,
             consumer_lag_events,
             consumer_lag_seconds,

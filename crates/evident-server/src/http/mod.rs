@@ -13,8 +13,8 @@ mod keys;
 mod log;
 mod openapi;
 mod ops;
-mod params;
-mod proofs;
+pub(crate) mod params;
+pub mod proofs;
 mod reviews;
 mod stream;
 
@@ -55,6 +55,8 @@ struct Inner {
     verify_permit: tokio::sync::Semaphore,
     /// The running consumers of the committed log and their delivery state.
     consumers: crate::consumers::Consumers,
+    /// The alert rules in force and the webhook endpoints.
+    alerts: crate::alerts::Alerting,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
             config.auth_block_ms,
         );
         let tls = AtomicBool::new(config.tls_enabled());
+        let alerts = crate::alerts::Alerting::new(&config.alerts);
         AppState(Arc::new(Inner {
             node,
             usage: UsageTracker::default(),
@@ -75,6 +78,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             verify_permit: tokio::sync::Semaphore::new(1),
             consumers: crate::consumers::Consumers::default(),
+            alerts,
         }))
     }
 
@@ -89,6 +93,11 @@ impl AppState {
     /// The consumers of the committed log (forwarders, publisher, webhooks …).
     pub fn consumers(&self) -> &crate::consumers::Consumers {
         &self.0.consumers
+    }
+
+    /// The alert rules in force and the webhook endpoints.
+    pub fn alerts(&self) -> &crate::alerts::Alerting {
+        &self.0.alerts
     }
 
     pub fn usage(&self) -> &UsageTracker {
@@ -304,6 +313,23 @@ pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
         "/api/v1/reviews/four-eyes",
         Some(Permission::Read),
     ),
+    (Method::GET, "/api/v1/webhooks", Some(Permission::Read)),
+    (
+        Method::POST,
+        "/api/v1/webhooks/{name}/enable",
+        Some(Permission::Owner),
+    ),
+    (Method::GET, "/api/v1/alerts/rules", Some(Permission::Owner)),
+    (
+        Method::POST,
+        "/api/v1/alerts/rules",
+        Some(Permission::Owner),
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/alerts/rules/{name}",
+        Some(Permission::Owner),
+    ),
     (Method::GET, "/api/v1/readyz", None),
     (Method::GET, "/readyz", None),
     (Method::GET, "/api/v1/openapi.json", Some(Permission::Read)),
@@ -337,6 +363,7 @@ pub fn router(state: AppState) -> Router {
         .route("/verify/status", get(ops::verify_status))
         .route("/consumers", get(ops::consumers))
         .route("/reviews/four-eyes", get(reviews::four_eyes))
+        .route("/webhooks", get(crate::webhooks::routes::status))
         .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(
@@ -357,10 +384,28 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_manage_keys,
         ));
+    let owner = Router::new()
+        .route(
+            "/alerts/rules",
+            get(crate::alerts::routes::list).post(crate::alerts::routes::create),
+        )
+        .route(
+            "/alerts/rules/{name}",
+            axum::routing::delete(crate::alerts::routes::delete),
+        )
+        .route(
+            "/webhooks/{name}/enable",
+            post(crate::webhooks::routes::enable),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_owner,
+        ));
     let api = Router::new()
         .merge(read)
         .merge(append)
         .merge(manage)
+        .merge(owner)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
     // The conventional root paths of the two operations routes, for probes and scrapers.

@@ -44,6 +44,11 @@ pub struct InclusionArgs {
     /// Tree size to prove against [default: the latest checkpoint's].
     #[arg(long)]
     pub size: Option<u64>,
+    /// Check this proof (the JSON of `GET /api/v1/proof/inclusion`, e.g. the `proof` of an
+    /// event in a webhook alert) instead of fetching one; with --public-key and a proof that
+    /// carries its checkpoint, nothing is asked of any server.
+    #[arg(long, value_name = "FILE")]
+    pub proof_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -183,9 +188,18 @@ fn inclusion(args: InclusionArgs) -> anyhow::Result<()> {
     if let Some(size) = args.size {
         query.push(("size", size.to_string()));
     }
-    let p: InclusionProof = client
-        .get_json("api/v1/proof/inclusion", &query)
-        .context("fetching the inclusion proof")?;
+    let p: InclusionProof = match &args.proof_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --proof-file {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| {
+                format!("--proof-file {}: not an inclusion proof", path.display())
+            })?
+        }
+        None => client
+            .get_json("api/v1/proof/inclusion", &query)
+            .context("fetching the inclusion proof")?,
+    };
     if p.seq != args.seq || args.size.is_some_and(|s| s != p.size) {
         return Err(failed(format!(
             "asked for entry {} at {}, the server answered entry {} at size {}",
