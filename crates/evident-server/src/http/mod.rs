@@ -52,6 +52,8 @@ struct Inner {
     shutting_down: AtomicBool,
     /// Full verifications read the whole log: one at a time.
     verify_permit: tokio::sync::Semaphore,
+    /// The running consumers of the committed log and their delivery state.
+    consumers: crate::consumers::Consumers,
 }
 
 impl AppState {
@@ -71,6 +73,7 @@ impl AppState {
             tls,
             shutting_down: AtomicBool::new(false),
             verify_permit: tokio::sync::Semaphore::new(1),
+            consumers: crate::consumers::Consumers::default(),
         }))
     }
 
@@ -80,6 +83,11 @@ impl AppState {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         self.0.node.store()
+    }
+
+    /// The consumers of the committed log (forwarders, publisher, webhooks …).
+    pub fn consumers(&self) -> &crate::consumers::Consumers {
+        &self.0.consumers
     }
 
     pub fn usage(&self) -> &UsageTracker {
@@ -289,6 +297,7 @@ pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
     (Method::GET, "/api/v1/verify", Some(Permission::Read)),
     (Method::POST, "/api/v1/verify", Some(Permission::Read)),
     (Method::GET, "/api/v1/verify/status", Some(Permission::Read)),
+    (Method::GET, "/api/v1/consumers", Some(Permission::Read)),
     (Method::GET, "/api/v1/readyz", None),
     (Method::GET, "/readyz", None),
     (Method::GET, "/api/v1/openapi.json", Some(Permission::Read)),
@@ -320,6 +329,7 @@ pub fn router(state: AppState) -> Router {
         .route("/proof/consistency", get(proofs::consistency))
         .route("/verify", get(ops::verify).post(ops::verify_trusting))
         .route("/verify/status", get(ops::verify_status))
+        .route("/consumers", get(ops::consumers))
         .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(
