@@ -22,6 +22,7 @@ pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod publish;
 pub mod retention;
 pub mod scan;
 pub mod self_check;
@@ -196,8 +197,11 @@ where
 /// Starts every configured consumer of the committed log, each on its own task reading from
 /// its durable cursor (see [`consumers`]).
 fn start_consumers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    let _ = state;
-    Vec::new()
+    let mut consumers = Vec::new();
+    if let Some(publisher) = publish::start(state) {
+        consumers.push(publisher);
+    }
+    consumers
 }
 
 /// Writes the keys' last use to the store every [`auth::USAGE_FLUSH_EVERY`].
