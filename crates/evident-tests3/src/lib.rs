@@ -234,7 +234,7 @@ impl S3Server {
         self.child = Some(child);
         std::fs::write(self.root.join("weed.pid"), pid.to_string())
             .map_err(|e| err(format!("cannot write the pid file: {e}")))?;
-        // Ready when the bucket can be created (idempotent: 200 again once it exists).
+        // Ready when the bucket can be created (or, after a restart, is there: 409).
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(child) = self.child.as_mut() {
@@ -246,7 +246,7 @@ impl S3Server {
                 }
             }
             match self.request("PUT", &format!("/{BUCKET}"), None, &[]) {
-                Ok(answer) if answer.status == 200 => return Ok(()),
+                Ok(answer) if answer.status == 200 || answer.status == 409 => return Ok(()),
                 _ if Instant::now() > deadline => {
                     return Err(err(format!(
                         "SeaweedFS did not come up within 60 s; log:\n{}",

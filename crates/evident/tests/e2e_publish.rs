@@ -73,7 +73,16 @@ fn contents(s3: &S3Server, prefix: &str) -> BTreeMap<String, Vec<u8>> {
         .unwrap()
         .into_iter()
         .map(|o| {
-            let bytes = s3.get(&o.key).unwrap().unwrap();
+            let bytes = s3
+                .get(&o.key)
+                .unwrap()
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{} listed, but not there: {:?}",
+                        o.key,
+                        s3.versions(&o.key).unwrap()
+                    )
+                });
             (o.key.strip_prefix(prefix).unwrap().to_owned(), bytes)
         })
         .collect()

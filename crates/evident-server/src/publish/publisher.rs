@@ -689,6 +689,8 @@ impl Publisher {
         };
         self.state.published_size = size;
         self.state.checkpoint_etag = etag;
+        // Done (and reported done) once the superseded partial tiles are gone too.
+        self.superseded(previous_size, size).await?;
         let now = ctx.now();
         self.handle.update(|s| {
             s.published_size = size;
@@ -696,7 +698,7 @@ impl Publisher {
             s.last_error = None;
         });
         self.handle.0.published.send_replace(size);
-        self.superseded(previous_size, size).await
+        Ok(())
     }
 
     /// Deletes the partial tiles between sizes `from` and `to` that size `to` does not use
