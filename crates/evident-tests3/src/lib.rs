@@ -518,7 +518,9 @@ impl S3Server {
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("seaweedfs-")
-                && ports.iter().any(|port| name.ends_with(&format!("-{port}.sock")))
+                && ports
+                    .iter()
+                    .any(|port| name.ends_with(&format!("-{port}.sock")))
             {
                 let _ = std::fs::remove_file(entry.path());
             }

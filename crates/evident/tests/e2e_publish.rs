@@ -35,7 +35,12 @@ fn start(node: &Node, s3: &S3Server, config: &std::path::Path, extra: &[(&str, &
     let env = s3.aws_env();
     let mut envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     envs.extend_from_slice(extra);
-    Server::start_with(&node.dir, &envs, &["--config", config.to_str().unwrap()], None)
+    Server::start_with(
+        &node.dir,
+        &envs,
+        &["--config", config.to_str().unwrap()],
+        None,
+    )
 }
 
 /// Appends `n` events in requests of at most 1000.
@@ -47,7 +52,10 @@ fn append(api: &common::Api, n: usize, actor: &str) {
             .map(|i| common::event(actor, &format!("publish.step{i}")))
             .collect();
         let answer = api
-            .post_raw("application/json", serde_json::to_vec(&json!(events)).unwrap())
+            .post_raw(
+                "application/json",
+                serde_json::to_vec(&json!(events)).unwrap(),
+            )
             .unwrap();
         assert_eq!(answer.status, 201, "{}", answer.text());
         left -= batch;
@@ -73,16 +81,13 @@ fn contents(s3: &S3Server, prefix: &str) -> BTreeMap<String, Vec<u8>> {
         .unwrap()
         .into_iter()
         .map(|o| {
-            let bytes = s3
-                .get(&o.key)
-                .unwrap()
-                .unwrap_or_else(|| {
-                    panic!(
-                        "{} listed, but not there: {:?}",
-                        o.key,
-                        s3.versions(&o.key).unwrap()
-                    )
-                });
+            let bytes = s3.get(&o.key).unwrap().unwrap_or_else(|| {
+                panic!(
+                    "{} listed, but not there: {:?}",
+                    o.key,
+                    s3.versions(&o.key).unwrap()
+                )
+            });
             (o.key.strip_prefix(prefix).unwrap().to_owned(), bytes)
         })
         .collect()
@@ -133,7 +138,11 @@ fn check_copy(objects: &BTreeMap<String, Vec<u8>>, node: &Node, dir: &std::path:
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(range.root().0)
     };
-    assert_eq!(root.as_bytes(), &root_b64[..], "tiles do not hash to the checkpoint's root");
+    assert_eq!(
+        root.as_bytes(),
+        &root_b64[..],
+        "tiles do not hash to the checkpoint's root"
+    );
     let public_key = node.public_key();
     let bundles: Vec<&String> = objects.keys().filter(|k| k.ends_with(".ndjson")).collect();
     assert!(bundles.len() >= 3, "several periods: {bundles:?}");
@@ -167,7 +176,13 @@ fn tile_path(level: &str, index: u64, width: u64) -> String {
     let parts: Vec<String> = groups
         .iter()
         .enumerate()
-        .map(|(i, g)| if i == last { format!("{g:03}") } else { format!("x{g:03}") })
+        .map(|(i, g)| {
+            if i == last {
+                format!("{g:03}")
+            } else {
+                format!("x{g:03}")
+            }
+        })
         .collect();
     let mut path = format!("tile/{level}/{}", parts.join("/"));
     if width < 256 {
@@ -205,7 +220,10 @@ fn publishes_survives_a_crash_and_an_outage_and_never_overwrites() {
     assert_eq!(status["publish"]["published_size"], published, "{status}");
     assert!(status["publish"]["objects_written"].as_u64().unwrap() as usize >= first.len() - 1);
     let metrics = api.get("/metrics").text();
-    assert!(metrics.contains("evident_consumer_position{kind=\"publisher\""), "{metrics}");
+    assert!(
+        metrics.contains("evident_consumer_position{kind=\"publisher\""),
+        "{metrics}"
+    );
     // Only an owner key publishes on demand.
     let admin = common::create_key(&node.dir, "admin", &[]);
     let (status, body) = publish(&server, &admin, 0);
@@ -223,11 +241,20 @@ fn publishes_survives_a_crash_and_an_outage_and_never_overwrites() {
     append(&api, 600, "burst4");
     server.stop();
     for crash_after in ["3", "9"] {
-        let mut crashing = start(&node, &s3, &config, &[("EVIDENT_TEST_PUBLISH_CRASH_AFTER", crash_after)]);
+        let mut crashing = start(
+            &node,
+            &s3,
+            &config,
+            &[("EVIDENT_TEST_PUBLISH_CRASH_AFTER", crash_after)],
+        );
         let (status, _) = publish(&crashing, &key, 0);
         assert!(status == 202 || status == 200);
         let code = crashing.wait_exit(std::time::Duration::from_secs(60));
-        assert_ne!(code, Some(0), "the publisher was to abort after {crash_after} objects");
+        assert_ne!(
+            code,
+            Some(0),
+            "the publisher was to abort after {crash_after} objects"
+        );
     }
     let server = start(&node, &s3, &config, &[]);
     let (status, body) = publish(&server, &key, 120);
@@ -259,7 +286,10 @@ fn publishes_survives_a_crash_and_an_outage_and_never_overwrites() {
         }
     }
     let partials: Vec<&String> = after.keys().filter(|k| k.contains(".p/")).collect();
-    assert!(partials.len() <= 4, "only the partial tiles of size {size}: {partials:?}");
+    assert!(
+        partials.len() <= 4,
+        "only the partial tiles of size {size}: {partials:?}"
+    );
 
     // The same log published in one go, uninterrupted, to another prefix: the same objects.
     drop(server);
@@ -272,7 +302,11 @@ fn publishes_survives_a_crash_and_an_outage_and_never_overwrites() {
         if key.contains(".p/") || key == "checkpoint" {
             continue;
         }
-        assert_eq!(reference.get(key), Some(bytes), "{key} differs from an uninterrupted run");
+        assert_eq!(
+            reference.get(key),
+            Some(bytes),
+            "{key} differs from an uninterrupted run"
+        );
     }
 
     // The bucket unreachable for a while: appends go on, publishing catches up after.

@@ -2,8 +2,8 @@
 //! (`POST /publish`, owner keys only), which signs a checkpoint of everything committed and
 //! waits (up to `wait` seconds) until the bucket's checkpoint covers it.
 
-use super::{ApiError, AppState};
 use super::params::Params;
+use super::{ApiError, AppState};
 use crate::consumers::ConsumerStatus;
 use crate::publish::PublishStatus;
 use axum::Json;
@@ -52,7 +52,11 @@ fn publisher_response(state: &AppState) -> PublisherResponse {
     PublisherResponse {
         configured: true,
         publish: Some(handle.status()),
-        cursor: state.consumers().statuses_of("publisher").into_iter().next(),
+        cursor: state
+            .consumers()
+            .statuses_of("publisher")
+            .into_iter()
+            .next(),
     }
 }
 

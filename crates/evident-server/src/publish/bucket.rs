@@ -26,6 +26,9 @@ pub struct ObjectInfo {
     pub etag: Option<String>,
 }
 
+/// An object's bytes and ETag.
+pub type Fetched = (Bytes, Option<String>);
+
 /// What a create-only put did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
@@ -72,10 +75,7 @@ pub trait Bucket: Send + Sync + 'static {
         expected: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<String>, BucketError>>;
     /// The object's bytes and ETag, or `None` when there is none.
-    fn get<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(Bytes, Option<String>)>, BucketError>>;
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Fetched>, BucketError>>;
     /// The object's size and ETag, or `None` when there is none.
     fn head<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<ObjectInfo>, BucketError>>;
     /// Every object whose key starts with `prefix` (a directory-like prefix: `tile/0/`).
@@ -194,7 +194,12 @@ fn s3_store(
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_no_system_certificates(true)
         // Plain HTTP only to an endpoint configured as http:// (a local test server).
-        .with_allow_http(config.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")));
+        .with_allow_http(
+            config
+                .endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://")),
+        );
     for der in rustls_native_certs::load_native_certs().certs {
         use base64::Engine as _;
         let body = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
@@ -335,10 +340,7 @@ impl Bucket for StoreBucket {
         })
     }
 
-    fn get<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(Bytes, Option<String>)>, BucketError>> {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Fetched>, BucketError>> {
         Box::pin(async move {
             match self.store.get(&self.path(key)).await {
                 Ok(result) => {
@@ -417,9 +419,18 @@ mod tests {
 
     async fn exercise(bucket: &dyn Bucket) {
         let one = Bytes::from_static(b"one");
-        assert_eq!(bucket.put_create_only("tile/0/000", one.clone()).await.unwrap(), Created::Created);
         assert_eq!(
-            bucket.put_create_only("tile/0/000", Bytes::from_static(b"two")).await.unwrap(),
+            bucket
+                .put_create_only("tile/0/000", one.clone())
+                .await
+                .unwrap(),
+            Created::Created
+        );
+        assert_eq!(
+            bucket
+                .put_create_only("tile/0/000", Bytes::from_static(b"two"))
+                .await
+                .unwrap(),
             Created::AlreadyExists
         );
         assert_eq!(bucket.get("tile/0/000").await.unwrap().unwrap().0, one);
@@ -431,18 +442,36 @@ mod tests {
         let again = bucket
             .put_checkpoint_cas("checkpoint", Bytes::from_static(b"c0"), None)
             .await;
-        assert!(matches!(again, Err(BucketError::Conflict { .. })), "{again:?}");
+        assert!(
+            matches!(again, Err(BucketError::Conflict { .. })),
+            "{again:?}"
+        );
         let stale = bucket
             .put_checkpoint_cas("checkpoint", Bytes::from_static(b"c0"), Some("\"nope\""))
             .await;
-        assert!(matches!(stale, Err(BucketError::Conflict { .. })), "{stale:?}");
+        assert!(
+            matches!(stale, Err(BucketError::Conflict { .. })),
+            "{stale:?}"
+        );
         bucket
             .put_checkpoint_cas("checkpoint", Bytes::from_static(b"c2"), first.as_deref())
             .await
             .unwrap();
-        assert_eq!(bucket.get("checkpoint").await.unwrap().unwrap().0, Bytes::from_static(b"c2"));
-        bucket.put_create_only("tile/0/000.p/5", one.clone()).await.unwrap();
-        let keys: Vec<String> = bucket.list("tile/0/").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(
+            bucket.get("checkpoint").await.unwrap().unwrap().0,
+            Bytes::from_static(b"c2")
+        );
+        bucket
+            .put_create_only("tile/0/000.p/5", one.clone())
+            .await
+            .unwrap();
+        let keys: Vec<String> = bucket
+            .list("tile/0/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(keys, ["tile/0/000", "tile/0/000.p/5"]);
         bucket.delete("tile/0/000.p/5").await.unwrap();
         assert!(bucket.head("tile/0/000.p/5").await.unwrap().is_none());
@@ -454,7 +483,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn the_sink_is_create_only_and_swaps_the_checkpoint_by_etag() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let s3 = tokio::task::spawn_blocking(S3Server::start).await.unwrap().unwrap();
+        let s3 = tokio::task::spawn_blocking(S3Server::start)
+            .await
+            .unwrap()
+            .unwrap();
         let config = PublishConfig {
             target: Some(s3.target("node-1")),
             endpoint: Some(s3.endpoint()),

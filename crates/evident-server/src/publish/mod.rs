@@ -246,7 +246,10 @@ impl PublishConfig {
         }
         self.credentials().map_err(|m| ("publish.credentials", m))?;
         if self.lag_warn_seconds == 0 {
-            return Err(("publish.lag_warn_seconds", "must be greater than 0".to_owned()));
+            return Err((
+                "publish.lag_warn_seconds",
+                "must be greater than 0".to_owned(),
+            ));
         }
         Ok(())
     }
@@ -425,10 +428,21 @@ mod tests {
         assert_eq!(c.daily_at, DailyAt(3 * 60 + 30));
         assert_eq!(c.period, Period(3_600_000));
         c.validate().unwrap();
-        assert!(!format!("{c:?}").contains("SK"), "the secret is never printed");
+        assert!(
+            !format!("{c:?}").contains("SK"),
+            "the secret is never printed"
+        );
 
-        assert!(config("daily_at = \"25:00\"").unwrap_err().contains("HH:MM"));
-        assert!(config("period = \"7h\"").unwrap_err().contains("divides a day"));
+        assert!(
+            config("daily_at = \"25:00\"")
+                .unwrap_err()
+                .contains("HH:MM")
+        );
+        assert!(
+            config("period = \"7h\"")
+                .unwrap_err()
+                .contains("divides a day")
+        );
         assert!(config("bucket = \"x\"").unwrap_err().contains("bucket"));
         let bad = PublishConfig {
             target: Some("s3://No_Such".into()),
@@ -446,7 +460,10 @@ mod tests {
             ..PublishConfig::default()
         };
         assert!(half.validate().unwrap_err().1.contains("go together"));
-        assert!(PublishConfig::default().validate().is_ok(), "off by default");
+        assert!(
+            PublishConfig::default().validate().is_ok(),
+            "off by default"
+        );
     }
 
     #[test]
@@ -467,7 +484,10 @@ mod tests {
         let at = DailyAt::parse("02:00").unwrap();
         let midnight = 20_000 * DAY_MS;
         assert_eq!(at.next_after(midnight), midnight + 7_200_000);
-        assert_eq!(at.next_after(midnight + 7_200_000), midnight + DAY_MS + 7_200_000);
+        assert_eq!(
+            at.next_after(midnight + 7_200_000),
+            midnight + DAY_MS + 7_200_000
+        );
         let hour = Period::parse("1h").unwrap();
         assert_eq!(hour.start_of(midnight + 3_600_001), midnight + 3_600_000);
         assert_eq!(Period::parse("1d").unwrap(), Period::default());

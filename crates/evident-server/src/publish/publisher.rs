@@ -14,9 +14,9 @@
 //! function of the log alone (a period's bundle is tied to a checkpoint at the period's own end,
 //! signed for it), so an interrupted run ends with the same bucket as an uninterrupted one.
 
+use super::PublishConfig;
 use super::bucket::{Bucket, BucketError, Created};
 use super::layout::{self, CHECKPOINT_KEY, TILE_WIDTH};
-use super::PublishConfig;
 use crate::consumers::{Consumer, ConsumerContext, DeliveryError};
 use crate::export::{BundleRequest, write_bundle, write_csv};
 use bytes::Bytes;
@@ -404,8 +404,16 @@ impl Publisher {
     }
 
     /// Writes hash tile `index` of `level` (≥ 1), `width` wide, from the stored Merkle nodes.
-    async fn write_upper(&self, ctx: &ConsumerContext, level: u8, index: u64, width: u64) -> Result<(), StepError> {
-        let node_level = level.checked_mul(8).ok_or_else(|| StepError::Internal("tile level too high".into()))?;
+    async fn write_upper(
+        &self,
+        ctx: &ConsumerContext,
+        level: u8,
+        index: u64,
+        width: u64,
+    ) -> Result<(), StepError> {
+        let node_level = level
+            .checked_mul(8)
+            .ok_or_else(|| StepError::Internal("tile level too high".into()))?;
         let ids: Vec<NodeId> = (0..width)
             .map(|i| NodeId {
                 level: node_level,
@@ -514,7 +522,12 @@ impl Publisher {
     }
 
     /// Whether every entry recorded before `end` is below `size`.
-    async fn closed_by_log(&self, ctx: &ConsumerContext, size: u64, end: i64) -> Result<bool, StepError> {
+    async fn closed_by_log(
+        &self,
+        ctx: &ConsumerContext,
+        size: u64,
+        end: i64,
+    ) -> Result<bool, StepError> {
         let next = blocking(ctx.store(), move |store| {
             let mut found = None;
             store.scan(
@@ -540,7 +553,11 @@ impl Publisher {
     }
 
     /// Writes the bundle, CSV and digest of a closed period.
-    async fn write_period(&mut self, ctx: &ConsumerContext, span: PeriodSpan) -> Result<(), StepError> {
+    async fn write_period(
+        &mut self,
+        ctx: &ConsumerContext,
+        span: PeriodSpan,
+    ) -> Result<(), StepError> {
         let to_seq = span.to_seq.unwrap_or(span.from_seq);
         let end = span.start + self.config.period.0;
         let keys = layout::period_keys(span.start);
@@ -598,7 +615,8 @@ impl Publisher {
         let previous = match &self.state.last_digest {
             Some((key, hash)) => Some((
                 key.clone(),
-                Hash::from_hex(hash).map_err(|e| StepError::Internal(format!("saved state: {e}")))?,
+                Hash::from_hex(hash)
+                    .map_err(|e| StepError::Internal(format!("saved state: {e}")))?,
             )),
             None => None,
         };
@@ -744,7 +762,10 @@ impl Publisher {
 
     /// Picks the checkpoint a due publication heads for: the latest one (on demand, one
     /// covering everything committed, signed now if need be).
-    async fn choose_target(&self, ctx: &ConsumerContext) -> Result<Option<StoredCheckpoint>, StepError> {
+    async fn choose_target(
+        &self,
+        ctx: &ConsumerContext,
+    ) -> Result<Option<StoredCheckpoint>, StepError> {
         let requested = self.handle.requested();
         let mut latest = ctx.latest_checkpoint();
         if requested > latest.as_ref().map_or(0, |c| c.size) {
@@ -760,7 +781,11 @@ impl Publisher {
         Ok(latest.filter(|c| c.size > self.state.published_size))
     }
 
-    async fn step(&mut self, ctx: &ConsumerContext, batch: &[SealedEntry]) -> Result<usize, StepError> {
+    async fn step(
+        &mut self,
+        ctx: &ConsumerContext,
+        batch: &[SealedEntry],
+    ) -> Result<usize, StepError> {
         if !self.reconciled {
             self.reconcile(ctx).await?;
         }
@@ -872,7 +897,9 @@ impl Consumer for Publisher {
     fn restore(&mut self, state: Option<&str>) -> Result<(), DeliveryError> {
         if let Some(text) = state {
             self.state = serde_json::from_str(text).map_err(|e| {
-                DeliveryError::destination(format!("the publisher's saved state is unreadable: {e}"))
+                DeliveryError::destination(format!(
+                    "the publisher's saved state is unreadable: {e}"
+                ))
             })?;
         }
         let size = self.state.published_size;
