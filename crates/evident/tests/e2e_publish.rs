@@ -107,6 +107,16 @@ fn checkpoint_of(note: &[u8]) -> (u64, Vec<u8>) {
 /// checkpoint signs (a reader of the C2SP layout written from the spec), and every period
 /// bundle verifies offline with the node's public key.
 fn check_copy(objects: &BTreeMap<String, Vec<u8>>, node: &Node, dir: &std::path::Path) {
+    check_copy_min(objects, node, dir, 3)
+}
+
+/// [`check_copy`], with at least `periods` period bundles.
+fn check_copy_min(
+    objects: &BTreeMap<String, Vec<u8>>,
+    node: &Node,
+    dir: &std::path::Path,
+    periods: usize,
+) {
     let (size, root_b64) = checkpoint_of(&objects["checkpoint"]);
     let mut leaves = Vec::new();
     let mut index = 0u64;
@@ -145,7 +155,7 @@ fn check_copy(objects: &BTreeMap<String, Vec<u8>>, node: &Node, dir: &std::path:
     );
     let public_key = node.public_key();
     let bundles: Vec<&String> = objects.keys().filter(|k| k.ends_with(".ndjson")).collect();
-    assert!(bundles.len() >= 3, "several periods: {bundles:?}");
+    assert!(bundles.len() >= periods, "periods: {bundles:?}");
     for key in bundles {
         let file = dir.join(key);
         let out = run(&[
@@ -321,4 +331,82 @@ fn publishes_survives_a_crash_and_an_outage_and_never_overwrites() {
     assert_eq!(status, 200, "{body}");
     let (size, _) = checkpoint_of(&s3.get("b/checkpoint").unwrap().unwrap());
     assert!(size >= target, "{size} < {target}");
+}
+
+/// Retention and the archive: a node that publishes prunes only what the bucket holds in full
+/// entry bundles; afterwards a pruned entry's 410 names the bucket object that archives it,
+/// the node's log verifies from its anchor, and the bucket still holds and proves the whole
+/// history.
+#[test]
+fn pruning_keeps_what_is_not_archived_and_points_to_the_archive() {
+    const DAY_MS: i64 = 86_400_000;
+    let s3 = S3Server::start().unwrap();
+    let node = Node::new();
+    let key = node.owner_key.clone();
+    let config = publish_config(&node, &s3, "r");
+    let mut server = start(&node, &s3, &config, &[]);
+    let api = server.api(&key);
+    append(&api, 600, "old");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let cutoff = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    append(&api, 10, "new");
+    let (status, body) = publish(&server, &key, 60);
+    assert_eq!(status, 200, "{body}");
+    server.stop();
+
+    let env = s3.aws_env();
+    let prune = |extra: &[&str]| {
+        let mut cmd = common::evident();
+        cmd.args([
+            "prune",
+            "--data-dir",
+            node.dir_str(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .args(extra)
+        .env("EVIDENT_TEST_NOW", (cutoff + 365 * DAY_MS).to_string());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // 600 old entries, but only the first two full bundles (512 entries) are archived whole.
+    let out = prune(&[]);
+    assert!(out.contains("pruned entries 0 to 511"), "{out}");
+    let verified = node.verify().ok();
+    assert!(
+        verified.stdout.contains("OK: log intact"),
+        "{}",
+        verified.stdout
+    );
+
+    let server = start(&node, &s3, &config, &[]);
+    let api = server.api(&key);
+    let gone = api.get("/api/v1/proof/inclusion?seq=3");
+    let body = gone.assert_error(410, "pruned", Some("seq"));
+    let message = body["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("archived in s3://evident-archive/r/tile/entries/000"),
+        "{message}"
+    );
+    // The bucket holds the pruned entries and still proves the whole log.
+    let (status, body) = publish(&server, &key, 60);
+    assert_eq!(status, 200, "{body}");
+    let objects = contents(&s3, "r/");
+    let bundle = String::from_utf8_lossy(&objects["tile/entries/000"]).into_owned();
+    assert!(bundle.contains("\"seq\":3,"), "entry 3 is in the archive");
+    let copy = node.file("pruned-copy");
+    s3.download("r/", &copy).unwrap();
+    check_copy_min(&objects, &node, &copy, 1);
 }

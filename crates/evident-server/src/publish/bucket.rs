@@ -105,6 +105,7 @@ impl StoreBucket {
     /// Opens the target `config` names (no request is made).
     pub fn open(config: &PublishConfig) -> Result<StoreBucket, BucketError> {
         let target = config.parsed_target().map_err(BucketError::Config)?;
+        let description = config.describe_target().map_err(BucketError::Config)?;
         match target {
             Target::Dir(dir) => {
                 std::fs::create_dir_all(&dir).map_err(|e| {
@@ -116,7 +117,7 @@ impl StoreBucket {
                 Ok(StoreBucket {
                     store: Arc::new(store),
                     prefix: String::new(),
-                    description: format!("file://{}", dir.display()),
+                    description,
                     native_cas: false,
                     swap: tokio::sync::Mutex::new(()),
                 })
@@ -125,11 +126,7 @@ impl StoreBucket {
                 let store = s3_store(config, &bucket)?;
                 Ok(StoreBucket {
                     store: Arc::new(store),
-                    description: if prefix.is_empty() {
-                        format!("s3://{bucket}")
-                    } else {
-                        format!("s3://{bucket}/{prefix}")
-                    },
+                    description,
                     prefix,
                     native_cas: true,
                     swap: tokio::sync::Mutex::new(()),

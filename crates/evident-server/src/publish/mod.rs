@@ -48,6 +48,21 @@ pub fn start(state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
     Some(crate::consumers::spawn(state, publisher, settings))
 }
 
+/// Where retention may prune up to when the node publishes: entries below the returned
+/// sequence number are in full entry bundles in the bucket (the group the publisher's edge is
+/// in stays, to complete its bundle from). `u64::MAX` when the node does not publish.
+pub fn archived_below(node: &crate::Node) -> Result<u64, evident_store::StoreError> {
+    let config = &node.config().publish;
+    let Ok(name) = config.describe_target() else {
+        return Ok(u64::MAX);
+    };
+    if !config.enabled() {
+        return Ok(u64::MAX);
+    }
+    let cursor = node.store().consumer_cursor(&format!("publisher:{name}"))?;
+    Ok(cursor.map_or(0, |c| c.next_seq / 256 * 256))
+}
+
 /// A secret setting: kept as given, never printed.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -190,6 +205,16 @@ impl PublishConfig {
         Err(format!(
             "publish.target {target:?} is neither s3://bucket/prefix nor file:///directory"
         ))
+    }
+
+    /// The target as shown in status and messages, and the publisher's cursor name
+    /// (`s3://bucket/prefix`, `file:///dir`).
+    pub fn describe_target(&self) -> Result<String, String> {
+        Ok(match self.parsed_target()? {
+            Target::Dir(dir) => format!("file://{}", dir.display()),
+            Target::S3 { bucket, prefix } if prefix.is_empty() => format!("s3://{bucket}"),
+            Target::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+        })
     }
 
     /// The credentials the settings give (`None`: the `AWS_*` environment's, if any).

@@ -95,6 +95,22 @@ impl PublishHandle {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// The object holding entry `seq` in the archive (`s3://bucket/prefix/tile/entries/…`),
+    /// if it is published.
+    pub fn archive_location(&self, seq: u64) -> Option<String> {
+        let status = self.status();
+        if seq >= status.published_size {
+            return None;
+        }
+        let index = seq / TILE_WIDTH;
+        let width = (status.published_size - index * TILE_WIDTH).min(TILE_WIDTH);
+        Some(format!(
+            "{}/{}",
+            status.target.trim_end_matches('/'),
+            layout::entry_bundle_key(index, width)
+        ))
+    }
+
     /// Shows `message` as the last error (a publisher that could not start).
     pub fn fail(&self, message: String) {
         self.update(|s| s.last_error = Some(message));
