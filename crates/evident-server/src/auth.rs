@@ -59,6 +59,8 @@ pub enum Permission {
     Read,
     /// The key routes (which roles a key may manage is [`Role::may_manage`]).
     ManageKeys,
+    /// Publishing to object storage on demand (`POST /publish`): owner only.
+    Publish,
 }
 
 impl Permission {
@@ -68,6 +70,7 @@ impl Permission {
             Permission::Append => "append",
             Permission::Read => "read",
             Permission::ManageKeys => "manage_keys",
+            Permission::Publish => "publish",
         }
     }
 }
@@ -86,7 +89,8 @@ impl Role {
 
     pub fn allows(self, permission: Permission) -> bool {
         match self {
-            Role::Owner | Role::Admin => true,
+            Role::Owner => true,
+            Role::Admin => permission != Permission::Publish,
             Role::Readonly => permission == Permission::Read,
             Role::Writer => permission == Permission::Append,
         }
@@ -444,6 +448,7 @@ fn permission_words(permission: Permission) -> &'static str {
         Permission::Append => "append events",
         Permission::Read => "read the log",
         Permission::ManageKeys => "manage API keys",
+        Permission::Publish => "publish on demand",
     }
 }
 
@@ -550,6 +555,15 @@ pub async fn require_manage_keys(
     require(state, Permission::ManageKeys, request, next).await
 }
 
+/// Like [`require_read`], for publishing on demand.
+pub async fn require_publish(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    require(state, Permission::Publish, request, next).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,6 +581,7 @@ mod tests {
                 && Role::Admin.allows(Read)
                 && Role::Admin.allows(ManageKeys)
         );
+        assert!(Role::Owner.allows(Publish) && !Role::Admin.allows(Publish));
         assert!(Role::Readonly.allows(Read));
         assert!(!Role::Readonly.allows(Append) && !Role::Readonly.allows(ManageKeys));
         assert!(Role::Writer.allows(Append));

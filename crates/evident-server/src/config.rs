@@ -75,6 +75,8 @@ pub struct ServerConfig {
     pub verify_every_ms: u64,
     /// …and the whole log this often, in milliseconds (one day).
     pub verify_full_every_ms: u64,
+    /// Publishing to object storage (`[publish]`): off unless `target` is set.
+    pub publish: crate::publish::PublishConfig,
 }
 
 /// Default data directory.
@@ -123,6 +125,7 @@ impl Default for ServerConfig {
             retention_days: crate::retention::RetentionDays::default(),
             verify_every_ms: 600_000,
             verify_full_every_ms: 86_400_000,
+            publish: crate::publish::PublishConfig::default(),
         }
     }
 }
@@ -317,6 +320,9 @@ impl ServerConfig {
                 message: "must be at most 1000000".to_owned(),
             });
         }
+        self.publish
+            .validate()
+            .map_err(|(field, message)| ConfigError::Invalid { field, message })?;
         self.retention_days
             .check()
             .map_err(|message| ConfigError::Invalid {

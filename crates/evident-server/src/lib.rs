@@ -5,7 +5,8 @@
 //! roles; [`audit`] the self-audit events and the brute-force limiter; [`tls`] HTTPS on the
 //! listener; [`verification`] and [`export`] read the log out (in chunks, [`scan`]) through
 //! the integrity core;
-//! [`http`] is the axum API; [`metrics`] what is counted. The integrity rules themselves live
+//! [`http`] is the axum API; [`metrics`] what is counted; [`consumers`] is the one way out
+//! of the committed log, by durable cursor, for everything that ships entries elsewhere. The integrity rules themselves live
 //! in `evident-core`, storage in `evident-store`. Logging uses `tracing`; installing a
 //! subscriber is the binary's job.
 
@@ -14,12 +15,14 @@ pub mod auth;
 pub mod client_ip;
 pub mod config;
 pub mod connections;
+pub mod consumers;
 pub mod export;
 pub mod file_modes;
 pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod publish;
 pub mod retention;
 pub mod scan;
 pub mod self_check;
@@ -152,6 +155,7 @@ where
     let flusher = tokio::spawn(flush_key_usage(state.clone()));
     let pruner = tokio::spawn(retention::run_daily(state.clone()));
     let verifier = tokio::spawn(self_check::run(state.clone()));
+    let consumers = start_consumers(&state);
     let result: Result<(), ServeError> = match tls {
         None => {
             use axum::serve::ListenerExt as _;
@@ -173,6 +177,11 @@ where
     flusher.abort();
     pruner.abort();
     verifier.abort();
+    // At-least-once: a consumer stopped between a delivery and its next cursor save
+    // delivers those entries again after the restart.
+    for consumer in consumers {
+        consumer.abort();
+    }
     let closing = state.clone();
     tokio::task::spawn_blocking(move || {
         closing.usage().flush(&**closing.store());
@@ -183,6 +192,16 @@ where
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts every configured consumer of the committed log, each on its own task reading from
+/// its durable cursor (see [`consumers`]).
+fn start_consumers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut consumers = Vec::new();
+    if let Some(publisher) = publish::start(state) {
+        consumers.push(publisher);
+    }
+    consumers
 }
 
 /// Writes the keys' last use to the store every [`auth::USAGE_FLUSH_EVERY`].

@@ -20,6 +20,14 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels of the per-consumer metrics: which consumer of the committed log.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    /// `forwarder`, `publisher`, `webhook`, …
+    pub kind: String,
+    pub name: String,
+}
+
 /// All metrics of one node.
 pub struct Metrics {
     registry: Registry,
@@ -47,6 +55,16 @@ pub struct Metrics {
     pub verify_runs: Counter,
     /// Self-audit events that could not be written to the log.
     pub self_audit_dropped: Counter,
+    /// Per consumer of the log: the next sequence number it has to deliver.
+    pub consumer_position: Family<ConsumerLabels, Gauge<u64, AtomicU64>>,
+    /// Per consumer: committed entries it has not delivered yet.
+    pub consumer_lag_events: Family<ConsumerLabels, Gauge<u64, AtomicU64>>,
+    /// Per consumer: age of the oldest entry it has not delivered, in seconds.
+    pub consumer_lag_seconds: Family<ConsumerLabels, Gauge<f64, AtomicU64>>,
+    /// Per consumer: entries it delivered (or deliberately skipped by its filter).
+    pub consumer_delivered: Family<ConsumerLabels, Counter>,
+    /// Per consumer: failed delivery attempts (each is retried).
+    pub consumer_failures: Family<ConsumerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -128,8 +146,43 @@ impl Metrics {
             "Self-audit events that could not be written to the log",
             self_audit_dropped.clone(),
         );
+        let consumer_position = Family::<ConsumerLabels, Gauge<u64, AtomicU64>>::default();
+        let consumer_lag_events = Family::<ConsumerLabels, Gauge<u64, AtomicU64>>::default();
+        let consumer_lag_seconds = Family::<ConsumerLabels, Gauge<f64, AtomicU64>>::default();
+        let consumer_delivered = Family::<ConsumerLabels, Counter>::default();
+        let consumer_failures = Family::<ConsumerLabels, Counter>::default();
+        registry.register(
+            "consumer_position",
+            "Next sequence number each consumer of the log (forwarder, publisher, webhook) has to deliver",
+            consumer_position.clone(),
+        );
+        registry.register(
+            "consumer_lag_events",
+            "Committed entries a consumer has not delivered yet",
+            consumer_lag_events.clone(),
+        );
+        registry.register(
+            "consumer_lag_seconds",
+            "Age of the oldest committed entry a consumer has not delivered, in seconds",
+            consumer_lag_seconds.clone(),
+        );
+        registry.register(
+            "consumer_delivered",
+            "Entries a consumer delivered (or skipped by its filter)",
+            consumer_delivered.clone(),
+        );
+        registry.register(
+            "consumer_failures",
+            "Failed delivery attempts of a consumer (each is retried)",
+            consumer_failures.clone(),
+        );
         Metrics {
             registry,
+            consumer_position,
+            consumer_lag_events,
+            consumer_lag_seconds,
+            consumer_delivered,
+            consumer_failures,
             read_only,
             verify_last_success,
             verify_failures,

@@ -35,7 +35,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// What the log assigned to one appended event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,11 +164,22 @@ enum Outcome {
     },
 }
 
+/// What the log holds committed: its size and the size of its latest signed checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Committed {
+    /// Entries committed (the next sequence number).
+    pub size: u64,
+    /// Entries covered by the latest signed checkpoint (0 before the first).
+    pub checkpoint_size: u64,
+}
+
 /// Handle to the sequencer thread. Cheap to share behind an `Arc`.
 pub struct Sequencer {
     tx: mpsc::Sender<Command>,
     closing: Arc<AtomicBool>,
     size: Arc<AtomicU64>,
+    /// What is committed and signed, for consumers of the log to wait on.
+    commits: Arc<watch::Sender<Committed>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The node's signed state and read-only state: appends are refused while it holds damage.
     guard: Arc<Guard>,
@@ -206,10 +217,15 @@ impl Sequencer {
         }
         let size = Arc::new(AtomicU64::new(head.next_seq));
         metrics.log_size.set(head.next_seq);
+        let commits = Arc::new(watch::Sender::new(Committed {
+            size: head.next_seq,
+            checkpoint_size: last_checkpoint.as_ref().map_or(0, |cp| cp.size),
+        }));
         let (tx, rx) = mpsc::channel();
         let (work_tx, work_rx) = mpsc::channel();
         let lease_lost = LeaseLost::default();
         let committer = Committer {
+            commits: commits.clone(),
             store: store.clone(),
             signer,
             seal_key: seal_key.clone(),
@@ -250,6 +266,7 @@ impl Sequencer {
             tx,
             closing: Arc::new(AtomicBool::new(false)),
             size,
+            commits,
             thread: Mutex::new(Some(thread)),
             guard,
             lease_lost,
@@ -265,10 +282,15 @@ impl Sequencer {
         metrics.log_size.set(size);
         // No thread: `send` refuses every command itself (the receiver is never read).
         let (tx, _) = mpsc::channel::<Command>();
+        let checkpoint_size = guard.last_signed().map_or(0, |cp| cp.size);
         Sequencer {
             tx,
             closing: Arc::new(AtomicBool::new(false)),
             size: Arc::new(AtomicU64::new(size)),
+            commits: Arc::new(watch::Sender::new(Committed {
+                size,
+                checkpoint_size,
+            })),
             thread: Mutex::new(None),
             guard,
             lease_lost: LeaseLost::default(),
@@ -289,6 +311,12 @@ impl Sequencer {
     /// be serving the node), while it does.
     pub fn lease_lost(&self) -> Option<String> {
         lease_lost_reason(&self.lease_lost)
+    }
+
+    /// Follows what is committed: the receiver sees a new value after every commit and every
+    /// checkpoint signed (consumers of the log wait on it instead of polling).
+    pub fn subscribe(&self) -> watch::Receiver<Committed> {
+        self.commits.subscribe()
     }
 
     /// Number of committed entries (the next sequence number).
@@ -647,6 +675,8 @@ fn new_ids(recorded_at: Millis, n: usize) -> Vec<uuid::Uuid> {
 /// The second pipeline stage: stores each sealed group in one transaction, answers its
 /// requests, and signs checkpoints of what is committed.
 struct Committer {
+    /// Told the new size after each commit and the new checkpoint after each signature.
+    commits: Arc<watch::Sender<Committed>>,
     store: Arc<dyn Store>,
     signer: NoteSigner,
     /// For the check before extending after a resync.
@@ -802,10 +832,9 @@ impl Committer {
         match result {
             Ok(()) => {
                 self.head = head;
-                self.size.store(self.head.next_seq, Ordering::Release);
                 self.metrics.events_appended.inc_by(total as u64);
                 self.metrics.batch_events.observe(total as f64);
-                self.metrics.log_size.set(self.head.next_seq);
+                self.publish_size();
                 if self.unsigned_since.is_none() {
                     self.unsigned_since = Some(Instant::now());
                 }
@@ -934,8 +963,7 @@ impl Committer {
                  from the stored head"
             );
             self.head = stored;
-            self.size.store(self.head.next_seq, Ordering::Release);
-            self.metrics.log_size.set(self.head.next_seq);
+            self.publish_size();
             let last_recorded_at = last_recorded_at(&*self.store).unwrap_or(Millis::MIN);
             let _ = self.back.send(Command::Committed(Outcome::Resynced {
                 head: Box::new(self.head.clone()),
@@ -1026,8 +1054,7 @@ impl Committer {
                 );
                 if let Ok(stored) = self.verified_store_head(DetectedBy::Resync) {
                     self.head = stored;
-                    self.size.store(self.head.next_seq, Ordering::Release);
-                    self.metrics.log_size.set(self.head.next_seq);
+                    self.publish_size();
                 }
             }
             Err(StoreError::Corrupt { .. }) => {
@@ -1082,6 +1109,14 @@ impl Committer {
             Ok(Err(damage)) => Some(damage),
             _ => None,
         }
+    }
+
+    /// Makes the head's size what readers see: the size counter, the metric and the watch.
+    fn publish_size(&self) {
+        let size = self.head.next_seq;
+        self.size.store(size, Ordering::Release);
+        self.metrics.log_size.set(size);
+        self.commits.send_modify(|committed| committed.size = size);
     }
 
     fn sign_checkpoint_logged(&mut self) {
@@ -1148,6 +1183,8 @@ impl Committer {
             .put_checkpoint(&stored)
             .map_err(|e| SequencerError::from(&e))?;
         self.metrics.checkpoints_signed.inc();
+        self.commits
+            .send_modify(|committed| committed.checkpoint_size = stored.size);
         self.last_checkpoint = Some(stored.clone());
         self.unsigned_since = None;
         tracing::debug!(size, "checkpoint signed");

@@ -111,6 +111,21 @@ impl Store for FaultyStore {
     fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
         self.inner.checkpoint_at(size)
     }
+    fn consumer_cursor(
+        &self,
+        consumer: &str,
+    ) -> Result<Option<evident_store::ConsumerCursor>, StoreError> {
+        self.inner.consumer_cursor(consumer)
+    }
+    fn consumer_cursors(&self) -> Result<Vec<evident_store::ConsumerCursor>, StoreError> {
+        self.inner.consumer_cursors()
+    }
+    fn save_consumer_cursor(
+        &self,
+        cursor: &evident_store::ConsumerCursor,
+    ) -> Result<(), StoreError> {
+        self.inner.save_consumer_cursor(cursor)
+    }
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
         self.inner.checkpoints()
     }

@@ -1041,6 +1041,21 @@ mod tests {
         fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
             self.inner.checkpoint_at(size)
         }
+        fn consumer_cursor(
+            &self,
+            consumer: &str,
+        ) -> Result<Option<evident_store::ConsumerCursor>, StoreError> {
+            self.inner.consumer_cursor(consumer)
+        }
+        fn consumer_cursors(&self) -> Result<Vec<evident_store::ConsumerCursor>, StoreError> {
+            self.inner.consumer_cursors()
+        }
+        fn save_consumer_cursor(
+            &self,
+            cursor: &evident_store::ConsumerCursor,
+        ) -> Result<(), StoreError> {
+            self.inner.save_consumer_cursor(cursor)
+        }
         fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
             let mut all = self.inner.checkpoints()?;
             for c in &mut all {

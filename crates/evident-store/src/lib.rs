@@ -39,6 +39,15 @@ pub enum StoreError {
     Locked(String),
     #[error("storage backend: {0}")]
     Backend(String),
+    /// A consumer cursor may only move forward.
+    #[error(
+        "the cursor of consumer {consumer:?} is at entry {stored}; it cannot move back to {asked}"
+    )]
+    CursorBackwards {
+        consumer: String,
+        stored: u64,
+        asked: u64,
+    },
 }
 
 /// The check behind [`Store::append_on`]: a writer about to append entry `first_seq` on a
@@ -190,6 +199,21 @@ pub struct PruneAnchor {
     pub event_seq: u64,
 }
 
+/// A consumer's durable position in the committed log (see the server's `consumers`
+/// module): the next sequence number it has not yet delivered, and a small state it keeps
+/// with it (JSON, the consumer's own). One row per consumer name, only ever moved forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerCursor {
+    /// `<kind>:<name>`, e.g. `forwarder:siem`.
+    pub consumer: String,
+    /// Every entry below this sequence number is delivered.
+    pub next_seq: u64,
+    /// The consumer's own state, saved atomically with the position.
+    pub state: Option<String>,
+    /// When the cursor was saved (milliseconds since the epoch).
+    pub updated_at: Millis,
+}
+
 /// One storage backend.
 pub trait Store: Send + Sync {
     /// The state a sequencer resumes from: next sequence number, last hash and Merkle frontier
@@ -247,6 +271,17 @@ pub trait Store: Send + Sync {
     fn revoke_key(&self, id: &str, at: Millis) -> Result<(), StoreError>;
     fn set_key_expiry(&self, id: &str, expires_at: Millis) -> Result<(), StoreError>;
     fn touch_key(&self, id: &str, at: Millis, ip: Option<&str>) -> Result<(), StoreError>;
+
+    /// The stored cursor of `consumer`, `None` for a consumer that never saved one.
+    fn consumer_cursor(&self, consumer: &str) -> Result<Option<ConsumerCursor>, StoreError>;
+
+    /// Every stored consumer cursor, by name.
+    fn consumer_cursors(&self) -> Result<Vec<ConsumerCursor>, StoreError>;
+
+    /// Stores `cursor` (inserting or replacing the consumer's row), durable when this returns
+    /// `Ok`. Refused with [`StoreError::CursorBackwards`] when it would move the stored
+    /// position back: a consumer never delivers the same history twice by mistake.
+    fn save_consumer_cursor(&self, cursor: &ConsumerCursor) -> Result<(), StoreError>;
 
     /// The retention anchor, `None` when the log was never pruned.
     fn prune_anchor(&self) -> Result<Option<PruneAnchor>, StoreError> {

@@ -22,7 +22,10 @@ mod query;
 mod schema;
 mod tls;
 
-use crate::{Filter, KeyRecord, Order, PruneAnchor, Store, StoreError, StoredCheckpoint, tree};
+use crate::{
+    ConsumerCursor, Filter, KeyRecord, Order, PruneAnchor, Store, StoreError, StoredCheckpoint,
+    tree,
+};
 use evident_core::event::Millis;
 use evident_core::merkle::{self, CompactRange, NodeId};
 use evident_core::{ChainHead, Hash, SealedEntry};
@@ -147,6 +150,18 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Error {
         Error::Store(e)
     }
+}
+
+/// A consumer cursor from its row (`consumer, next_seq, state, updated_at`).
+fn cursor_from(row: &postgres::Row) -> Result<ConsumerCursor, Error> {
+    let next: i64 = row.try_get(1)?;
+    Ok(ConsumerCursor {
+        consumer: row.try_get(0)?,
+        next_seq: u64::try_from(next)
+            .map_err(|_| backend(format!("stored cursor position {next} is negative")))?,
+        state: row.try_get(2)?,
+        updated_at: row.try_get(3)?,
+    })
 }
 
 fn backend(message: String) -> Error {
@@ -1425,6 +1440,72 @@ impl Store for PostgresStore {
                     return Err(key_not_found(id));
                 }
             }
+            Ok(())
+        })
+    }
+
+    fn consumer_cursor(&self, consumer: &str) -> Result<Option<ConsumerCursor>, StoreError> {
+        self.read(|tx| {
+            tx.query_opt(
+                "SELECT consumer, next_seq, state, updated_at FROM evident.consumer_cursors \
+                 WHERE node_id = $1 AND consumer = $2",
+                &[&self.node_id, &consumer],
+            )?
+            .as_ref()
+            .map(cursor_from)
+            .transpose()
+        })
+    }
+
+    fn consumer_cursors(&self) -> Result<Vec<ConsumerCursor>, StoreError> {
+        self.read(|tx| {
+            tx.query(
+                "SELECT consumer, next_seq, state, updated_at FROM evident.consumer_cursors \
+                 WHERE node_id = $1 ORDER BY consumer",
+                &[&self.node_id],
+            )?
+            .iter()
+            .map(cursor_from)
+            .collect()
+        })
+    }
+
+    fn save_consumer_cursor(&self, cursor: &ConsumerCursor) -> Result<(), StoreError> {
+        self.write(|tx, _| {
+            let next = i64::try_from(cursor.next_seq).map_err(|_| {
+                backend(format!(
+                    "cursor position {} is out of range",
+                    cursor.next_seq
+                ))
+            })?;
+            let stored = tx.query_opt(
+                "SELECT next_seq FROM evident.consumer_cursors \
+                 WHERE node_id = $1 AND consumer = $2 FOR UPDATE",
+                &[&self.node_id, &cursor.consumer],
+            )?;
+            if let Some(row) = stored {
+                let stored: i64 = row.get(0);
+                if stored > next {
+                    return Err(Error::Store(StoreError::CursorBackwards {
+                        consumer: cursor.consumer.clone(),
+                        stored: stored as u64,
+                        asked: cursor.next_seq,
+                    }));
+                }
+            }
+            tx.execute(
+                "INSERT INTO evident.consumer_cursors \
+                 (node_id, consumer, next_seq, state, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (node_id, consumer) DO UPDATE SET next_seq = excluded.next_seq, \
+                 state = excluded.state, updated_at = excluded.updated_at",
+                &[
+                    &self.node_id,
+                    &cursor.consumer,
+                    &next,
+                    &cursor.state,
+                    &cursor.updated_at,
+                ],
+            )?;
             Ok(())
         })
     }

@@ -10,7 +10,10 @@ mod prune;
 mod query;
 mod schema;
 
-use crate::{Filter, KeyRecord, Order, PruneAnchor, Store, StoreError, StoredCheckpoint, tree};
+use crate::{
+    ConsumerCursor, Filter, KeyRecord, Order, PruneAnchor, Store, StoreError, StoredCheckpoint,
+    tree,
+};
 use evident_core::event::Millis;
 use evident_core::merkle::{self, CompactRange, NodeId};
 use evident_core::{ChainHead, Hash, SealedEntry};
@@ -70,6 +73,18 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Error {
         Error::Store(e)
     }
+}
+
+/// A consumer cursor from its row (`consumer, next_seq, state, updated_at`).
+fn cursor_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConsumerCursor> {
+    let next: i64 = row.get(1)?;
+    Ok(ConsumerCursor {
+        consumer: row.get(0)?,
+        // The column's CHECK keeps it non-negative.
+        next_seq: u64::try_from(next).unwrap_or(0),
+        state: row.get(2)?,
+        updated_at: row.get(3)?,
+    })
 }
 
 fn backend(message: String) -> Error {
@@ -898,6 +913,66 @@ impl Store for SqliteStore {
                     return Err(key_not_found(id));
                 }
             }
+            Ok(())
+        })
+    }
+
+    fn consumer_cursor(&self, consumer: &str) -> Result<Option<ConsumerCursor>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT consumer, next_seq, state, updated_at FROM consumer_cursors \
+                     WHERE consumer = ?1",
+                )?
+                .query_row(params![consumer], cursor_from_row)
+                .optional()?)
+        })
+    }
+
+    fn consumer_cursors(&self) -> Result<Vec<ConsumerCursor>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT consumer, next_seq, state, updated_at FROM consumer_cursors \
+                 ORDER BY consumer",
+            )?;
+            let rows = statement.query_map([], cursor_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn save_consumer_cursor(&self, cursor: &ConsumerCursor) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let next = i64::try_from(cursor.next_seq).map_err(|_| {
+                backend(format!(
+                    "cursor position {} is out of range",
+                    cursor.next_seq
+                ))
+            })?;
+            let stored: Option<i64> = tx
+                .prepare_cached("SELECT next_seq FROM consumer_cursors WHERE consumer = ?1")?
+                .query_row(params![cursor.consumer], |r| r.get(0))
+                .optional()?;
+            if let Some(stored) = stored {
+                if stored > next {
+                    return Err(Error::Store(StoreError::CursorBackwards {
+                        consumer: cursor.consumer.clone(),
+                        stored: stored as u64,
+                        asked: cursor.next_seq,
+                    }));
+                }
+            }
+            tx.prepare_cached(
+                "INSERT INTO consumer_cursors (consumer, next_seq, state, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (consumer) DO UPDATE SET \
+                 next_seq = excluded.next_seq, state = excluded.state, \
+                 updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                cursor.consumer,
+                next,
+                cursor.state,
+                cursor.updated_at
+            ])?;
             Ok(())
         })
     }

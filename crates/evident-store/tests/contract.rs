@@ -11,8 +11,8 @@ use common::*;
 use evident_core::merkle::{self, NodeId};
 use evident_core::{ActorKind, ChainHead, Hash, Outcome, SealedEntry, Severity};
 use evident_store::{
-    ActionFilter, Filter, IpFilter, KeyRecord, Order, PostgresStore, PruneAnchor, SqliteStore,
-    Store, StoreError, StoredCheckpoint,
+    ActionFilter, ConsumerCursor, Filter, IpFilter, KeyRecord, Order, PostgresStore, PruneAnchor,
+    SqliteStore, Store, StoreError, StoredCheckpoint,
 };
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -120,6 +120,7 @@ contract!(
     a_long_read_does_not_block_appends_and_sees_one_snapshot,
     checkpoints_are_kept_once_each_and_listed_in_order,
     api_keys_are_stored_found_revoked_expired_and_touched,
+    consumer_cursors_are_kept_per_consumer_and_only_move_forward,
     pruning_deletes_a_prefix_in_batches_below_a_persisted_anchor_and_keeps_the_tree,
     every_tree_node_reads_as_computed_before_and_after_pruning_at_unaligned_points,
     entries_of_both_encoding_versions_read_back_as_written_and_verify,
@@ -1079,6 +1080,55 @@ fn api_keys_are_stored_found_revoked_expired_and_touched(backend: Backend) {
     // Keys are mutable, the log is not: no trigger stands in the way here.
     let store = fx.reopen();
     assert_eq!(store.keys().unwrap().len(), 2);
+}
+
+fn consumer_cursors_are_kept_per_consumer_and_only_move_forward(backend: Backend) {
+    let fx = Fixture::new(backend);
+    let store = fx.store();
+    let cursor = |consumer: &str, next_seq: u64, state: Option<&str>| ConsumerCursor {
+        consumer: consumer.to_owned(),
+        next_seq,
+        state: state.map(str::to_owned),
+        updated_at: BASE_TIME + next_seq as i64,
+    };
+    assert_eq!(store.consumer_cursor("forwarder:siem").unwrap(), None);
+    assert!(store.consumer_cursors().unwrap().is_empty());
+    store
+        .save_consumer_cursor(&cursor("forwarder:siem", 0, None))
+        .unwrap();
+    store
+        .save_consumer_cursor(&cursor("webhook:pager", 7, Some(r#"{"open":[3]}"#)))
+        .unwrap();
+    store
+        .save_consumer_cursor(&cursor("forwarder:siem", 42, Some("{}")))
+        .unwrap();
+    // The same position again is fine (a consumer saving its state only).
+    store
+        .save_consumer_cursor(&cursor("forwarder:siem", 42, Some(r#"{"n":1}"#)))
+        .unwrap();
+    assert_eq!(
+        store.consumer_cursor("forwarder:siem").unwrap(),
+        Some(cursor("forwarder:siem", 42, Some(r#"{"n":1}"#)))
+    );
+    // Back is refused and changes nothing.
+    let back = store.save_consumer_cursor(&cursor("forwarder:siem", 41, None));
+    assert!(
+        matches!(
+            &back,
+            Err(StoreError::CursorBackwards { consumer, stored: 42, asked: 41 })
+                if consumer == "forwarder:siem"
+        ),
+        "{back:?}"
+    );
+    // Durable: another handle on the same storage reads the same rows, in name order.
+    let store = fx.reopen();
+    assert_eq!(
+        store.consumer_cursors().unwrap(),
+        vec![
+            cursor("forwarder:siem", 42, Some(r#"{"n":1}"#)),
+            cursor("webhook:pager", 7, Some(r#"{"open":[3]}"#)),
+        ]
+    );
 }
 
 fn small_log(fx: &Fixture) -> (Arc<dyn Store>, Writer) {

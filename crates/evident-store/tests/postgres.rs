@@ -194,7 +194,7 @@ fn the_documented_service_role_appends_and_reads_but_cannot_rewrite() {
                  GRANT USAGE ON SCHEMA evident TO {role}; \
                  GRANT SELECT, INSERT ON evident.events, evident.merkle_nodes, \
                        evident.checkpoints, evident.nodes TO {role}; \
-                 GRANT SELECT, INSERT, UPDATE ON evident.api_keys TO {role}; \
+                 GRANT SELECT, INSERT, UPDATE ON evident.api_keys, evident.consumer_cursors TO {role}; \
                  GRANT SELECT ON evident.schema_version, evident.prune_anchor TO {role};"
             ),
         )

@@ -48,6 +48,8 @@ enum Command {
     /// Delete entries older than the retention window (what the server does daily), keeping
     /// the log verifiable from the recorded anchor.
     Prune(cmd::prune::PruneArgs),
+    /// Publish the log to the node's configured bucket now (owner key).
+    Publish(cmd::publish::PublishArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::Keys(command) => cmd::keys::run(command),
         Command::Migrate(args) => cmd::migrate::run(args),
         Command::Prune(args) => cmd::prune::run(args),
+        Command::Publish(args) => cmd::publish::run(args),
     };
     output::exit_code(result)
 }

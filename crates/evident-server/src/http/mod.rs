@@ -15,6 +15,7 @@ mod openapi;
 mod ops;
 mod params;
 mod proofs;
+mod publish;
 mod stream;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
@@ -52,6 +53,10 @@ struct Inner {
     shutting_down: AtomicBool,
     /// Full verifications read the whole log: one at a time.
     verify_permit: tokio::sync::Semaphore,
+    /// The running consumers of the committed log and their delivery state.
+    consumers: crate::consumers::Consumers,
+    /// The publisher's requests and status, when publishing is configured.
+    publisher: std::sync::OnceLock<crate::publish::PublishHandle>,
 }
 
 impl AppState {
@@ -71,6 +76,8 @@ impl AppState {
             tls,
             shutting_down: AtomicBool::new(false),
             verify_permit: tokio::sync::Semaphore::new(1),
+            consumers: crate::consumers::Consumers::default(),
+            publisher: std::sync::OnceLock::new(),
         }))
     }
 
@@ -80,6 +87,21 @@ impl AppState {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         self.0.node.store()
+    }
+
+    /// The consumers of the committed log (forwarders, publisher, webhooks …).
+    pub fn consumers(&self) -> &crate::consumers::Consumers {
+        &self.0.consumers
+    }
+
+    /// The publisher's handle (`None` when publishing is off).
+    pub fn publisher(&self) -> Option<&crate::publish::PublishHandle> {
+        self.0.publisher.get()
+    }
+
+    /// Installs the publisher's handle (once, at start).
+    pub fn set_publisher(&self, handle: crate::publish::PublishHandle) {
+        let _ = self.0.publisher.set(handle);
     }
 
     pub fn usage(&self) -> &UsageTracker {
@@ -289,6 +311,9 @@ pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
     (Method::GET, "/api/v1/verify", Some(Permission::Read)),
     (Method::POST, "/api/v1/verify", Some(Permission::Read)),
     (Method::GET, "/api/v1/verify/status", Some(Permission::Read)),
+    (Method::GET, "/api/v1/consumers", Some(Permission::Read)),
+    (Method::GET, "/api/v1/publisher", Some(Permission::Read)),
+    (Method::POST, "/api/v1/publish", Some(Permission::Publish)),
     (Method::GET, "/api/v1/readyz", None),
     (Method::GET, "/readyz", None),
     (Method::GET, "/api/v1/openapi.json", Some(Permission::Read)),
@@ -320,6 +345,8 @@ pub fn router(state: AppState) -> Router {
         .route("/proof/consistency", get(proofs::consistency))
         .route("/verify", get(ops::verify).post(ops::verify_trusting))
         .route("/verify/status", get(ops::verify_status))
+        .route("/consumers", get(ops::consumers))
+        .route("/publisher", get(publish::status))
         .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(
@@ -340,8 +367,15 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_manage_keys,
         ));
+    let publishing = Router::new()
+        .route("/publish", post(publish::publish))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_publish,
+        ));
     let api = Router::new()
         .merge(read)
+        .merge(publishing)
         .merge(append)
         .merge(manage)
         .route("/healthz", get(ops::healthz))

@@ -6,6 +6,7 @@ use super::error::ApiError;
 use super::params::Params;
 use crate::audit::{AuditActor, AuditEvent, RequestInfo, action};
 use crate::auth::Caller;
+use crate::consumers::ConsumerStatus;
 use crate::guard::{Damage, DetectedBy};
 use crate::self_check::VerifyStatus;
 use crate::verification::{self, VerifyOutcome};
@@ -359,6 +360,11 @@ pub struct Ready {
     /// What is wrong with the stored log (`read_only` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub damage: Option<Damage>,
+    /// Consumers of the log (`<kind>:<name>`) with an open lag incident: their destination
+    /// is behind. Appends are not affected (the log is their spool), so this alone never
+    /// makes the node unready.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lagging_consumers: Vec<String>,
 }
 
 /// Readiness for writes; needs no key.
@@ -378,6 +384,13 @@ pub async fn readyz(
 ) -> Result<(StatusCode, Json<Ready>), ApiError> {
     Params::parse(query.as_deref(), &[])?;
     let sequencer = state.node().sequencer();
+    let lagging_consumers: Vec<String> = state
+        .consumers()
+        .statuses()
+        .into_iter()
+        .filter(|s| s.lagging_since.is_some())
+        .map(|s| format!("{}:{}", s.kind, s.name))
+        .collect();
     let refused = |status, reason: String, damage| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -385,6 +398,7 @@ pub async fn readyz(
                 status,
                 reason: Some(reason),
                 damage,
+                lagging_consumers: lagging_consumers.clone(),
             }),
         )
     };
@@ -405,6 +419,7 @@ pub async fn readyz(
                 status: "ready",
                 reason: None,
                 damage: None,
+                lagging_consumers,
             }),
         )
     })
@@ -450,13 +465,35 @@ pub async fn verify_status(
     Ok(Json(node.self_check().status(node)))
 }
 
+/// Every consumer of the committed log (forwarders, the publisher, webhook endpoints …):
+/// where its durable cursor stands, how far behind it is, and its last error.
+#[utoipa::path(
+    get,
+    path = "/api/v1/consumers",
+    tag = "operations",
+    responses(
+        (status = 200, description = "One status per running consumer, by kind and name: next_seq (every entry below it is delivered), lag in entries and seconds, delivered and failed counts, the last error and whether a lag incident is open", body = Vec<ConsumerStatus>),
+        (status = 400, description = "An unknown query parameter (this route takes none)", body = super::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
+        (status = 403, description = "The key's role may not read", body = super::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn consumers(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<ConsumerStatus>>, ApiError> {
+    Params::parse(query.as_deref(), &[])?;
+    Ok(Json(state.consumers().statuses()))
+}
+
 /// Prometheus metrics.
 #[utoipa::path(
     get,
     path = "/api/v1/metrics",
     tag = "operations",
     responses(
-        (status = 200, description = "OpenMetrics text: evident_events_appended_total, evident_group_commit_events, evident_commit_seconds, evident_checkpoints_signed_total, evident_log_size, evident_http_requests_total{route,method,status}, evident_append_failures_total, evident_read_only, evident_verify_last_success_timestamp_seconds, evident_verify_failures_total, evident_verify_runs_total, evident_self_audit_dropped_total", body = String, content_type = "application/openmetrics-text"),
+        (status = 200, description = "OpenMetrics text: evident_events_appended_total, evident_group_commit_events, evident_commit_seconds, evident_checkpoints_signed_total, evident_log_size, evident_http_requests_total{route,method,status}, evident_append_failures_total, evident_read_only, evident_verify_last_success_timestamp_seconds, evident_verify_failures_total, evident_verify_runs_total, evident_self_audit_dropped_total, evident_consumer_position{kind,name}, evident_consumer_lag_events{kind,name}, evident_consumer_lag_seconds{kind,name}, evident_consumer_delivered_total{kind,name}, evident_consumer_failures_total{kind,name}", body = String, content_type = "application/openmetrics-text"),
         (status = 400, description = "An unknown query parameter (this route takes none)", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read", body = super::ErrorBody),

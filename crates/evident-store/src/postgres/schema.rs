@@ -28,7 +28,7 @@
 //! GRANT USAGE ON SCHEMA evident TO evident_service;
 //! GRANT SELECT, INSERT ON evident.events, evident.merkle_nodes, evident.checkpoints,
 //!       evident.nodes TO evident_service;
-//! GRANT SELECT, INSERT, UPDATE ON evident.api_keys TO evident_service;
+//! GRANT SELECT, INSERT, UPDATE ON evident.api_keys, evident.consumer_cursors TO evident_service;
 //! GRANT SELECT ON evident.schema_version, evident.prune_anchor TO evident_service;
 //! CREATE ROLE evident_pruner LOGIN PASSWORD '…' IN ROLE evident_service;
 //! GRANT INSERT, UPDATE ON evident.prune_anchor TO evident_pruner;
@@ -44,7 +44,7 @@
 use postgres::Transaction;
 
 /// The schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i32 = 3;
+pub(crate) const SCHEMA_VERSION: i32 = 4;
 
 /// Advisory lock key (transaction-scoped) serializing schema migrations: "evident" in ASCII.
 const MIGRATION_LOCK: i64 = 0x0065_7669_6465_6e74;
@@ -225,6 +225,24 @@ ALTER TABLE evident.events ADD COLUMN appended_by text COLLATE "C";
 INSERT INTO evident.schema_version (version) VALUES (3);
 "#;
 
+/// Version 4: consumer cursors, one row per node and consumer of its committed log (a
+/// forwarder, the publisher, a webhook endpoint …): the next sequence number it has to deliver
+/// and its small state. Mutable (the service role updates it on every delivery) and never
+/// part of what is verified: a lost or reset row only re-delivers, which at-least-once
+/// delivery allows.
+const V4: &str = r#"
+CREATE TABLE evident.consumer_cursors (
+    node_id    text COLLATE "C" NOT NULL,
+    consumer   text COLLATE "C" NOT NULL,
+    next_seq   bigint NOT NULL CHECK (next_seq >= 0),
+    state      text,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (node_id, consumer)
+);
+
+INSERT INTO evident.schema_version (version) VALUES (4);
+"#;
+
 /// What a migration found wrong.
 #[derive(Debug)]
 pub(crate) enum MigrateError {
@@ -278,12 +296,18 @@ pub(crate) fn migrate(client: &mut postgres::Client) -> Result<(), MigrateError>
             tx.batch_execute(V1)?;
             tx.batch_execute(V2)?;
             tx.batch_execute(V3)?;
+            tx.batch_execute(V4)?;
         }
         Some(1) => {
             tx.batch_execute(V2)?;
             tx.batch_execute(V3)?;
+            tx.batch_execute(V4)?;
         }
-        Some(2) => tx.batch_execute(V3)?,
+        Some(2) => {
+            tx.batch_execute(V3)?;
+            tx.batch_execute(V4)?;
+        }
+        Some(3) => tx.batch_execute(V4)?,
         Some(_) => {}
     }
     tx.commit()?;

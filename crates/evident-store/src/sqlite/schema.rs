@@ -6,7 +6,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes and reads.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1. Notes on choices:
 /// - `STRICT` tables: SQLite refuses a value of the wrong type instead of storing it, so a
@@ -184,6 +184,19 @@ const V3: &str = r#"
 ALTER TABLE events ADD COLUMN appended_by TEXT;
 "#;
 
+/// Version 4: consumer cursors. One row per consumer of the committed log (a forwarder, the
+/// publisher, a webhook endpoint …): the next sequence number it has to deliver and its small
+/// state. Mutable (a cursor moves on every delivery), never part of what is verified: losing
+/// a row re-delivers from the start, which at-least-once delivery allows.
+const V4: &str = r#"
+CREATE TABLE consumer_cursors (
+    consumer   TEXT PRIMARY KEY,
+    next_seq   INTEGER NOT NULL CHECK (next_seq >= 0),
+    state      TEXT,
+    updated_at INTEGER NOT NULL
+) STRICT;
+"#;
+
 /// What a migration found wrong.
 #[derive(Debug)]
 pub(super) enum MigrateError {
@@ -214,6 +227,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     }
     if version < 3 {
         tx.execute_batch(V3)?;
+    }
+    if version < 4 {
+        tx.execute_batch(V4)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

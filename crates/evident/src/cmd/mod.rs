@@ -8,6 +8,7 @@ pub mod keys;
 pub mod migrate;
 pub mod proof;
 pub mod prune;
+pub mod publish;
 pub mod query;
 pub mod serve;
 pub mod verify;
