@@ -4,7 +4,8 @@
 //! `Authorization: Bearer` header into a [`Caller`] or a recorded 401/403 (or 429 for an
 //! address or key the brute-force limiters blocked). Secrets are never logged; only the key id is.
 //!
-//! Roles: owner may do everything, including managing owner and admin keys; admin may
+//! Roles: owner may do everything, including managing owner and admin keys and publishing on
+//! demand; admin may
 //! append, read, export, verify and manage readonly and writer keys; readonly may read,
 //! export and verify; writer may only append. A key scoped to a tenant reaches only that
 //! tenant's events and manages only that tenant's keys.

@@ -404,8 +404,33 @@ fn pruning_keeps_what_is_not_archived_and_points_to_the_archive() {
     let (status, body) = publish(&server, &key, 60);
     assert_eq!(status, 200, "{body}");
     let objects = contents(&s3, "r/");
-    let bundle = String::from_utf8_lossy(&objects["tile/entries/000"]).into_owned();
-    assert!(bundle.contains("\"seq\":3,"), "entry 3 is in the archive");
+    // Entry 3 is in the archive: its hash and seal, as the period's bundle lists them, are the
+    // fourth record (uint16 length 64, then hash ‖ seal) of the first entry bundle.
+    let tile = &objects["tile/entries/000"];
+    assert_eq!(tile.len(), 256 * 66);
+    let record = &tile[3 * 66..4 * 66];
+    assert_eq!(&record[..2], &[0, 64]);
+    let line = objects
+        .iter()
+        .filter(|(k, _)| k.ends_with(".ndjson"))
+        .flat_map(|(_, b)| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .find(|l| l.contains("\"seq\":3,"))
+        .expect("entry 3 in a period bundle");
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    let hex: String = record[2..].iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex,
+        format!(
+            "{}{}",
+            entry["hash"].as_str().unwrap(),
+            entry["seal"].as_str().unwrap()
+        )
+    );
     let copy = node.file("pruned-copy");
     s3.download("r/", &copy).unwrap();
     check_copy_min(&objects, &node, &copy, 1);

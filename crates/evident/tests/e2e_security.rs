@@ -28,6 +28,7 @@ fn role_allows(role: &str, permission: &str) -> bool {
         (role, permission),
         (_, "none")
             | ("owner" | "admin", "append" | "read" | "manage_keys")
+            | ("owner", "publish")
             | ("readonly", "read")
             | ("writer", "append")
     )

@@ -583,14 +583,15 @@ impl Publisher {
         let node_id = node.node_id().to_owned();
         // A checkpoint at the period's own end, signed for the bundle: a function of the log.
         let root = root_at(ctx.store(), to_seq).await?;
-        let note = Checkpoint {
+        let period_checkpoint = Checkpoint {
             origin: origin.clone(),
             size: to_seq,
             root,
             extensions: Vec::new(),
-        }
-        .sign(&signer)
-        .map_err(|e| StepError::Internal(format!("signing the period checkpoint: {e}")))?;
+        };
+        let note = period_checkpoint
+            .sign(&signer)
+            .map_err(|e| StepError::Internal(format!("signing the period checkpoint: {e}")))?;
         let checkpoint = StoredCheckpoint {
             size: to_seq,
             root,
@@ -638,12 +639,11 @@ impl Publisher {
         };
         let digest = layout::digest(
             &layout::DigestInput {
-                origin: &origin,
                 period_start: span.start,
                 period_end: end,
                 from_seq: span.from_seq,
                 to_seq,
-                checkpoint: &note,
+                checkpoint: &period_checkpoint,
                 objects: vec![(&keys.bundle, &bundle), (&keys.csv, &csv)],
                 previous: previous.as_ref().map(|(k, h)| (k.as_str(), *h)),
             },
