@@ -18,7 +18,10 @@ fn append(api: &common::Api, n: usize, actor: &str) {
         .map(|i| common::event(actor, &format!("bucket.step{i}")))
         .collect();
     let answer = api
-        .post_raw("application/json", serde_json::to_vec(&json!(events)).unwrap())
+        .post_raw(
+            "application/json",
+            serde_json::to_vec(&json!(events)).unwrap(),
+        )
         .unwrap();
     assert_eq!(answer.status, 201, "{}", answer.text());
 }
@@ -95,9 +98,16 @@ impl TileReader {
     fn tile_hash(&self, tile_level: u32, index: u64) -> [u8; 32] {
         let count = self.size >> (8 * tile_level);
         let tile = index / 256;
-        let width = if (tile + 1) * 256 <= count { 256 } else { count % 256 };
-        let bytes = std::fs::read(self.dir.join(spec_path(&tile_level.to_string(), tile, width)))
-            .unwrap();
+        let width = if (tile + 1) * 256 <= count {
+            256
+        } else {
+            count % 256
+        };
+        let bytes = std::fs::read(
+            self.dir
+                .join(spec_path(&tile_level.to_string(), tile, width)),
+        )
+        .unwrap();
         let at = (index % 256) as usize * 32;
         bytes[at..at + 32].try_into().unwrap()
     }
@@ -108,7 +118,11 @@ impl TileReader {
         if n.is_power_of_two() && n.trailing_zeros() % 8 == 0 && a % n == 0 {
             return self.tile_hash(n.trailing_zeros() / 8, a / n);
         }
-        let k = if n.is_power_of_two() { n / 2 } else { 1 << (63 - n.leading_zeros()) };
+        let k = if n.is_power_of_two() {
+            n / 2
+        } else {
+            1 << (63 - n.leading_zeros())
+        };
         sha(&[&[1], &self.subtree(a, a + k), &self.subtree(a + k, b)])
     }
 
@@ -118,7 +132,11 @@ impl TileReader {
         if n == 1 {
             return vec![];
         }
-        let k = if n.is_power_of_two() { n / 2 } else { 1 << (63 - n.leading_zeros()) };
+        let k = if n.is_power_of_two() {
+            n / 2
+        } else {
+            1 << (63 - n.leading_zeros())
+        };
         if m < k {
             let mut p = self.path(m, a, a + k);
             p.push(self.subtree(a + k, b));
@@ -132,7 +150,13 @@ impl TileReader {
 }
 
 /// RFC 9162 §2.1.3.2 inclusion verification.
-fn verify_inclusion(index: u64, size: u64, leaf: [u8; 32], proof: &[[u8; 32]], root: [u8; 32]) -> bool {
+fn verify_inclusion(
+    index: u64,
+    size: u64,
+    leaf: [u8; 32],
+    proof: &[[u8; 32]],
+    root: [u8; 32],
+) -> bool {
     let (mut f, mut s) = (index, size - 1);
     let mut r = leaf;
     for p in proof {
@@ -165,10 +189,17 @@ fn third_party_inclusion(dir: &Path, index: u64) {
         .unwrap()
         .try_into()
         .unwrap();
-    let reader = TileReader { dir: dir.to_owned(), size };
+    let reader = TileReader {
+        dir: dir.to_owned(),
+        size,
+    };
     // The leaf from the entry bundle: uint16 length-prefixed entries, leaf = SHA-256(0 || entry).
     let tile = index / 256;
-    let width = if (tile + 1) * 256 <= size { 256 } else { size % 256 };
+    let width = if (tile + 1) * 256 <= size {
+        256
+    } else {
+        size % 256
+    };
     let bundle = std::fs::read(dir.join(spec_path("entries", tile, width))).unwrap();
     let mut rest = &bundle[..];
     let mut entries = Vec::new();
@@ -179,7 +210,11 @@ fn third_party_inclusion(dir: &Path, index: u64) {
     }
     assert_eq!(entries.len() as u64, width);
     let leaf = sha(&[&[0], entries[(index % 256) as usize]]);
-    assert_eq!(leaf, reader.tile_hash(0, index), "entry bundle and level-0 tile agree");
+    assert_eq!(
+        leaf,
+        reader.tile_hash(0, index),
+        "entry bundle and level-0 tile agree"
+    );
     let proof = reader.path(index, 0, size);
     assert!(
         verify_inclusion(index, size, leaf, &proof, root),
@@ -200,7 +235,12 @@ fn a_published_directory_verifies_and_every_tampering_is_named() {
         ),
     )
     .unwrap();
-    let server = Server::start_with(&node.dir, &[], &["--config", config.to_str().unwrap()], None);
+    let server = Server::start_with(
+        &node.dir,
+        &[],
+        &["--config", config.to_str().unwrap()],
+        None,
+    );
     let key = node.owner_key.clone();
     let api = server.api(&key);
     for burst in 0..2 {
@@ -220,7 +260,10 @@ fn a_published_directory_verifies_and_every_tampering_is_named() {
     let public_key = node.public_key();
     let (ok, stdout, stderr) = verify(&bucket, &public_key, None);
     assert!(ok, "{stdout}{stderr}");
-    assert!(stdout.contains("OK") && stdout.contains("1000 entries"), "{stdout}");
+    assert!(
+        stdout.contains("OK") && stdout.contains("1000 entries"),
+        "{stdout}"
+    );
     let trusted = node.file("trusted.checkpoint");
     std::fs::copy(bucket.join("checkpoint"), &trusted).unwrap();
     let (ok, stdout, stderr) = verify(&bucket, &public_key, Some(&trusted));
@@ -266,7 +309,10 @@ fn a_published_directory_verifies_and_every_tampering_is_named() {
     )
     .unwrap();
     let (ok, _, stderr) = verify(&dir, &public_key, None);
-    assert!(!ok && stderr.contains(&format!("digests/{}", digests[1])), "{stderr}");
+    assert!(
+        !ok && stderr.contains(&format!("digests/{}", digests[1])),
+        "{stderr}"
+    );
     // A digest edited: its signature no longer verifies.
     let dir = fresh("t-digest-edit");
     let path = dir.join("digests").join(&digests[1]);
@@ -274,7 +320,10 @@ fn a_published_directory_verifies_and_every_tampering_is_named() {
     let edited = text.replacen("seqs ", "seqs 1", 1);
     std::fs::write(&path, edited).unwrap();
     let (ok, _, stderr) = verify(&dir, &public_key, None);
-    assert!(!ok && stderr.contains(&format!("digests/{}", digests[1])), "{stderr}");
+    assert!(
+        !ok && stderr.contains(&format!("digests/{}", digests[1])),
+        "{stderr}"
+    );
     // The checkpoint rolled back to an older one: the newer digests give it away, and a
     // trusted checkpoint held elsewhere does too.
     let dir = fresh("t-rollback");
@@ -289,13 +338,24 @@ fn a_published_directory_verifies_and_every_tampering_is_named() {
     // trusted checkpoint or the digests.
     let dir = fresh("t-fork");
     let signer = evident_core::NoteSigner::from_private_key_string(
-        std::fs::read_to_string(node.dir.join("keys/checkpoint.key")).unwrap().trim(),
+        std::fs::read_to_string(node.dir.join("keys/checkpoint.key"))
+            .unwrap()
+            .trim(),
     )
     .unwrap();
     write_fork(&dir, &signer, 999);
-    assert_fails(&dir, &public_key, Some(&trusted), "the trusted checkpoint", "999");
+    assert_fails(
+        &dir,
+        &public_key,
+        Some(&trusted),
+        "the trusted checkpoint",
+        "999",
+    );
     let (ok, _, stderr) = verify(&dir, &public_key, None);
-    assert!(!ok && stderr.contains("digests/") && stderr.contains("fork"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("digests/") && stderr.contains("fork"),
+        "{stderr}"
+    );
 }
 
 /// Rewrites `dir` as another history: the entry at `seq` changed, every tile recomputed, the

@@ -75,7 +75,12 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct S3Args {
     /// The S3 endpoint URL (e.g. http://127.0.0.1:8333); unset: AWS.
-    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL", requires = "bucket")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "AWS_ENDPOINT_URL",
+        requires = "bucket"
+    )]
     pub endpoint: Option<String>,
     /// The region requests are signed for (default: AWS_REGION, AWS_DEFAULT_REGION, us-east-1).
     #[arg(long, value_name = "REGION", requires = "bucket")]
@@ -119,8 +124,7 @@ fn verify_published(args: &VerifyArgs, trusted: &[String]) -> anyhow::Result<()>
     let trusted = match trusted {
         [] => None,
         [one] => Some(
-            Checkpoint::open(one, &verifier)
-                .map_err(|e| anyhow::anyhow!("--checkpoint: {e}"))?,
+            Checkpoint::open(one, &verifier).map_err(|e| anyhow::anyhow!("--checkpoint: {e}"))?,
         ),
         _ => anyhow::bail!(
             "--dir and --bucket take one trusted checkpoint (the newest you hold); got {}",
@@ -129,8 +133,7 @@ fn verify_published(args: &VerifyArgs, trusted: &[String]) -> anyhow::Result<()>
     };
     let mut config = evident_server::publish::PublishConfig::default();
     if let Some(dir) = &args.dir {
-        let dir = std::path::absolute(dir)
-            .with_context(|| format!("--dir {}", dir.display()))?;
+        let dir = std::path::absolute(dir).with_context(|| format!("--dir {}", dir.display()))?;
         if !dir.is_dir() {
             anyhow::bail!("--dir {}: not a directory", dir.display());
         }
@@ -142,8 +145,8 @@ fn verify_published(args: &VerifyArgs, trusted: &[String]) -> anyhow::Result<()>
         config.virtual_hosted_style = args.s3.virtual_hosted_style;
         config.ca_file = args.s3.ca_file.clone();
     }
-    let bucket = evident_server::publish::StoreBucket::open(&config)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bucket =
+        evident_server::publish::StoreBucket::open(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::cmd::verify_bucket::run(&bucket, &verifier, trusted.as_ref())
 }
 

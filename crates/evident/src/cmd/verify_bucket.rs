@@ -82,10 +82,9 @@ async fn read_digests(
     verifier: &NoteVerifier,
     size: u64,
 ) -> Outcome<Vec<DigestRead>> {
-    let listed = bucket
-        .list(layout::DIGESTS_PREFIX)
-        .await
-        .map_err(|e| BucketProblem::new(layout::DIGESTS_PREFIX, None, format!("cannot list: {e}")))?;
+    let listed = bucket.list(layout::DIGESTS_PREFIX).await.map_err(|e| {
+        BucketProblem::new(layout::DIGESTS_PREFIX, None, format!("cannot list: {e}"))
+    })?;
     let mut keys: Vec<String> = listed.into_iter().map(|o| o.key).collect();
     keys.sort();
     let mut out: Vec<DigestRead> = Vec::new();
@@ -137,7 +136,11 @@ async fn read_digests(
         if let Some((_, _, p)) = &previous
             && digest.period_start < p.period_end
         {
-            return Err(BucketProblem::new(&key, at, "period overlaps the previous one"));
+            return Err(BucketProblem::new(
+                &key,
+                at,
+                "period overlaps the previous one",
+            ));
         }
         if digest.checkpoint_size > size {
             return Err(BucketProblem::new(
@@ -308,7 +311,11 @@ pub async fn verify_bucket(
                 ));
             }
             completed.extend(rebuilder.push_leaf(leaf));
-            check_roots(&rebuilder)?;
+            // A root that disagrees: an entry that differs from its stored tile is the
+            // likelier culprit, and is named when there is one.
+            if let Err(problem) = check_roots(&rebuilder) {
+                return Err(first_bad_entry.unwrap_or(problem));
+            }
         }
         if bundles.last() == Some(bundle) {
             completed.extend(rebuilder.partial_tiles());
