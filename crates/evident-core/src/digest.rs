@@ -308,11 +308,11 @@ impl Digest {
 mod tests {
     use super::*;
 
-    fn signer() -> NoteSigner {
+    pub(super) fn signer() -> NoteSigner {
         NoteSigner::from_seed("log.example", [7u8; 32]).unwrap()
     }
 
-    fn sample() -> Digest {
+    pub(super) fn sample() -> Digest {
         let checkpoint = Checkpoint {
             origin: "log.example".into(),
             size: 10,
@@ -375,4 +375,27 @@ mod tests {
         assert_eq!(keys.csv, "bundles/2025-12-02.csv");
         assert_eq!(keys.digest, "digests/2025-12-02.digest");
     }
+}
+#[cfg(test)]
+mod example {
+    /// The worked example of docs/FORMAT.md §15, byte for byte (Ed25519 is deterministic).
+    #[test]
+    fn the_documented_example() {
+        let signed = super::tests::sample()
+            .sign(&super::tests::signer())
+            .unwrap();
+        assert_eq!(signed, EXAMPLE);
+    }
+
+    const EXAMPLE: &str = "evident-digest/v1
+log.example
+period 2025-12-02T00:00:00.000Z 2025-12-03T00:00:00.000Z
+seqs 4 10
+checkpoint 10 SBNJTRN+FjG7owHVrKtue7eqdM4RhdRWVl71HXN2d7I=
+object ca3d163bab055381827226140568f3bef7eaac187cebd76878e0b63e9e442356 3 bundles/2025-12-02.ndjson
+object 5be08c9684a1d25efcee09318204824278b08bbfb4aef973ffefd0b9d7478313 4 bundles/2025-12-02.csv
+previous 84fd9bac333ad79154348296204fa7f8c537a96e08983e5f73b3f5aca8e8edf7 digests/2025-12-01.digest
+
+\u{2014} log.example iRusLb/4oDWa9B00vzvB5vMJUxKQofD1ybWWG3pRHNH0A+GB+zKiCknCeXERbgxbfYNJccHZwXYPpqxLPXmcAxcZbAc=
+";
 }

@@ -12,3 +12,4 @@ pub mod publish;
 pub mod query;
 pub mod serve;
 pub mod verify;
+pub mod verify_bucket;
