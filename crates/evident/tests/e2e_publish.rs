@@ -154,6 +154,16 @@ fn check_copy_min(
         "tiles do not hash to the checkpoint's root"
     );
     let public_key = node.public_key();
+    // The whole copy with the bucket verifier: every tile, bundle, digest and the checkpoint.
+    let out = run(&[
+        "verify",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--public-key",
+        &public_key,
+    ])
+    .ok();
+    assert!(out.stdout.contains("OK"), "{}", out.stdout);
     let bundles: Vec<&String> = objects.keys().filter(|k| k.ends_with(".ndjson")).collect();
     assert!(bundles.len() >= periods, "periods: {bundles:?}");
     for key in bundles {
@@ -224,6 +234,27 @@ fn publishes_survives_a_crash_and_an_outage_and_never_overwrites() {
     let copy = node.file("copy-1");
     assert!(s3.download("a/", &copy).unwrap() > 10);
     check_copy(&first, &node, &copy);
+    // Online, from the bucket itself.
+    let mut verify = common::evident();
+    verify.args([
+        "verify",
+        "--bucket",
+        &s3.target("a"),
+        "--endpoint",
+        &s3.endpoint(),
+        "--public-key",
+        &node.public_key(),
+    ]);
+    for (k, v) in s3.aws_env() {
+        verify.env(k, v);
+    }
+    let out = verify.output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("OK"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Status and metrics.
     let status = api.get("/api/v1/publisher").json();
     assert_eq!(status["configured"], true, "{status}");
