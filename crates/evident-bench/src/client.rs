@@ -68,6 +68,23 @@ impl Api {
 
     /// GET `path_and_query` (under the base URL), returning the response once its status is
     /// known to be 200.
+    /// POST with no body; the answer's status and JSON (publish on demand).
+    pub async fn post_empty(
+        &self,
+        path_and_query: &str,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let response = self
+            .client
+            .post(format!("{}{path_and_query}", self.base))
+            .header(AUTHORIZATION, self.auth.clone())
+            .send()
+            .await
+            .with_context(|| format!("POST {path_and_query}: request failed"))?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.context("reading the answer")?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or_default()))
+    }
+
     pub async fn get(&self, path_and_query: &str) -> anyhow::Result<reqwest::Response> {
         let response = self
             .client

@@ -23,6 +23,7 @@ mod client;
 mod ingest;
 mod metrics;
 mod pg;
+mod publish;
 mod reads;
 mod server;
 mod stats;
@@ -68,6 +69,11 @@ struct Args {
     /// receiver on loopback (p50/p99 over N alerts, one at a time).
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "200")]
     alerts_only: Option<usize>,
+    /// Only the publishing benchmark (issue 12): ingestion with and without an attached
+    /// publisher, and publishing throughput, against a throwaway SeaweedFS (`weed`, see
+    /// scripts/test.sh).
+    #[arg(long)]
+    publish: bool,
 }
 
 /// Offered rate of the open-loop latency phase.
@@ -300,6 +306,21 @@ async fn run(args: Args) -> anyhow::Result<String> {
             ms(a.append.max),
         );
         return Ok(out);
+    }
+    if args.publish {
+        let (rounds, cell, backlog) = if args.quick {
+            (2, Duration::from_secs(2), 20_000)
+        } else {
+            (5, Duration::from_secs(4), plan.scale.min(200_000))
+        };
+        let mut report = publish::run(&evident, work.path(), rounds, cell, backlog).await?;
+        let _ = writeln!(
+            report,
+            "\nmachine: {}; load average {}",
+            server::machine(),
+            server::load_average()
+        );
+        return Ok(report);
     }
     let mut phases = Vec::new();
     let load_before = server::load_average();

@@ -45,7 +45,7 @@ impl Server {
     /// Starts `evident serve --data-dir DATA --listen 127.0.0.1:0` (plus `--storage URL` when
     /// `storage` is given) and waits until it prints its address.
     pub fn start(evident: &Path, work_dir: &Path, storage: Option<&str>) -> anyhow::Result<Server> {
-        Server::start_with(evident, work_dir, storage, None)
+        Server::start_with(evident, work_dir, storage, &[], &[])
     }
 
     /// Like [`Server::start`] on the embedded store, with `--config FILE`.
@@ -54,14 +54,17 @@ impl Server {
         work_dir: &Path,
         config: &Path,
     ) -> anyhow::Result<Server> {
-        Server::start_with(evident, work_dir, None, Some(config))
+        let config = config.to_string_lossy();
+        Server::start_with(evident, work_dir, None, &["--config", &config], &[])
     }
 
-    fn start_with(
+    /// [`Self::start`] with extra `serve` arguments and environment variables.
+    pub fn start_with(
         evident: &Path,
         work_dir: &Path,
         storage: Option<&str>,
-        config: Option<&Path>,
+        args: &[&str],
+        envs: &[(String, String)],
     ) -> anyhow::Result<Server> {
         let data_dir = work_dir.join("data");
         let log_path = work_dir.join("server.log");
@@ -76,9 +79,7 @@ impl Server {
         if let Some(url) = storage {
             cmd.arg("--storage").arg(url);
         }
-        if let Some(config) = config {
-            cmd.arg("--config").arg(config);
-        }
+        cmd.args(args);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
@@ -87,6 +88,7 @@ impl Server {
         // open-loop phase's surplus connections into 429s instead of letting them wait in
         // the backlog as before, so it is set to the global limit.
         cmd.env("EVIDENT_MAX_CONNECTIONS_PER_IP", "512");
+        cmd.envs(envs.iter().map(|(k, v)| (k, v)));
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {} serve", evident.display()))?;

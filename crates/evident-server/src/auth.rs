@@ -4,7 +4,8 @@
 //! `Authorization: Bearer` header into a [`Caller`] or a recorded 401/403 (or 429 for an
 //! address or key the brute-force limiters blocked). Secrets are never logged; only the key id is.
 //!
-//! Roles: owner may do everything, including managing owner and admin keys; admin may
+//! Roles: owner may do everything, including managing owner and admin keys and publishing on
+//! demand; admin may
 //! append, read, export, verify and manage readonly and writer keys; readonly may read,
 //! export and verify; writer may only append. A key scoped to a tenant reaches only that
 //! tenant's events and manages only that tenant's keys.
@@ -59,7 +60,7 @@ pub enum Permission {
     Read,
     /// The key routes (which roles a key may manage is [`Role::may_manage`]).
     ManageKeys,
-    /// What only owners do: manage the alert rules and webhook endpoints.
+    /// What only owners do: manage the alert rules and webhook endpoints, publish on demand.
     Owner,
 }
 
@@ -448,7 +449,9 @@ fn permission_words(permission: Permission) -> &'static str {
         Permission::Append => "append events",
         Permission::Read => "read the log",
         Permission::ManageKeys => "manage API keys",
-        Permission::Owner => "manage alert rules and webhook endpoints (owner keys only)",
+        Permission::Owner => {
+            "manage alert rules and webhook endpoints, or publish on demand (owner keys only)"
+        }
     }
 }
 
@@ -581,6 +584,7 @@ mod tests {
                 && Role::Admin.allows(Read)
                 && Role::Admin.allows(ManageKeys)
         );
+        assert!(Role::Owner.allows(Owner) && !Role::Admin.allows(Owner));
         assert!(Role::Readonly.allows(Read));
         assert!(!Role::Readonly.allows(Append) && !Role::Readonly.allows(ManageKeys));
         assert!(Role::Writer.allows(Append));

@@ -81,6 +81,8 @@ pub struct ServerConfig {
     /// `[alerts]`: alert rules (`[[alerts.rules]]`) and signed webhook endpoints
     /// (`[[alerts.webhooks]]`); the built-in rules are on, no endpoint is configured.
     pub alerts: crate::alerts::AlertsConfig,
+    /// Publishing to object storage (`[publish]`): off unless `target` is set.
+    pub publish: crate::publish::PublishConfig,
 }
 
 /// Default data directory.
@@ -131,6 +133,7 @@ impl Default for ServerConfig {
             verify_full_every_ms: 86_400_000,
             four_eyes: Vec::new(),
             alerts: crate::alerts::AlertsConfig::default(),
+            publish: crate::publish::PublishConfig::default(),
         }
     }
 }
@@ -333,6 +336,9 @@ impl ServerConfig {
             field: "four_eyes",
             message: e.to_string(),
         })?;
+        self.publish
+            .validate()
+            .map_err(|(field, message)| ConfigError::Invalid { field, message })?;
         self.retention_days
             .check()
             .map_err(|message| ConfigError::Invalid {

@@ -26,6 +26,7 @@ pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod publish;
 pub mod retention;
 pub mod review;
 pub mod scan;
@@ -214,6 +215,9 @@ fn start_consumers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut handles = Vec::new();
     handles.extend(review::spawn_overdue_checkers(state));
     handles.extend(webhooks::spawn_all(state));
+    if let Some(publisher) = publish::start(state) {
+        handles.push(publisher);
+    }
     handles
 }
 

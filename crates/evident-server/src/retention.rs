@@ -257,10 +257,12 @@ pub fn prune(node: &Node, request: &PruneRequest) -> Result<PruneOutcome, PruneE
         from: Some(cutoff),
         ..Filter::default()
     };
-    // The newest entry is always kept: it is the chain's tip, where appends continue.
+    // The newest entry is always kept: it is the chain's tip, where appends continue. A node
+    // that publishes keeps what is not archived yet.
     let below_seq = first_seq(node, &in_window, Order::Ascending)?
         .unwrap_or(newest)
-        .min(newest);
+        .min(newest)
+        .min(crate::publish::archived_below(node)?);
     if below_seq <= from_seq {
         return Ok(PruneOutcome::Nothing {
             kept_from: from_seq,

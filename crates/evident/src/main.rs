@@ -51,6 +51,8 @@ enum Command {
     /// Reviews: four-eyes reports (a table, JSON, or a signed bundle to verify offline).
     #[command(subcommand)]
     Review(cmd::review::ReviewCommand),
+    /// Publish the log to the node's configured bucket now (owner key).
+    Publish(cmd::publish::PublishArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => cmd::migrate::run(args),
         Command::Prune(args) => cmd::prune::run(args),
         Command::Review(command) => cmd::review::run(command),
+        Command::Publish(args) => cmd::publish::run(args),
     };
     output::exit_code(result)
 }

@@ -15,6 +15,7 @@ mod openapi;
 mod ops;
 pub(crate) mod params;
 pub mod proofs;
+mod publish;
 mod reviews;
 mod stream;
 
@@ -57,6 +58,8 @@ struct Inner {
     consumers: crate::consumers::Consumers,
     /// The alert rules in force and the webhook endpoints.
     alerts: crate::alerts::Alerting,
+    /// The publisher's requests and status, when publishing is configured.
+    publisher: std::sync::OnceLock<crate::publish::PublishHandle>,
 }
 
 impl AppState {
@@ -79,6 +82,7 @@ impl AppState {
             verify_permit: tokio::sync::Semaphore::new(1),
             consumers: crate::consumers::Consumers::default(),
             alerts,
+            publisher: std::sync::OnceLock::new(),
         }))
     }
 
@@ -98,6 +102,16 @@ impl AppState {
     /// The alert rules in force and the webhook endpoints.
     pub fn alerts(&self) -> &crate::alerts::Alerting {
         &self.0.alerts
+    }
+
+    /// The publisher's handle (`None` when publishing is off).
+    pub fn publisher(&self) -> Option<&crate::publish::PublishHandle> {
+        self.0.publisher.get()
+    }
+
+    /// Installs the publisher's handle (once, at start).
+    pub fn set_publisher(&self, handle: crate::publish::PublishHandle) {
+        let _ = self.0.publisher.set(handle);
     }
 
     pub fn usage(&self) -> &UsageTracker {
@@ -330,6 +344,8 @@ pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
         "/api/v1/alerts/rules/{name}",
         Some(Permission::Owner),
     ),
+    (Method::GET, "/api/v1/publisher", Some(Permission::Read)),
+    (Method::POST, "/api/v1/publish", Some(Permission::Owner)),
     (Method::GET, "/api/v1/readyz", None),
     (Method::GET, "/readyz", None),
     (Method::GET, "/api/v1/openapi.json", Some(Permission::Read)),
@@ -364,6 +380,7 @@ pub fn router(state: AppState) -> Router {
         .route("/consumers", get(ops::consumers))
         .route("/reviews/four-eyes", get(reviews::four_eyes))
         .route("/webhooks", get(crate::webhooks::routes::status))
+        .route("/publisher", get(publish::status))
         .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(
@@ -397,6 +414,7 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/{name}/enable",
             post(crate::webhooks::routes::enable),
         )
+        .route("/publish", post(publish::publish))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_owner,

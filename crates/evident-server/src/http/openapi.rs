@@ -1,6 +1,6 @@
 //! The OpenAPI document of the HTTP API (utoipa), generated from the handlers' annotations,
 //! plus the documentation-only schemas of bodies whose parsing lives in the core. Each
-//! operation carries `x-evident-permission` (`append`, `read`, `manage_keys` or `none`), taken
+//! operation carries `x-evident-permission` (`append`, `read`, `manage_keys`, `publish` or `none`), taken
 //! from [`super::ROUTES`], the table the router enforces.
 
 use evident_core::event::{
@@ -215,7 +215,7 @@ impl Modify for BearerAuth {
         let mut scheme = Http::new(HttpAuthScheme::Bearer);
         scheme.bearer_format = Some("evk_<12 hex id>_<secret>".to_owned());
         scheme.description = Some(
-            "API key. Roles: owner may do everything, including managing owner and admin keys; admin may append, read, export, verify and manage readonly and writer keys; readonly may read, export and verify; writer may only append. A tenant-scoped key reaches only its tenant. Each operation's `x-evident-permission` names what it needs."
+            "API key. Roles: owner may do everything, including managing owner and admin keys; admin may append, read, export, verify and manage readonly and writer keys; readonly may read, export and verify; writer may only append; only owner may publish on demand. A tenant-scoped key reaches only its tenant. Each operation's `x-evident-permission` names what it needs."
                 .to_owned(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
@@ -271,6 +271,8 @@ impl Modify for Permissions {
         super::ops::verify_status,
         super::ops::consumers,
         super::reviews::four_eyes,
+        super::publish::status,
+        super::publish::publish,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::root_readyz,
@@ -304,6 +306,9 @@ impl Modify for Permissions {
         crate::guard::DetectedBy,
         crate::self_check::VerifyStatus,
         crate::consumers::ConsumerStatus,
+        super::publish::PublisherResponse,
+        super::publish::PublishResponse,
+        crate::publish::PublishStatus,
         crate::self_check::PassResult,
         crate::self_check::PassKind,
         crate::self_check::PassOutcome,

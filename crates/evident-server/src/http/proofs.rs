@@ -208,6 +208,10 @@ pub async fn inclusion(
         ));
     }
     let scope = caller.tenant.clone();
+    // Where a pruned entry is archived, when the node publishes.
+    let archived = state
+        .publisher()
+        .map(|publisher| publisher.archive_location(seq));
     let proof = state
         .with_store(move |store| {
             let mut found = None;
@@ -229,8 +233,13 @@ pub async fn inclusion(
                         "pruned",
                         format!(
                             "entry {seq} was pruned by retention (entries below {} are no \
-                             longer kept); its inclusion can no longer be proven here",
-                            anchor.below_seq
+                             longer kept); its inclusion can no longer be proven here{}",
+                            anchor.below_seq,
+                            match &archived {
+                                Some(Some(object)) => format!("; it is archived in {object}"),
+                                Some(None) => "; it was not published to the archive".to_owned(),
+                                None => String::new(),
+                            }
                         ),
                     )
                     .with_field("seq"),

@@ -39,9 +39,30 @@ pub struct VerifyArgs {
         conflicts_with = "from"
     )]
     pub export: Option<PathBuf>,
-    /// The node's public key (verifier key string, or a file holding it), for --export.
-    #[arg(long, value_name = "VKEY_OR_FILE", requires = "export")]
+    /// The node's public key (verifier key string, or a file holding it), for --export,
+    /// --dir and --bucket.
+    #[arg(long, value_name = "VKEY_OR_FILE")]
     pub public_key: Option<String>,
+    /// Verify a downloaded copy of a published bucket (e.g. `aws s3 sync s3://b/p DIR`):
+    /// tiles, entry bundles, period bundles, digests and the checkpoint.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "public_key",
+        conflicts_with_all = ["export", "data_dir", "bucket", "from"]
+    )]
+    pub dir: Option<PathBuf>,
+    /// Verify a published bucket online (`s3://bucket/prefix`); credentials from the
+    /// standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN variables.
+    #[arg(
+        long,
+        value_name = "S3_URL",
+        requires = "public_key",
+        conflicts_with_all = ["export", "data_dir", "from"]
+    )]
+    pub bucket: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// A signed checkpoint held elsewhere (a file holding one signed note, or several one
     /// after another); repeatable. With --export, --data-dir or online: a log or export older
     /// or smaller than such a checkpoint is reported as truncation or rollback, one that
@@ -53,8 +74,33 @@ pub struct VerifyArgs {
     pub from: Option<u64>,
 }
 
+/// Where a `--bucket` lives and how to reach it.
+#[derive(Debug, Args)]
+pub struct S3Args {
+    /// The S3 endpoint URL (e.g. http://127.0.0.1:8333); unset: AWS.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "AWS_ENDPOINT_URL",
+        requires = "bucket"
+    )]
+    pub endpoint: Option<String>,
+    /// The region requests are signed for (default: AWS_REGION, AWS_DEFAULT_REGION, us-east-1).
+    #[arg(long, value_name = "REGION", requires = "bucket")]
+    pub region: Option<String>,
+    /// Virtual-hosted-style requests instead of path-style.
+    #[arg(long, requires = "bucket")]
+    pub virtual_hosted_style: bool,
+    /// A PEM file of CA certificates to trust for the endpoint.
+    #[arg(long, value_name = "FILE", requires = "bucket")]
+    pub ca_file: Option<PathBuf>,
+}
+
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let trusted = read_trusted_checkpoints(&args.checkpoint)?;
+    if args.dir.is_some() || args.bucket.is_some() {
+        return verify_published(&args, &trusted);
+    }
     if let Some(dir) = &args.data_dir {
         return verify_data_dir(dir, args.from, &trusted);
     }
@@ -73,6 +119,38 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         return verify_export(file, key, trusted);
     }
     verify_online(&args.client, args.from, &trusted)
+}
+
+/// `--dir` / `--bucket`: one verifier over the publisher's `Bucket` trait for both.
+fn verify_published(args: &VerifyArgs, trusted: &[String]) -> anyhow::Result<()> {
+    let verifier = load_verifier(args.public_key.as_deref().unwrap_or_default())?;
+    let trusted = match trusted {
+        [] => None,
+        [one] => Some(
+            Checkpoint::open(one, &verifier).map_err(|e| anyhow::anyhow!("--checkpoint: {e}"))?,
+        ),
+        _ => anyhow::bail!(
+            "--dir and --bucket take one trusted checkpoint (the newest you hold); got {}",
+            trusted.len()
+        ),
+    };
+    let mut config = evident_server::publish::PublishConfig::default();
+    if let Some(dir) = &args.dir {
+        let dir = std::path::absolute(dir).with_context(|| format!("--dir {}", dir.display()))?;
+        if !dir.is_dir() {
+            anyhow::bail!("--dir {}: not a directory", dir.display());
+        }
+        config.target = Some(format!("file://{}", dir.display()));
+    } else {
+        config.target = args.bucket.clone();
+        config.endpoint = args.s3.endpoint.clone();
+        config.region = args.s3.region.clone();
+        config.virtual_hosted_style = args.s3.virtual_hosted_style;
+        config.ca_file = args.s3.ca_file.clone();
+    }
+    let bucket =
+        evident_server::publish::StoreBucket::open(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::cmd::verify_bucket::run(&bucket, &verifier, trusted.as_ref())
 }
 
 /// The signed notes in the `--checkpoint` files: each file holds one or more, one after

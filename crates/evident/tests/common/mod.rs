@@ -407,6 +407,24 @@ impl Server {
         }
     }
 
+    /// Waits up to `timeout` for the server to exit on its own (a test-triggered crash);
+    /// its exit code (`None`: killed by a signal). Panics if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                panic!("the server did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts the server again on the same directory (after `kill` or `stop`).
     pub fn restart(&mut self) {
         self.kill();
