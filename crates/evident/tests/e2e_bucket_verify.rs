@@ -297,6 +297,17 @@ fn a_published_directory_verifies_and_every_tampering_is_named() {
     bytes[66 * 3 + 10] ^= 1;
     std::fs::write(&path, bytes).unwrap();
     assert_fails(&dir, &public_key, None, "tile/entries/002", "515");
+    // A superseded partial tile left behind (a crash before its deletion) must agree with
+    // the tile that replaced it.
+    let dir = fresh("t-stale");
+    let mut stale = std::fs::read(dir.join("tile/0/001")).unwrap()[..32 * 7].to_vec();
+    std::fs::create_dir_all(dir.join("tile/0/001.p")).unwrap();
+    std::fs::write(dir.join("tile/0/001.p/7"), &stale).unwrap();
+    let (ok, stdout, stderr) = verify(&dir, &public_key, None);
+    assert!(ok, "{stdout}{stderr}");
+    stale[32] ^= 1;
+    std::fs::write(dir.join("tile/0/001.p/7"), &stale).unwrap();
+    assert_fails(&dir, &public_key, None, "tile/0/001.p/7", "256");
     // A deleted entry bundle.
     let dir = fresh("t-bundle");
     std::fs::remove_file(dir.join("tile/entries/001")).unwrap();
