@@ -297,6 +297,17 @@ fn a_published_directory_verifies_and_every_tampering_is_named() {
     bytes[66 * 3 + 10] ^= 1;
     std::fs::write(&path, bytes).unwrap();
     assert_fails(&dir, &public_key, None, "tile/entries/002", "515");
+    // A superseded partial tile left behind (a crash before its deletion) must agree with
+    // the tile that replaced it.
+    let dir = fresh("t-stale");
+    let mut stale = std::fs::read(dir.join("tile/0/001")).unwrap()[..32 * 7].to_vec();
+    std::fs::create_dir_all(dir.join("tile/0/001.p")).unwrap();
+    std::fs::write(dir.join("tile/0/001.p/7"), &stale).unwrap();
+    let (ok, stdout, stderr) = verify(&dir, &public_key, None);
+    assert!(ok, "{stdout}{stderr}");
+    stale[32] ^= 1;
+    std::fs::write(dir.join("tile/0/001.p/7"), &stale).unwrap();
+    assert_fails(&dir, &public_key, None, "tile/0/001.p/7", "256");
     // A deleted entry bundle.
     let dir = fresh("t-bundle");
     std::fs::remove_file(dir.join("tile/entries/001")).unwrap();
@@ -396,4 +407,73 @@ fn write_fork(dir: &Path, signer: &evident_core::NoteSigner, seq: u64) {
         extensions: vec![],
     };
     std::fs::write(dir.join("checkpoint"), forked.sign(signer).unwrap()).unwrap();
+}
+
+/// Online: the same verifier over S3 (a real SeaweedFS), with the standard AWS variables.
+#[test]
+fn a_live_bucket_verifies_online_and_a_changed_tile_is_named() {
+    let s3 = evident_tests3::S3Server::start().unwrap();
+    let node = Node::new();
+    let config = node.file("publish.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[publish]\ntarget = \"{}\"\nendpoint = \"{}\"\nperiod = \"1s\"\n",
+            s3.target("v"),
+            s3.endpoint()
+        ),
+    )
+    .unwrap();
+    let env = s3.aws_env();
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start_with(
+        &node.dir,
+        &envs,
+        &["--config", config.to_str().unwrap()],
+        None,
+    );
+    let key = node.owner_key.clone();
+    append(&server.api(&key), 300, "online");
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    let out = server.cli(&key, &["publish", "--wait", "60"]).ok();
+    assert!(out.stdout.contains("published"), "{}", out.stdout);
+    drop(server);
+    let public_key = node.public_key();
+    let verify_online = || {
+        let output = common::evident()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .args([
+                "verify",
+                "--bucket",
+                &s3.target("v"),
+                "--endpoint",
+                &s3.endpoint(),
+                "--public-key",
+                &public_key,
+            ])
+            .output()
+            .unwrap();
+        common::Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    };
+    let out = verify_online();
+    assert!(
+        out.code == Some(0) && out.stdout.contains("300 entries"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let mut tile = s3.get("v/tile/0/001.p/44").unwrap().unwrap();
+    tile[32 * 3] ^= 0x80;
+    s3.put("v/tile/0/001.p/44", &tile).unwrap();
+    let out = verify_online();
+    assert!(
+        out.code == Some(1) && out.stderr.contains("FAILED at seq 259: tile/0/001.p/44"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
 }

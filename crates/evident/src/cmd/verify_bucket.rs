@@ -366,10 +366,37 @@ pub async fn verify_bucket(
         .list(layout::TILES_PREFIX)
         .await
         .map_err(|e| BucketProblem::new(layout::TILES_PREFIX, None, format!("cannot list: {e}")))?;
-    let unchecked_tiles = listed
-        .iter()
-        .filter(|o| !expected_keys.contains(&o.key))
-        .count() as u64;
+    // Other tile objects: a superseded partial tile (a crash before its deletion) must be a
+    // prefix of the tile that replaced it; one beyond the checkpoint is not checked.
+    let current: std::collections::HashMap<(tiles::TileKind, u64), TileId> =
+        tiles::tiles_for_size(size)
+            .into_iter()
+            .map(|t| ((t.kind, t.index), t))
+            .collect();
+    let mut unchecked_tiles = 0u64;
+    for object in listed.iter().filter(|o| !expected_keys.contains(&o.key)) {
+        let Ok(tile) = TileId::parse_path(&object.key) else {
+            unchecked_tiles += 1;
+            continue;
+        };
+        let Some(wider) = current
+            .get(&(tile.kind, tile.index))
+            .filter(|w| w.width > tile.width)
+        else {
+            unchecked_tiles += 1;
+            continue;
+        };
+        let (first, _) = tile.leaf_range();
+        let old = fetch(bucket, &object.key, Some(first)).await?;
+        let new = fetch(bucket, &wider.path(), Some(first)).await?;
+        if !new.starts_with(&old) {
+            return Err(BucketProblem::new(
+                &object.key,
+                Some(first),
+                format!("is not a prefix of {}, which superseded it", wider.path()),
+            ));
+        }
+    }
     Ok(BucketReport {
         size,
         root: checkpoint.root,
