@@ -75,6 +75,9 @@ pub struct ServerConfig {
     pub verify_every_ms: u64,
     /// …and the whole log this often, in milliseconds (one day).
     pub verify_full_every_ms: u64,
+    /// Where committed entries are forwarded (`[[forward.syslog]]` destinations); none by
+    /// default.
+    pub forward: crate::forward::ForwardConfig,
 }
 
 /// Default data directory.
@@ -123,6 +126,7 @@ impl Default for ServerConfig {
             retention_days: crate::retention::RetentionDays::default(),
             verify_every_ms: 600_000,
             verify_full_every_ms: 86_400_000,
+            forward: crate::forward::ForwardConfig::default(),
         }
     }
 }
@@ -317,6 +321,10 @@ impl ServerConfig {
                 message: "must be at most 1000000".to_owned(),
             });
         }
+        self.forward.validate().map_err(|e| ConfigError::Invalid {
+            field: "forward",
+            message: e.to_string(),
+        })?;
         self.retention_days
             .check()
             .map_err(|message| ConfigError::Invalid {

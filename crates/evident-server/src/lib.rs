@@ -18,6 +18,7 @@ pub mod connections;
 pub mod consumers;
 pub mod export;
 pub mod file_modes;
+pub mod forward;
 pub mod guard;
 pub mod http;
 pub mod metrics;
@@ -196,8 +197,9 @@ where
 /// Starts every configured consumer of the committed log, each on its own task reading from
 /// its durable cursor (see [`consumers`]).
 fn start_consumers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    let _ = state;
-    Vec::new()
+    let mut tasks = Vec::new();
+    tasks.extend(forward::spawn_all(state));
+    tasks
 }
 
 /// Writes the keys' last use to the store every [`auth::USAGE_FLUSH_EVERY`].

@@ -28,6 +28,15 @@ pub struct ConsumerLabels {
     pub name: String,
 }
 
+/// Labels of the syslog forwarders' metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwarderLabels {
+    /// The destination's name (its consumer name).
+    pub name: String,
+    /// `udp`, `tcp` or `tls`.
+    pub transport: String,
+}
+
 /// All metrics of one node.
 pub struct Metrics {
     registry: Registry,
@@ -65,6 +74,16 @@ pub struct Metrics {
     pub consumer_delivered: Family<ConsumerLabels, Counter>,
     /// Per consumer: failed delivery attempts (each is retried).
     pub consumer_failures: Family<ConsumerLabels, Counter>,
+    /// Per syslog destination: messages written (entries and checkpoint records).
+    pub forwarder_messages: Family<ForwarderLabels, Counter>,
+    /// Per syslog destination: bytes of those messages.
+    pub forwarder_bytes: Family<ForwarderLabels, Counter>,
+    /// Per syslog destination: entries whose payload was cut to the maximum message size.
+    pub forwarder_truncated: Family<ForwarderLabels, Counter>,
+    /// Per syslog destination: checkpoint records sent.
+    pub forwarder_checkpoint_records: Family<ForwarderLabels, Counter>,
+    /// Per syslog destination: connections opened (a rise means reconnects).
+    pub forwarder_connections: Family<ForwarderLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -176,8 +195,43 @@ impl Metrics {
             "Failed delivery attempts of a consumer (each is retried)",
             consumer_failures.clone(),
         );
+        let forwarder_messages = Family::<ForwarderLabels, Counter>::default();
+        let forwarder_bytes = Family::<ForwarderLabels, Counter>::default();
+        let forwarder_truncated = Family::<ForwarderLabels, Counter>::default();
+        let forwarder_checkpoint_records = Family::<ForwarderLabels, Counter>::default();
+        let forwarder_connections = Family::<ForwarderLabels, Counter>::default();
+        registry.register(
+            "forwarder_messages",
+            "Syslog messages a forwarder wrote (entries and checkpoint records)",
+            forwarder_messages.clone(),
+        );
+        registry.register(
+            "forwarder_bytes",
+            "Bytes of the syslog messages a forwarder wrote",
+            forwarder_bytes.clone(),
+        );
+        registry.register(
+            "forwarder_truncated",
+            "Entries whose syslog payload was cut to the destination's maximum message size",
+            forwarder_truncated.clone(),
+        );
+        registry.register(
+            "forwarder_checkpoint_records",
+            "Checkpoint records a forwarder sent",
+            forwarder_checkpoint_records.clone(),
+        );
+        registry.register(
+            "forwarder_connections",
+            "Connections a forwarder opened to its destination",
+            forwarder_connections.clone(),
+        );
         Metrics {
             registry,
+            forwarder_messages,
+            forwarder_bytes,
+            forwarder_truncated,
+            forwarder_checkpoint_records,
+            forwarder_connections,
             consumer_position,
             consumer_lag_events,
             consumer_lag_seconds,

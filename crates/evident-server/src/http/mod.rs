@@ -9,6 +9,7 @@
 
 mod error;
 mod events;
+mod forwarders;
 mod keys;
 mod log;
 mod openapi;
@@ -54,6 +55,8 @@ struct Inner {
     verify_permit: tokio::sync::Semaphore,
     /// The running consumers of the committed log and their delivery state.
     consumers: crate::consumers::Consumers,
+    /// The syslog forwarders' destinations and counters.
+    forwarders: crate::forward::Forwarders,
 }
 
 impl AppState {
@@ -74,6 +77,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             verify_permit: tokio::sync::Semaphore::new(1),
             consumers: crate::consumers::Consumers::default(),
+            forwarders: crate::forward::Forwarders::default(),
         }))
     }
 
@@ -88,6 +92,11 @@ impl AppState {
     /// The consumers of the committed log (forwarders, publisher, webhooks …).
     pub fn consumers(&self) -> &crate::consumers::Consumers {
         &self.0.consumers
+    }
+
+    /// The syslog forwarders (their destinations and counters).
+    pub fn forwarders(&self) -> &crate::forward::Forwarders {
+        &self.0.forwarders
     }
 
     pub fn usage(&self) -> &UsageTracker {
@@ -298,6 +307,7 @@ pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
     (Method::POST, "/api/v1/verify", Some(Permission::Read)),
     (Method::GET, "/api/v1/verify/status", Some(Permission::Read)),
     (Method::GET, "/api/v1/consumers", Some(Permission::Read)),
+    (Method::GET, "/api/v1/forwarders", Some(Permission::Read)),
     (Method::GET, "/api/v1/readyz", None),
     (Method::GET, "/readyz", None),
     (Method::GET, "/api/v1/openapi.json", Some(Permission::Read)),
@@ -330,6 +340,7 @@ pub fn router(state: AppState) -> Router {
         .route("/verify", get(ops::verify).post(ops::verify_trusting))
         .route("/verify/status", get(ops::verify_status))
         .route("/consumers", get(ops::consumers))
+        .route("/forwarders", get(forwarders::forwarders))
         .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(
