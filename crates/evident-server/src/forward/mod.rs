@@ -41,8 +41,10 @@ pub const DEFAULT_UDP_MAX_MESSAGE_BYTES: usize = 8192;
 /// any entry (a context holds at most 16 KiB of canonical JSON, its export line more with
 /// escaping); receivers must accept it (rsyslog: `maxMessageSize="64k"`).
 pub const DEFAULT_STREAM_MAX_MESSAGE_BYTES: usize = 65536;
-/// Largest message any destination may be configured with (the largest UDP payload).
-pub const MAX_MESSAGE_BYTES: usize = 65507;
+/// Largest message a UDP destination may be configured with (the largest UDP payload).
+pub const MAX_UDP_MESSAGE_BYTES: usize = 65507;
+/// Largest message a TCP or TLS destination may be configured with.
+pub const MAX_STREAM_MESSAGE_BYTES: usize = 1 << 20;
 
 /// The `[forward]` section: where committed entries are forwarded. Empty by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,12 +271,17 @@ impl SyslogDestination {
         self.facility().map_err(|p| bad("facility", p))?;
         self.filter().map_err(|(field, p)| bad(field, p))?;
         let max = self.max_message_bytes();
-        if !(rfc5424::MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&max) {
+        let limit = match self.transport {
+            SyslogTransportKind::Udp => MAX_UDP_MESSAGE_BYTES,
+            _ => MAX_STREAM_MESSAGE_BYTES,
+        };
+        if !(rfc5424::MIN_MESSAGE_BYTES..=limit).contains(&max) {
             return Err(bad(
                 "max_message_bytes",
                 format!(
-                    "{max} must be between {} and {MAX_MESSAGE_BYTES}",
-                    rfc5424::MIN_MESSAGE_BYTES
+                    "{max} must be between {} and {limit} for {}",
+                    rfc5424::MIN_MESSAGE_BYTES,
+                    self.transport.as_str()
                 ),
             ));
         }
