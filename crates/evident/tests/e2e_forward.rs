@@ -187,11 +187,17 @@ impl Drop for Rsyslog {
 }
 
 /// A TOML config with one `[[forward.syslog]]` per (name, transport, port).
-fn forward_config(dir: &Path, certs: &Certificates, destinations: &[(&str, &str, u16)]) -> PathBuf {
+fn forward_config(
+    dir: &Path,
+    certs: &Certificates,
+    confirm_after_ms: u64,
+    extra: &str,
+    destinations: &[(&str, &str, u16)],
+) -> PathBuf {
     let mut toml = String::new();
     for (name, transport, port) in destinations {
         toml.push_str(&format!(
-            "[[forward.syslog]]\nname = \"{name}\"\ntransport = \"{transport}\"\naddress = \"127.0.0.1:{port}\"\nconfirm_after_ms = 300\ncheckpoint_every_ms = 1000\n"
+            "[[forward.syslog]]\nname = \"{name}\"\ntransport = \"{transport}\"\naddress = \"127.0.0.1:{port}\"\nconfirm_after_ms = {confirm_after_ms}\ncheckpoint_every_ms = 1000\n{extra}"
         ));
         if *transport == "tls" {
             toml.push_str(&format!(
@@ -269,7 +275,8 @@ fn wait_received(file: &Path, size: u64, server: &Server) -> Received {
         let mut seqs: Vec<u64> = received.entries.iter().map(|(s, _)| *s).collect();
         seqs.sort_unstable();
         seqs.dedup();
-        let complete = seqs.len() as u64 >= size && seqs.get(size as usize - 1) == Some(&(size - 1));
+        let complete =
+            seqs.len() as u64 >= size && seqs.get(size as usize - 1) == Some(&(size - 1));
         if complete && received.checkpoint_sizes.iter().any(|s| *s >= size) {
             return received;
         }
@@ -287,7 +294,13 @@ fn wait_received(file: &Path, size: u64, server: &Server) -> Received {
 
 /// `evident verify --syslog FILE --public-key KEY`.
 fn verify_syslog(file: &Path, public_key: &str) -> Run {
-    run(&["verify", "--syslog", file.to_str().unwrap(), "--public-key", public_key])
+    run(&[
+        "verify",
+        "--syslog",
+        file.to_str().unwrap(),
+        "--public-key",
+        public_key,
+    ])
 }
 
 fn forwarders(api: &Api) -> BTreeMap<String, Value> {
@@ -310,7 +323,10 @@ fn wait_forwarders(api: &Api, done: impl Fn(&Value) -> bool) -> BTreeMap<String,
         if status.values().all(&done) {
             return status;
         }
-        assert!(Instant::now() < deadline, "forwarders never got there: {status:?}");
+        assert!(
+            Instant::now() < deadline,
+            "forwarders never got there: {status:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -337,17 +353,44 @@ fn udp_tcp_and_tls_deliver_every_entry_in_order_and_verify_offline() {
     let config = forward_config(
         tmp.path(),
         &certs,
-        &[("udp", "udp", rsyslog.udp), ("tcp", "tcp", rsyslog.tcp), ("tls", "tls", rsyslog.tls)],
+        300,
+        "",
+        &[
+            ("udp", "udp", rsyslog.udp),
+            ("tcp", "tcp", rsyslog.tcp),
+            ("tls", "tls", rsyslog.tls),
+        ],
     );
-    let server = Server::start_with(&node.dir, &[], &["--config", config.to_str().unwrap()], None);
+    let server = Server::start_with(
+        &node.dir,
+        &[],
+        &["--config", config.to_str().unwrap()],
+        None,
+    );
     let key = create_key(&node.dir, "owner", &[]);
     let api = server.api(&key);
 
     // Events of every severity, with characters that need escaping in JSON and in SD.
-    let severities = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+    let severities = [
+        "debug",
+        "info",
+        "notice",
+        "warning",
+        "error",
+        "critical",
+        "alert",
+        "emergency",
+    ];
     let mut batch = Vec::new();
     for i in 0..120 {
-        let mut e = event(&format!("al\"ice]\\{i}"), if i % 3 == 0 { "auth.login" } else { "keys.created" });
+        let mut e = event(
+            &format!("al\"ice]\\{i}"),
+            if i % 3 == 0 {
+                "auth.login"
+            } else {
+                "keys.created"
+            },
+        );
         e["severity"] = json!(severities[i % severities.len()]);
         e["tenant"] = json!(if i % 2 == 0 { "acme" } else { "globex" });
         e["context"] = json!({"i": i, "note": "ü ] \" \\"});
@@ -365,8 +408,13 @@ fn udp_tcp_and_tls_deliver_every_entry_in_order_and_verify_offline() {
         assert_eq!(seqs, (0..size).collect::<Vec<_>>(), "{transport}: order");
         for ((seq, line), (api_seq, hash, event)) in received.entries.iter().zip(&entries) {
             assert_eq!(seq, api_seq);
-            let severity = evident_core::Severity::from_name(event["severity"].as_str().unwrap()).unwrap();
-            assert_eq!(line.priority, 16 * 8 + u16::from(severity.syslog_code()), "{transport} {seq}: PRI (local0)");
+            let severity =
+                evident_core::Severity::from_name(event["severity"].as_str().unwrap()).unwrap();
+            assert_eq!(
+                line.priority,
+                16 * 8 + u16::from(severity.syslog_code()),
+                "{transport} {seq}: PRI (local0)"
+            );
             assert_eq!(line.hostname, "node-1");
             assert_eq!(line.app_name, "evident");
             let action = event["action"].as_str().unwrap();
@@ -382,12 +430,26 @@ fn udp_tcp_and_tls_deliver_every_entry_in_order_and_verify_offline() {
             assert_eq!(line.sd["tenant"], event["tenant"].as_str().unwrap());
             assert_eq!(&line.sd["hash"], hash);
             assert_eq!(line.sd["seal"], event["seal"].as_str().unwrap());
-            let prev = if *seq == 0 { "-".to_owned() } else { (seq - 1).to_string() };
+            let prev = if *seq == 0 {
+                "-".to_owned()
+            } else {
+                (seq - 1).to_string()
+            };
             assert_eq!(line.sd["prev"], prev);
             assert_eq!(line.sd["format"], "json");
             // The payload is the entry's export line: the event as the API shows it.
             let payload: Value = serde_json::from_str(&line.msg).unwrap();
-            for field in ["seq", "id", "recorded_at", "actor", "action", "target", "context", "hash", "seal"] {
+            for field in [
+                "seq",
+                "id",
+                "recorded_at",
+                "actor",
+                "action",
+                "target",
+                "context",
+                "hash",
+                "seal",
+            ] {
                 assert_eq!(payload[field], event[field], "{transport} {seq}: {field}");
             }
         }
@@ -405,7 +467,11 @@ fn udp_tcp_and_tls_deliver_every_entry_in_order_and_verify_offline() {
         assert_eq!(f["connected"], true, "{f}");
         assert!(metric(&api, "evident_forwarder_messages_total", name) >= size as f64);
     }
-    let ready = server.client().get(format!("{}/readyz", server.url)).send().unwrap();
+    let ready = server
+        .client()
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .unwrap();
     let ready: Value = serde_json::from_str(&ready.text().unwrap()).unwrap();
     assert_eq!(ready["forwarders"].as_array().unwrap().len(), 3, "{ready}");
 
@@ -418,10 +484,151 @@ fn udp_tcp_and_tls_deliver_every_entry_in_order_and_verify_offline() {
     let damaged = tmp.path().join("damaged.log");
     std::fs::write(&damaged, cut.join("\n") + "\n").unwrap();
     let failed = verify_syslog(&damaged, &node.public_key()).code(1);
-    assert!(failed.stderr.contains("missing seqs 40-41"), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("missing seqs 40-41"),
+        "{}",
+        failed.stderr
+    );
     let edited = text.replacen("\"i\":7,", "\"i\":8,", 1);
     assert_ne!(edited, text);
     std::fs::write(&damaged, edited).unwrap();
     let failed = verify_syslog(&damaged, &node.public_key()).code(1);
     assert!(failed.stderr.contains("altered"), "{}", failed.stderr);
+}
+
+#[test]
+fn an_rsyslog_outage_and_a_killed_server_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = certificates(tmp.path());
+    let rsyslog_dir = tmp.path().join("rsyslog");
+    std::fs::create_dir(&rsyslog_dir).unwrap();
+    let mut rsyslog = Rsyslog::start(&rsyslog_dir, &certs);
+    let node = Node::new();
+    let config = forward_config(
+        tmp.path(),
+        &certs,
+        1000,
+        "lag_warn_events = 100\n",
+        &[("tcp", "tcp", rsyslog.tcp), ("tls", "tls", rsyslog.tls)],
+    );
+    let config = config.to_str().unwrap().to_owned();
+    let mut server = Server::start_with(&node.dir, &[], &["--config", &config], None);
+    let key = create_key(&node.dir, "owner", &[]);
+
+    // A steady load of appends, every one of which must be taken.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (api, stop) = (server.api(&key), stop.clone());
+        std::thread::spawn(move || {
+            let mut appended = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let batch: Vec<Value> = (0..10)
+                    .map(|i| event(&format!("load-{i}"), "load.tick"))
+                    .collect();
+                let receipts = api.append(&Value::Array(batch)).unwrap_or_else(|a| {
+                    panic!("an append was refused while rsyslog was down: {}", a.text())
+                });
+                appended += receipts.len() as u64;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            appended
+        })
+    };
+    let api = server.api(&key);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read_received(&rsyslog.file("tcp")).entries.len() < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing arrived before the outage"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // rsyslog dies under load; the lag rises while appends go on.
+    rsyslog.kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lag = 0.0;
+    while lag < 200.0 {
+        lag = metric(&api, "evident_consumer_lag_events", "tcp");
+        assert!(Instant::now() < deadline, "the lag never rose: {lag}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let down = forwarders(&api);
+    assert!(
+        down["tcp"]["last_error"].is_string() || down["tcp"]["lag_events"].as_u64().unwrap() > 0,
+        "{down:?}"
+    );
+    rsyslog.spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let appended = load.join().unwrap();
+    assert!(appended > 200);
+    let size = api.all_entries().len() as u64;
+    api.wait_checkpoint(size);
+    for transport in ["tcp", "tls"] {
+        wait_received(&rsyslog.file(transport), size, &server);
+        verify_syslog(&rsyslog.file(transport), &node.public_key()).ok();
+    }
+    // …and falls back to zero once everything is delivered.
+    wait_forwarders(&api, |f| f["next_seq"].as_u64().unwrap() >= size);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&api, "evident_consumer_lag_events", "tcp") != 0.0 {
+        assert!(Instant::now() < deadline, "the lag never fell back to 0");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = forwarders(&api);
+    assert!(
+        status["tcp"]["connections"].as_u64().unwrap() >= 2,
+        "{status:?}"
+    );
+    // One warning event for the incident (not one per retry), and one when it ended.
+    let lag_events = |action: &str| -> Vec<String> {
+        let page = api
+            .get(&format!("/api/v1/audit-log?action={action}&limit=100"))
+            .json();
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["target"]["id"].as_str().unwrap().to_owned())
+            .filter(|id| id == "forwarder:tcp")
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lag_events("evident.consumer.caught_up").is_empty() {
+        assert!(Instant::now() < deadline, "no caught_up event");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lag_events("evident.consumer.lagging").len(), 1);
+    assert_eq!(lag_events("evident.consumer.caught_up").len(), 1);
+
+    // The server is killed while forwarding (a burst written, not yet confirmed): after the
+    // restart the cursor resumes where it was, and nothing is missing.
+    let burst: Vec<Value> = (0..400)
+        .map(|i| event(&format!("burst-{i}"), "burst.one"))
+        .collect();
+    api.append(&Value::Array(burst)).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    server.kill();
+    server.restart();
+    let api = server.api(&key);
+    let after: Vec<Value> = (0..20)
+        .map(|i| event(&format!("after-{i}"), "after.restart"))
+        .collect();
+    api.append(&Value::Array(after)).unwrap();
+    let size = api.all_entries().len() as u64;
+    api.wait_checkpoint(size);
+    for transport in ["tcp", "tls"] {
+        let received = wait_received(&rsyslog.file(transport), size, &server);
+        let mut seqs: Vec<u64> = received.entries.iter().map(|(s, _)| *s).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_dense(&mut seqs);
+        let ok = verify_syslog(&rsyslog.file(transport), &node.public_key()).ok();
+        assert!(
+            ok.stdout.contains("OK: syslog messages verified"),
+            "{}",
+            ok.stdout
+        );
+    }
 }

@@ -160,6 +160,14 @@ pub struct SyslogDestination {
     /// written (default 1000 ms); see the module docs.
     #[serde(default = "default_confirm_after_ms")]
     pub confirm_after_ms: u64,
+    /// A lag incident (one `evident.consumer.lagging` warning event, then one
+    /// `evident.consumer.caught_up`) starts when the oldest entry not delivered is older than
+    /// this many seconds (default 300)…
+    #[serde(default = "default_lag_warn_seconds")]
+    pub lag_warn_seconds: u64,
+    /// …or when more entries than this wait (default 100000).
+    #[serde(default = "default_lag_warn_events")]
+    pub lag_warn_events: u64,
 }
 
 fn default_facility() -> String {
@@ -170,6 +178,12 @@ fn default_checkpoint_every_ms() -> u64 {
 }
 fn default_confirm_after_ms() -> u64 {
     1000
+}
+fn default_lag_warn_seconds() -> u64 {
+    300
+}
+fn default_lag_warn_events() -> u64 {
+    100_000
 }
 
 /// A destination's setting that does not make sense (`forward.syslog[i].field`).
@@ -887,13 +901,15 @@ impl Consumer for Forwarder {
 /// The consumer kind of forwarders.
 pub const KIND: &str = "forwarder";
 
-/// How the runner drives a forwarder: larger batches than the default, and a short first
-/// retry (the runner waits that long when a delivery is not done yet).
-pub fn settings(config: &crate::ServerConfig) -> ConsumerSettings {
-    let _ = config;
+/// How the runner drives a forwarder: larger batches than the default, a short first retry
+/// (the runner waits that long when a delivery is not done yet), the destination's lag
+/// thresholds.
+pub fn settings(destination: &SyslogDestination) -> ConsumerSettings {
     ConsumerSettings {
         batch_max: BATCH_MAX,
         backoff_min: Duration::from_millis(20),
+        lag_warn_seconds: Some(destination.lag_warn_seconds),
+        lag_warn_events: Some(destination.lag_warn_events),
         ..ConsumerSettings::default()
     }
 }
@@ -910,7 +926,11 @@ pub fn spawn_all(state: &crate::AppState) -> Vec<tokio::task::JoinHandle<()>> {
                     destination: destination.clone(),
                     stats: forwarder.stats(),
                 });
-                tasks.push(crate::consumers::spawn(state, forwarder, settings(config)));
+                tasks.push(crate::consumers::spawn(
+                    state,
+                    forwarder,
+                    settings(destination),
+                ));
             }
             Err(e) => {
                 tracing::error!(destination = %destination.name, error = %e, "cannot start syslog forwarding");
