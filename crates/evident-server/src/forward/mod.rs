@@ -212,7 +212,7 @@ impl EntryFilter {
                     .action_prefixes
                     .iter()
                     .any(|prefix| event.action.starts_with(prefix.as_str())))
-            && (self.tenants.is_empty() || self.tenants.iter().any(|t| *t == event.tenant))
+            && (self.tenants.is_empty() || self.tenants.contains(&event.tenant))
     }
 }
 
@@ -939,3 +939,6 @@ pub fn spawn_all(state: &crate::AppState) -> Vec<tokio::task::JoinHandle<()>> {
     }
     tasks
 }
+
+#[cfg(test)]
+mod tests;

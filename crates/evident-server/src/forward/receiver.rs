@@ -203,8 +203,8 @@ struct ReceivedEntry {
 #[derive(Debug, Default)]
 struct NodeLog {
     entries: BTreeMap<u64, ReceivedEntry>,
-    /// Every `prev` stated, with the line that stated it.
-    prevs: BTreeMap<u64, u64>,
+    /// Every `prev` stated.
+    prevs: BTreeSet<u64>,
     /// Verified checkpoints: size → root.
     checkpoints: BTreeMap<u64, Hash>,
     duplicates: u64,
@@ -289,7 +289,7 @@ impl SyslogVerifier {
             .find(|e| e.id == CHECKPOINT_SD_ID)
         {
             let node = sd.param("node").unwrap_or(message.hostname).to_owned();
-            if let Err(problem) = self.push_checkpoint(sd, message.msg, &node, n) {
+            if let Err(problem) = self.push_checkpoint(sd, message.msg, &node) {
                 self.finding(n, &node, problem);
             }
         } else {
@@ -345,7 +345,7 @@ impl SyslogVerifier {
             log.truncated += 1;
         }
         if let Some(prev) = prev {
-            log.prevs.entry(prev).or_insert(n);
+            log.prevs.insert(prev);
         }
         if let Some(known) = log.entries.get(&seq) {
             if known.hash != hash || known.seal != seal {
@@ -368,20 +368,12 @@ impl SyslogVerifier {
         );
         // Check this entry's chain link, and its successor's, as soon as both are known.
         for seq in [seq, seq + 1] {
-            if let Err(problem) = check_link(log, seq, &mut self.buf) {
-                return Err(problem);
-            }
+            check_link(log, seq, &mut self.buf)?;
         }
         Ok(())
     }
 
-    fn push_checkpoint(
-        &mut self,
-        sd: &SdElement,
-        msg: &str,
-        node: &str,
-        _n: u64,
-    ) -> Result<(), String> {
+    fn push_checkpoint(&mut self, sd: &SdElement, msg: &str, node: &str) -> Result<(), String> {
         let size = seq_param(sd.param("size"), "size")?;
         let prev = prev_param(sd.param("prev"))?;
         if sd.param("truncated").is_some() {
@@ -420,7 +412,7 @@ impl SyslogVerifier {
         }
         let log = self.nodes.entry(node.to_owned()).or_default();
         if let Some(prev) = prev {
-            log.prevs.entry(prev).or_insert(_n);
+            log.prevs.insert(prev);
         }
         if let Some(root) = log.checkpoints.get(&size) {
             if *root != checkpoint.root {
@@ -486,7 +478,7 @@ fn judge(name: &str, log: NodeLog) -> (NodeReport, Vec<Finding>) {
     // before it.
     let received: BTreeSet<u64> = log.entries.keys().copied().collect();
     let mut gaps: Vec<Gap> = Vec::new();
-    for (&prev, _) in &log.prevs {
+    for &prev in &log.prevs {
         if received.contains(&prev) {
             continue;
         }

@@ -1,9 +1,11 @@
-//! `evident verify`, three ways, each deciding nothing itself:
+//! `evident verify`, four ways, each deciding nothing itself:
 //! - `--data-dir DIR`: the local store, read-only, seals checked with the node's secret,
 //!   through the server library's `verify_store` (the same walk as `GET /api/v1/verify`);
 //! - `--url/--key` (default): asks a running server (`GET /api/v1/verify`);
 //! - `--export FILE --public-key KEY [--checkpoint FILE]`: offline, streaming the file
-//!   through the core's `ExportVerifier` in constant memory.
+//!   through the core's `ExportVerifier` in constant memory;
+//! - `--syslog FILE --public-key KEY`: offline, what a syslog receiver wrote, through the
+//!   server library's `forward::receiver`.
 //!
 //! Intact: a summary on stdout, exit 0. Otherwise `FAILED at seq N: reason` on stderr
 //! (or the line, for an export), exit 1.
@@ -476,27 +478,6 @@ fn export_failure(error: ExportError, trusted_size: Option<u64>) -> anyhow::Erro
     VerificationFailed(verdict).into()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checkpoint_files_may_hold_several_notes() {
-        let a = "o\n3\nAAAA\n\n\u{2014} o abc=\n";
-        let b = "o\n5\nBBBB\n\n\u{2014} o def=\n\u{2014} w ghi=\n";
-        assert_eq!(split_notes(a), vec![a.to_owned()]);
-        assert_eq!(
-            split_notes(&format!("{a}{b}")),
-            vec![a.to_owned(), b.to_owned()]
-        );
-        assert_eq!(
-            split_notes(&format!("{a}\n{b}\n")),
-            vec![a.to_owned(), b.to_owned()]
-        );
-        assert!(split_notes("").is_empty());
-    }
-}
-
 /// `--syslog FILE`: reads the receiver's file line by line through the server library's
 /// pure check (`forward::receiver`) and prints its verdict.
 fn verify_syslog(file: &Path, public_key: &str) -> anyhow::Result<()> {
@@ -586,4 +567,25 @@ fn verify_syslog(file: &Path, public_key: &str) -> anyhow::Result<()> {
     }
     failure.push_str(&summary);
     Err(VerificationFailed(failure.trim_end().to_owned()).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_files_may_hold_several_notes() {
+        let a = "o\n3\nAAAA\n\n\u{2014} o abc=\n";
+        let b = "o\n5\nBBBB\n\n\u{2014} o def=\n\u{2014} w ghi=\n";
+        assert_eq!(split_notes(a), vec![a.to_owned()]);
+        assert_eq!(
+            split_notes(&format!("{a}{b}")),
+            vec![a.to_owned(), b.to_owned()]
+        );
+        assert_eq!(
+            split_notes(&format!("{a}\n{b}\n")),
+            vec![a.to_owned(), b.to_owned()]
+        );
+        assert!(split_notes("").is_empty());
+    }
 }
