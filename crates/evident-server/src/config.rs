@@ -243,6 +243,10 @@ impl ServerConfig {
                         crate::retention::RetentionDays::parse(&value).map_err(bad)?
                 }
                 "VERIFY_EVERY_MS" => self.verify_every_ms = parse_number(&value).map_err(bad)?,
+                "FORWARD_SYSLOG" => {
+                    self.forward.syslog =
+                        crate::forward::ForwardConfig::parse_syslog_list(&value).map_err(bad)?
+                }
                 "VERIFY_FULL_EVERY_MS" => {
                     self.verify_full_every_ms = parse_number(&value).map_err(bad)?
                 }
@@ -487,6 +491,30 @@ mod tests {
         c.origin = Some("has space".to_owned());
         let err = c.validate().unwrap_err();
         assert!(err.to_string().contains("origin"), "{err}");
+    }
+
+    #[test]
+    fn forward_destinations_come_from_the_file_and_the_environment() {
+        let c = ServerConfig::from_toml_str(
+            "[[forward.syslog]]\nname = \"siem\"\ntransport = \"tls\"\naddress = \"siem:6514\"\nca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.forward.syslog[0].name, "siem");
+        c.validate().unwrap();
+        let mut c = ServerConfig::default();
+        c.apply_env([(
+            "EVIDENT_FORWARD_SYSLOG".to_owned(),
+            "[{ name = \"a\", transport = \"udp\", address = \"h:514\" }]".to_owned(),
+        )])
+        .unwrap();
+        assert_eq!(c.forward.syslog[0].address, "h:514");
+        let err = c
+            .apply_env([(
+                "EVIDENT_FORWARD_SYSLOG".to_owned(),
+                "[{ name = 1 }]".to_owned(),
+            )])
+            .unwrap_err();
+        assert!(err.to_string().contains("EVIDENT_FORWARD_SYSLOG"), "{err}");
     }
 
     #[test]

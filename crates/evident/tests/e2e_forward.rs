@@ -18,6 +18,19 @@ use std::time::{Duration, Instant};
 
 const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 
+/// The README, read at compile time: editing it rebuilds this test.
+const README: &str = include_str!("../../../README.md");
+
+/// The README's ```` ```rsyslog name=rsyslog-receiver ```` block.
+fn readme_rsyslog_conf() -> String {
+    let start = README
+        .find("```rsyslog name=rsyslog-receiver\n")
+        .expect("README.md has no rsyslog-receiver block");
+    let body = &README[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```").unwrap()].to_owned()
+}
+
 fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -105,27 +118,38 @@ impl Rsyslog {
              `apt-get install rsyslog` (scripts/test.sh does)"
         );
         let (udp, tcp, tls) = (free_udp_port(), free_tcp_port(), free_tcp_port());
-        let d = dir.display();
-        // The configuration the README documents, one input per transport.
-        let conf = format!(
-            r#"global(workDirectory="{d}" maxMessageSize="64k"
-  defaultNetstreamDriverCAFile="{ca}"
-  defaultNetstreamDriverCertFile="{cert}"
-  defaultNetstreamDriverKeyFile="{key}")
-module(load="imudp")
-module(load="imtcp")
-input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="udp" rcvbufSize="4m")
-input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="tcp")
-input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="tls"
-  streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
-ruleset(name="udp") {{ action(type="omfile" file="{d}/udp.log" template="RSYSLOG_SyslogProtocol23Format") }}
-ruleset(name="tcp") {{ action(type="omfile" file="{d}/tcp.log" template="RSYSLOG_SyslogProtocol23Format") }}
-ruleset(name="tls") {{ action(type="omfile" file="{d}/tls.log" template="RSYSLOG_SyslogProtocol23Format") }}
-"#,
-            ca = certs.ca.display(),
-            cert = certs.server_cert.display(),
-            key = certs.server_key.display(),
-        );
+        let d = dir.display().to_string();
+        // The README's configuration, run as documented, on this test's paths and ports.
+        let conf = readme_rsyslog_conf()
+            .replace("/var/spool/rsyslog", &d)
+            .replace("/var/log/evident", &d)
+            .replace("/etc/rsyslog.d/evident-ca.pem", certs.ca.to_str().unwrap())
+            .replace(
+                "/etc/rsyslog.d/receiver-cert.pem",
+                certs.server_cert.to_str().unwrap(),
+            )
+            .replace(
+                "/etc/rsyslog.d/receiver-key.pem",
+                certs.server_key.to_str().unwrap(),
+            )
+            .replace(
+                "port=\"514\"",
+                &format!("address=\"127.0.0.1\" port=\"{udp}\""),
+            )
+            .replace(
+                "port=\"601\"",
+                &format!("address=\"127.0.0.1\" port=\"{tcp}\""),
+            )
+            .replace(
+                "port=\"6514\"",
+                &format!("address=\"127.0.0.1\" port=\"{tls}\""),
+            );
+        for (file, what) in [("udp.log", "udp"), ("tcp.log", "tcp"), ("tls.log", "tls")] {
+            assert!(
+                conf.contains(&format!("{d}/{file}")),
+                "the README's rsyslog configuration no longer writes {what} to {file}"
+            );
+        }
         let path = dir.join("rsyslog.conf");
         std::fs::write(&path, conf).unwrap();
         let mut rsyslog = Rsyslog {

@@ -344,6 +344,18 @@ impl SyslogDestination {
 }
 
 impl ForwardConfig {
+    /// The destinations of `EVIDENT_FORWARD_SYSLOG`: a TOML array of inline tables with the
+    /// keys of `[[forward.syslog]]`, e.g. `[{ name = "siem", transport = "tcp", address = "siem:601" }]`.
+    pub fn parse_syslog_list(text: &str) -> Result<Vec<SyslogDestination>, String> {
+        #[derive(Deserialize)]
+        struct List {
+            syslog: Vec<SyslogDestination>,
+        }
+        toml::from_str::<List>(&format!("syslog = {text}"))
+            .map(|list| list.syslog)
+            .map_err(|e| format!("not a TOML array of destinations: {}", e.message()))
+    }
+
     /// Checks every destination; the first problem found names the destination and field.
     pub fn validate(&self) -> Result<(), DestinationError> {
         for (index, destination) in self.syslog.iter().enumerate() {
