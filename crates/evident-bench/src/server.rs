@@ -45,6 +45,16 @@ impl Server {
     /// Starts `evident serve --data-dir DATA --listen 127.0.0.1:0` (plus `--storage URL` when
     /// `storage` is given) and waits until it prints its address.
     pub fn start(evident: &Path, work_dir: &Path, storage: Option<&str>) -> anyhow::Result<Server> {
+        Server::start_with_config(evident, work_dir, storage, None)
+    }
+
+    /// [`Server::start`] with `--config FILE` when `config` is given.
+    pub fn start_with_config(
+        evident: &Path,
+        work_dir: &Path,
+        storage: Option<&str>,
+        config: Option<&Path>,
+    ) -> anyhow::Result<Server> {
         let data_dir = work_dir.join("data");
         let log_path = work_dir.join("server.log");
         let log = std::fs::File::create(&log_path)
@@ -57,6 +67,9 @@ impl Server {
             .arg("127.0.0.1:0");
         if let Some(url) = storage {
             cmd.arg("--storage").arg(url);
+        }
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
