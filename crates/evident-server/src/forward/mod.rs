@@ -424,7 +424,8 @@ pub trait SyslogTransport: Send {
         &mut self,
         messages: &[Vec<u8>],
     ) -> impl std::future::Future<Output = Result<(), TransportError>> + Send;
-    /// Whether the connection written on is still open (always true without connections).
+    /// False only when the open connection is known to be closed by the receiver (true
+    /// with no connection open, and always for UDP).
     fn is_alive(&mut self) -> bool;
     /// Drops the connection.
     fn reset(&mut self);

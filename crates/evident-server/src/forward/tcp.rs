@@ -75,7 +75,7 @@ impl SyslogTransport for TcpTransport {
     }
 
     fn is_alive(&mut self) -> bool {
-        self.stream.as_mut().is_some_and(stream_is_open)
+        self.stream.as_mut().is_none_or(stream_is_open)
     }
 
     fn reset(&mut self) {

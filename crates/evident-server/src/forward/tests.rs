@@ -339,3 +339,109 @@ fn the_filter_keeps_severity_action_prefixes_and_tenants() {
             .all(|e| everything.filter().unwrap().keeps(e))
     );
 }
+
+/// A TCP receiver: its address, and every byte it got (one connection at a time).
+async fn receiver() -> (String, std::sync::Arc<Mutex<Vec<u8>>>) {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let received = std::sync::Arc::new(Mutex::new(Vec::<u8>::new()));
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+    (address, received)
+}
+
+/// A forwarder run by the real runner on a real node, to a TCP receiver in this test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_that_keeps_nothing_still_moves_the_cursor_and_the_rest_arrives_framed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = crate::Node::open(crate::test_support::test_config(tmp.path())).unwrap();
+    let state = crate::AppState::new(node);
+    let (none_address, _) = receiver().await;
+    let (address, received) = receiver().await;
+    let destination = |name: &str, address: &str, actions: &str| -> SyslogDestination {
+        toml::from_str(&format!(
+            "name = \"{name}\"\ntransport = \"tcp\"\naddress = \"{address}\"\nconfirm_after_ms = 50\nactions = [\"{actions}\"]\n"
+        ))
+        .unwrap()
+    };
+    let metrics = state.node().metrics().clone();
+    let none = destination("none", &none_address, "nothing.");
+    let auth = destination("auth", &address, "auth.");
+    let tasks = [
+        crate::consumers::spawn(
+            &state,
+            Forwarder::new(none.clone(), metrics.clone()).unwrap(),
+            settings(&none),
+        ),
+        crate::consumers::spawn(
+            &state,
+            Forwarder::new(auth.clone(), metrics).unwrap(),
+            settings(&auth),
+        ),
+    ];
+    let inputs: Vec<EventInput> = (0..20)
+        .map(|i| {
+            let action = if i % 2 == 0 {
+                "auth.login"
+            } else {
+                "keys.created"
+            };
+            EventInput::from_json(&crate::test_support::event_json(&format!("u{i}"), action))
+                .unwrap()
+        })
+        .collect();
+    state.node().sequencer().append(inputs).await.unwrap();
+    for _ in 0..1000 {
+        let done = ["none", "auth"].iter().all(|name| {
+            state
+                .consumers()
+                .status(KIND, name)
+                .is_some_and(|s| s.next_seq == 20 && s.last_error.is_none())
+        });
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for name in ["none", "auth"] {
+        let status = state.consumers().status(KIND, name).unwrap();
+        assert_eq!(status.next_seq, 20, "{name}: {status:?}");
+        assert_eq!(status.failures, 0, "{name}: {status:?}");
+    }
+    // Octet-counted frames of the ten auth.* entries, each with its prev.
+    let bytes = received.lock().unwrap().clone();
+    let mut rest = bytes.as_slice();
+    let mut seqs = Vec::new();
+    while !rest.is_empty() {
+        let space = rest.iter().position(|b| *b == b' ').unwrap();
+        let len: usize = std::str::from_utf8(&rest[..space])
+            .unwrap()
+            .parse()
+            .unwrap();
+        let message = std::str::from_utf8(&rest[space + 1..space + 1 + len]).unwrap();
+        rest = &rest[space + 1 + len..];
+        let parsed = parse_message(message).unwrap();
+        if parsed.msgid == "auth.login" {
+            let sd = &parsed.structured_data[0];
+            let seq: u64 = sd.param("seq").unwrap().parse().unwrap();
+            let prev = seqs.last().map_or("-".to_owned(), |p: &u64| p.to_string());
+            assert_eq!(sd.param("prev"), Some(prev.as_str()));
+            seqs.push(seq);
+        }
+    }
+    assert_eq!(seqs, (0..20).step_by(2).collect::<Vec<u64>>());
+    for task in tasks {
+        task.abort();
+    }
+}

@@ -140,7 +140,7 @@ impl SyslogTransport for TlsTransport {
     }
 
     fn is_alive(&mut self) -> bool {
-        self.stream.as_mut().is_some_and(super::tcp::stream_is_open)
+        self.stream.as_mut().is_none_or(super::tcp::stream_is_open)
     }
 
     fn reset(&mut self) {
