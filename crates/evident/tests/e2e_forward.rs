@@ -386,6 +386,25 @@ fn udp_tcp_and_tls_deliver_every_entry_in_order_and_verify_offline() {
             ("tls", "tls", rsyslog.tls),
         ],
     );
+    // Two more TLS destinations that must refuse rsyslog: one trusts another CA, one expects
+    // another name.
+    let other_dir = tmp.path().join("other");
+    std::fs::create_dir(&other_dir).unwrap();
+    let other = certificates(&other_dir);
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    for (name, ca, server_name) in [
+        ("wrong-ca", &other.ca, "localhost"),
+        ("wrong-name", &certs.ca, "siem.example"),
+    ] {
+        toml.push_str(&format!(
+            "[[forward.syslog]]\nname = \"{name}\"\ntransport = \"tls\"\naddress = \"127.0.0.1:{}\"\nca_file = \"{}\"\nserver_name = \"{server_name}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n\n",
+            rsyslog.tls,
+            ca.display(),
+            certs.client_cert.display(),
+            certs.client_key.display()
+        ));
+    }
+    std::fs::write(&config, toml).unwrap();
     let server = Server::start_with(
         &node.dir,
         &[],
@@ -483,9 +502,22 @@ fn udp_tcp_and_tls_deliver_every_entry_in_order_and_verify_offline() {
 
     // The status route and metrics name each destination; the cursors move once the
     // connections stayed open for confirm_after_ms.
-    let status = wait_forwarders(&api, |f| f["next_seq"].as_u64().unwrap() >= size);
-    assert_eq!(status.len(), 3);
-    for (name, f) in &status {
+    let status = wait_forwarders(&api, |f| {
+        f["name"].as_str().unwrap().starts_with("wrong-") || f["next_seq"].as_u64().unwrap() >= size
+    });
+    assert_eq!(status.len(), 5, "{status:?}");
+    // The receiver's certificate is checked: against the CA file, and for the server name.
+    for (name, problem) in [
+        ("wrong-ca", "invalid peer certificate"),
+        ("wrong-name", "not valid for name"),
+    ] {
+        let f = &status[name];
+        assert_eq!(f["next_seq"], 0, "{f}");
+        assert_eq!(f["connected"], false, "{f}");
+        let error = f["last_error"].as_str().unwrap_or_default();
+        assert!(error.contains(problem), "{name}: {f}");
+    }
+    for (name, f) in status.iter().filter(|(n, _)| !n.starts_with("wrong-")) {
         assert_eq!(f["kind"], "forwarder");
         assert_eq!(f["transport"], name.as_str());
         assert!(f["checkpoint_records"].as_u64().unwrap() >= 1, "{f}");
@@ -498,7 +530,7 @@ fn udp_tcp_and_tls_deliver_every_entry_in_order_and_verify_offline() {
         .send()
         .unwrap();
     let ready: Value = serde_json::from_str(&ready.text().unwrap()).unwrap();
-    assert_eq!(ready["forwarders"].as_array().unwrap().len(), 3, "{ready}");
+    assert_eq!(ready["forwarders"].as_array().unwrap().len(), 5, "{ready}");
 
     // A deleted line is a gap, named by its range; an edited payload is caught by its hash.
     let text = std::fs::read_to_string(rsyslog.file("tcp")).unwrap();
