@@ -94,8 +94,9 @@ impl PayloadFormat {
     }
 }
 
-/// The payload of `entry` in `format`: one line, no newline.
-pub fn payload(format: PayloadFormat, entry: &SealedEntry) -> String {
+/// The payload of `entry` (recorded by node `node_id`) in `format`: one line, no newline.
+pub fn payload(format: PayloadFormat, entry: &SealedEntry, node_id: &str) -> String {
+    let _ = node_id;
     match format {
         PayloadFormat::Json => {
             let mut line = evident_core::export::entry_line(&evident_core::export::ExportEntry {
@@ -679,7 +680,7 @@ impl Forwarder {
             if !self.filter.keeps(entry) {
                 continue;
             }
-            let body = payload(self.destination.format, entry);
+            let body = payload(self.destination.format, entry, &entry.event.node_id);
             let (message, cut) = rfc5424::entry_message(
                 entry,
                 prev,

@@ -44,7 +44,7 @@ fn chain(n: u64) -> (Vec<SealedEntry>, Vec<(u64, String, String)>, NoteSigner) {
 }
 
 fn message(entry: &SealedEntry, prev: Option<u64>, max: usize) -> String {
-    let body = payload(PayloadFormat::Json, entry);
+    let body = payload(PayloadFormat::Json, entry, "node-1");
     let (bytes, _) = rfc5424::entry_message(entry, prev, Facility::default(), "json", &body, max);
     String::from_utf8(bytes).unwrap()
 }
@@ -82,7 +82,7 @@ fn an_entry_maps_to_the_rfc5424_header_and_structured_data() {
     assert_eq!(sd.param("seal"), Some(entry.seal.to_hex().as_str()));
     assert_eq!(sd.param("leaf"), Some("0"));
     assert_eq!(sd.param("prev"), Some("-"));
-    assert_eq!(parsed.msg, payload(PayloadFormat::Json, entry));
+    assert_eq!(parsed.msg, payload(PayloadFormat::Json, entry, "node-1"));
     // The payload is the export line without run markers (and without its newline).
     assert!(!parsed.msg.contains('\n') && parsed.msg.ends_with("\"}"));
 }
@@ -131,7 +131,7 @@ fn a_message_too_large_keeps_its_structured_data_and_says_it_was_cut() {
     let entry = &entries[0];
     let whole = message(entry, None, 65536);
     for max in [480, 600, whole.len() - 1] {
-        let body = payload(PayloadFormat::Json, entry);
+        let body = payload(PayloadFormat::Json, entry, "node-1");
         let (bytes, cut) =
             rfc5424::entry_message(entry, None, Facility::default(), "json", &body, max);
         assert!(cut);
