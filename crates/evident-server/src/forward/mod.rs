@@ -555,7 +555,10 @@ struct SavedForwarder {
 /// A chunk written on the open connection, not yet done.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
+    start: u64,
     end: u64,
+    /// The last entry forwarded before `start`, and before `end`.
+    prev_before: Option<u64>,
     prev: Option<u64>,
     written_at: tokio::time::Instant,
 }
@@ -674,6 +677,7 @@ impl Forwarder {
         chunk: &[SealedEntry],
         mut prev: Option<u64>,
     ) -> Result<(u64, Option<u64>), DeliveryError> {
+        let prev_before = prev;
         let mut messages = Vec::new();
         let mut truncated = 0u64;
         for entry in chunk {
@@ -703,7 +707,9 @@ impl Forwarder {
         }
         let end = chunk.last().map_or(0, |e| e.event.seq + 1);
         self.pending.push_back(Pending {
+            start: chunk.first().map_or(end, |e| e.event.seq),
             end,
+            prev_before,
             prev,
             written_at: tokio::time::Instant::now(),
         });
@@ -855,7 +861,19 @@ impl Consumer for Forwarder {
             let from = usize::try_from(next - first).unwrap_or(0);
             (next, prev) = self.write_chunk(&batch[from..], prev).await?;
         }
-        if self.transport.confirms_by_connection() {
+        if !self.transport.confirms_by_connection() {
+            // UDP: handed to the kernel is all there is.
+            self.checkpoint_record(ctx, next, prev).await?;
+            self.pending.clear();
+            self.saved = SavedForwarder {
+                prev: self.written.map_or(self.saved.prev, |w| w.1),
+                next: batch_end.max(next),
+            };
+            return Ok(batch.len());
+        }
+        // TCP, TLS: keep writing what is committed (reading ahead of the batch) until the
+        // oldest chunk is confirmed, then hand back what is done.
+        loop {
             let size = ctx.log_size();
             while next < size && next - first < MAX_IN_FLIGHT {
                 let chunk = Self::read_ahead(ctx, next, size).await?;
@@ -864,51 +882,67 @@ impl Consumer for Forwarder {
                 }
                 (next, prev) = self.write_chunk(&chunk, prev).await?;
             }
-        }
-        self.checkpoint_record(ctx, next, prev).await?;
-        if !self.transport.confirms_by_connection() {
-            // UDP: handed to the kernel is all there is.
-            self.pending.clear();
-            self.saved = SavedForwarder {
-                prev: self.written.map_or(self.saved.prev, |w| w.1),
-                next: batch_end.max(next),
+            self.checkpoint_record(ctx, next, prev).await?;
+            if !self.transport.is_alive() {
+                self.connection_lost();
+                return Err(DeliveryError::destination(format!(
+                    "syslog {} {}: the receiver closed the connection",
+                    self.destination.transport.as_str(),
+                    self.destination.address
+                )));
+            }
+            if let Some((end, prev)) = self.confirm(batch, first, batch_end) {
+                self.saved = SavedForwarder { prev, next: end };
+                return Ok(usize::try_from(end - first).unwrap_or(0));
+            }
+            let Some(front) = self.pending.front() else {
+                return Ok(0);
             };
-            return Ok(batch.len());
+            let due = front.written_at + self.confirm_after;
+            let now = tokio::time::Instant::now();
+            tokio::time::sleep_until(due.min(now + Duration::from_millis(50))).await;
         }
-        if !self.transport.is_alive() {
-            self.connection_lost();
-            return Err(DeliveryError::destination(format!(
-                "syslog {} {}: the receiver closed the connection",
-                self.destination.transport.as_str(),
-                self.destination.address
-            )));
-        }
+    }
+}
+
+impl Forwarder {
+    /// Takes the chunks written `confirm_after` ago off the pending list, up to the batch's
+    /// end (a chunk reaching past it is split there); returns the new cursor and the last
+    /// entry forwarded below it, or `None` when nothing is confirmed yet.
+    fn confirm(
+        &mut self,
+        batch: &[SealedEntry],
+        first: u64,
+        batch_end: u64,
+    ) -> Option<(u64, Option<u64>)> {
         let now = tokio::time::Instant::now();
         let mut done = None;
-        while let Some(chunk) = self.pending.front().copied() {
-            if chunk.end > batch_end || now < chunk.written_at + self.confirm_after {
+        while let Some(chunk) = self.pending.front_mut() {
+            if now < chunk.written_at + self.confirm_after {
                 break;
             }
-            done = Some(chunk);
-            self.pending.pop_front();
-        }
-        match done {
-            Some(chunk) => {
-                self.saved = SavedForwarder {
-                    prev: chunk.prev,
-                    next: chunk.end,
-                };
-                Ok(usize::try_from(chunk.end - first).unwrap_or(0))
+            if chunk.end <= batch_end {
+                done = Some((chunk.end, chunk.prev));
+                self.pending.pop_front();
+                continue;
             }
-            None => {
-                // Nothing done yet: wait (watching the connection) until the oldest chunk is.
-                if let Some(chunk) = self.pending.front() {
-                    let due = chunk.written_at + self.confirm_after;
-                    tokio::time::sleep_until(due.min(now + Duration::from_millis(100))).await;
-                }
-                Ok(0)
+            if chunk.start < batch_end {
+                let from = usize::try_from(chunk.start.saturating_sub(first)).unwrap_or(0);
+                let prev_at = batch
+                    .get(from..)
+                    .unwrap_or_default()
+                    .iter()
+                    .rev()
+                    .find(|e| self.filter.keeps(e))
+                    .map(|e| e.event.seq)
+                    .or(chunk.prev_before);
+                chunk.start = batch_end;
+                chunk.prev_before = prev_at;
+                done = Some((batch_end, prev_at));
             }
+            break;
         }
+        done
     }
 }
 

@@ -445,3 +445,43 @@ async fn a_filter_that_keeps_nothing_still_moves_the_cursor_and_the_rest_arrives
         task.abort();
     }
 }
+
+#[tokio::test]
+async fn a_confirmed_chunk_reaching_past_the_batch_is_split_at_its_end() {
+    let (entries, _, _) = chain(10);
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let destination = |actions: &str| -> SyslogDestination {
+        toml::from_str(&format!(
+            "name = \"d\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:9\"\nactions = [\"{actions}\"]\n"
+        ))
+        .unwrap()
+    };
+    let long_ago = tokio::time::Instant::now() - Duration::from_secs(5);
+    let chunk = Pending {
+        start: 0,
+        end: 10,
+        prev_before: Some(99),
+        prev: Some(9),
+        written_at: long_ago,
+    };
+    // Everything kept: the cursor moves to the batch's end, the last entry below it is 4.
+    let mut all = Forwarder::new(destination("auth."), metrics.clone()).unwrap();
+    all.pending.push_back(chunk);
+    assert_eq!(all.confirm(&entries[..5], 0, 5), Some((5, Some(4))));
+    let rest = all.pending.front().unwrap();
+    assert_eq!((rest.start, rest.end, rest.prev_before), (5, 10, Some(4)));
+    // The next batch confirms the rest.
+    assert_eq!(all.confirm(&entries[5..], 5, 10), Some((10, Some(9))));
+    assert!(all.pending.is_empty());
+    // Nothing of the batch kept: the last forwarded entry is the one before the chunk.
+    let mut none = Forwarder::new(destination("keys."), metrics).unwrap();
+    none.pending.push_back(chunk);
+    assert_eq!(none.confirm(&entries[..5], 0, 5), Some((5, Some(99))));
+    // A chunk written just now is not confirmed.
+    none.pending.clear();
+    none.pending.push_back(Pending {
+        written_at: tokio::time::Instant::now(),
+        ..chunk
+    });
+    assert_eq!(none.confirm(&entries[..5], 0, 5), None);
+}
