@@ -5,7 +5,7 @@
 
 use crate::client::Api;
 use crate::ingest;
-use crate::server::Server;
+use crate::server::{Server, tree_cpu};
 use anyhow::{Context as _, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +25,14 @@ impl Drop for Rsyslog {
         let _ = self.0.kill();
         let _ = self.0.wait();
         let _ = std::fs::remove_file(&self.1);
+    }
+}
+
+/// CPU seconds between two readings, as text.
+fn cpu_delta(before: Option<Duration>, after: Option<Duration>) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) => format!("{:.2} s", a.saturating_sub(b).as_secs_f64()),
+        _ => "n/a".to_owned(),
     }
 }
 
@@ -202,9 +210,16 @@ pub async fn run(evident: &Path, work: &Path, cell: Duration) -> anyhow::Result<
     for round in 0..ROUNDS {
         let seed = 10 + round as u64;
         eprintln!("forwarding: round {round}: no destination");
+        let cpu_before = plain.cpu();
         let a = ingest::throughput(&plain_api, BATCH, CLIENTS, cell, seed).await?;
+        let plain_cpu = cpu_delta(cpu_before, plain.cpu());
         eprintln!("forwarding: round {round}: TCP + TLS destinations");
+        let (cpu_before, rsyslog_before) = (fwd.cpu(), tree_cpu(rsyslog.0.id()));
         let b = ingest::throughput(&fwd_api, BATCH, CLIENTS, cell, seed).await?;
+        let (fwd_cpu, rsyslog_cpu) = (
+            cpu_delta(cpu_before, fwd.cpu()),
+            cpu_delta(rsyslog_before, tree_cpu(rsyslog.0.id())),
+        );
         // The forwarders finish before the next plain cell, so that it runs undisturbed.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let size = log_size(&fwd_api).await?;
@@ -216,7 +231,7 @@ pub async fn run(evident: &Path, work: &Path, cell: Duration) -> anyhow::Result<
         plain_sum += ra;
         fwd_sum += rb;
         rows.push(format!(
-            "| {} | {:.0} | {:.0} | {:.3} | {:.1} s |",
+            "| {} | {:.0} | {:.0} | {:.3} | {:.1} s | {plain_cpu} / {fwd_cpu} | {rsyslog_cpu} |",
             round + 1,
             ra,
             rb,
@@ -248,13 +263,13 @@ pub async fn run(evident: &Path, work: &Path, cell: Duration) -> anyhow::Result<
         "Ingestion, batch {BATCH} × {CLIENTS} clients, {:.1} s cells, interleaved (events/s):\n\n",
         cell.as_secs_f64()
     ));
-    out.push_str("| round | no destination | TCP + TLS destinations | ratio | forwarders caught up after the cell |\n|---|---|---|---|---|\n");
+    out.push_str("| round | no destination | TCP + TLS destinations | ratio | forwarders caught up after the cell | server CPU in the cell (none / forwarding) | rsyslogd CPU in the forwarding cell |\n|---|---|---|---|---|---|---|\n");
     for row in rows {
         out.push_str(&row);
         out.push('\n');
     }
     out.push_str(&format!(
-        "| mean | {:.0} | {:.0} | **{mean_ratio:.3}** | |\n\n",
+        "| mean | {:.0} | {:.0} | **{mean_ratio:.3}** | | | |\n\n",
         plain_sum / ROUNDS as f64,
         fwd_sum / ROUNDS as f64
     ));
