@@ -496,6 +496,9 @@ impl SyslogTransport for Transport {
 pub const MAX_IN_FLIGHT: u64 = 100_000;
 /// Entries per runner batch and per read-ahead chunk.
 pub const BATCH_MAX: usize = 2000;
+/// How long confirmed entries may wait to be handed back together (see
+/// `Forwarder::ready_to_confirm`).
+pub const CONFIRM_GATHER: Duration = Duration::from_millis(200);
 
 /// What a forwarder did since the node started (shown on `GET /api/v1/forwarders`).
 #[derive(Debug, Default)]
@@ -891,9 +894,11 @@ impl Consumer for Forwarder {
                     self.destination.address
                 )));
             }
-            if let Some((end, prev)) = self.confirm(batch, first, batch_end) {
-                self.saved = SavedForwarder { prev, next: end };
-                return Ok(usize::try_from(end - first).unwrap_or(0));
+            if self.ready_to_confirm(batch_end, next) {
+                if let Some((end, prev)) = self.confirm(batch, first, batch_end) {
+                    self.saved = SavedForwarder { prev, next: end };
+                    return Ok(usize::try_from(end - first).unwrap_or(0));
+                }
             }
             let Some(front) = self.pending.front() else {
                 return Ok(0);
@@ -906,6 +911,30 @@ impl Consumer for Forwarder {
 }
 
 impl Forwarder {
+    /// Whether to hand back what is confirmed now: the whole batch (or everything written)
+    /// is, or the oldest chunk has been confirmed for [`CONFIRM_GATHER`]. Handing back less
+    /// would make the runner read its whole next batch again for a few entries.
+    fn ready_to_confirm(&self, batch_end: u64, next: u64) -> bool {
+        let now = tokio::time::Instant::now();
+        let Some(front) = self.pending.front() else {
+            return false;
+        };
+        let due = front.written_at + self.confirm_after;
+        if now < due {
+            return false;
+        }
+        if now >= due + CONFIRM_GATHER {
+            return true;
+        }
+        let confirmable = self
+            .pending
+            .iter()
+            .take_while(|c| now >= c.written_at + self.confirm_after)
+            .last()
+            .map_or(front.end, |c| c.end);
+        confirmable >= batch_end || confirmable >= next
+    }
+
     /// Takes the chunks written `confirm_after` ago off the pending list, up to the batch's
     /// end (a chunk reaching past it is split there); returns the new cursor and the last
     /// entry forwarded below it, or `None` when nothing is confirmed yet.
