@@ -72,6 +72,23 @@ if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SC
   fi
 fi
 
+# ocsf-emitter (PyPI), pinned: crates/evident/tests/e2e_siem.rs validates the OCSF export
+# against the OCSF 1.5.0 schema with the models it ships. Its own virtualenv under target/.
+OCSF_EMITTER_VERSION=0.3.0
+SIEM_VENV=target/siem-venv
+if ! "$SIEM_VENV/bin/python" -c "import importlib.metadata as m; assert m.version('ocsf-emitter') == '$OCSF_EMITTER_VERSION'" 2>/dev/null; then
+  echo "installing ocsf-emitter $OCSF_EMITTER_VERSION into $SIEM_VENV for the SIEM export test" >&2
+  rm -rf "$SIEM_VENV"
+  if ! python3 -m venv "$SIEM_VENV"; then
+    echo "cannot create a Python virtualenv: install python3 (3.11 or later) and python3-venv first" >&2
+    exit 1
+  fi
+  if ! "$SIEM_VENV/bin/pip" install -q --disable-pip-version-check "ocsf-emitter==$OCSF_EMITTER_VERSION"; then
+    echo "cannot install ocsf-emitter $OCSF_EMITTER_VERSION from PyPI (pip failed; network?)" >&2
+    exit 1
+  fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

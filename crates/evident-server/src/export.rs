@@ -11,6 +11,7 @@
 //! past it, or a hole at the very start or end), the export fails with
 //! [`ExportWriteError::Damaged`] naming the missing entry instead.
 
+use crate::formats::{self, SiemFormat};
 use crate::scan::scan_chunked;
 use evident_core::chain::GENESIS_PREV_HASH;
 use evident_core::event::{Millis, format_rfc3339_millis};
@@ -555,6 +556,39 @@ pub fn write_csv(
         Ok(ControlFlow::Continue(()))
     });
     // The rows read before a failure are written before it is reported.
+    out.write_all(&buf)?;
+    scanned?;
+    out.flush()?;
+    Ok(summary)
+}
+
+/// Writes matching entries as SIEM records ([`crate::formats`]), one line each ending in LF:
+/// NDJSON for OCSF and ECS, one CEF line per event for CEF. `node_id` is the reporting node.
+pub fn write_siem(
+    store: &dyn Store,
+    filter: &Filter,
+    order: Order,
+    limit: Option<u64>,
+    format: SiemFormat,
+    node_id: &str,
+    out: &mut dyn Write,
+) -> Result<ExportSummary, ExportWriteError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(CSV_FLUSH_BYTES + 4096);
+    let mut summary = ExportSummary::default();
+    let scanned = scan_chunked(store, filter, order, limit, &mut |entry| -> Result<
+        ControlFlow<()>,
+        ExportWriteError,
+    > {
+        buf.extend_from_slice(formats::render(format, &entry, node_id).as_bytes());
+        buf.push(b'\n');
+        summary.entries += 1;
+        if buf.len() >= CSV_FLUSH_BYTES {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+        Ok(ControlFlow::Continue(()))
+    });
+    // The records read before a failure are written before it is reported.
     out.write_all(&buf)?;
     scanned?;
     out.flush()?;

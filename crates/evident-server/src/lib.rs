@@ -18,6 +18,7 @@ pub mod connections;
 pub mod consumers;
 pub mod export;
 pub mod file_modes;
+pub mod formats;
 pub mod forward;
 pub mod guard;
 pub mod http;

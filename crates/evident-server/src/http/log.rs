@@ -1,8 +1,9 @@
 //! `GET /api/v1/audit-log`: query with filters, as a JSON page with an opaque cursor, or the
-//! whole match streamed as the self-verifying NDJSON bundle or as CSV.
+//! whole match streamed as the self-verifying NDJSON bundle, as CSV, or as SIEM records
+//! (`ocsf`, `ecs`: NDJSON; `cef`: one CEF line per event; see `crate::formats`).
 //!
 //! Order: JSON pages default to newest first (`desc`), what an investigator wants to see;
-//! CSV defaults to oldest first (`asc`); the NDJSON bundle is always ascending (its run
+//! CSV and the SIEM formats default to oldest first (`asc`); the NDJSON bundle is always ascending (its run
 //! markers need it), so `order=desc` is refused there. The cursor is only for JSON pages.
 
 use super::AppState;
@@ -12,6 +13,7 @@ use super::stream::stream_response;
 use crate::audit::{AuditActor, AuditEvent, RequestInfo, action};
 use crate::auth::Caller;
 use crate::export::{self, BundleRequest, EntryJson};
+use crate::formats::SiemFormat;
 use crate::sequencer::{SequencerError, now_ms};
 use axum::Extension;
 use axum::extract::{RawQuery, State};
@@ -52,6 +54,18 @@ enum Format {
     Json,
     Ndjson,
     Csv,
+    Siem(SiemFormat),
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Ndjson => "ndjson",
+            Format::Csv => "csv",
+            Format::Siem(f) => f.as_str(),
+        }
+    }
 }
 
 /// One JSON page.
@@ -127,11 +141,12 @@ fn filter_from(params: &Params, caller: &Caller) -> Result<Filter, ApiError> {
     tag = "log",
     params(super::openapi::AuditLogParams),
     responses(
-        (status = 200, description = "format=json: a page `{events, next_cursor}`, each event the stored event JSON plus `hash` and `seal`. format=ndjson: the self-verifying export bundle (application/x-ndjson), tied to a checkpoint signed for it. format=csv: RFC 4180 CSV with a header row.",
+        (status = 200, description = "format=json: a page `{events, next_cursor}`, each event the stored event JSON plus `hash` and `seal`. format=ndjson: the self-verifying export bundle (application/x-ndjson), tied to a checkpoint signed for it. format=csv: RFC 4180 CSV with a header row. format=ocsf / ecs: one OCSF 1.5.0 / ECS record per line (application/x-ndjson); format=cef: one CEF line per event (text/plain); see docs/SIEM-MAPPINGS.md.",
             content(
                 (super::openapi::PageDoc = "application/json"),
                 (String = "application/x-ndjson"),
                 (String = "text/csv"),
+                (String = "text/plain"),
             )),
         (status = 400, description = "A bad or unknown query parameter (named in `field`)", body = super::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired API key", body = super::ErrorBody),
@@ -151,7 +166,10 @@ pub async fn audit_log(
     let params = Params::parse(query.as_deref(), &PARAMS)?;
     if let (Some(scope), Some(asked)) = (&caller.tenant, params.get("tenant")) {
         if asked != scope {
-            let what = if matches!(params.get("format"), Some("ndjson" | "csv")) {
+            let what = if matches!(
+                params.get("format"),
+                Some("ndjson" | "csv" | "ocsf" | "ecs" | "cef")
+            ) {
                 "export events"
             } else {
                 "read events"
@@ -165,12 +183,15 @@ pub async fn audit_log(
         "json" => Format::Json,
         "ndjson" => Format::Ndjson,
         "csv" => Format::Csv,
-        other => {
-            return Err(ApiError::bad_param(
-                "format",
-                format!("format \"{other}\": expected json, ndjson or csv"),
-            ));
-        }
+        other => match other.parse::<SiemFormat>() {
+            Ok(siem) => Format::Siem(siem),
+            Err(_) => {
+                return Err(ApiError::bad_param(
+                    "format",
+                    format!("format \"{other}\": expected json, ndjson, csv, ocsf, ecs or cef"),
+                ));
+            }
+        },
     };
     let order = match params.get("order") {
         None if format == Format::Json => Order::Descending,
@@ -214,14 +235,7 @@ pub async fn audit_log(
             "log",
             filter.tenant.as_deref().unwrap_or("*"),
         )
-        .with(
-            "format",
-            if format == Format::Csv {
-                "csv"
-            } else {
-                "ndjson"
-            },
-        )
+        .with("format", format.name())
         .with("query", Value::Object(query));
         state
             .record(&AuditActor::Key(caller.clone()), &info, event)
@@ -234,7 +248,7 @@ pub async fn audit_log(
                 return Err(ApiError::bad_param(
                     "limit",
                     format!(
-                        "limit {limit} is above the maximum of {MAX_LIMIT} per page; page with the cursor or export as ndjson or csv"
+                        "limit {limit} is above the maximum of {MAX_LIMIT} per page; page with the cursor or export as ndjson, csv, ocsf, ecs or cef"
                     ),
                 ));
             }
@@ -317,6 +331,28 @@ pub async fn audit_log(
                 Some("attachment; filename=\"evident-export.csv\""),
                 move |out| export::write_csv(&*store, &filter, order, limit, out).map(|_| ()),
             )
+            .await
+        }
+        Format::Siem(siem) => {
+            let store = state.store().clone();
+            let node_id = state.node().files().node_id().to_owned();
+            let (content_type, disposition) = match siem {
+                SiemFormat::Ocsf => (
+                    "application/x-ndjson",
+                    "attachment; filename=\"evident-export.ocsf.ndjson\"",
+                ),
+                SiemFormat::Ecs => (
+                    "application/x-ndjson",
+                    "attachment; filename=\"evident-export.ecs.ndjson\"",
+                ),
+                SiemFormat::Cef => (
+                    "text/plain; charset=utf-8",
+                    "attachment; filename=\"evident-export.cef\"",
+                ),
+            };
+            stream_response(content_type, Some(disposition), move |out| {
+                export::write_siem(&*store, &filter, order, limit, siem, &node_id, out).map(|_| ())
+            })
             .await
         }
     }

@@ -176,7 +176,8 @@ pub struct AuditLogParams {
     /// asc or desc (sequence order). Default desc for json, asc for csv; ndjson is asc only.
     #[param(inline, value_type = Option<OrderDoc>)]
     order: Option<String>,
-    /// json (default), ndjson (the self-verifying export bundle) or csv.
+    /// json (default), ndjson (the self-verifying export bundle), csv, or a SIEM format:
+    /// ocsf or ecs (one record per line, NDJSON) or cef (one CEF line per event).
     #[param(inline, value_type = Option<FormatDoc>)]
     format: Option<String>,
     /// ndjson only: put in the header a consistency proof from this older tree size to the
@@ -201,6 +202,9 @@ pub enum FormatDoc {
     Json,
     Ndjson,
     Csv,
+    Ocsf,
+    Ecs,
+    Cef,
 }
 
 struct BearerAuth;

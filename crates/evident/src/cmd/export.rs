@@ -23,6 +23,12 @@ pub enum ExportFormat {
     Csv,
     /// One JSON array of events, each with its hash and seal.
     Json,
+    /// OCSF 1.5.0 records, one per line (NDJSON); see docs/SIEM-MAPPINGS.md.
+    Ocsf,
+    /// Elastic Common Schema documents, one per line (NDJSON).
+    Ecs,
+    /// ArcSight CEF, one line per event.
+    Cef,
 }
 
 #[derive(Debug, Args)]
@@ -39,7 +45,8 @@ pub struct ExportArgs {
     /// stays); an existing FIFO or device is written to as it is.
     #[arg(long, short, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// asc or desc (csv and json; the NDJSON bundle is always ascending) [default: asc].
+    /// asc or desc (csv, json, ocsf, ecs, cef; the NDJSON bundle is always ascending)
+    /// [default: asc].
     #[arg(long)]
     pub order: Option<String>,
     /// Export at most this many events.
@@ -100,6 +107,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
                 rows.saturating_sub(1)
             ),
             ExportFormat::Json => format!("{rows} events (json)"),
+            ExportFormat::Ocsf | ExportFormat::Ecs | ExportFormat::Cef => {
+                format!("{rows} events ({})", format_name(args.format))
+            }
         };
         eprintln_quiet(&format!("exported {what} to {}", path.display()));
     }
@@ -111,6 +121,9 @@ fn format_name(format: ExportFormat) -> &'static str {
         ExportFormat::Ndjson => "ndjson",
         ExportFormat::Csv => "csv",
         ExportFormat::Json => "json",
+        ExportFormat::Ocsf => "ocsf",
+        ExportFormat::Ecs => "ecs",
+        ExportFormat::Cef => "cef",
     }
 }
 
@@ -204,8 +217,8 @@ fn export_to_file(
     Ok(rows)
 }
 
-/// Writes the export to `out`; returns the number of lines (ndjson), records (csv) or events
-/// (json) written.
+/// Writes the export to `out`; returns the number of lines (ndjson, csv, ocsf, ecs, cef: one
+/// per event) or events (json) written.
 fn export_to(
     client: &ApiClient,
     args: &ExportArgs,
@@ -217,7 +230,11 @@ fn export_to(
         params.push(("order", order.clone()));
     }
     match args.format {
-        ExportFormat::Ndjson | ExportFormat::Csv => {
+        ExportFormat::Ndjson
+        | ExportFormat::Csv
+        | ExportFormat::Ocsf
+        | ExportFormat::Ecs
+        | ExportFormat::Cef => {
             params.push(("format", format_name(args.format).to_owned()));
             if let Some(limit) = args.limit {
                 params.push(("limit", limit.to_string()));
