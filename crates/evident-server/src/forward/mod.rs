@@ -84,20 +84,31 @@ pub enum PayloadFormat {
     /// `hash` and `seal` (what `evident verify --syslog` recomputes the hash chain from).
     #[default]
     Json,
+    /// OCSF, ECS or CEF (`crate::formats`, mappings in docs/SIEM-MAPPINGS.md); the receiver
+    /// checks their coordinates and finds gaps, but cannot recompute hashes from them.
+    Ocsf,
+    Ecs,
+    Cef,
 }
 
 impl PayloadFormat {
     pub fn as_str(self) -> &'static str {
         match self {
             PayloadFormat::Json => "json",
+            PayloadFormat::Ocsf => "ocsf",
+            PayloadFormat::Ecs => "ecs",
+            PayloadFormat::Cef => "cef",
         }
     }
 }
 
 /// The payload of `entry` (recorded by node `node_id`) in `format`: one line, no newline.
 pub fn payload(format: PayloadFormat, entry: &SealedEntry, node_id: &str) -> String {
-    let _ = node_id;
+    use crate::formats::{SiemFormat, render};
     match format {
+        PayloadFormat::Ocsf => render(SiemFormat::Ocsf, entry, node_id),
+        PayloadFormat::Ecs => render(SiemFormat::Ecs, entry, node_id),
+        PayloadFormat::Cef => render(SiemFormat::Cef, entry, node_id),
         PayloadFormat::Json => {
             let mut line = evident_core::export::entry_line(&evident_core::export::ExportEntry {
                 entry: entry.clone(),
@@ -122,7 +133,7 @@ pub struct SyslogDestination {
     pub transport: SyslogTransportKind,
     /// The receiver, `host:port`.
     pub address: String,
-    /// The MSG of each entry (`json`).
+    /// The MSG of each entry: `json` (default), `ocsf`, `ecs` or `cef`.
     #[serde(default)]
     pub format: PayloadFormat,
     /// Syslog facility keyword (`local0`, the default, … `local7`, `auth`, …) or 0 to 23.

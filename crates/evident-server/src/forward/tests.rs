@@ -485,3 +485,32 @@ async fn a_confirmed_chunk_reaching_past_the_batch_is_split_at_its_end() {
     });
     assert_eq!(none.confirm(&entries[..5], 0, 5), None);
 }
+
+#[test]
+fn siem_formats_are_the_payload_of_their_destinations() {
+    let (entries, _, _) = chain(1);
+    for (name, format, siem) in [
+        (
+            "ocsf",
+            PayloadFormat::Ocsf,
+            crate::formats::SiemFormat::Ocsf,
+        ),
+        ("ecs", PayloadFormat::Ecs, crate::formats::SiemFormat::Ecs),
+        ("cef", PayloadFormat::Cef, crate::formats::SiemFormat::Cef),
+    ] {
+        let destination: SyslogDestination = toml::from_str(&format!(
+            "name = \"d\"\ntransport = \"udp\"\naddress = \"h:1\"\nformat = \"{name}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(destination.format, format);
+        assert_eq!(format.as_str(), name);
+        let body = payload(format, &entries[0], "node-1");
+        assert_eq!(body, crate::formats::render(siem, &entries[0], "node-1"));
+        assert!(!body.contains('\n'));
+    }
+    let err = toml::from_str::<SyslogDestination>(
+        "name = \"d\"\ntransport = \"udp\"\naddress = \"h:1\"\nformat = \"leef\"\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("leef"), "{err}");
+}
