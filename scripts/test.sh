@@ -34,6 +34,19 @@ if ! command -v curl >/dev/null 2>&1; then
   fi
 fi
 
+# rsyslog (with its GnuTLS driver): crates/evident/tests/e2e_forward.rs forwards to a real
+# rsyslogd over UDP, TCP and TLS, started by the test in the foreground on free loopback ports.
+if [ ! -x /usr/sbin/rsyslogd ] || ! find /usr/lib -path '*/rsyslog/lmnsd_gtls.so' -print -quit | grep -q .; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing rsyslog for the syslog forwarding tests" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog rsyslog-gnutls >/dev/null
+  else
+    echo "rsyslog is missing: install it (apt-get install rsyslog rsyslog-gnutls) first" >&2
+    exit 1
+  fi
+fi
+
 # schemathesis (PyPI), pinned: crates/evident/tests/openapi_schemathesis.rs checks the OpenAPI
 # document against the real server with it. It goes into a virtualenv under target/ (where the
 # test looks for it), leaving the system Python alone.

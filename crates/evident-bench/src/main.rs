@@ -20,6 +20,7 @@
 mod alerts;
 mod baseline;
 mod client;
+mod forwarding;
 mod ingest;
 mod metrics;
 mod pg;
@@ -61,6 +62,10 @@ struct Args {
     /// 100,000 with --quick].
     #[arg(long, value_name = "N")]
     scale: Option<u64>,
+    /// Only the forwarding phase (issue 11): ingestion with a TCP and a TLS syslog destination
+    /// (a real rsyslogd) against none, interleaved, and the forwarders' sustained rate.
+    #[arg(long)]
+    forwarding: bool,
     /// Directory under which the temporary data directory is created [default: the system
     /// temporary directory].
     #[arg(long, value_name = "DIR")]
@@ -321,6 +326,14 @@ async fn run(args: Args) -> anyhow::Result<String> {
             server::load_average()
         );
         return Ok(report);
+    }
+    if args.forwarding {
+        let cell = if args.quick {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(5)
+        };
+        return forwarding::run(&evident, work.path(), cell).await;
     }
     let mut phases = Vec::new();
     let load_before = server::load_average();

@@ -83,6 +83,9 @@ pub struct ServerConfig {
     pub alerts: crate::alerts::AlertsConfig,
     /// Publishing to object storage (`[publish]`): off unless `target` is set.
     pub publish: crate::publish::PublishConfig,
+    /// Where committed entries are forwarded (`[[forward.syslog]]` destinations); none by
+    /// default.
+    pub forward: crate::forward::ForwardConfig,
 }
 
 /// Default data directory.
@@ -134,6 +137,7 @@ impl Default for ServerConfig {
             four_eyes: Vec::new(),
             alerts: crate::alerts::AlertsConfig::default(),
             publish: crate::publish::PublishConfig::default(),
+            forward: crate::forward::ForwardConfig::default(),
         }
     }
 }
@@ -250,6 +254,10 @@ impl ServerConfig {
                         crate::retention::RetentionDays::parse(&value).map_err(bad)?
                 }
                 "VERIFY_EVERY_MS" => self.verify_every_ms = parse_number(&value).map_err(bad)?,
+                "FORWARD_SYSLOG" => {
+                    self.forward.syslog =
+                        crate::forward::ForwardConfig::parse_syslog_list(&value).map_err(bad)?
+                }
                 "VERIFY_FULL_EVERY_MS" => {
                     self.verify_full_every_ms = parse_number(&value).map_err(bad)?
                 }
@@ -339,6 +347,10 @@ impl ServerConfig {
         self.publish
             .validate()
             .map_err(|(field, message)| ConfigError::Invalid { field, message })?;
+        self.forward.validate().map_err(|e| ConfigError::Invalid {
+            field: "forward",
+            message: e.to_string(),
+        })?;
         self.retention_days
             .check()
             .map_err(|message| ConfigError::Invalid {
@@ -501,6 +513,30 @@ mod tests {
         c.origin = Some("has space".to_owned());
         let err = c.validate().unwrap_err();
         assert!(err.to_string().contains("origin"), "{err}");
+    }
+
+    #[test]
+    fn forward_destinations_come_from_the_file_and_the_environment() {
+        let c = ServerConfig::from_toml_str(
+            "[[forward.syslog]]\nname = \"siem\"\ntransport = \"tls\"\naddress = \"siem:6514\"\nca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.forward.syslog[0].name, "siem");
+        c.validate().unwrap();
+        let mut c = ServerConfig::default();
+        c.apply_env([(
+            "EVIDENT_FORWARD_SYSLOG".to_owned(),
+            "[{ name = \"a\", transport = \"udp\", address = \"h:514\" }]".to_owned(),
+        )])
+        .unwrap();
+        assert_eq!(c.forward.syslog[0].address, "h:514");
+        let err = c
+            .apply_env([(
+                "EVIDENT_FORWARD_SYSLOG".to_owned(),
+                "[{ name = 1 }]".to_owned(),
+            )])
+            .unwrap_err();
+        assert!(err.to_string().contains("EVIDENT_FORWARD_SYSLOG"), "{err}");
     }
 
     #[test]

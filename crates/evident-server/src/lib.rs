@@ -22,6 +22,7 @@ pub mod consumers;
 pub mod export;
 pub mod file_modes;
 pub mod formats;
+pub mod forward;
 pub mod guard;
 pub mod http;
 pub mod metrics;
@@ -218,6 +219,7 @@ fn start_consumers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     if let Some(publisher) = publish::start(state) {
         handles.push(publisher);
     }
+    handles.extend(forward::spawn_all(state));
     handles
 }
 

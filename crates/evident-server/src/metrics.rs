@@ -36,6 +36,15 @@ pub struct WebhookLabels {
     pub outcome: String,
 }
 
+/// Labels of the syslog forwarders' metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwarderLabels {
+    /// The destination's name (its consumer name).
+    pub name: String,
+    /// `udp`, `tcp` or `tls`.
+    pub transport: String,
+}
+
 /// All metrics of one node.
 pub struct Metrics {
     registry: Registry,
@@ -75,6 +84,16 @@ pub struct Metrics {
     pub consumer_failures: Family<ConsumerLabels, Counter>,
     /// Webhook delivery attempts by endpoint and outcome.
     pub webhook_attempts: Family<WebhookLabels, Counter>,
+    /// Per syslog destination: messages written (entries and checkpoint records).
+    pub forwarder_messages: Family<ForwarderLabels, Counter>,
+    /// Per syslog destination: bytes of those messages.
+    pub forwarder_bytes: Family<ForwarderLabels, Counter>,
+    /// Per syslog destination: entries whose payload was cut to the maximum message size.
+    pub forwarder_truncated: Family<ForwarderLabels, Counter>,
+    /// Per syslog destination: checkpoint records sent.
+    pub forwarder_checkpoint_records: Family<ForwarderLabels, Counter>,
+    /// Per syslog destination: connections opened (a rise means reconnects).
+    pub forwarder_connections: Family<ForwarderLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -192,9 +211,44 @@ impl Metrics {
             "Webhook delivery attempts by endpoint and outcome (delivered, failed)",
             webhook_attempts.clone(),
         );
+        let forwarder_messages = Family::<ForwarderLabels, Counter>::default();
+        let forwarder_bytes = Family::<ForwarderLabels, Counter>::default();
+        let forwarder_truncated = Family::<ForwarderLabels, Counter>::default();
+        let forwarder_checkpoint_records = Family::<ForwarderLabels, Counter>::default();
+        let forwarder_connections = Family::<ForwarderLabels, Counter>::default();
+        registry.register(
+            "forwarder_messages",
+            "Syslog messages a forwarder wrote (entries and checkpoint records)",
+            forwarder_messages.clone(),
+        );
+        registry.register(
+            "forwarder_bytes",
+            "Bytes of the syslog messages a forwarder wrote",
+            forwarder_bytes.clone(),
+        );
+        registry.register(
+            "forwarder_truncated",
+            "Entries whose syslog payload was cut to the destination's maximum message size",
+            forwarder_truncated.clone(),
+        );
+        registry.register(
+            "forwarder_checkpoint_records",
+            "Checkpoint records a forwarder sent",
+            forwarder_checkpoint_records.clone(),
+        );
+        registry.register(
+            "forwarder_connections",
+            "Connections a forwarder opened to its destination",
+            forwarder_connections.clone(),
+        );
         Metrics {
             registry,
             webhook_attempts,
+            forwarder_messages,
+            forwarder_bytes,
+            forwarder_truncated,
+            forwarder_checkpoint_records,
+            forwarder_connections,
             consumer_position,
             consumer_lag_events,
             consumer_lag_seconds,

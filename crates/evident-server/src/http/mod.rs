@@ -9,6 +9,7 @@
 
 mod error;
 mod events;
+mod forwarders;
 mod keys;
 mod log;
 mod openapi;
@@ -60,6 +61,8 @@ struct Inner {
     alerts: crate::alerts::Alerting,
     /// The publisher's requests and status, when publishing is configured.
     publisher: std::sync::OnceLock<crate::publish::PublishHandle>,
+    /// The syslog forwarders' destinations and counters.
+    forwarders: crate::forward::Forwarders,
 }
 
 impl AppState {
@@ -83,6 +86,7 @@ impl AppState {
             consumers: crate::consumers::Consumers::default(),
             alerts,
             publisher: std::sync::OnceLock::new(),
+            forwarders: crate::forward::Forwarders::default(),
         }))
     }
 
@@ -112,6 +116,11 @@ impl AppState {
     /// Installs the publisher's handle (once, at start).
     pub fn set_publisher(&self, handle: crate::publish::PublishHandle) {
         let _ = self.0.publisher.set(handle);
+    }
+
+    /// The syslog forwarders (their destinations and counters).
+    pub fn forwarders(&self) -> &crate::forward::Forwarders {
+        &self.0.forwarders
     }
 
     pub fn usage(&self) -> &UsageTracker {
@@ -346,6 +355,7 @@ pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
     ),
     (Method::GET, "/api/v1/publisher", Some(Permission::Read)),
     (Method::POST, "/api/v1/publish", Some(Permission::Owner)),
+    (Method::GET, "/api/v1/forwarders", Some(Permission::Read)),
     (Method::GET, "/api/v1/readyz", None),
     (Method::GET, "/readyz", None),
     (Method::GET, "/api/v1/openapi.json", Some(Permission::Read)),
@@ -381,6 +391,7 @@ pub fn router(state: AppState) -> Router {
         .route("/reviews/four-eyes", get(reviews::four_eyes))
         .route("/webhooks", get(crate::webhooks::routes::status))
         .route("/publisher", get(publish::status))
+        .route("/forwarders", get(forwarders::forwarders))
         .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(

@@ -365,6 +365,20 @@ pub struct Ready {
     /// makes the node unready.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lagging_consumers: Vec<String>,
+    /// Syslog destinations (name, connected, lag, last error); informative, never a reason
+    /// to be unready.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forwarders: Vec<ForwarderReady>,
+}
+
+/// A syslog destination as `/readyz` shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ForwarderReady {
+    pub name: String,
+    pub connected: bool,
+    pub lag_events: u64,
+    pub lag_seconds: f64,
+    pub last_error: Option<String>,
 }
 
 /// Readiness for writes; needs no key.
@@ -391,6 +405,16 @@ pub async fn readyz(
         .filter(|s| s.lagging_since.is_some())
         .map(|s| format!("{}:{}", s.kind, s.name))
         .collect();
+    let forwarders: Vec<ForwarderReady> = super::forwarders::statuses(&state)
+        .into_iter()
+        .map(|f| ForwarderReady {
+            name: f.consumer.name,
+            connected: f.connected,
+            lag_events: f.consumer.lag_events,
+            lag_seconds: f.consumer.lag_seconds,
+            last_error: f.consumer.last_error,
+        })
+        .collect();
     let refused = |status, reason: String, damage| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -399,6 +423,7 @@ pub async fn readyz(
                 reason: Some(reason),
                 damage,
                 lagging_consumers: lagging_consumers.clone(),
+                forwarders: forwarders.clone(),
             }),
         )
     };
@@ -420,6 +445,7 @@ pub async fn readyz(
                 reason: None,
                 damage: None,
                 lagging_consumers,
+                forwarders,
             }),
         )
     })

@@ -1,11 +1,13 @@
-//! `evident verify`, three ways, each deciding nothing itself:
+//! `evident verify`, one way per kind of evidence, each deciding nothing itself:
 //! - `--data-dir DIR`: the local store, read-only, seals checked with the node's secret,
 //!   through the server library's `verify_store` (the same walk as `GET /api/v1/verify`);
 //! - `--url/--key` (default): asks a running server (`GET /api/v1/verify`);
 //! - `--export FILE --public-key KEY [--checkpoint FILE]`: offline, streaming the file
 //!   through the core's `ExportVerifier` in constant memory; a four-eyes report bundle
 //!   (recognised by its header) through the core's `verify_report`, which also recomputes
-//!   the report from the entries it carries.
+//!   the report from the entries it carries;
+//! - `--syslog FILE --public-key KEY`: offline, what a syslog receiver wrote, through the
+//!   server library's `forward::receiver`.
 //!
 //! Intact: a summary on stdout, exit 0. Otherwise `FAILED at seq N: reason` on stderr
 //! (or the line, for an export), exit 1.
@@ -39,8 +41,18 @@ pub struct VerifyArgs {
         conflicts_with = "from"
     )]
     pub export: Option<PathBuf>,
+    /// Verify what a syslog receiver wrote (rsyslog's file output of the RFC 5424 lines the
+    /// node forwarded): hashes and seals against the payloads, the hash chain, the signed
+    /// checkpoint records and their roots; gaps are reported as seq ranges.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "public_key",
+        conflicts_with_all = ["export", "data_dir", "from", "dir", "bucket"]
+    )]
+    pub syslog: Option<PathBuf>,
     /// The node's public key (verifier key string, or a file holding it), for --export,
-    /// --dir and --bucket.
+    /// --syslog, --dir and --bucket.
     #[arg(long, value_name = "VKEY_OR_FILE")]
     pub public_key: Option<String>,
     /// Verify a downloaded copy of a published bucket (e.g. `aws s3 sync s3://b/p DIR`):
@@ -97,6 +109,12 @@ pub struct S3Args {
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
+    if let Some(file) = &args.syslog {
+        return verify_syslog(file, args.public_key.as_deref().unwrap_or_default());
+    }
+    if args.public_key.is_some() && args.export.is_none() {
+        anyhow::bail!("--public-key is for --export or --syslog");
+    }
     let trusted = read_trusted_checkpoints(&args.checkpoint)?;
     if args.dir.is_some() || args.bucket.is_some() {
         return verify_published(&args, &trusted);
@@ -616,6 +634,97 @@ fn export_failure(error: ExportError, trusted_size: Option<u64>) -> anyhow::Erro
         }
     };
     VerificationFailed(verdict).into()
+}
+
+/// `--syslog FILE`: reads the receiver's file line by line through the server library's
+/// pure check (`forward::receiver`) and prints its verdict.
+fn verify_syslog(file: &Path, public_key: &str) -> anyhow::Result<()> {
+    use evident_server::forward::receiver::SyslogVerifier;
+    use std::io::BufRead as _;
+    let verifier = load_verifier(public_key)?;
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+    );
+    let mut check = SyslogVerifier::new(vec![verifier]);
+    for line in reader.split(b'\n') {
+        let line = line.with_context(|| format!("reading {}", file.display()))?;
+        check.push_line(&String::from_utf8_lossy(&line));
+    }
+    let report = check.finish();
+    let mut summary = String::new();
+    for node in &report.nodes {
+        let span = match (node.first_seq, node.last_seq) {
+            (Some(first), Some(last)) => format!(" (seqs {first}-{last})"),
+            _ => String::new(),
+        };
+        summary.push_str(&format!(
+            "  node {}: {} entries{span}, {} duplicate(s) dropped, hash chain checked for {}, {} signed checkpoint record(s){}, {} root(s) rebuilt from the received entries\n",
+            node.node,
+            node.entries,
+            node.duplicates,
+            node.chain_checked,
+            node.checkpoints,
+            node.newest_checkpoint
+                .map_or_else(String::new, |size| format!(" (newest of size {size})")),
+            node.roots_checked,
+        ));
+        if node.truncated > 0 {
+            summary.push_str(&format!(
+                "    {} entries arrived truncated (coordinates checked, hashes not recomputable)\n",
+                node.truncated
+            ));
+        }
+        if node.uncovered > 0 {
+            summary.push_str(&format!(
+                "    {} entries are not covered by a checkpoint record yet (verify again after the next one)\n",
+                node.uncovered
+            ));
+        }
+    }
+    if report.is_ok() {
+        if report.nodes.is_empty() {
+            return Err(VerificationFailed(format!(
+                "FAILED: {} holds no message forwarded by Evident ({} other lines)",
+                file.display(),
+                report.other_lines
+            ))
+            .into());
+        }
+        print!("OK: syslog messages verified\n{summary}");
+        return Ok(());
+    }
+    let mut failure = String::from("FAILED: the syslog messages do not verify\n");
+    for node in &report.nodes {
+        if !node.gaps.is_empty() {
+            let ranges: Vec<String> = node
+                .gaps
+                .iter()
+                .map(|g| {
+                    if g.from == g.to {
+                        g.from.to_string()
+                    } else {
+                        format!("{}-{}", g.from, g.to)
+                    }
+                })
+                .collect();
+            failure.push_str(&format!(
+                "  node {}: missing seqs {}\n",
+                node.node,
+                ranges.join(", ")
+            ));
+        }
+    }
+    for finding in &report.findings {
+        match finding.line {
+            Some(line) => failure.push_str(&format!(
+                "  line {line} (node {}): {}\n",
+                finding.node, finding.message
+            )),
+            None => failure.push_str(&format!("  node {}: {}\n", finding.node, finding.message)),
+        }
+    }
+    failure.push_str(&summary);
+    Err(VerificationFailed(failure.trim_end().to_owned()).into())
 }
 
 #[cfg(test)]
