@@ -112,8 +112,12 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     if let Some(file) = &args.syslog {
         return verify_syslog(file, args.public_key.as_deref().unwrap_or_default());
     }
-    if args.public_key.is_some() && args.export.is_none() {
-        anyhow::bail!("--public-key is for --export or --syslog");
+    if args.public_key.is_some()
+        && args.export.is_none()
+        && args.dir.is_none()
+        && args.bucket.is_none()
+    {
+        anyhow::bail!("--public-key is for --export, --syslog, --dir or --bucket");
     }
     let trusted = read_trusted_checkpoints(&args.checkpoint)?;
     if args.dir.is_some() || args.bucket.is_some() {
