@@ -87,7 +87,7 @@ pub async fn status(
     path = "/api/v1/publish",
     tag = "operations",
     params(
-        ("wait" = Option<u64>, Query, description = "Seconds to wait for the publication to finish (0 to 600, default 60; 0: do not wait)"),
+        ("wait" = Option<u64>, Query, minimum = 0, maximum = 600, description = "Seconds to wait for the publication to finish (0 to 600, default 60; 0: do not wait)"),
     ),
     responses(
         (status = 200, description = "The bucket's checkpoint covers every entry committed when the request came", body = PublishResponse),
