@@ -28,6 +28,7 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod publish;
+pub mod recent;
 pub mod retention;
 pub mod review;
 pub mod scan;
