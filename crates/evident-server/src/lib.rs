@@ -84,6 +84,11 @@ pub fn now_ms() -> evident_core::event::Millis {
 pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
     config.validate().map_err(NodeError::from)?;
     let addr = config.listen;
+    // Bound before anything is created: a listen address in use or not this machine's
+    // leaves no new data directory (or certificate) behind.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
     let tls_config = if config.tls_enabled() {
         let config = config.clone();
         Some(
@@ -97,9 +102,6 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
     let node = tokio::task::spawn_blocking(move || Node::open(config))
         .await
         .map_err(|e| ServeError::Task(e.to_string()))??;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
     serve_with(node, listener, tls_config, shutdown_signal()).await
 }
 

@@ -209,6 +209,7 @@ pub fn create_key_with_env(
     let mut args = vec![
         "keys",
         "create",
+        "--init",
         "--data-dir",
         dir.to_str().unwrap(),
         "--role",
