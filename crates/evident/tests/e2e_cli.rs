@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Node, run};
+use common::{Node, Server, event, run};
 
 /// Commands that need an existing node refuse a directory that is not one, name it, say
 /// what to do, and leave nothing behind; `keys create --init` creates the node.
@@ -104,4 +104,82 @@ fn serve_checks_the_listen_address_before_creating_anything() {
     let out = run(&["serve", "--data-dir", node.dir_str(), "--listen", &addr]);
     assert_ne!(out.code, Some(0));
     node.verify().ok();
+}
+
+/// `--since 2s` on query and export (and `since=` on the API) means "recorded within the
+/// last 2 s"; an export states the absolute `from` it meant and verifies; bad spans and
+/// `since` with `from` are refused naming the field.
+#[test]
+fn since_selects_a_span_before_now_on_query_export_and_the_api() {
+    let node = Node::new();
+    let server = Server::start(&node);
+    let api = server.api(&node.owner_key);
+    api.append(&event("old-actor", "auth.login")).unwrap();
+    // Recorded at least 4 s before the query below: outside a 2 s span.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    api.append(&event("new-actor", "auth.login")).unwrap();
+
+    let shown = server
+        .cli(&node.owner_key, &["query", "--since", "2s", "--json"])
+        .ok();
+    let events: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    let actors: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["actor"]["id"].as_str())
+        .filter(|a| a.ends_with("-actor"))
+        .collect();
+    assert_eq!(actors, ["new-actor"], "{}", shown.stdout);
+    let all = server
+        .cli(&node.owner_key, &["query", "--since", "1h", "--json"])
+        .ok();
+    assert!(all.stdout.contains("old-actor") && all.stdout.contains("new-actor"));
+
+    // An export's signed header states the absolute `from`, and the bundle verifies.
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("since.ndjson");
+    server
+        .export(&node.owner_key, "ndjson", &bundle, &["--since", "1h"])
+        .ok();
+    let header: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&bundle)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let query = &header["query"];
+    assert!(query.get("since").is_none(), "{header}");
+    let from: i64 = query["from"].as_str().unwrap().parse().unwrap();
+    let recorded_now = evident_server::now_ms();
+    assert!(
+        (recorded_now - 3_700_000..=recorded_now - 3_500_000).contains(&from),
+        "{from}"
+    );
+    run(&[
+        "verify",
+        "--export",
+        bundle.to_str().unwrap(),
+        "--public-key",
+        &node.public_key(),
+    ])
+    .ok();
+
+    // Refused, naming the field: a bad span, since with from (API), since with --from (CLI).
+    api.get("/api/v1/audit-log?since=2x")
+        .assert_error(400, "invalid_parameter", Some("since"));
+    api.get("/api/v1/audit-log?since=2h&from=0").assert_error(
+        400,
+        "invalid_parameter",
+        Some("since"),
+    );
+    let out = server.cli(&node.owner_key, &["query", "--since", "2h", "--from", "0"]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--since") && out.stderr.contains("--from"),
+        "{}",
+        out.stderr
+    );
 }

@@ -25,8 +25,9 @@ use evident_store::{Filter, Order};
 use serde_json::{Map, Value};
 
 /// Every parameter the route accepts.
-pub const PARAMS: [&str; 16] = [
+pub const PARAMS: [&str; 17] = [
     "from",
+    "since",
     "to",
     "actor",
     "actor_kind",
@@ -163,7 +164,7 @@ pub async fn audit_log(
     Extension(info): Extension<RequestInfo>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(query.as_deref(), &PARAMS)?;
+    let params = Params::parse(query.as_deref(), &PARAMS)?.resolve_since(now_ms())?;
     if let (Some(scope), Some(asked)) = (&caller.tenant, params.get("tenant")) {
         if asked != scope {
             let what = if matches!(

@@ -145,6 +145,10 @@ pub struct AuditLogParams {
     from: Option<String>,
     /// Recorded before: RFC 3339 or epoch milliseconds.
     to: Option<String>,
+    /// Recorded within this span before now, instead of `from`: a positive whole number and
+    /// a unit s, m, h, d or w (`30d`, `2h`). An export's header states the `from` it meant.
+    #[param(pattern = "^[1-9][0-9]{0,8}[smhdw]$")]
+    since: Option<String>,
     /// Actor id (exact).
     actor: Option<String>,
     /// user, service, api_key or system.

@@ -17,6 +17,10 @@ pub struct FilterArgs {
     /// Recorded at or after this time (RFC 3339, or milliseconds since the epoch).
     #[arg(long, value_name = "TIME")]
     pub from: Option<String>,
+    /// Recorded within this span before now, instead of --from: a number and a unit s, m,
+    /// h, d or w (30d, 2h).
+    #[arg(long, value_name = "SPAN", conflicts_with = "from")]
+    pub since: Option<String>,
     /// Recorded before this time.
     #[arg(long, value_name = "TIME")]
     pub to: Option<String>,
@@ -54,6 +58,7 @@ impl FilterArgs {
     pub fn params(&self) -> Vec<(&'static str, String)> {
         let fields = [
             ("from", &self.from),
+            ("since", &self.since),
             ("to", &self.to),
             ("actor", &self.actor),
             ("actor_kind", &self.actor_kind),
