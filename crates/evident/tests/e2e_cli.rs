@@ -183,3 +183,43 @@ fn since_selects_a_span_before_now_on_query_export_and_the_api() {
         out.stderr
     );
 }
+
+/// `--out -` is standard output for every command that has `--out`, never a file named `-`.
+#[test]
+fn out_dash_is_standard_output_everywhere() {
+    let node = Node::new();
+    let server = Server::start(&node);
+    server
+        .api(&node.owner_key)
+        .append(&event("alice", "auth.login"))
+        .unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let in_cwd = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend_from_slice(&["--url", &server.url, "--key", &node.owner_key]);
+        let out = common::evident()
+            .current_dir(cwd.path())
+            .args(&all)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let note = in_cwd(&["checkpoint", "--out", "-"]);
+    assert!(note.contains("\n\n\u{2014} "), "a signed note: {note}");
+    let key = in_cwd(&["public-key", "--out", "-"]);
+    assert_eq!(key.trim(), node.public_key());
+    let csv = in_cwd(&["export", "--format", "csv", "--out", "-"]);
+    assert!(
+        csv.lines().count() >= 2 && csv.contains("auth.login"),
+        "{csv}"
+    );
+    assert!(
+        !cwd.path().join("-").exists(),
+        "a file named - was written instead of standard output"
+    );
+}

@@ -14,3 +14,9 @@ pub mod review;
 pub mod serve;
 pub mod verify;
 pub mod verify_bucket;
+
+/// The file an `--out` flag names: `None` for `-`, which means standard output (as it does
+/// for every command with `--out`).
+pub fn out_file(out: Option<&std::path::Path>) -> Option<&std::path::Path> {
+    out.filter(|path| path.as_os_str() != "-")
+}
