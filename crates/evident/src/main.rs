@@ -8,7 +8,7 @@ mod client;
 mod cmd;
 mod output;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Evident: a tamper-evident audit log. One binary is the server, the admin tool and the
@@ -53,6 +53,10 @@ enum Command {
     Review(cmd::review::ReviewCommand),
     /// Publish the log to the node's configured bucket now (owner key).
     Publish(cmd::publish::PublishArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::docs::CompletionsArgs),
+    /// Write the man pages (evident.1 and one per subcommand) into a directory.
+    Man(cmd::docs::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,8 @@ fn main() -> ExitCode {
         Command::Prune(args) => cmd::prune::run(args),
         Command::Review(command) => cmd::review::run(command),
         Command::Publish(args) => cmd::publish::run(args),
+        Command::Completions(args) => cmd::docs::completions(&args, Cli::command()),
+        Command::Man(args) => cmd::docs::man(&args, Cli::command()),
     };
     output::exit_code(result)
 }

@@ -223,3 +223,49 @@ fn out_dash_is_standard_output_everywhere() {
         "a file named - was written instead of standard output"
     );
 }
+
+/// Man pages and completions come from the command tree: a page per subcommand, named as
+/// `man` looks them up, and completion scripts that offer the subcommands and their flags.
+#[test]
+fn man_pages_and_shell_completions_are_generated_from_the_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("man1");
+    run(&["man", "--out", dir.to_str().unwrap()]).ok();
+    for page in [
+        "evident.1",
+        "evident-serve.1",
+        "evident-verify.1",
+        "evident-keys-create.1",
+        "evident-proof-inclusion.1",
+    ] {
+        let text =
+            std::fs::read_to_string(dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page} is roff: {text:.200}"
+        );
+    }
+    let top = std::fs::read_to_string(dir.join("evident.1")).unwrap();
+    for sub in ["serve", "verify", "export", "keys", "prune", "completions"] {
+        assert!(top.contains(sub), "evident.1 lists {sub}");
+    }
+    let create = std::fs::read_to_string(dir.join("evident-keys-create.1")).unwrap();
+    assert!(
+        create.contains("init") && create.contains("role"),
+        "{create:.400}"
+    );
+
+    let bash = run(&["completions", "bash"]).ok().stdout;
+    assert!(
+        bash.contains("complete ") && bash.contains("_evident"),
+        "{bash:.300}"
+    );
+    for word in ["serve", "verify", "--data-dir", "--since", "--init"] {
+        assert!(bash.contains(word), "bash completion offers {word}");
+    }
+    let zsh = run(&["completions", "zsh"]).ok().stdout;
+    assert!(zsh.starts_with("#compdef evident"), "{zsh:.100}");
+    let fish = run(&["completions", "fish"]).ok().stdout;
+    assert!(fish.contains("complete -c evident"), "{fish:.200}");
+    run(&["completions", "tcsh"]).code(2);
+}

@@ -26,8 +26,8 @@ use std::sync::Arc;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Create a key; prints it once, alone on the last line (creates the data directory if
-    /// it does not exist yet).
+    /// Create a key; prints it once, alone on the last line (with --init, on a data
+    /// directory that is not a node yet, creates the node first).
     Create(CreateArgs),
     /// List keys (never their secrets).
     List(ListArgs),
