@@ -2,6 +2,8 @@
 //! never turned into a new node with fresh keys; `serve` checks its listen address before it
 //! creates anything; man pages and shell completions are generated from the command tree.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{Node, Server, event, run};
@@ -268,4 +270,39 @@ fn man_pages_and_shell_completions_are_generated_from_the_commands() {
     let fish = run(&["completions", "fish"]).ok().stdout;
     assert!(fish.contains("complete -c evident"), "{fish:.200}");
     run(&["completions", "tcsh"]).code(2);
+}
+
+/// TLS mistakes are told as what to do, in one line, with no log line from the TLS stack.
+#[test]
+fn tls_mistakes_say_what_to_do_once() {
+    let node = Node::new();
+    let tls = Server::start_tls_self_signed(&node);
+    let other = Node::new();
+    let plain = Server::start(&other);
+    let attempt = |url: &str| {
+        let out = run(&["query", "--url", url, "--key", &node.owner_key]);
+        assert_eq!(out.code, Some(1), "{url}: {}", out.stderr);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{url}: one line, no log lines: {}",
+            out.stderr
+        );
+        lines[0].to_owned()
+    };
+    let unknown_ca = attempt(&tls.url);
+    assert!(unknown_ca.contains("pass --ca-cert FILE"), "{unknown_ca}");
+    let http_to_tls = attempt(&tls.url.replacen("https://", "http://", 1));
+    assert!(
+        http_to_tls.contains(&format!("use {}", tls.url)),
+        "{http_to_tls}"
+    );
+    let https_to_plain = attempt(&plain.url.replacen("http://", "https://", 1));
+    assert!(
+        https_to_plain.contains(&format!("use {}", plain.url)),
+        "{https_to_plain}"
+    );
+    // With the CA it works.
+    tls.cli(&node.owner_key, &["query"]).ok();
 }
