@@ -306,3 +306,53 @@ fn tls_mistakes_say_what_to_do_once() {
     // With the CA it works.
     tls.cli(&node.owner_key, &["query"]).ok();
 }
+
+/// occurred_at (when the client says it happened) is shown next to recorded_at in query
+/// tables, and is the last CSV column (empty when the client did not say).
+#[test]
+fn occurred_at_is_shown_in_tables_and_csv() {
+    let node = Node::new();
+    let server = Server::start(&node);
+    let api = server.api(&node.owner_key);
+    let mut early = event("early-actor", "auth.login");
+    early["occurred_at"] = serde_json::json!("2026-03-14T09:00:00Z");
+    api.append(&early).unwrap();
+    api.append(&event("now-actor", "auth.login")).unwrap();
+
+    let table = server
+        .cli(&node.owner_key, &["query", "--action", "auth.login"])
+        .ok()
+        .stdout;
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.contains("RECORDED") && header.contains("OCCURRED"),
+        "{table}"
+    );
+    let early_row = table.lines().find(|l| l.contains("early-actor")).unwrap();
+    assert!(
+        early_row.contains("2026-03-14T09:00:00.000Z"),
+        "{early_row}"
+    );
+    let now_row = table.lines().find(|l| l.contains("now-actor")).unwrap();
+    assert!(!now_row.contains("2026-03-14"), "{now_row}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let csv_file = tmp.path().join("out.csv");
+    server
+        .export(
+            &node.owner_key,
+            "csv",
+            &csv_file,
+            &["--action", "auth.login"],
+        )
+        .ok();
+    let mut reader = csv::Reader::from_path(&csv_file).unwrap();
+    let header = reader.headers().unwrap().clone();
+    assert_eq!(header.iter().next_back(), Some("occurred_at"), "{header:?}");
+    let at = header.len() - 1;
+    let actor = header.iter().position(|h| h == "actor").unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    let by_actor = |name: &str| rows.iter().find(|r| &r[actor] == name).unwrap().clone();
+    assert_eq!(&by_actor("early-actor")[at], "2026-03-14T09:00:00.000Z");
+    assert_eq!(&by_actor("now-actor")[at], "");
+}

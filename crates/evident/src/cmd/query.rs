@@ -143,9 +143,10 @@ fn text<'a>(value: &'a Value, path: &[&str]) -> &'a str {
     v.as_str().unwrap_or("")
 }
 
-const HEADERS: [&str; 10] = [
+const HEADERS: [&str; 11] = [
     "SEQ",
     "RECORDED",
+    "OCCURRED",
     "TENANT",
     "ACTOR",
     "ACTION",
@@ -173,6 +174,11 @@ fn row(event: &Value) -> Vec<String> {
             .map(|s| s.to_string())
             .unwrap_or_default(),
         text(event, &["recorded_at"]).to_owned(),
+        // When the client says it happened; "-" when it did not say.
+        match text(event, &["occurred_at"]) {
+            "" => "-".to_owned(),
+            at => at.to_owned(),
+        },
         text(event, &["tenant"]).to_owned(),
         actor,
         text(event, &["action"]).to_owned(),
