@@ -31,6 +31,13 @@ enum Command {
     /// Export matching events as the self-verifying NDJSON bundle, CSV or JSON.
     Export(cmd::export::ExportArgs),
     /// Verify a log: a local data directory, a running server, or an export file offline.
+    #[command(override_usage = "\
+evident verify [--url URL] [--key KEY] [--ca-cert FILE] [--checkpoint FILE]... [--from SEQ]
+       evident verify --data-dir DIR [--checkpoint FILE]... [--from SEQ]
+       evident verify --export FILE --public-key VKEY [--checkpoint FILE]...
+       evident verify --syslog FILE --public-key VKEY
+       evident verify --dir DIR --public-key VKEY
+       evident verify --bucket s3://BUCKET/PREFIX --public-key VKEY [--endpoint URL] [--region R] [--ca-file PEM]")]
     Verify(cmd::verify::VerifyArgs),
     /// Fetch the latest signed checkpoint.
     Checkpoint(cmd::checkpoint::CheckpointArgs),

@@ -356,3 +356,54 @@ fn occurred_at_is_shown_in_tables_and_csv() {
     assert_eq!(&by_actor("early-actor")[at], "2026-03-14T09:00:00.000Z");
     assert_eq!(&by_actor("now-actor")[at], "");
 }
+
+/// The usage of offline verification names only what it needs; progress is drawn for a
+/// person at a terminal only, so piped output (as here) carries none.
+#[test]
+fn verify_usage_names_what_each_form_needs_and_piped_runs_draw_no_progress() {
+    let help = run(&["verify", "--help"]).ok().stdout;
+    let usage: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Usage:"))
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    let export = usage
+        .iter()
+        .find(|l| l.contains("--export FILE"))
+        .unwrap_or_else(|| panic!("a usage line for --export: {usage:?}"));
+    assert!(export.contains("--public-key VKEY"), "{export}");
+    for online_only in ["--url", "--key", "--timeout", "--ca-cert"] {
+        assert!(
+            !export.contains(online_only),
+            "{export} names {online_only}"
+        );
+    }
+    assert!(
+        usage.iter().any(|l| l.contains("--data-dir DIR")),
+        "{usage:?}"
+    );
+
+    let node = Node::new();
+    let server = Server::start(&node);
+    let mut stdin = String::new();
+    for i in 0..30 {
+        stdin.push_str(&event(&format!("a{i}"), "auth.login").to_string());
+        stdin.push('\n');
+    }
+    let out = common::run_with_stdin(
+        &[
+            "append",
+            "--stdin",
+            "--batch-size",
+            "7",
+            "--url",
+            &server.url,
+            "--key",
+            &node.owner_key,
+        ],
+        stdin.as_bytes(),
+    )
+    .ok();
+    assert_eq!(out.stdout.lines().count(), 30, "{}", out.stdout);
+    assert_eq!(out.stderr, "", "nothing but receipts when piped");
+}
