@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod client_ip;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod consumers;
