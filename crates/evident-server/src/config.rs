@@ -424,12 +424,16 @@ impl ServerConfig {
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             uncapped: self.trusted_proxies.clone().into(),
+            cluster_peers: self
+                .cluster
+                .enabled()
+                .then(|| std::sync::Arc::new(crate::cluster::PeerIdentifier::new(&self.cluster))),
         }
     }
 
     /// Whether the listener speaks TLS.
     pub fn tls_enabled(&self) -> bool {
-        self.tls_self_signed || self.tls_cert.is_some()
+        self.tls_self_signed || self.tls_cert.is_some() || self.cluster.enabled()
     }
 }
 

@@ -2,8 +2,11 @@
 //! nodes use to talk to each other, and (in later modules) cluster-wide reads. Each node
 //! keeps its own log; the cluster only aggregates and witnesses.
 
+pub mod certs;
 mod client;
 mod config;
+mod identity;
 
 pub use client::{PeerClient, PeerError, PeerResponse, load_roots};
 pub use config::{ClusterConfig, ClusterConfigError, DEFAULT_PEER_TIMEOUT_MS, PeerConfig};
+pub use identity::{PeerIdentifier, PeerIdentity, server_config};
