@@ -118,7 +118,8 @@ fn start_cluster() -> Cluster {
         .map(|i| {
             let config = nodes[i].file("cluster.toml");
             std::fs::write(&config, config_toml(i, &ports, &certs, &pki, &keys)).unwrap();
-            Server::start_cluster(&nodes[i].dir, &config, &pki.ca_cert(), &operator)
+            let listen = format!("127.0.0.1:{}", ports[i]);
+            Server::start_cluster(&nodes[i].dir, &config, &listen, &pki.ca_cert(), &operator)
         })
         .collect();
     Cluster {
@@ -198,4 +199,154 @@ fn cluster_nodes_speak_mtls_only_and_a_peer_may_read_but_not_append() {
                 && e.to_string().contains("peer:node-2")),
         "no recorded refusal of the peer"
     );
+}
+
+/// (recorded_at, node, seq) of an entry, the cluster order.
+fn cluster_key(e: &serde_json::Value) -> (String, String, u64) {
+    (
+        e["recorded_at"].as_str().unwrap().to_owned(),
+        e["node_id"].as_str().unwrap().to_owned(),
+        e["seq"].as_u64().unwrap(),
+    )
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+#[test]
+fn cluster_query_merges_every_node_and_names_a_stopped_one() {
+    let mut cluster = start_cluster();
+    let apis: Vec<_> = (0..3)
+        .map(|i| cluster.servers[i].api(&cluster.nodes[i].owner_key))
+        .collect();
+    // Interleaved appends across the nodes, and one event outside the filter.
+    for round in 0..3 {
+        for (i, api) in apis.iter().enumerate() {
+            if round <= i {
+                api.append(&event(&format!("u{i}-{round}"), "test.step"))
+                    .unwrap();
+            }
+        }
+    }
+    apis[0].append(&event("other", "noise")).unwrap();
+    let mut expected: Vec<_> = apis
+        .iter()
+        .flat_map(|api| api.all_entries())
+        .map(|(_, _, e)| e)
+        .filter(|e| e["action"] == "test.step")
+        .map(|e| cluster_key(&e))
+        .collect();
+    expected.sort();
+    assert_eq!(expected.len(), 6);
+
+    // Paged two at a time from node-1: every node's entries once, in cluster order.
+    let mut got = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut path =
+            "/api/v1/audit-log?scope=cluster&order=asc&limit=2&action=test.step".to_owned();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let answer = apis[0].get(&path);
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let page = answer.json();
+        let nodes = page["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 3, "{page}");
+        for node in nodes {
+            assert_eq!(node["status"], "ok", "{page}");
+            assert!(
+                node["checkpoint"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("evident/node-")),
+                "{node}"
+            );
+        }
+        got.extend(page["events"].as_array().unwrap().iter().map(cluster_key));
+        pages += 1;
+        assert!(pages < 10, "paging does not end");
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(got, expected);
+    // Newest first works the same way.
+    let desc = apis[1].get("/api/v1/audit-log?scope=cluster&limit=6&action=test.step");
+    let mut newest: Vec<_> = desc.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(cluster_key)
+        .collect();
+    newest.reverse();
+    assert_eq!(newest, expected);
+
+    // node-3 stopped (SIGSTOP): the answer still comes, naming it timed out.
+    let pid = cluster.servers[2].pid();
+    signal(pid, "-STOP");
+    let started = std::time::Instant::now();
+    let answer = apis[0].get("/api/v1/audit-log?scope=cluster&order=asc&action=test.step");
+    let waited = started.elapsed();
+    signal(pid, "-CONT");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let page = answer.json();
+    let status_of = |page: &serde_json::Value, node: &str| {
+        page["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == node)
+            .map(|n| n["status"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(status_of(&page, "node-3"), "timed_out", "{page}");
+    assert_eq!(status_of(&page, "node-2"), "ok", "{page}");
+    assert!(
+        waited < std::time::Duration::from_secs(10),
+        "the answer waited {waited:?} for a stopped node (timeout 1.5 s)"
+    );
+    let from: std::collections::BTreeSet<_> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(from, ["node-1".to_owned(), "node-2".to_owned()].into());
+    // Resuming later picks up node-3 from its start.
+    let resume = page["resume_cursor"].as_str().unwrap().to_owned();
+    let later = apis[0].get(&format!(
+        "/api/v1/audit-log?scope=cluster&order=asc&action=test.step&cursor={resume}"
+    ));
+    let later = later.json();
+    let node3: Vec<_> = later["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["node_id"] == "node-3")
+        .count()
+        .to_string()
+        .into_bytes();
+    assert_eq!(node3, b"3", "{later}");
+
+    // node-3 killed: unreachable.
+    cluster.servers[2].kill();
+    let page = apis[0]
+        .get("/api/v1/audit-log?scope=cluster&action=test.step")
+        .json();
+    assert_eq!(status_of(&page, "node-3"), "unreachable", "{page}");
+
+    // A node without [cluster] says so.
+    let single = Node::new();
+    let server = Server::start(&single);
+    server
+        .api(&single.owner_key)
+        .get("/api/v1/audit-log?scope=cluster")
+        .assert_error(400, "invalid_parameter", Some("scope"));
 }

@@ -6,6 +6,7 @@ pub mod certs;
 mod client;
 mod config;
 mod identity;
+pub mod read;
 
 pub use client::{PeerClient, PeerError, PeerResponse, load_roots};
 pub use config::{ClusterConfig, ClusterConfigError, DEFAULT_PEER_TIMEOUT_MS, PeerConfig};

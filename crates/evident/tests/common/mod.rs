@@ -302,17 +302,29 @@ impl Server {
         server
     }
 
-    /// Starts a cluster node: `evident serve --config CONFIG` on `dir` (the config's
-    /// `[cluster]` turns mTLS on); clients trust `ca_cert` and present `identity` (a PEM file
-    /// with a certificate of the cluster CA and its key).
-    pub fn start_cluster(dir: &Path, config: &Path, ca_cert: &Path, identity: &Path) -> Server {
+    /// Starts a cluster node: `evident serve --config CONFIG --listen LISTEN` on `dir` (the
+    /// config's `[cluster]` turns mTLS on; peers must know the address up front); clients
+    /// trust `ca_cert` and present `identity` (a PEM file with a certificate of the cluster
+    /// CA and its key).
+    pub fn start_cluster(
+        dir: &Path,
+        config: &Path,
+        listen: &str,
+        ca_cert: &Path,
+        identity: &Path,
+    ) -> Server {
         let mut server = Server {
             child: None,
             url: String::new(),
             dir: dir.to_owned(),
             log: PathBuf::new(),
             envs: Vec::new(),
-            args: vec!["--config".to_owned(), config.to_str().unwrap().to_owned()],
+            args: vec![
+                "--config".to_owned(),
+                config.to_str().unwrap().to_owned(),
+                "--listen".to_owned(),
+                listen.to_owned(),
+            ],
             ca_cert: Some(ca_cert.to_owned()),
             client_identity: Some(identity.to_owned()),
         };
