@@ -105,7 +105,14 @@ fn config_toml(i: usize, ports: &[u16], certs: &[PathBuf], pki: &Pki, keys: &[St
     text
 }
 
+/// The tests pick their ports before starting the nodes; one cluster starts at a time so
+/// that they do not pick each other's.
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn start_cluster() -> Cluster {
+    let _one_at_a_time = STARTING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let pki = Pki::new();
     let nodes: Vec<Node> = (1..=3)
         .map(|i| Node::with_env(&[("EVIDENT_NODE_ID", &format!("node-{i}"))]))

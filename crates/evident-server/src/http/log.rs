@@ -423,31 +423,24 @@ async fn cluster_page(
         };
     }
     let after = cursor.position(&own);
+    // The checkpoint the peers would serve for this node: its latest signed one.
+    let checkpoint = super::proofs::latest_checkpoint(&state).await?;
     let local = state
         .with_store(move |store| {
             let page = export::query_page(store, &filter, order, after, limit)
                 .map_err(ApiError::from_store)?;
-            let checkpoint = store.latest_checkpoint().map_err(ApiError::from_store)?;
             let entries = page
                 .entries
                 .iter()
                 .map(|e| serde_json::to_value(EntryJson::new(e)))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| ApiError::internal(e.to_string()))?;
-            Ok(match checkpoint {
-                Some(c) => Ok(NodePage {
-                    entries,
-                    more: page.next_after.is_some(),
-                    checkpoint: c.signed_note,
-                    size: c.size,
-                }),
-                None => Ok(NodePage {
-                    entries,
-                    more: page.next_after.is_some(),
-                    checkpoint: String::new(),
-                    size: 0,
-                }),
-            })
+            Ok(Ok(NodePage {
+                entries,
+                more: page.next_after.is_some(),
+                checkpoint: checkpoint.signed_note,
+                size: checkpoint.size,
+            }))
         })
         .await?;
     let local: Result<NodePage, NodeStatus> = local;
