@@ -1,6 +1,8 @@
 //! A cluster of three real nodes on loopback with mTLS: certificates made by `evident
 //! cluster ca init` / `cert issue`, clients without a cluster certificate refused at the TLS
-//! handshake, and a peer's certificate giving only the `peer` role (read, never append).
+//! handshake, and a peer's certificate giving only the `peer` role (read, never append);
+//! `scope=cluster` reads merged across the nodes, with a stopped and a killed node named.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -222,7 +222,7 @@ fn sort_key(entry: &Value) -> (i64, String, u64) {
         .get("recorded_at")
         .and_then(Value::as_str)
         .and_then(|t| evident_core::event::parse_rfc3339(t).ok())
-        .map_or(0, |ms| ms as i64);
+        .unwrap_or(0);
     let node = entry
         .get("node_id")
         .and_then(Value::as_str)
@@ -289,6 +289,16 @@ pub fn merge(
     }
 }
 
+/// What a cluster read asks every node for.
+#[derive(Debug, Clone)]
+pub struct ClusterRead<'a> {
+    /// The filter parameters, URL-encoded, without order, limit and cursor.
+    pub query: &'a str,
+    pub order: Order,
+    pub cursor: &'a ClusterCursor,
+    pub limit: u64,
+}
+
 /// Reads one cluster page: `local` is this node's own page (read by the caller from its
 /// store), the peers are asked concurrently.
 pub async fn read_cluster(
@@ -296,11 +306,14 @@ pub async fn read_cluster(
     client: &PeerClient,
     own_node: &str,
     local: Result<NodePage, NodeStatus>,
-    query: &str,
-    order: Order,
-    cursor: &ClusterCursor,
-    limit: u64,
+    read: ClusterRead<'_>,
 ) -> ClusterPage {
+    let ClusterRead {
+        query,
+        order,
+        cursor,
+        limit,
+    } = read;
     let fetches = config.peers.iter().map(|peer| async move {
         let page = fetch_peer(
             client,

@@ -393,7 +393,7 @@ async fn cluster_page(
     order: Order,
     limit: u64,
 ) -> Result<Response, ApiError> {
-    use crate::cluster::read::{ClusterCursor, NodePage, NodeStatus, read_cluster};
+    use crate::cluster::read::{ClusterCursor, ClusterRead, NodePage, NodeStatus, read_cluster};
     let client = state
         .peer_client()
         .map_err(|message| ApiError::bad_param("scope", message))?
@@ -444,7 +444,13 @@ async fn cluster_page(
         })
         .await?;
     let local: Result<NodePage, NodeStatus> = local;
-    let page = read_cluster(&config, &client, &own, local, &query, order, &cursor, limit).await;
+    let read = ClusterRead {
+        query: &query,
+        order,
+        cursor: &cursor,
+        limit,
+    };
+    let page = read_cluster(&config, &client, &own, local, read).await;
     let body = serde_json::to_vec(&page).map_err(|e| ApiError::internal(e.to_string()))?;
     let mut response = body.into_response();
     response.headers_mut().insert(
