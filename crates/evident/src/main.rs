@@ -64,6 +64,10 @@ evident verify [--url URL] [--key KEY] [--ca-cert FILE] [--checkpoint FILE]... [
     Completions(cmd::docs::CompletionsArgs),
     /// Write the man pages (evident.1 and one per subcommand) into a directory.
     Man(cmd::docs::ManArgs),
+    /// Cluster certificates: `ca init` creates the cluster CA, `cert issue` a node's
+    /// certificate for mTLS between nodes.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCommand),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::Publish(args) => cmd::publish::run(args),
         Command::Completions(args) => cmd::docs::completions(&args, Cli::command()),
         Command::Man(args) => cmd::docs::man(&args, Cli::command()),
+        Command::Cluster(command) => cmd::cluster::run(command),
     };
     output::exit_code(result)
 }
