@@ -86,6 +86,9 @@ pub struct ServerConfig {
     /// Where committed entries are forwarded (`[[forward.syslog]]` destinations); none by
     /// default.
     pub forward: crate::forward::ForwardConfig,
+    /// `[cluster]`: this node's cluster certificate and its peers (`[[cluster.peers]]`);
+    /// off unless `ca_cert` is set.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// Default data directory.
@@ -138,6 +141,7 @@ impl Default for ServerConfig {
             alerts: crate::alerts::AlertsConfig::default(),
             publish: crate::publish::PublishConfig::default(),
             forward: crate::forward::ForwardConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }
@@ -351,6 +355,12 @@ impl ServerConfig {
             field: "forward",
             message: e.to_string(),
         })?;
+        self.cluster
+            .validate(self.effective_node_id())
+            .map_err(|e| ConfigError::Invalid {
+                field: "cluster",
+                message: e.to_string(),
+            })?;
         self.retention_days
             .check()
             .map_err(|message| ConfigError::Invalid {
@@ -414,12 +424,16 @@ impl ServerConfig {
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             uncapped: self.trusted_proxies.clone().into(),
+            cluster_peers: self
+                .cluster
+                .enabled()
+                .then(|| std::sync::Arc::new(crate::cluster::PeerIdentifier::new(&self.cluster))),
         }
     }
 
     /// Whether the listener speaks TLS.
     pub fn tls_enabled(&self) -> bool {
-        self.tls_self_signed || self.tls_cert.is_some()
+        self.tls_self_signed || self.tls_cert.is_some() || self.cluster.enabled()
     }
 }
 

@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod client_ip;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod consumers;
@@ -109,6 +110,15 @@ pub fn tls_server_config(
 ) -> Result<std::sync::Arc<rustls::ServerConfig>, tls::TlsError> {
     let (cert, key) = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        // In a cluster the node serves its cluster certificate and requires client ones.
+        _ if config.cluster.enabled() => match (&config.cluster.cert, &config.cluster.key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            _ => {
+                return Err(tls::TlsError::Config(
+                    "cluster.cert and cluster.key must be set".to_owned(),
+                ));
+            }
+        },
         _ => {
             file_modes::create_private_dir(&config.data_dir).map_err(|source| {
                 tls::TlsError::Io {
@@ -120,6 +130,9 @@ pub fn tls_server_config(
         }
     };
     let (chain, key) = tls::load_pem(&cert, &key)?;
+    if config.cluster.enabled() {
+        return cluster::server_config(&config.cluster, chain, key);
+    }
     tls::server_config(chain, key)
 }
 

@@ -53,6 +53,10 @@ enum Command {
     Review(cmd::review::ReviewCommand),
     /// Publish the log to the node's configured bucket now (owner key).
     Publish(cmd::publish::PublishArgs),
+    /// Cluster certificates: `ca init` creates the cluster CA, `cert issue` a node's
+    /// certificate for mTLS between nodes.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCommand),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Command::Prune(args) => cmd::prune::run(args),
         Command::Review(command) => cmd::review::run(command),
         Command::Publish(args) => cmd::publish::run(args),
+        Command::Cluster(command) => cmd::cluster::run(command),
     };
     output::exit_code(result)
 }

@@ -22,6 +22,7 @@ mod stream;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use keys::{DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS};
+pub use log::encode_cursor;
 pub use openapi::openapi_json;
 
 use crate::audit::{AuditActor, AuditEvent, FailureLimiter, FailureVerdict, RequestInfo, action};
@@ -63,6 +64,8 @@ struct Inner {
     publisher: std::sync::OnceLock<crate::publish::PublishHandle>,
     /// The syslog forwarders' destinations and counters.
     forwarders: crate::forward::Forwarders,
+    /// The mTLS client to the cluster's peers, built on first use (`[cluster]` only).
+    peer_client: std::sync::OnceLock<Result<crate::cluster::PeerClient, String>>,
 }
 
 impl AppState {
@@ -87,7 +90,26 @@ impl AppState {
             alerts,
             publisher: std::sync::OnceLock::new(),
             forwarders: crate::forward::Forwarders::default(),
+            peer_client: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// The client to this node's cluster peers (an error when `[cluster]` is off or its
+    /// files cannot be loaded).
+    pub fn peer_client(&self) -> Result<&crate::cluster::PeerClient, String> {
+        self.0
+            .peer_client
+            .get_or_init(|| {
+                let config = &self.0.node.config().cluster;
+                if !config.enabled() {
+                    return Err(
+                        "this node is not part of a cluster ([cluster] is not set)".to_owned()
+                    );
+                }
+                crate::cluster::PeerClient::new(config).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     pub fn node(&self) -> &Node {

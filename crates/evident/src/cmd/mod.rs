@@ -3,6 +3,7 @@
 
 pub mod append;
 pub mod checkpoint;
+pub mod cluster;
 pub mod export;
 pub mod keys;
 pub mod migrate;
