@@ -506,7 +506,7 @@ fn occurred_at_filters_select_exactly_the_matching_events_on_the_cli_and_the_api
 }
 
 /// The usage of offline verification names only what it needs; progress is drawn for a
-/// person at a terminal only, so piped output (as here) carries none.
+/// person at a terminal only (online verification's too), so piped output carries none.
 #[test]
 fn verify_usage_names_what_each_form_needs_and_piped_runs_draw_no_progress() {
     let help = run(&["verify", "--help"]).ok().stdout;
@@ -554,4 +554,64 @@ fn verify_usage_names_what_each_form_needs_and_piped_runs_draw_no_progress() {
     .ok();
     assert_eq!(out.stdout.lines().count(), 30, "{}", out.stdout);
     assert_eq!(out.stderr, "", "nothing but receipts when piped");
+
+    // Online verification: piped, the verdict alone; on a terminal (a real pseudo-terminal,
+    // through util-linux `script`), a progress bar fed by the server's streamed progress,
+    // then the same verdict.
+    let piped = server.cli(&node.owner_key, &["verify"]).ok();
+    assert!(
+        piped.stdout.starts_with("OK: log intact"),
+        "{}",
+        piped.stdout
+    );
+    assert_eq!(piped.stderr, "", "no progress when piped");
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has_script,
+        "this test runs `evident verify` on a pseudo-terminal with util-linux `script`: \
+         apt-get install bsdutils (Debian) or util-linux"
+    );
+    let command = format!(
+        "{} verify --url {} --key {}",
+        common::bin(),
+        server.url,
+        node.owner_key
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    assert!(
+        shown.contains("verifying on the server"),
+        "no progress bar: {shown:?}"
+    );
+    assert!(shown.contains("OK: log intact"), "{shown:?}");
+
+    // The API's streamed form: progress lines, then the answer; a bad format is refused.
+    let api = server.api(&node.owner_key);
+    let streamed = api.get("/api/v1/verify?format=ndjson");
+    assert_eq!(streamed.status, 200, "{}", streamed.text());
+    let lines: Vec<serde_json::Value> = streamed
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (last, progress) = lines.split_last().unwrap();
+    assert!(!progress.is_empty(), "{lines:?}");
+    let total = progress[0]["progress"]["total"].as_u64().unwrap();
+    assert!(total >= 30, "{lines:?}");
+    for p in progress {
+        assert!(p["progress"]["checked"].as_u64().unwrap() <= total, "{p}");
+    }
+    assert_eq!(last["ok"], true, "{last}");
+    assert!(last["entries"].as_u64().unwrap() >= total, "{last}");
+    api.get("/api/v1/verify?format=xml")
+        .assert_error(400, "invalid_parameter", Some("format"));
 }

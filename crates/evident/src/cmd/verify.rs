@@ -331,17 +331,28 @@ fn verify_online(
 ) -> anyhow::Result<()> {
     // The server answers only when the whole walk is done: no read timeout.
     let client = ApiClient::with_timeout(client_args, None)?;
-    let query: Vec<(&str, String)> = from.map(|f| ("from", f.to_string())).into_iter().collect();
-    let answer: VerifyResponse = if trusted.is_empty() {
-        client.get_json("api/v1/verify", &query)
+    let mut query: Vec<(&str, String)> =
+        from.map(|f| ("from", f.to_string())).into_iter().collect();
+    let body = serde_json::json!({ "checkpoints": trusted });
+    let answer: VerifyResponse = if crate::output::stderr_is_terminal() {
+        // A person is watching: the server streams its progress, drawn as a bar.
+        query.push(("format", "ndjson".to_owned()));
+        let response = if trusted.is_empty() {
+            client.get("api/v1/verify", &query)
+        } else {
+            client.post_json_streamed("api/v1/verify", &query, &body)
+        }
+        .context("asking the server to verify its log")?;
+        read_streamed_verification(response).context("asking the server to verify its log")?
+    } else if trusted.is_empty() {
+        client
+            .get_json("api/v1/verify", &query)
+            .context("asking the server to verify its log")?
     } else {
-        client.post_json_query(
-            "api/v1/verify",
-            &query,
-            &serde_json::json!({ "checkpoints": trusted }),
-        )
-    }
-    .context("asking the server to verify its log")?;
+        client
+            .post_json_query("api/v1/verify", &query, &body)
+            .context("asking the server to verify its log")?
+    };
     if answer.ok {
         let size = answer.size.unwrap_or(0);
         let mut out = std::io::stdout().lock();
@@ -371,6 +382,68 @@ fn verify_online(
         )
         .into()),
     }
+}
+
+/// One line of a streamed verification (`format=ndjson`): progress, the answer, or an error.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum StreamedLine {
+    Progress { progress: ProgressJson },
+    Error { error: ErrorJson },
+    Answer(VerifyResponse),
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ProgressJson {
+    checked: u64,
+    total: u64,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ErrorJson {
+    code: String,
+    message: String,
+}
+
+/// Reads a streamed verification, drawing its progress on the terminal, until its answer.
+fn read_streamed_verification(
+    response: reqwest::blocking::Response,
+) -> anyhow::Result<VerifyResponse> {
+    use std::io::BufRead as _;
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    for line in std::io::BufReader::new(response).lines() {
+        let line = line.context("reading the server's answer")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: StreamedLine = serde_json::from_str(&line)
+            .with_context(|| format!("unexpected line in the server's answer: {line}"))?;
+        match parsed {
+            StreamedLine::Progress { progress } => {
+                let bar = bar.get_or_insert_with(|| {
+                    count_progress(Some(progress.total), "verifying on the server")
+                });
+                bar.set_length(progress.total.max(progress.checked));
+                bar.set_position(progress.checked);
+            }
+            StreamedLine::Error { error } => {
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                anyhow::bail!("the server answered {}: {}", error.code, error.message);
+            }
+            StreamedLine::Answer(answer) => {
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                return Ok(answer);
+            }
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    anyhow::bail!("the server's answer ended before the verification did")
 }
 
 /// Bytes read from an export file at a time.
