@@ -68,6 +68,21 @@ struct Conflict {
     refusal: Refusal,
 }
 
+/// A refusal and, for a fork or rollback, what to record about it.
+#[derive(Debug)]
+struct Failure {
+    error: WitnessError,
+    conflict: Option<Conflict>,
+}
+
+/// A [`Failure`] that is only an error (nothing to record).
+fn fail(error: impl Into<WitnessError>) -> Box<Failure> {
+    Box::new(Failure {
+        error: error.into(),
+        conflict: None,
+    })
+}
+
 /// The witness step, synchronous (store calls): verify, check against the stored head,
 /// compare-and-swap the new head, and return the cosignature line(s).
 fn witness_blocking(
@@ -76,19 +91,17 @@ fn witness_blocking(
     cosigner: &CosignatureSigner,
     body: &str,
     now: Millis,
-) -> Result<String, (WitnessError, Option<Conflict>)> {
-    let request = AddCheckpointRequest::parse(body).map_err(|e| (e.into(), None))?;
+) -> Result<String, Box<Failure>> {
+    let request = AddCheckpointRequest::parse(body).map_err(fail)?;
     let origin = origin_of(&request.checkpoint).to_owned();
     let keys = peer_log_keys(cluster);
     let Some((peer, key)) = keys.iter().find(|(_, k)| k.name() == origin) else {
-        return Err((WitnessError::UnknownOrigin(origin), None));
+        return Err(fail(WitnessError::UnknownOrigin(origin)));
     };
     // A concurrent submission for the same log may move the head between the read and the
     // write; the compare-and-swap then fails and the check runs again on the new head.
     for _ in 0..4 {
-        let stored = store
-            .witnessed_checkpoint(&origin)
-            .map_err(|e| (e.into(), None))?;
+        let stored = store.witnessed_checkpoint(&origin).map_err(fail)?;
         let head = stored.as_ref().map(|w| WitnessedHead {
             size: w.size,
             root: w.root,
@@ -105,7 +118,10 @@ fn witness_blocking(
                     submitted_size,
                     refusal: refusal.clone(),
                 });
-                return Err((refusal.into(), conflict));
+                return Err(Box::new(Failure {
+                    error: refusal.into(),
+                    conflict,
+                }));
             }
         };
         let record = WitnessedCheckpoint {
@@ -118,17 +134,16 @@ fn witness_blocking(
         match store.record_witnessed_checkpoint(&record, head.map_or(0, |h| h.size)) {
             Ok(()) => {}
             Err(StoreError::WitnessMoved { .. }) => continue,
-            Err(e) => return Err((e.into(), None)),
+            Err(e) => return Err(fail(e)),
         }
         let seconds = u64::try_from(now / 1000).unwrap_or(0);
         return cosigner
             .cosign_note(&request.checkpoint, seconds)
-            .map_err(|e| (e.into(), None));
+            .map_err(fail);
     }
-    Err((
-        StoreError::Backend("witness state kept moving under concurrent submissions".into()).into(),
-        None,
-    ))
+    Err(fail(StoreError::Backend(
+        "witness state kept moving under concurrent submissions".into(),
+    )))
 }
 
 /// `add-checkpoint`: the cosignature line(s) for the submitted checkpoint, or why not. A
@@ -150,11 +165,11 @@ pub async fn add_checkpoint(state: &AppState, body: String) -> Result<String, Wi
     .map_err(|e| WitnessError::Store(StoreError::Backend(format!("witness task: {e}"))))?;
     match outcome {
         Ok(lines) => Ok(lines),
-        Err((error, conflict)) => {
-            if let Some(conflict) = conflict {
-                record_conflict(state, &conflict).await;
+        Err(failure) => {
+            if let Some(conflict) = &failure.conflict {
+                record_conflict(state, conflict).await;
             }
-            Err(error)
+            Err(failure.error)
         }
     }
 }
@@ -276,9 +291,12 @@ mod tests {
         // The same checkpoint again is fine (idempotent).
         run(&body(5, &good[..5])).unwrap();
 
-        let refusal = |body: &str| match run(body) {
-            Err((WitnessError::Refused(r), conflict)) => (r, conflict.is_some()),
-            other => panic!("expected a refusal, got {:?}", other.map_err(|e| e.0)),
+        let refusal = |body: &str| match run(body).map_err(|f| *f) {
+            Err(Failure {
+                error: WitnessError::Refused(r),
+                conflict,
+            }) => (r, conflict.is_some()),
+            other => panic!("expected a refusal, got {other:?}"),
         };
         // A client that is behind: 409 with the known size, not misbehaviour.
         let (stale, alert) = refusal(&body(3, &good[..6]));
@@ -340,13 +358,21 @@ mod tests {
             extensions: vec![],
         };
         let body9 = format!("old 0\n\n{}", cp.sign(&unknown).unwrap());
-        assert!(matches!(
-            run(&body9),
-            Err((WitnessError::UnknownOrigin(_), None))
-        ));
-        assert!(matches!(
-            run("nonsense"),
-            Err((WitnessError::Malformed(_), None))
-        ));
+        for (body, what) in [
+            (body9.as_str(), "unknown origin"),
+            ("nonsense", "malformed"),
+        ] {
+            let failure = run(body).unwrap_err();
+            assert!(failure.conflict.is_none(), "{what}");
+            assert!(
+                matches!(
+                    (&failure.error, what),
+                    (WitnessError::UnknownOrigin(_), "unknown origin")
+                        | (WitnessError::Malformed(_), "malformed")
+                ),
+                "{what}: {:?}",
+                failure.error
+            );
+        }
     }
 }

@@ -206,7 +206,7 @@ fn verify_witnessed_checkpoints(
 fn verify_by_kind(args: &VerifyArgs, trusted: &[String]) -> anyhow::Result<()> {
     let trusted = trusted.to_vec();
     if args.dir.is_some() || args.bucket.is_some() {
-        return verify_published(&args, &trusted);
+        return verify_published(args, &trusted);
     }
     if let Some(dir) = &args.data_dir {
         return verify_data_dir(dir, args.from, &trusted);
