@@ -61,7 +61,8 @@ fn refusal_response(error: WitnessError) -> Response {
     responses(
         (status = 200, description = "The `cosignature/v1` signature line(s) (`— <name> base64(key id ‖ timestamp ‖ signature)`), each ending in a newline", body = String, content_type = "text/plain"),
         (status = 400, description = "The body is not an add-checkpoint request, or the old size exceeds the checkpoint's", body = super::ErrorBody),
-        (status = 403, description = "Not a cluster peer, or the checkpoint is not signed by the configured key of its origin", body = super::ErrorBody),
+        (status = 401, description = "No peer certificate and no valid API key", body = super::ErrorBody),
+        (status = 403, description = "Not a cluster peer (or owner), or the checkpoint is not signed by the configured key of its origin", body = super::ErrorBody),
         (status = 404, description = "The origin is not a configured peer's log", body = super::ErrorBody),
         (status = 409, description = "The old size is not the size this witness cosigned last (also a rollback), or a checkpoint of that size with another root (a fork): the body is that size in decimal and a newline", body = String, content_type = "text/x.tlog.size"),
         (status = 422, description = "The consistency proof from the witnessed checkpoint does not verify", body = super::ErrorBody),
