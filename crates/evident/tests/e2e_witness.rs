@@ -483,4 +483,23 @@ fn peers_cosign_checkpoints_and_refuse_a_restored_node_that_forks() {
     let file2 = cluster.nodes[1].file("node2.cp");
     std::fs::write(&file2, &node2).unwrap();
     verify_with_policy(&file2, &log_keys[1], &witness_keys, "2").ok();
+
+    // A policy that cannot be met, a key that is no cosigner key, a witness given twice:
+    // refused up front, naming the flag.
+    let more = verify_with_policy(&file2, &log_keys[1], &witness_keys, "4").code(2);
+    assert!(
+        more.stderr.contains("--witnesses-required 4"),
+        "{}",
+        more.stderr
+    );
+    let node_key = [log_keys[1].clone()];
+    let wrong = verify_with_policy(&file2, &log_keys[1], &node_key, "1").code(2);
+    assert!(
+        wrong.stderr.contains("is not a cosigner key"),
+        "{}",
+        wrong.stderr
+    );
+    let twice = [witness_keys[1].clone(), witness_keys[1].clone()];
+    let dup = verify_with_policy(&file2, &log_keys[1], &twice, "1").code(2);
+    assert!(dup.stderr.contains("given twice"), "{}", dup.stderr);
 }

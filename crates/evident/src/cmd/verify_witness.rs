@@ -3,7 +3,7 @@
 //! valid `cosignature/v1` cosignatures by distinct listed witnesses; the server library's
 //! `witness::check_policy` decides.
 
-use crate::output::VerificationFailed;
+use crate::output::{UsageError, VerificationFailed};
 use anyhow::Context as _;
 use clap::Args;
 use evident_core::Checkpoint;
@@ -44,19 +44,27 @@ impl WitnessArgs {
             } else {
                 arg.clone()
             };
-            let key = CosignatureVerifier::parse(text.trim()).with_context(|| {
-                format!("--witness-key {arg:?} is not a cosigner key (<name>+<key id>+<base64 of 0x04 and the key>)")
+            let key = CosignatureVerifier::parse(text.trim()).map_err(|e| {
+                UsageError(format!(
+                    "--witness-key {arg:?} is not a cosigner key (<name>+<key id>+<base64 of 0x04 and the key>; \
+                     `evident public-key --witness` prints a node's): {e}"
+                ))
             })?;
             if witnesses.iter().any(|w| w.name() == key.name()) {
-                anyhow::bail!("--witness-key: witness {:?} is given twice", key.name());
+                return Err(UsageError(format!(
+                    "--witness-key: witness {:?} is given twice",
+                    key.name()
+                ))
+                .into());
             }
             witnesses.push(key);
         }
         if required == 0 || required > witnesses.len() {
-            anyhow::bail!(
+            return Err(UsageError(format!(
                 "--witnesses-required {required}: must be between 1 and the number of --witness-key given ({})",
                 witnesses.len()
-            );
+            ))
+            .into());
         }
         Ok(Some(Policy {
             witnesses,
