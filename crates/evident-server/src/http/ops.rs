@@ -102,10 +102,13 @@ impl VerifyResponse {
     tag = "integrity",
     params(
         ("from" = Option<u64>, Query, description = "Start at this sequence number (trusting the stored state just before it); default 0"),
-        ("format" = Option<String>, Query, description = FORMAT_DOC),
+        ("format" = inline(Option<super::openapi::VerifyFormatDoc>), Query, description = FORMAT_DOC),
     ),
     responses(
-        (status = 200, description = "Verification ran: `ok` says whether the log is intact; when not, `violation` names the first problem. With format=ndjson, streamed (application/x-ndjson): progress lines `{\"progress\":{\"checked\",\"total\"}}` while the walk runs, then this answer as the last line (or an error body `{\"error\":{…}}` for a failure that the whole answer would have sent with a 4xx/5xx status)", body = VerifyResponse),
+        (status = 200, description = "Verification ran: `ok` says whether the log is intact; when not, `violation` names the first problem. With format=ndjson, streamed (application/x-ndjson): progress lines `{\"progress\":{\"checked\",\"total\"}}` while the walk runs, then this answer as the last line (or an error body `{\"error\":{…}}` for a failure that the whole answer would have sent with a 4xx/5xx status)", content(
+                (VerifyResponse = "application/json"),
+                (String = "application/x-ndjson"),
+            )),
         (status = 400, description = "A bad `from` or an unknown parameter", body = super::ErrorBody),
         (status = 404, description = "`out_of_range`: `from` beyond the end of the log", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
@@ -246,11 +249,14 @@ pub struct VerifyRequest {
     tag = "integrity",
     params(
         ("from" = Option<u64>, Query, description = "Start at this sequence number (trusting the stored state just before it); default 0. Trusted checkpoints smaller than it are not checked"),
-        ("format" = Option<String>, Query, description = FORMAT_DOC),
+        ("format" = inline(Option<super::openapi::VerifyFormatDoc>), Query, description = FORMAT_DOC),
     ),
     request_body(content = VerifyRequest, content_type = "application/json", description = "`{\"checkpoints\":[\"<signed note>\", …]}`: each must be signed by this node's checkpoint key. One of the stored log's size must match its root, one the walk reaches must match the root there (else `root_mismatch`), one larger than the stored log means it was truncated or rolled back (`truncated`, naming the first missing entry); one whose signature does not verify is `bad_checkpoint_signature`"),
     responses(
-        (status = 200, description = "Verification ran: `ok` says whether the log is intact and consistent with every checkpoint given; when not, `violation` names the first problem. With format=ndjson, streamed: progress lines, then this answer as the last line (as for GET)", body = VerifyResponse),
+        (status = 200, description = "Verification ran: `ok` says whether the log is intact and consistent with every checkpoint given; when not, `violation` names the first problem. With format=ndjson, streamed: progress lines, then this answer as the last line (as for GET)", content(
+                (VerifyResponse = "application/json"),
+                (String = "application/x-ndjson"),
+            )),
         (status = 400, description = "A bad `from` or an unknown parameter (`invalid_parameter`), or a body that is not `{\"checkpoints\":[1 to 1000 strings]}` (`invalid_body`)", body = super::ErrorBody),
         (status = 404, description = "`out_of_range`: `from` beyond the end of the log (checked before any given checkpoint is opened)", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
