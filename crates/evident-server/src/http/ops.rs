@@ -188,8 +188,10 @@ async fn answer(
         .size()
         .saturating_sub(from.unwrap_or(0));
     let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
-    // The walk runs to its end (and is recorded) even if the client goes away.
-    let walk = tokio::spawn(run_verify(
+    // The walk is driven by the response body, as a whole answer's is by its handler: a
+    // client that goes away ends it as it would end that one, and queues nothing behind the
+    // one-at-a-time permit.
+    let walk = Box::pin(run_verify(
         state,
         caller,
         info,
@@ -203,23 +205,24 @@ async fn answer(
         })
     };
     let first = futures_util::stream::once(std::future::ready(progress_line(0)));
-    let progress = futures_util::stream::unfold(progress_rx, |mut rx| async move {
-        rx.recv().await.map(|checked| (checked, rx))
-    })
-    .map(progress_line);
-    // The progress channel closes when the walk is done: then its answer, or its error.
-    let last = futures_util::stream::once(async move {
-        match walk.await {
-            Ok(Ok(Json(response))) => ndjson_line(&response),
-            Ok(Err(error)) => ndjson_line(&super::ErrorBody {
-                error: error.detail,
-            }),
-            Err(join) => ndjson_line(&super::ErrorBody {
-                error: ApiError::from_join(join).detail,
-            }),
+    // Progress as it comes while the walk runs; when it is done, its answer or its error.
+    let rest = futures_util::stream::unfold(Some((walk, progress_rx)), move |state| async move {
+        let (mut walk, mut rx) = state?;
+        tokio::select! {
+            biased;
+            result = &mut walk => {
+                let line = match result {
+                    Ok(Json(response)) => ndjson_line(&response),
+                    Err(error) => ndjson_line(&super::ErrorBody {
+                        error: error.detail,
+                    }),
+                };
+                Some((line, None))
+            }
+            Some(checked) = rx.recv() => Some((progress_line(checked), Some((walk, rx)))),
         }
     });
-    let body = axum::body::Body::from_stream(first.chain(progress).chain(last));
+    let body = axum::body::Body::from_stream(first.chain(rest));
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
