@@ -24,7 +24,7 @@ use std::ops::{ControlFlow, Range};
 use std::sync::mpsc;
 
 /// Entries read per progress callback.
-const PROGRESS_EVERY: u64 = 10_000;
+pub const PROGRESS_EVERY: u64 = 10_000;
 
 /// Fewest entries per range worth a thread of its own (a range's start-up reads one entry and
 /// at most 64 node hashes; a thread costs tens of microseconds).

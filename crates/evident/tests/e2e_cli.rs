@@ -462,7 +462,15 @@ fn occurred_at_filters_select_exactly_the_matching_events_on_the_cli_and_the_api
         ["inside-actor", "start-actor"],
         "{text}"
     );
-    common::verify_export(&bundle, &node.public_key()).ok();
+    // The verdict states the filter the signed header holds, occurred bounds included.
+    let verdict = common::verify_export(&bundle, &node.public_key()).ok();
+    assert!(
+        verdict.stdout.contains(
+            "occurred_from=2026-03-14T09:00:00.000Z occurred_to=2026-03-14T10:00:00.000Z"
+        ),
+        "{}",
+        verdict.stdout
+    );
     let since_bundle = tmp.path().join("since.ndjson");
     server
         .export(

@@ -236,6 +236,15 @@ pub enum FormatDoc {
     Cef,
 }
 
+/// The `format` of `/api/v1/verify`.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum VerifyFormatDoc {
+    Json,
+    Ndjson,
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {

@@ -102,10 +102,13 @@ impl VerifyResponse {
     tag = "integrity",
     params(
         ("from" = Option<u64>, Query, description = "Start at this sequence number (trusting the stored state just before it); default 0"),
-        ("format" = Option<String>, Query, description = FORMAT_DOC),
+        ("format" = inline(Option<super::openapi::VerifyFormatDoc>), Query, description = FORMAT_DOC),
     ),
     responses(
-        (status = 200, description = "Verification ran: `ok` says whether the log is intact; when not, `violation` names the first problem. With format=ndjson, streamed (application/x-ndjson): progress lines `{\"progress\":{\"checked\",\"total\"}}` while the walk runs, then this answer as the last line (or an error body `{\"error\":{…}}` for a failure that the whole answer would have sent with a 4xx/5xx status)", body = VerifyResponse),
+        (status = 200, description = "Verification ran: `ok` says whether the log is intact; when not, `violation` names the first problem. With format=ndjson, streamed (application/x-ndjson): progress lines `{\"progress\":{\"checked\",\"total\"}}` while the walk runs, then this answer as the last line (or an error body `{\"error\":{…}}` for a failure that the whole answer would have sent with a 4xx/5xx status)", content(
+                (VerifyResponse = "application/json"),
+                (String = "application/x-ndjson"),
+            )),
         (status = 400, description = "A bad `from` or an unknown parameter", body = super::ErrorBody),
         (status = 404, description = "`out_of_range`: `from` beyond the end of the log", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
@@ -185,8 +188,10 @@ async fn answer(
         .size()
         .saturating_sub(from.unwrap_or(0));
     let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
-    // The walk runs to its end (and is recorded) even if the client goes away.
-    let walk = tokio::spawn(run_verify(
+    // The walk is driven by the response body, as a whole answer's is by its handler: a
+    // client that goes away ends it as it would end that one, and queues nothing behind the
+    // one-at-a-time permit.
+    let walk = Box::pin(run_verify(
         state,
         caller,
         info,
@@ -200,23 +205,24 @@ async fn answer(
         })
     };
     let first = futures_util::stream::once(std::future::ready(progress_line(0)));
-    let progress = futures_util::stream::unfold(progress_rx, |mut rx| async move {
-        rx.recv().await.map(|checked| (checked, rx))
-    })
-    .map(progress_line);
-    // The progress channel closes when the walk is done: then its answer, or its error.
-    let last = futures_util::stream::once(async move {
-        match walk.await {
-            Ok(Ok(Json(response))) => ndjson_line(&response),
-            Ok(Err(error)) => ndjson_line(&super::ErrorBody {
-                error: error.detail,
-            }),
-            Err(join) => ndjson_line(&super::ErrorBody {
-                error: ApiError::from_join(join).detail,
-            }),
+    // Progress as it comes while the walk runs; when it is done, its answer or its error.
+    let rest = futures_util::stream::unfold(Some((walk, progress_rx)), move |state| async move {
+        let (mut walk, mut rx) = state?;
+        tokio::select! {
+            biased;
+            result = &mut walk => {
+                let line = match result {
+                    Ok(Json(response)) => ndjson_line(&response),
+                    Err(error) => ndjson_line(&super::ErrorBody {
+                        error: error.detail,
+                    }),
+                };
+                Some((line, None))
+            }
+            Some(checked) = rx.recv() => Some((progress_line(checked), Some((walk, rx)))),
         }
     });
-    let body = axum::body::Body::from_stream(first.chain(progress).chain(last));
+    let body = axum::body::Body::from_stream(first.chain(rest));
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -246,11 +252,14 @@ pub struct VerifyRequest {
     tag = "integrity",
     params(
         ("from" = Option<u64>, Query, description = "Start at this sequence number (trusting the stored state just before it); default 0. Trusted checkpoints smaller than it are not checked"),
-        ("format" = Option<String>, Query, description = FORMAT_DOC),
+        ("format" = inline(Option<super::openapi::VerifyFormatDoc>), Query, description = FORMAT_DOC),
     ),
     request_body(content = VerifyRequest, content_type = "application/json", description = "`{\"checkpoints\":[\"<signed note>\", …]}`: each must be signed by this node's checkpoint key. One of the stored log's size must match its root, one the walk reaches must match the root there (else `root_mismatch`), one larger than the stored log means it was truncated or rolled back (`truncated`, naming the first missing entry); one whose signature does not verify is `bad_checkpoint_signature`"),
     responses(
-        (status = 200, description = "Verification ran: `ok` says whether the log is intact and consistent with every checkpoint given; when not, `violation` names the first problem. With format=ndjson, streamed: progress lines, then this answer as the last line (as for GET)", body = VerifyResponse),
+        (status = 200, description = "Verification ran: `ok` says whether the log is intact and consistent with every checkpoint given; when not, `violation` names the first problem. With format=ndjson, streamed: progress lines, then this answer as the last line (as for GET)", content(
+                (VerifyResponse = "application/json"),
+                (String = "application/x-ndjson"),
+            )),
         (status = 400, description = "A bad `from` or an unknown parameter (`invalid_parameter`), or a body that is not `{\"checkpoints\":[1 to 1000 strings]}` (`invalid_body`)", body = super::ErrorBody),
         (status = 404, description = "`out_of_range`: `from` beyond the end of the log (checked before any given checkpoint is opened)", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),

@@ -993,6 +993,65 @@ async fn checkpoints_and_proofs_verify() {
         .error(StatusCode::NOT_FOUND, "out_of_range");
 }
 
+/// `format=ndjson` streams the walk's progress (entries checked, never past the total,
+/// never backwards), then the same answer the whole form gives; a failure the whole form
+/// answers with a status is the last line's error body; findings are the answer's.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_streams_progress_then_the_answer() {
+    let t = setup();
+    let input = evident_core::event::EventInput::from_json(&event_json("a", "auth.login")).unwrap();
+    // Enough entries for progress between the first line and the answer.
+    let n = 2 * crate::verification::PROGRESS_EVERY + 500;
+    let state = t.state.clone();
+    tokio::task::spawn_blocking(move || {
+        state
+            .node()
+            .sequencer()
+            .append_blocking(vec![input; n as usize])
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let lines = |reply: Reply| -> Vec<Value> {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.headers[header::CONTENT_TYPE], "application/x-ndjson");
+        reply
+            .text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let streamed = lines(t.get("/api/v1/verify?format=ndjson").await);
+    let (answer, progress) = streamed.split_last().unwrap();
+    let checked: Vec<u64> = progress
+        .iter()
+        .map(|p| {
+            assert_eq!(p["progress"]["total"], n, "{p}");
+            p["progress"]["checked"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(checked[0], 0, "{checked:?}");
+    assert!(checked.windows(2).all(|w| w[0] <= w[1]), "{checked:?}");
+    assert!(checked.iter().any(|c| *c > 0 && *c < n), "{checked:?}");
+    assert!(checked.iter().all(|c| *c <= n), "{checked:?}");
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["entries"], n);
+
+    let last = |lines: Vec<Value>| lines.last().cloned().unwrap();
+    let beyond = last(lines(
+        t.get(&format!("/api/v1/verify?format=ndjson&from={}", n + 10))
+            .await,
+    ));
+    assert_eq!(beyond["error"]["code"], "out_of_range", "{beyond}");
+    *t.faulty.tamper_seq.lock().unwrap() = Some(7);
+    let broken = last(lines(t.get("/api/v1/verify?format=ndjson").await));
+    assert_eq!(broken["ok"], false, "{broken}");
+    assert_eq!(broken["violation"]["seq"], 7, "{broken}");
+    t.get("/api/v1/verify?format=csv")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_reports_ok_and_the_first_violation() {
     let t = setup();

@@ -708,6 +708,12 @@ fn filter_text(report: &ExportReport) -> String {
     if let Some(v) = f.to {
         parts.push(format!("to={}", time(v)));
     }
+    if let Some(v) = f.occurred_from {
+        parts.push(format!("occurred_from={}", time(v)));
+    }
+    if let Some(v) = f.occurred_to {
+        parts.push(format!("occurred_to={}", time(v)));
+    }
     if let Some(v) = &f.actor {
         parts.push(format!("actor={v}"));
     }
