@@ -352,7 +352,7 @@ fn tls_hint(error: &reqwest::Error, url: &Url) -> Option<String> {
                 rustls::Error::InvalidCertificate(cert) => certificate_hint(cert, url),
                 rustls::Error::AlertReceived(alert) => format!(
                     "the server refused the TLS handshake ({alert:?}): if it asks for a client \
-                     certificate, this command cannot give one"
+                     certificate (a cluster node does), give one of its CA with --client-cert"
                 ),
                 other_tls => format!("TLS failed: {other_tls}"),
             });
