@@ -1,6 +1,7 @@
 //! The cluster export bundle (`GET /api/v1/audit-log?scope=cluster&format=ndjson`): every
-//! peer's own export bundle fetched over mTLS (each within the per-peer timeout) and checked
-//! against that peer's configured key, then written after the header and this node's own
+//! peer's own export bundle fetched over mTLS (its head, then each piece, within the per-peer
+//! timeout), checked against that peer's configured key as it arrives and spooled to an
+//! unnamed file in the data directory, then written after the header and this node's own
 //! bundle in the `evident_core::cluster_export` format. A peer that does not answer, or whose
 //! bundle does not verify, has no part and is named in the header.
 
@@ -12,46 +13,67 @@ use evident_core::cluster_export::{self, ClusterHeader, ClusterNode};
 use evident_core::export::ExportVerifier;
 use evident_core::note::NoteVerifier;
 use serde_json::Value;
-use std::io::Write;
+use std::io::{Seek, Write};
+use std::path::Path;
 
-/// One peer's bundle, or why there is none.
-pub type PeerPart = (String, Result<bytes::Bytes, NodeStatus>);
+/// One peer's bundle (verified, spooled, at its start), or why there is none.
+pub type PeerPart = (String, Result<std::fs::File, NodeStatus>);
 
 /// Fetches `peer`'s export bundle for `query` (URL-encoded filter parameters, and `limit`)
-/// and checks it as a reader would, with the configured key.
+/// into an unnamed file in `spool_dir`, checking it as a reader would, with the configured
+/// key, as it arrives.
 pub async fn fetch_bundle(
     client: &PeerClient,
     peer: &PeerConfig,
     query: &str,
-) -> Result<bytes::Bytes, NodeStatus> {
+    spool_dir: &Path,
+) -> Result<std::fs::File, NodeStatus> {
     let mut path = "/api/v1/audit-log?format=ndjson".to_owned();
     if !query.is_empty() {
         path.push('&');
         path.push_str(query);
     }
-    let response = client.get(peer, &path).await?;
     let refused = |message: String| NodeStatus::Refused {
         http_status: None,
         message: format!("node {}: {message}", peer.node_id),
     };
     let key = NoteVerifier::parse(&peer.public_key)
         .map_err(|e| refused(format!("configured public_key: {e}")))?;
+    let mut spool = tempfile::tempfile_in(spool_dir).map_err(|e| {
+        refused(format!(
+            "cannot spool its bundle in {}: {e}",
+            spool_dir.display()
+        ))
+    })?;
     let mut verifier = ExportVerifier::new(key, None);
-    verifier
-        .push_bytes(&response.body)
-        .map_err(|e| refused(format!("its bundle does not verify: {e}")))?;
-    if let Some(header) = verifier.header() {
-        if header.node_id != peer.node_id {
-            return Err(refused(format!(
-                "its bundle is of node {}, not of {}",
-                header.node_id, peer.node_id
-            )));
+    let node = peer.node_id.clone();
+    let mut take = |piece: &[u8]| -> Result<(), String> {
+        verifier
+            .push_bytes(piece)
+            .map_err(|e| format!("its bundle does not verify: {e}"))?;
+        if let Some(header) = verifier.header() {
+            if header.node_id != node {
+                return Err(format!(
+                    "its bundle is of node {}, not of {node}",
+                    header.node_id
+                ));
+            }
         }
-    }
+        spool
+            .write_all(piece)
+            .map_err(|e| format!("cannot spool its bundle: {e}"))
+    };
+    client
+        .get_streaming(peer, &path, &mut take)
+        .await?
+        .map_err(refused)?;
     verifier
         .finish()
         .map_err(|e| refused(format!("its bundle does not verify: {e}")))?;
-    Ok(response.body)
+    spool
+        .rewind()
+        .map_err(|e| refused(format!("cannot read back its spooled bundle: {e}")))?;
+    Ok(spool)
 }
 
 /// Every peer's bundle, asked for concurrently.
@@ -59,11 +81,12 @@ pub async fn fetch_bundles(
     config: &ClusterConfig,
     client: &PeerClient,
     query: &str,
+    spool_dir: &Path,
 ) -> Vec<PeerPart> {
     let fetches = config.peers.iter().map(|peer| async move {
         (
             peer.node_id.clone(),
-            fetch_bundle(client, peer, query).await,
+            fetch_bundle(client, peer, query, spool_dir).await,
         )
     });
     futures_util::future::join_all(fetches).await
@@ -121,16 +144,16 @@ pub fn write_cluster_bundle(
     out: &mut dyn Write,
     header: &ClusterHeader,
     write_own: impl FnOnce(&mut dyn Write) -> Result<(), ExportWriteError>,
-    parts: &[PeerPart],
+    parts: Vec<PeerPart>,
 ) -> Result<(), ExportWriteError> {
     out.write_all(cluster_export::header_line(header).as_bytes())?;
     out.write_all(cluster_export::part_line(&header.exported_by).as_bytes())?;
     write_own(out)?;
     let mut count = 1u64;
     for (node, part) in parts {
-        if let Ok(bundle) = part {
-            out.write_all(cluster_export::part_line(node).as_bytes())?;
-            out.write_all(bundle)?;
+        if let Ok(mut bundle) = part {
+            out.write_all(cluster_export::part_line(&node).as_bytes())?;
+            std::io::copy(&mut bundle, out)?;
             count += 1;
         }
     }

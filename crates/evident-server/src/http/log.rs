@@ -445,7 +445,7 @@ async fn cluster_bundle(
             format!("{query}&{pair}")
         };
     }
-    let parts = fetch_bundles(&config, &client, &query).await;
+    let parts = fetch_bundles(&config, &client, &query, state.node().files().data_dir()).await;
     let request = bundle_request(&state, params, filter, limit).await?;
     let mut stated = Map::new();
     for (name, value) in params.pairs() {
@@ -470,7 +470,7 @@ async fn cluster_bundle(
                 out,
                 &header,
                 |out| export::write_bundle(&*store, &request, out).map(|_| ()),
-                &parts,
+                parts,
             )
         },
     )
