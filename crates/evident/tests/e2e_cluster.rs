@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 /// The self-audit action of a refused (403) request.
 const FORBIDDEN: &str = "evident.access.forbidden";
+/// The self-audit action of an export.
+const EXPORTED: &str = "evident.log.exported";
 
 /// The cluster's certificates in a temporary directory.
 struct Pki {
@@ -515,6 +517,14 @@ fn cluster_cli_query_export_and_bundle_verification_name_each_node() {
         run(&args)
     };
     let ok = verify(&bundle, &pins).ok();
+    // The export is in the exporting node's log, and each peer's, attributed to node-1.
+    let recorded = |api: &common::Api, who: &str| {
+        api.all_entries()
+            .iter()
+            .any(|(_, _, e)| e["action"] == EXPORTED && e.to_string().contains(who))
+    };
+    assert!(recorded(&apis[0], "\"scope\":\"cluster\""));
+    assert!(recorded(&apis[1], "peer:node-1"));
     assert!(
         ok.stdout.contains("cluster export intact: 3 node part(s)"),
         "{}",

@@ -242,8 +242,12 @@ pub async fn audit_log(
     match params.get("scope") {
         None | Some("local") => {}
         Some("cluster") if format == Format::Ndjson => {
-            record_export(&state, &caller, &info, &params, &filter, format).await;
-            return cluster_bundle(state, &params, filter, limit).await;
+            let request = ClusterExport {
+                caller: &caller,
+                info: &info,
+                params: &params,
+            };
+            return cluster_bundle(state, request, filter, limit).await;
         }
         Some("cluster") => {
             if format != Format::Json {
@@ -406,14 +410,26 @@ async fn bundle_request(
     })
 }
 
+/// Who asks for a cluster export, and with what.
+struct ClusterExport<'a> {
+    caller: &'a Caller,
+    info: &'a RequestInfo,
+    params: &'a Params,
+}
+
 /// The cluster export bundle (see `crate::cluster::export`): every peer's own bundle over
 /// mTLS, then the header, this node's bundle and the peers' parts streamed out.
 async fn cluster_bundle(
     state: AppState,
-    params: &Params,
+    request: ClusterExport<'_>,
     filter: Filter,
     limit: Option<u64>,
 ) -> Result<Response, ApiError> {
+    let ClusterExport {
+        caller,
+        info,
+        params,
+    } = request;
     use crate::cluster::export::{fetch_bundles, header, write_cluster_bundle};
     for name in ["consistency_from", "cursor"] {
         if params.get(name).is_some() {
@@ -435,6 +451,8 @@ async fn cluster_bundle(
         .peer_client()
         .map_err(|message| ApiError::bad_param("scope", message))?
         .clone();
+    // Recorded once the request is known to be one this node serves, before anything leaves.
+    record_export(&state, caller, info, params, &filter, Format::Ndjson).await;
     let config = state.node().config().cluster.clone();
     let mut query = peer_query(params, &filter);
     if let Some(limit) = limit {
