@@ -436,6 +436,184 @@ fn end_parts(line: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::Checkpoint;
+    use crate::export::{ExportHeader, signed_header_line, trailer_line};
+    use crate::note::NoteSigner;
+
+    fn signer(node: &str, seed: u8) -> NoteSigner {
+        NoteSigner::from_seed(&format!("evident/{node}"), [seed; 32]).unwrap()
+    }
+
+    /// A node's bundle of its empty log, signed by `signer`, naming `node`.
+    fn empty_bundle(node: &str, signer: &NoteSigner) -> String {
+        let checkpoint = Checkpoint {
+            origin: signer.name().to_owned(),
+            size: 0,
+            root: crate::merkle::empty_root(),
+            extensions: Vec::new(),
+        }
+        .sign(signer)
+        .unwrap();
+        let header = ExportHeader {
+            node_id: node.to_owned(),
+            checkpoint,
+            query: "{}".to_owned(),
+            exported_at: 0,
+        };
+        signed_header_line(&header, None, signer).unwrap() + &trailer_line(0, 0)
+    }
+
+    fn cluster_header(nodes: &[&str]) -> String {
+        header_line(&ClusterHeader {
+            format: CLUSTER_FORMAT.to_owned(),
+            exported_by: nodes[0].to_owned(),
+            exported_at: "2026-01-01T00:00:00.000Z".into(),
+            query: Value::Object(Default::default()),
+            nodes: nodes
+                .iter()
+                .map(|n| ClusterNode {
+                    node: (*n).to_owned(),
+                    status: "ok".into(),
+                    public_key: None,
+                    message: None,
+                })
+                .collect(),
+        })
+    }
+
+    fn pins(pairs: &[(&str, &NoteSigner)]) -> BTreeMap<String, NodePin> {
+        pairs
+            .iter()
+            .map(|(n, s)| {
+                (
+                    (*n).to_owned(),
+                    NodePin {
+                        key: s.verifier(),
+                        trusted_checkpoint: None,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn check(
+        text: &str,
+        pins: BTreeMap<String, NodePin>,
+    ) -> Result<ClusterReport, ClusterExportError> {
+        let mut v = ClusterExportVerifier::new(pins);
+        // Fed in small pieces: lines may span any chunking.
+        for piece in text.as_bytes().chunks(7) {
+            v.push_bytes(piece)?;
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn every_part_verifies_with_its_own_pinned_key_and_failures_name_the_node() {
+        let (s1, s2) = (signer("node-1", 1), signer("node-2", 2));
+        let good = format!(
+            "{}{}{}{}{}{}",
+            cluster_header(&["node-1", "node-2"]),
+            part_line("node-1"),
+            empty_bundle("node-1", &s1),
+            part_line("node-2"),
+            empty_bundle("node-2", &s2),
+            end_line(2)
+        );
+        let report = check(&good, pins(&[("node-1", &s1), ("node-2", &s2)])).unwrap();
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.parts.len(), 2);
+        assert_eq!(report.parts[1].first_line, 5);
+
+        // node-2's key swapped for node-1's: node-2's part fails, node-1's still verifies.
+        let swapped = check(&good, pins(&[("node-1", &s1), ("node-2", &s1)])).unwrap();
+        assert!(swapped.parts[0].result.is_ok());
+        assert!(matches!(
+            swapped.parts[1].result,
+            Err(PartFailure::Export(_))
+        ));
+        // node-1's own bundle labelled node-2 (pinned with node-1's key): the label lies.
+        let relabelled = good.replace(&empty_bundle("node-2", &s2), &empty_bundle("node-1", &s1));
+        let report = check(&relabelled, pins(&[("node-1", &s1), ("node-2", &s1)])).unwrap();
+        assert!(matches!(
+            &report.parts[1].result,
+            Err(PartFailure::OtherNode { labelled, signed }) if labelled == "node-2" && signed == "node-1"
+        ));
+        // A node not pinned; a node pinned but absent.
+        let unpinned = check(&good, pins(&[("node-1", &s1)])).unwrap();
+        assert!(matches!(
+            &unpinned.parts[1].result,
+            Err(PartFailure::NotPinned { node, .. }) if node == "node-2"
+        ));
+        let s3 = signer("node-3", 3);
+        let absent = check(
+            &good,
+            pins(&[("node-1", &s1), ("node-2", &s2), ("node-3", &s3)]),
+        )
+        .unwrap();
+        assert_eq!(absent.missing.len(), 1);
+        assert_eq!(absent.missing[0].node, "node-3");
+        // A part listed ok but removed.
+        let removed = format!(
+            "{}{}{}{}",
+            cluster_header(&["node-1", "node-2"]),
+            part_line("node-1"),
+            empty_bundle("node-1", &s1),
+            end_line(1)
+        );
+        let report = check(&removed, pins(&[("node-1", &s1), ("node-2", &s2)])).unwrap();
+        assert!(report.missing[0].reason.contains("removed"), "{report:?}");
+        // A second part of node-1.
+        let twice = good.replace(
+            &format!("{}{}", part_line("node-2"), empty_bundle("node-2", &s2)),
+            &format!("{}{}", part_line("node-1"), empty_bundle("node-1", &s1)),
+        );
+        let report = check(&twice, pins(&[("node-1", &s1), ("node-2", &s2)])).unwrap();
+        assert!(matches!(&report.parts[1].result, Err(PartFailure::Duplicate(n)) if n == "node-1"));
+        assert_eq!(report.missing[0].node, "node-2");
+    }
+
+    #[test]
+    fn the_wrapper_lines_are_exact() {
+        let s1 = signer("node-1", 1);
+        let p = || pins(&[("node-1", &s1)]);
+        let head = cluster_header(&["node-1"]);
+        let part = format!("{}{}", part_line("node-1"), empty_bundle("node-1", &s1));
+        let malformed_at = |text: &str| match check(text, p()) {
+            Err(ClusterExportError::Malformed { line, .. }) => Some(line),
+            _ => None,
+        };
+        assert_eq!(
+            malformed_at(&format!("{head}{part}{}", end_line(2))),
+            Some(5)
+        );
+        assert_eq!(
+            malformed_at(&format!("{head}{part}{}{{}}\n", end_line(1))),
+            Some(6)
+        );
+        assert_eq!(malformed_at(&format!("{head}{{\"end\":{{}}}}\n")), Some(2));
+        assert_eq!(
+            malformed_at(&format!("{head}{{\"cluster_part\":{{\"node\":1}}}}\n")),
+            Some(2)
+        );
+        assert_eq!(
+            malformed_at("{\"format\":\"evident-export/v1\"}\n"),
+            Some(1)
+        );
+        assert!(matches!(
+            check(&format!("{head}{part}"), p()),
+            Err(ClusterExportError::Truncated(m)) if m.contains("node-1")
+        ));
+        assert!(matches!(
+            check(&format!("{head}{part}{}", end_line(1).trim_end()), p()),
+            Err(ClusterExportError::Truncated(_))
+        ));
+        assert!(
+            check(&format!("{head}{part}{}", end_line(1)), p())
+                .unwrap()
+                .is_intact()
+        );
+    }
 
     #[test]
     fn wrapper_lines_round_trip_and_are_recognised() {
