@@ -499,6 +499,13 @@ fn cluster_cli_query_export_and_bundle_verification_name_each_node() {
     );
 
     // The cluster bundle: every node's part, each verified with its own pinned key.
+    // A checkpoint of node-2 kept elsewhere before the export.
+    let kept = dir.path().join("node-2.checkpoint");
+    cluster.servers[1].keep_checkpoint(
+        &cluster.nodes[1].owner_key,
+        &kept,
+        &cluster.nodes[1].public_key(),
+    );
     let bundle = dir.path().join("cluster.ndjson");
     let exported = node1.export(&key1, "ndjson", &bundle, &["--cluster"]).ok();
     assert!(
@@ -517,6 +524,56 @@ fn cluster_cli_query_export_and_bundle_verification_name_each_node() {
         run(&args)
     };
     let ok = verify(&bundle, &pins).ok();
+    // The kept checkpoint goes to node-2, whose part must be consistent with it.
+    let mut with_checkpoint = vec![
+        "verify",
+        "--export",
+        bundle.to_str().unwrap(),
+        "--checkpoint",
+        kept.to_str().unwrap(),
+    ];
+    for pin in &pins {
+        with_checkpoint.extend_from_slice(&["--node-key", pin]);
+    }
+    // Without a proof from the kept size, node-2's part cannot be tied to it, and says so.
+    let unprovable = run(&with_checkpoint).code(1);
+    assert!(
+        unprovable.stderr.contains(
+            "node node-2: FAILED at line 1: cannot check the export against your checkpoint"
+        ),
+        "{}",
+        unprovable.stderr
+    );
+    let kept_size = common::saved_checkpoint_size(&kept);
+    let proven = dir.path().join("proven.ndjson");
+    node1
+        .export(
+            &key1,
+            "ndjson",
+            &proven,
+            &[
+                "--cluster",
+                "--node-consistency-from",
+                &format!("node-2={kept_size}"),
+            ],
+        )
+        .ok();
+    with_checkpoint[2] = proven.to_str().unwrap();
+    let consistent = run(&with_checkpoint).ok();
+    let node2_verdict = consistent.stdout.split("node node-2:").nth(1).unwrap();
+    let node2_verdict = node2_verdict.split("node node-3:").next().unwrap();
+    assert!(
+        node2_verdict.contains("consistent with your checkpoint"),
+        "{}",
+        consistent.stdout
+    );
+    assert_eq!(
+        consistent
+            .stdout
+            .matches("consistent with your checkpoint")
+            .count(),
+        1
+    );
     // The export is in the exporting node's log, and each peer's, attributed to node-1.
     let recorded = |api: &common::Api, who: &str| {
         api.all_entries()

@@ -76,17 +76,24 @@ pub async fn fetch_bundle(
     Ok(spool)
 }
 
-/// Every peer's bundle, asked for concurrently.
+/// Every peer's bundle, asked for concurrently; a peer named in `consistency_from` is asked
+/// for a consistency proof from that size.
 pub async fn fetch_bundles(
     config: &ClusterConfig,
     client: &PeerClient,
     query: &str,
+    consistency_from: &std::collections::BTreeMap<String, u64>,
     spool_dir: &Path,
 ) -> Vec<PeerPart> {
     let fetches = config.peers.iter().map(|peer| async move {
+        let query = match consistency_from.get(&peer.node_id) {
+            Some(size) if query.is_empty() => format!("consistency_from={size}"),
+            Some(size) => format!("{query}&consistency_from={size}"),
+            None => query.to_owned(),
+        };
         (
             peer.node_id.clone(),
-            fetch_bundle(client, peer, query, spool_dir).await,
+            fetch_bundle(client, peer, &query, spool_dir).await,
         )
     });
     futures_util::future::join_all(fetches).await

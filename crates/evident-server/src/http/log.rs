@@ -256,6 +256,12 @@ pub async fn audit_log(
                     "scope=cluster answers format=json pages and format=ndjson (the cluster bundle)",
                 ));
             }
+            if params.get("consistency_from").is_some() {
+                return Err(ApiError::bad_param(
+                    "consistency_from",
+                    "consistency_from applies to format=ndjson only",
+                ));
+            }
             let limit = limit.unwrap_or(DEFAULT_LIMIT);
             if limit > MAX_LIMIT {
                 return Err(ApiError::bad_param(
@@ -311,7 +317,9 @@ pub async fn audit_log(
                     "the NDJSON bundle is always in ascending order",
                 ));
             }
-            let request = bundle_request(&state, &params, filter, limit).await?;
+            let consistency_from = params.get("consistency_from").map(str::to_owned);
+            let request =
+                bundle_request(&state, &params, filter, limit, consistency_from.as_deref()).await?;
             let store = state.store().clone();
             stream_response(
                 "application/x-ndjson",
@@ -361,16 +369,36 @@ async fn bundle_request(
     params: &Params,
     filter: Filter,
     limit: Option<u64>,
+    consistency_from: Option<&str>,
 ) -> Result<BundleRequest, ApiError> {
     let mut query = Map::new();
-    // `scope` says which nodes answer, not which entries: a node's bundle does not state it.
-    for (name, value) in params.pairs().filter(|(name, _)| *name != "scope") {
+    // `scope` says which nodes answer, not which entries: a node's bundle does not state it;
+    // `consistency_from` is this node's (a cluster export names one per node).
+    for (name, value) in params
+        .pairs()
+        .filter(|(name, _)| !matches!(*name, "scope" | "consistency_from"))
+    {
         query.insert(name.to_owned(), Value::String(value.to_owned()));
+    }
+    if let Some(from) = consistency_from {
+        query.insert(
+            "consistency_from".to_owned(),
+            Value::String(from.to_owned()),
+        );
     }
     if let Some(tenant) = &filter.tenant {
         query.insert("tenant".to_owned(), Value::String(tenant.clone()));
     }
-    let consistency_from = params.u64("consistency_from")?;
+    let consistency_from = consistency_from
+        .map(|text| {
+            text.parse::<u64>().map_err(|_| {
+                ApiError::bad_param(
+                    "consistency_from",
+                    format!("consistency_from {text:?}: expected a non-negative integer"),
+                )
+            })
+        })
+        .transpose()?;
     let checkpoint = match state.node().sequencer().force_checkpoint().await {
         Ok(checkpoint) => checkpoint,
         // A read-only (damaged) log signs nothing new: the bundle is cut at the latest
@@ -431,15 +459,11 @@ async fn cluster_bundle(
         params,
     } = request;
     use crate::cluster::export::{fetch_bundles, header, write_cluster_bundle};
-    for name in ["consistency_from", "cursor"] {
-        if params.get(name).is_some() {
-            return Err(ApiError::bad_param(
-                name,
-                format!(
-                    "{name} does not apply to a cluster export (each node's part is its own bundle)"
-                ),
-            ));
-        }
+    if params.get("cursor").is_some() {
+        return Err(ApiError::bad_param(
+            "cursor",
+            "cursor applies to format=json pages only; exports stream every match",
+        ));
     }
     if params.get("order") == Some("desc") {
         return Err(ApiError::bad_param(
@@ -451,9 +475,9 @@ async fn cluster_bundle(
         .peer_client()
         .map_err(|message| ApiError::bad_param("scope", message))?
         .clone();
-    // Recorded once the request is known to be one this node serves, before anything leaves.
-    record_export(&state, caller, info, params, &filter, Format::Ndjson).await;
     let config = state.node().config().cluster.clone();
+    let own = state.node().files().node_id().to_owned();
+    let mut consistency = node_sizes(params.get("consistency_from"), &own, &config)?;
     let mut query = peer_query(params, &filter);
     if let Some(limit) = limit {
         let pair = url_query([("limit", limit.to_string().as_str())].into_iter());
@@ -463,8 +487,12 @@ async fn cluster_bundle(
             format!("{query}&{pair}")
         };
     }
-    let parts = fetch_bundles(&config, &client, &query, state.node().files().data_dir()).await;
-    let request = bundle_request(&state, params, filter, limit).await?;
+    // Recorded once the request is known to be one this node serves, before anything leaves.
+    record_export(&state, caller, info, params, &filter, Format::Ndjson).await;
+    let own_from = consistency.remove(&own).map(|size| size.to_string());
+    let spool = state.node().files().data_dir().to_owned();
+    let parts = fetch_bundles(&config, &client, &query, &consistency, &spool).await;
+    let request = bundle_request(&state, params, filter, limit, own_from.as_deref()).await?;
     let mut stated = Map::new();
     for (name, value) in params.pairs() {
         stated.insert(name.to_owned(), Value::String(value.to_owned()));
@@ -495,13 +523,49 @@ async fn cluster_bundle(
     .await
 }
 
+/// A cluster export's `consistency_from`: `NODE:SIZE` pairs, comma-separated, each naming this
+/// node (`own`) or a peer at most once.
+fn node_sizes(
+    text: Option<&str>,
+    own: &str,
+    config: &crate::cluster::ClusterConfig,
+) -> Result<std::collections::BTreeMap<String, u64>, ApiError> {
+    let mut sizes = std::collections::BTreeMap::new();
+    let Some(text) = text else {
+        return Ok(sizes);
+    };
+    for pair in text.split(',') {
+        let bad = |problem: String| {
+            ApiError::bad_param(
+                "consistency_from",
+                format!(
+                    "consistency_from {pair:?}: {problem} (a cluster export takes NODE:SIZE pairs, comma-separated, one per node)"
+                ),
+            )
+        };
+        let (node, size) = pair
+            .split_once(':')
+            .ok_or_else(|| bad("expected NODE:SIZE".to_owned()))?;
+        let size: u64 = size
+            .parse()
+            .map_err(|_| bad("the size is not a non-negative integer".to_owned()))?;
+        if node != own && config.peer(node).is_none() {
+            return Err(bad(format!("{node:?} is not a node of this cluster")));
+        }
+        if sizes.insert(node.to_owned(), size).is_some() {
+            return Err(bad(format!("node {node} is named twice")));
+        }
+    }
+    Ok(sizes)
+}
+
 /// The filter parameters the peers are asked with (as this node filters; the caller's
 /// tenant scope goes along), URL-encoded, without scope, cursor, limit, order and format.
 fn peer_query(params: &Params, filter: &Filter) -> String {
     let mut query = url_query(params.pairs().filter(|(name, _)| {
         !matches!(
             *name,
-            "scope" | "cursor" | "limit" | "order" | "format" | "tenant"
+            "scope" | "cursor" | "limit" | "order" | "format" | "tenant" | "consistency_from"
         )
     }));
     if let Some(tenant) = &filter.tenant {

@@ -196,7 +196,8 @@ pub struct AuditLogParams {
     /// refused) and `resume_cursor`; the cursor keeps each node's position. ndjson gives the
     /// cluster bundle (`evident-cluster-export/v1`, docs/FORMAT.md): every node's own bundle
     /// with its signed checkpoint, the nodes that did not answer named in its header;
-    /// `limit` applies per node, `consistency_from` and `cursor` are refused.
+    /// `limit` applies per node, `consistency_from` is `NODE:SIZE` pairs (comma-separated,
+    /// one per node), `cursor` is refused.
     #[param(inline, value_type = Option<ScopeDoc>)]
     scope: Option<String>,
 }

@@ -66,6 +66,11 @@ pub struct ExportArgs {
     /// left out and named on stderr (and, in the bundle, in its header).
     #[arg(long)]
     pub cluster: bool,
+    /// With --cluster (ndjson): include in NODE's part a consistency proof from SIZE (the
+    /// size of a checkpoint of NODE you hold), so that `evident verify --export FILE
+    /// --checkpoint OLD --node-key ...` can tie that part to it; repeat for other nodes.
+    #[arg(long, value_name = "NODE=SIZE", requires = "cluster")]
+    pub node_consistency_from: Vec<String>,
 }
 
 /// JSON page size when building a JSON export.
@@ -92,6 +97,26 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             "--cluster exports --format ndjson (the cluster bundle) or json; not {}",
             format_name(args.format)
         )));
+    }
+    if args.cluster && args.consistency_from.is_some() {
+        return Err(usage(
+            "--consistency-from: sizes are per node in a cluster; give --node-consistency-from NODE=SIZE for each node",
+        ));
+    }
+    if !args.node_consistency_from.is_empty() && args.format != ExportFormat::Ndjson {
+        return Err(usage(
+            "--node-consistency-from applies to --format ndjson only (the cluster bundle)",
+        ));
+    }
+    for pair in &args.node_consistency_from {
+        let well_formed = pair
+            .split_once('=')
+            .is_some_and(|(node, size)| !node.is_empty() && size.parse::<u64>().is_ok());
+        if !well_formed {
+            return Err(usage(format!(
+                "--node-consistency-from {pair:?}: expected NODE=SIZE (e.g. node-2=120)"
+            )));
+        }
     }
     // Timeouts apply between reads: a long export is fine as long as bytes keep coming.
     let client = ApiClient::new(&args.client)?;
@@ -269,6 +294,14 @@ fn export_to(
             }
             if let Some(size) = args.consistency_from {
                 params.push(("consistency_from", size.to_string()));
+            }
+            if !args.node_consistency_from.is_empty() {
+                let pairs: Vec<String> = args
+                    .node_consistency_from
+                    .iter()
+                    .map(|pair| pair.replacen('=', ":", 1))
+                    .collect();
+                params.push(("consistency_from", pairs.join(",")));
             }
             let mut response = client.get("api/v1/audit-log", &params)?;
             let mut first_line = Vec::new();
