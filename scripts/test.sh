@@ -34,6 +34,19 @@ if ! command -v curl >/dev/null 2>&1; then
   fi
 fi
 
+# script (util-linux, Debian package bsdutils): e2e_cli runs `evident verify` on a real
+# pseudo-terminal through it, to see the progress bar a person at a terminal sees.
+if ! command -v script >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing bsdutils (script) for the terminal progress test" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bsdutils >/dev/null
+  else
+    echo "script is missing: install it (apt-get install bsdutils) first" >&2
+    exit 1
+  fi
+fi
+
 # rsyslog (with its GnuTLS driver): crates/evident/tests/e2e_forward.rs forwards to a real
 # rsyslogd over UDP, TCP and TLS, started by the test in the foreground on free loopback ports.
 if [ ! -x /usr/sbin/rsyslogd ] || ! find /usr/lib -path '*/rsyslog/lmnsd_gtls.so' -print -quit | grep -q .; then

@@ -20,6 +20,7 @@
 mod alerts;
 mod baseline;
 mod client;
+mod cluster;
 mod forwarding;
 mod ingest;
 mod metrics;
@@ -79,6 +80,10 @@ struct Args {
     /// scripts/test.sh).
     #[arg(long)]
     publish: bool,
+    /// Only the cluster rows (issue 14): three nodes over mTLS, the witness round trip
+    /// (add-checkpoint, p50/p99 over N) and the first page cluster-wide vs local.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "300")]
+    cluster: Option<usize>,
 }
 
 /// Offered rate of the open-loop latency phase.
@@ -282,6 +287,49 @@ async fn run(args: Args) -> anyhow::Result<String> {
         None => temp.tempdir(),
     }
     .context("cannot create a temporary directory")?;
+    if let Some(samples) = args.cluster {
+        let per_node = if args.quick {
+            2_000
+        } else {
+            plan.scale.min(100_000)
+        };
+        eprintln!("cluster: 3 nodes over mTLS, {per_node} events each, {samples} samples per row");
+        let c = cluster::run(&evident, work.path(), per_node, samples.max(1)).await?;
+        let mut out = String::new();
+        let _ = writeln!(out, "| Measurement | p50 | p99 | max |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| witness round trip: add-checkpoint as a peer over mTLS ({} requests) | {} | {} | {} |",
+            c.samples,
+            ms(c.witness.p50),
+            ms(c.witness.p99),
+            ms(c.witness.max),
+        );
+        let _ = writeln!(
+            out,
+            "| first page (limit 100), 1 node: node-1's own log ({} events) | {} | {} | {} |",
+            thousands(c.events_per_node),
+            ms(c.local_page.p50),
+            ms(c.local_page.p99),
+            ms(c.local_page.max),
+        );
+        let _ = writeln!(
+            out,
+            "| first page (limit 100), 3 nodes: `scope=cluster` on node-1, merged | {} | {} | {} |",
+            ms(c.cluster_page.p50),
+            ms(c.cluster_page.p99),
+            ms(c.cluster_page.max),
+        );
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+        let _ = writeln!(
+            out,
+            "| ratio 3 nodes / 1 node (same run, interleaved) | {:.2}× | {:.2}× | |",
+            ratio(c.cluster_page.p50, c.local_page.p50),
+            ratio(c.cluster_page.p99, c.local_page.p99),
+        );
+        return Ok(out);
+    }
     if let Some(samples) = args.alerts_only {
         eprintln!(
             "alerts: {samples} CRITICAL events, one at a time, each to a webhook on loopback"

@@ -66,6 +66,19 @@ impl Server {
         args: &[&str],
         envs: &[(String, String)],
     ) -> anyhow::Result<Server> {
+        Server::start_on(evident, work_dir, "127.0.0.1:0", storage, args, envs)
+    }
+
+    /// [`Self::start_with`] on the address `listen` (a cluster node, whose peers must know
+    /// its port up front); the server may serve HTTPS.
+    pub fn start_on(
+        evident: &Path,
+        work_dir: &Path,
+        listen: &str,
+        storage: Option<&str>,
+        args: &[&str],
+        envs: &[(String, String)],
+    ) -> anyhow::Result<Server> {
         let data_dir = work_dir.join("data");
         let log_path = work_dir.join("server.log");
         let log = std::fs::File::create(&log_path)
@@ -75,7 +88,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--listen")
-            .arg("127.0.0.1:0");
+            .arg(listen);
         if let Some(url) = storage {
             cmd.arg("--storage").arg(url);
         }
@@ -122,7 +135,10 @@ impl Server {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                    if let Some(url) = line
+                        .split_whitespace()
+                        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+                    {
                         server.base_url = url.trim_end_matches('/').to_owned();
                         break;
                     }

@@ -7,9 +7,11 @@ use crate::event::{self, ActorKind, Event, Millis, Outcome, Severity};
 use std::net::IpAddr;
 
 /// The query parameters that narrow which events match, in the order they are documented.
-pub const FILTER_PARAMS: [&str; 11] = [
+pub const FILTER_PARAMS: [&str; 13] = [
     "from",
     "to",
+    "occurred_from",
+    "occurred_to",
     "actor",
     "actor_kind",
     "action",
@@ -44,6 +46,11 @@ pub struct EventFilter {
     pub from: Option<Millis>,
     /// recorded_at < to (ms).
     pub to: Option<Millis>,
+    /// occurred_at >= occurred_from (ms). An event that states no occurred_at never matches
+    /// an occurred_at bound: when it happened is unknown, so it is not known to be in range.
+    pub occurred_from: Option<Millis>,
+    /// occurred_at < occurred_to (ms); as `occurred_from`, never an event without occurred_at.
+    pub occurred_to: Option<Millis>,
     pub actor: Option<String>,
     pub actor_kind: Option<ActorKind>,
     pub action: Option<ActionFilter>,
@@ -97,6 +104,8 @@ impl EventFilter {
         let filter = EventFilter {
             from: parse(value_of("from"), "from", timestamp)?,
             to: parse(value_of("to"), "to", timestamp)?,
+            occurred_from: parse(value_of("occurred_from"), "occurred_from", timestamp)?,
+            occurred_to: parse(value_of("occurred_to"), "occurred_to", timestamp)?,
             actor: value_of("actor").map(str::to_owned),
             actor_kind: parse(value_of("actor_kind"), "actor_kind", |v| {
                 ActorKind::from_name(v)
@@ -123,6 +132,14 @@ impl EventFilter {
                 return Err(FilterError::new("to", "`to` is before `from`"));
             }
         }
+        if let (Some(from), Some(to)) = (filter.occurred_from, filter.occurred_to) {
+            if from > to {
+                return Err(FilterError::new(
+                    "occurred_to",
+                    "`occurred_to` is before `occurred_from`",
+                ));
+            }
+        }
         Ok(filter)
     }
 
@@ -144,6 +161,18 @@ impl EventFilter {
         }
         if fails(self.to.map(|to| event.recorded_at < to)) {
             return Some("to");
+        }
+        if fails(
+            self.occurred_from
+                .map(|from| event.occurred_at.is_some_and(|at| at >= from)),
+        ) {
+            return Some("occurred_from");
+        }
+        if fails(
+            self.occurred_to
+                .map(|to| event.occurred_at.is_some_and(|at| at < to)),
+        ) {
+            return Some("occurred_to");
         }
         if fails(self.actor.as_ref().map(|a| *a == event.actor.id)) {
             return Some("actor");
@@ -322,11 +351,49 @@ mod tests {
                 ][..],
                 "to",
             ),
+            (
+                &[
+                    ("occurred_from", "2026-03-14T10:00:00Z"),
+                    ("occurred_to", "2026-03-14T09:00:00Z"),
+                ][..],
+                "occurred_to",
+            ),
+            (&[("occurred_from", "yesterday")][..], "occurred_from"),
             (&[("action", "*")][..], "action"),
             (&[("tenant", "a b")][..], "tenant"),
         ] {
             assert_eq!(params(pairs).unwrap_err().param, param, "{pairs:?}");
         }
+    }
+
+    #[test]
+    fn occurred_bounds_never_match_an_event_without_occurred_at() {
+        let f = params(&[("occurred_from", "1000"), ("occurred_to", "2000")]).unwrap();
+        let event = |occurred_at: Option<Millis>| {
+            let input = event::EventInput::from_json(&serde_json::json!({
+                "actor": {"id": "a", "kind": "user"},
+                "action": "x",
+                "target": {"kind": "k", "id": "i"},
+                "outcome": "success",
+                "severity": "info",
+                "tenant": "default",
+            }))
+            .unwrap();
+            let input = event::EventInput {
+                occurred_at,
+                ..input
+            };
+            Event::new(0, uuid::Uuid::nil(), 5, "n".into(), "system".into(), input)
+        };
+        assert!(f.matches(&event(Some(1000))));
+        assert!(f.matches(&event(Some(1999))));
+        assert_eq!(f.first_mismatch(&event(Some(999))), Some("occurred_from"));
+        assert_eq!(f.first_mismatch(&event(Some(2000))), Some("occurred_to"));
+        assert_eq!(f.first_mismatch(&event(None)), Some("occurred_from"));
+        let only_to = params(&[("occurred_to", "2000")]).unwrap();
+        assert_eq!(only_to.first_mismatch(&event(None)), Some("occurred_to"));
+        // Recorded-time bounds are not occurred-time bounds.
+        assert!(params(&[("from", "1")]).unwrap().matches(&event(None)));
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub struct ServerConfig {
     /// `[cluster]`: this node's cluster certificate and its peers (`[[cluster.peers]]`);
     /// off unless `ca_cert` is set.
     pub cluster: crate::cluster::ClusterConfig,
+    /// `[witness]`: the witness policy (`policy_k` cosignatures from the `keys` listed);
+    /// off by default.
+    pub witness: crate::witness::WitnessConfig,
 }
 
 /// Default data directory.
@@ -142,6 +145,7 @@ impl Default for ServerConfig {
             publish: crate::publish::PublishConfig::default(),
             forward: crate::forward::ForwardConfig::default(),
             cluster: crate::cluster::ClusterConfig::default(),
+            witness: crate::witness::WitnessConfig::default(),
         }
     }
 }
@@ -361,6 +365,10 @@ impl ServerConfig {
                 field: "cluster",
                 message: e.to_string(),
             })?;
+        self.witness.validate().map_err(|e| ConfigError::Invalid {
+            field: "witness",
+            message: e.to_string(),
+        })?;
         self.retention_days
             .check()
             .map_err(|message| ConfigError::Invalid {

@@ -906,7 +906,11 @@ mod bundle_tests {
         if rng.below(4) > 0 {
             actor["ip"] = rng.pick(&IPS).into();
         }
+        // Three in four say when they happened, one of a few client times.
+        let occurred_at = (rng.below(4) > 0)
+            .then(|| Value::from(1_773_478_800_000i64 + rng.below(4) as i64 * 60_000));
         EventInput::from_json(&serde_json::json!({
+            "occurred_at": occurred_at,
             "tenant": rng.pick(&TENANTS),
             "actor": actor,
             "action": rng.pick(&ACTIONS),
@@ -920,7 +924,7 @@ mod bundle_tests {
     /// Query parameters, each present with probability 1/3.
     fn random_params(rng: &mut Rng) -> serde_json::Map<String, Value> {
         let mut params = serde_json::Map::new();
-        let choices: [(&str, &[&str]); 9] = [
+        let choices: [(&str, &[&str]); 11] = [
             ("actor", &ACTORS),
             ("actor_kind", &["user", "service", "api_key"]),
             ("tenant", &TENANTS),
@@ -942,6 +946,14 @@ mod bundle_tests {
             ("severity", &["notice", "warn", "crit"]),
             ("outcome", &OUTCOMES),
             ("node", &["node-1", "elsewhere"]),
+            (
+                "occurred_from",
+                &["1773478860000", "2026-03-14T09:02:00Z", "0"],
+            ),
+            (
+                "occurred_to",
+                &["1773478920000", "2026-03-14T09:03:00.001Z"],
+            ),
         ];
         for (name, values) in choices {
             if rng.below(3) == 0 {

@@ -38,6 +38,7 @@ pub mod sequencer;
 pub mod tls;
 pub mod verification;
 pub mod webhooks;
+pub mod witness;
 
 #[cfg(test)]
 mod test_support;
@@ -236,6 +237,7 @@ fn start_consumers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         handles.push(publisher);
     }
     handles.extend(forward::spawn_all(state));
+    handles.extend(witness::spawn_all(state));
     handles
 }
 

@@ -106,6 +106,10 @@ pub struct Filter {
     pub from: Option<Millis>,
     /// recorded_at < to (ms).
     pub to: Option<Millis>,
+    /// occurred_at >= occurred_from (ms); an entry without occurred_at never matches.
+    pub occurred_from: Option<Millis>,
+    /// occurred_at < occurred_to (ms); an entry without occurred_at never matches.
+    pub occurred_to: Option<Millis>,
     pub actor: Option<String>,
     pub actor_kind: Option<ActorKind>,
     pub action: Option<ActionFilter>,
@@ -128,6 +132,8 @@ impl From<EventFilter> for Filter {
         Filter {
             from: f.from,
             to: f.to,
+            occurred_from: f.occurred_from,
+            occurred_to: f.occurred_to,
             actor: f.actor,
             actor_kind: f.actor_kind,
             action: f.action,
@@ -411,9 +417,15 @@ pub trait Store: Send + Sync {
 /// Every stored entry of `store`, in order (for the stores' unit tests).
 #[cfg(test)]
 pub(crate) fn all_entries(store: &dyn Store) -> Vec<SealedEntry> {
+    matching_entries(store, &Filter::default())
+}
+
+/// The entries `filter` selects, in order (tests only).
+#[cfg(test)]
+pub(crate) fn matching_entries(store: &dyn Store, filter: &Filter) -> Vec<SealedEntry> {
     let mut out = Vec::new();
     store
-        .scan(&Filter::default(), Order::Ascending, None, None, &mut |e| {
+        .scan(filter, Order::Ascending, None, None, &mut |e| {
             out.push(e);
             ControlFlow::Continue(())
         })

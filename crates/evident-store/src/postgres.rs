@@ -1733,7 +1733,8 @@ mod tests {
         let mut head = ChainHead::genesis();
         let mut nodes = Vec::new();
         let input = |i: u64| EventInput {
-            occurred_at: None,
+            // Every other entry says when it happened.
+            occurred_at: (i % 2 == 0).then_some(1_699_999_999_000 + i as i64),
             tenant: "default".to_owned(),
             actor: Actor {
                 id: format!("user-{i}"),
@@ -1804,6 +1805,18 @@ mod tests {
         assert_eq!(version, schema::SCHEMA_VERSION);
         assert_eq!(crate::all_entries(&store), old);
         assert_eq!(store.load_head().unwrap(), head);
+        // Schema version 6 indexed occurred_at: the entries stored before it are filterable
+        // by it at once (entries 2 and 4 state times in the span; 1 and 3 state none).
+        let span = crate::Filter {
+            occurred_from: Some(1_699_999_999_001),
+            occurred_to: Some(1_699_999_999_005),
+            ..crate::Filter::default()
+        };
+        assert_eq!(
+            crate::matching_entries(&store, &span),
+            [old[2].clone(), old[4].clone()]
+        );
+        assert_eq!(store.count(&span).unwrap(), 2);
         let mut nodes = Vec::new();
         let new: Vec<SealedEntry> = (6..10)
             .map(|i| {

@@ -1135,7 +1135,8 @@ mod tests {
         let entries = (0..n)
             .map(|i| {
                 let input = EventInput {
-                    occurred_at: None,
+                    // Every other entry says when it happened.
+                    occurred_at: (i % 2 == 0).then_some(900 + i as i64),
                     tenant: "default".to_owned(),
                     actor: Actor {
                         id: format!("user-{i}"),
@@ -1253,6 +1254,18 @@ mod tests {
         }
         assert_eq!(crate::all_entries(&store), old);
         assert_eq!(store.load_head().unwrap(), head);
+        // Schema version 6 indexed occurred_at: the entries stored before it are filterable
+        // by it at once (entries 2 and 4 happened at 902 and 904; 1 and 3 state no time).
+        let span = crate::Filter {
+            occurred_from: Some(901),
+            occurred_to: Some(905),
+            ..crate::Filter::default()
+        };
+        assert_eq!(
+            crate::matching_entries(&store, &span),
+            [old[2].clone(), old[4].clone()]
+        );
+        assert_eq!(store.count(&span).unwrap(), 2);
 
         let (new, nodes) = batch_by(&mut head, 4, Some("evk_0123456789ab"));
         store.append(&new, &nodes).unwrap();

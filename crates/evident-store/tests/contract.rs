@@ -521,6 +521,43 @@ fn every_filter_returns_exactly_the_matching_entries_in_both_orders_and_pages(ba
             Box::new(move |e| in_block(e.event.actor.ip, cidr(block))),
         ));
     }
+    // When the clients say the events happened: a span, either bound alone, bounds on equal
+    // times, and a span with another filter driving. Entries without occurred_at never match.
+    let occurred = |e: &SealedEntry, from: Option<i64>, to: Option<i64>| {
+        e.event
+            .occurred_at
+            .is_some_and(|at| from.is_none_or(|from| at >= from) && to.is_none_or(|to| at < to))
+    };
+    let (lo, hi) = (BASE_TIME - 4000, BASE_TIME - 3000);
+    for (from, to) in [
+        (Some(lo), Some(hi)),
+        (Some(lo), None),
+        (None, Some(hi)),
+        (Some(BASE_TIME - 5000), Some(BASE_TIME - 4980)),
+    ] {
+        cases.push((
+            Filter {
+                occurred_from: from,
+                occurred_to: to,
+                ..f()
+            },
+            Box::new(move |e| occurred(e, from, to)),
+        ));
+    }
+    cases.push((
+        Filter {
+            occurred_from: Some(lo),
+            occurred_to: Some(hi),
+            actor: Some("svc-backup".into()),
+            from: Some(time(40)),
+            ..f()
+        },
+        Box::new(move |e| {
+            occurred(e, Some(lo), Some(hi))
+                && e.event.actor.id == "svc-backup"
+                && e.event.recorded_at >= time(40)
+        }),
+    ));
     for (filter, oracle) in &cases {
         let n = check(&*store, &all, filter, oracle.as_ref());
         assert!(
@@ -585,6 +622,26 @@ fn every_filter_returns_exactly_the_matching_entries_in_both_orders_and_pages(ba
             from_seq: Some(240),
             ..f()
         },
+        // Past every stated time, before every one, and an empty span.
+        Filter {
+            occurred_from: Some(BASE_TIME),
+            ..f()
+        },
+        Filter {
+            occurred_to: Some(BASE_TIME - 5000),
+            ..f()
+        },
+        Filter {
+            occurred_from: Some(lo),
+            occurred_to: Some(lo),
+            ..f()
+        },
+        // Bob's events state no occurred_at: no occurred_at bound keeps them, however wide.
+        Filter {
+            actor: Some("bob".into()),
+            occurred_from: Some(0),
+            ..f()
+        },
         Filter {
             from_seq: Some(50),
             to_seq: Some(50),
@@ -644,6 +701,7 @@ impl Rng {
 
 /// Query parameters as a client would send them, each present with probability 1/3, values
 /// drawn from what the log holds and a few that match nothing or match at a boundary.
+/// `times` holds the recorded and the occurred times of the log's entries.
 fn random_params(rng: &mut Rng, times: &[i64]) -> Vec<(&'static str, String)> {
     let mut out: Vec<(&'static str, String)> = Vec::new();
     let time = |rng: &mut Rng| {
@@ -663,6 +721,8 @@ fn random_params(rng: &mut Rng, times: &[i64]) -> Vec<(&'static str, String)> {
         };
     maybe(rng, "from", &mut |r| time(r));
     maybe(rng, "to", &mut |r| time(r));
+    maybe(rng, "occurred_from", &mut |r| time(r));
+    maybe(rng, "occurred_to", &mut |r| time(r));
     maybe(rng, "actor", &mut |r| {
         r.pick(&[
             "alice",
@@ -734,7 +794,11 @@ fn random_query_filters_select_what_the_core_matcher_keeps(backend: Backend) {
         w.append(&*store, chunk);
     }
     let all = w.all.clone();
-    let times: Vec<i64> = all.iter().map(|e| e.event.recorded_at).collect();
+    let times: Vec<i64> = all
+        .iter()
+        .flat_map(|e| [Some(e.event.recorded_at), e.event.occurred_at])
+        .flatten()
+        .collect();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut nonempty = 0;
     for case in 0..300 {

@@ -297,6 +297,25 @@ impl ApiClient {
         self.post_with_query(path, query, "application/json", bytes)
     }
 
+    /// POST `body` as JSON to `path` with `query`; the answer when it is a 2xx (to be read
+    /// as it arrives), else the server's error.
+    pub fn post_json_streamed(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: &serde_json::Value,
+    ) -> anyhow::Result<Response> {
+        let bytes = serde_json::to_vec(body).context("encoding the request body")?;
+        let url = self.url(path, query)?;
+        let request = self.authorized(
+            self.http
+                .post(url.clone())
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(bytes),
+        )?;
+        self.send(request, &url)
+    }
+
     fn post_with_query<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,

@@ -33,6 +33,8 @@ enum Command {
     /// Verify a log: a local data directory, a running server, or an export file offline.
     #[command(override_usage = "\
 evident verify [--url URL] [--key KEY] [--ca-cert FILE] [--checkpoint FILE]... [--from SEQ]
+       evident verify ... --witness-key KEY... --witnesses-required K
+       evident verify --checkpoint FILE... --public-key VKEY --witness-key KEY... --witnesses-required K
        evident verify --data-dir DIR [--checkpoint FILE]... [--from SEQ]
        evident verify --export FILE --public-key VKEY [--checkpoint FILE]...
        evident verify --syslog FILE --public-key VKEY

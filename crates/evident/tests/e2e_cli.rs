@@ -357,8 +357,156 @@ fn occurred_at_is_shown_in_tables_and_csv() {
     assert_eq!(&by_actor("now-actor")[at], "");
 }
 
+/// occurred_at is filterable through the real binary and the API: `--occurred-from` /
+/// `--occurred-to` (and `occurred_from` / `occurred_to` on the API) select exactly the events
+/// whose client-stated time lies in the span, never one that states none; `--occurred-since`
+/// is relative to now; an export's signed header states the bounds it was cut with and
+/// verifies; bad values are refused naming the field.
+#[test]
+fn occurred_at_filters_select_exactly_the_matching_events_on_the_cli_and_the_api() {
+    let node = Node::new();
+    let server = Server::start(&node);
+    let api = server.api(&node.owner_key);
+    let recent = evident_server::now_ms() - 30 * 60_000;
+    let times = [
+        (
+            "before-actor",
+            Some(serde_json::json!("2026-03-14T08:59:59.999Z")),
+        ),
+        (
+            "start-actor",
+            Some(serde_json::json!("2026-03-14T09:00:00Z")),
+        ),
+        (
+            "inside-actor",
+            Some(serde_json::json!(1_773_480_000_000i64)),
+        ),
+        ("end-actor", Some(serde_json::json!("2026-03-14T10:00:00Z"))),
+        ("recent-actor", Some(serde_json::json!(recent))),
+        ("unstated-actor", None),
+    ];
+    let batch: Vec<serde_json::Value> = times
+        .iter()
+        .map(|(actor, at)| {
+            let mut e = event(actor, "auth.login");
+            if let Some(at) = at {
+                e["occurred_at"] = at.clone();
+            }
+            e
+        })
+        .collect();
+    api.append(&serde_json::Value::Array(batch)).unwrap();
+    let actors = |events: &serde_json::Value| -> Vec<String> {
+        let mut out: Vec<String> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["actor"]["id"].as_str().map(str::to_owned))
+            .collect();
+        out.sort();
+        out
+    };
+    let cli_actors = |args: &[&str]| {
+        let mut all = vec!["query", "--all", "--json"];
+        all.extend_from_slice(args);
+        let out = server.cli(&node.owner_key, &all).ok();
+        actors(&serde_json::from_str(&out.stdout).unwrap())
+    };
+    let span = [
+        "--occurred-from",
+        "2026-03-14T09:00:00Z",
+        "--occurred-to",
+        "2026-03-14T10:00:00Z",
+    ];
+    assert_eq!(cli_actors(&span), ["inside-actor", "start-actor"]);
+    assert_eq!(
+        cli_actors(&["--occurred-from", "2026-03-14T10:00:00Z"]),
+        ["end-actor", "recent-actor"]
+    );
+    assert_eq!(
+        cli_actors(&["--occurred-to", "1773478800000"]),
+        ["before-actor"]
+    );
+    assert_eq!(cli_actors(&["--occurred-since", "1h"]), ["recent-actor"]);
+    // The node's own events (and any without occurred_at) match no occurred bound at all.
+    assert_eq!(cli_actors(&["--occurred-from", "0"]).len(), 5);
+
+    let page = api
+        .get("/api/v1/audit-log?occurred_from=2026-03-14T09:00:00Z&occurred_to=1773482400000")
+        .json();
+    assert_eq!(actors(&page["events"]), ["inside-actor", "start-actor"]);
+    let page = api.get("/api/v1/audit-log?occurred_since=1h").json();
+    assert_eq!(actors(&page["events"]), ["recent-actor"]);
+
+    // The export's signed header states the bounds; the bundle holds exactly the matches
+    // and verifies offline.
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("occurred.ndjson");
+    server
+        .export(&node.owner_key, "ndjson", &bundle, &span)
+        .ok();
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let mut lines = text.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(
+        header["query"]["occurred_from"], "2026-03-14T09:00:00Z",
+        "{header}"
+    );
+    assert_eq!(header["query"]["occurred_to"], "2026-03-14T10:00:00Z");
+    let exported: Vec<serde_json::Value> = lines
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l.get("seq").is_some())
+        .collect();
+    assert_eq!(
+        actors(&serde_json::Value::Array(exported)),
+        ["inside-actor", "start-actor"],
+        "{text}"
+    );
+    common::verify_export(&bundle, &node.public_key()).ok();
+    let since_bundle = tmp.path().join("since.ndjson");
+    server
+        .export(
+            &node.owner_key,
+            "ndjson",
+            &since_bundle,
+            &["--occurred-since", "1h"],
+        )
+        .ok();
+    let header: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&since_bundle)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(header["query"].get("occurred_since").is_none(), "{header}");
+    let from: i64 = header["query"]["occurred_from"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(from <= recent && from > recent - 31 * 60_000, "{from}");
+    common::verify_export(&since_bundle, &node.public_key()).ok();
+
+    // Refused, naming the field.
+    api.get("/api/v1/audit-log?occurred_from=yesterday")
+        .assert_error(400, "invalid_parameter", Some("occurred_from"));
+    api.get(
+        "/api/v1/audit-log?occurred_from=2026-03-14T10:00:00Z&occurred_to=2026-03-14T09:00:00Z",
+    )
+    .assert_error(400, "invalid_parameter", Some("occurred_to"));
+    api.get("/api/v1/audit-log?occurred_since=1h&occurred_from=0")
+        .assert_error(400, "invalid_parameter", Some("occurred_since"));
+    let out = server.cli(
+        &node.owner_key,
+        &["query", "--occurred-since", "2h", "--occurred-from", "0"],
+    );
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+}
+
 /// The usage of offline verification names only what it needs; progress is drawn for a
-/// person at a terminal only, so piped output (as here) carries none.
+/// person at a terminal only (online verification's too), so piped output carries none.
 #[test]
 fn verify_usage_names_what_each_form_needs_and_piped_runs_draw_no_progress() {
     let help = run(&["verify", "--help"]).ok().stdout;
@@ -406,4 +554,64 @@ fn verify_usage_names_what_each_form_needs_and_piped_runs_draw_no_progress() {
     .ok();
     assert_eq!(out.stdout.lines().count(), 30, "{}", out.stdout);
     assert_eq!(out.stderr, "", "nothing but receipts when piped");
+
+    // Online verification: piped, the verdict alone; on a terminal (a real pseudo-terminal,
+    // through util-linux `script`), a progress bar fed by the server's streamed progress,
+    // then the same verdict.
+    let piped = server.cli(&node.owner_key, &["verify"]).ok();
+    assert!(
+        piped.stdout.starts_with("OK: log intact"),
+        "{}",
+        piped.stdout
+    );
+    assert_eq!(piped.stderr, "", "no progress when piped");
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has_script,
+        "this test runs `evident verify` on a pseudo-terminal with util-linux `script`: \
+         apt-get install bsdutils (Debian) or util-linux"
+    );
+    let command = format!(
+        "{} verify --url {} --key {}",
+        common::bin(),
+        server.url,
+        node.owner_key
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    assert!(
+        shown.contains("verifying on the server"),
+        "no progress bar: {shown:?}"
+    );
+    assert!(shown.contains("OK: log intact"), "{shown:?}");
+
+    // The API's streamed form: progress lines, then the answer; a bad format is refused.
+    let api = server.api(&node.owner_key);
+    let streamed = api.get("/api/v1/verify?format=ndjson");
+    assert_eq!(streamed.status, 200, "{}", streamed.text());
+    let lines: Vec<serde_json::Value> = streamed
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (last, progress) = lines.split_last().unwrap();
+    assert!(!progress.is_empty(), "{lines:?}");
+    let total = progress[0]["progress"]["total"].as_u64().unwrap();
+    assert!(total >= 30, "{lines:?}");
+    for p in progress {
+        assert!(p["progress"]["checked"].as_u64().unwrap() <= total, "{p}");
+    }
+    assert_eq!(last["ok"], true, "{last}");
+    assert!(last["entries"].as_u64().unwrap() >= total, "{last}");
+    api.get("/api/v1/verify?format=xml")
+        .assert_error(400, "invalid_parameter", Some("format"));
 }

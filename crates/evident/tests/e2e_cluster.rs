@@ -6,145 +6,14 @@
 
 mod common;
 
+use common::cluster::{Pki, identity_of, start_cluster};
 use common::{Node, Server, event, mtls_client, run, tls_client};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The self-audit action of a refused (403) request.
 const FORBIDDEN: &str = "evident.access.forbidden";
 /// The self-audit action of an export.
 const EXPORTED: &str = "evident.log.exported";
-
-/// The cluster's certificates in a temporary directory.
-struct Pki {
-    tmp: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let pki = Pki {
-            tmp: tempfile::tempdir().unwrap(),
-        };
-        run(&[
-            "cluster",
-            "ca",
-            "init",
-            "--out",
-            pki.ca_dir().to_str().unwrap(),
-        ])
-        .ok();
-        pki
-    }
-
-    fn ca_dir(&self) -> PathBuf {
-        self.tmp.path().join("ca")
-    }
-
-    fn ca_cert(&self) -> PathBuf {
-        self.ca_dir().join("ca.pem")
-    }
-
-    /// Issues a certificate for `id`; returns its directory (node.pem, node.key) and a PEM
-    /// file with both, for a test client presenting it.
-    fn issue(&self, id: &str) -> (PathBuf, PathBuf) {
-        let out = self.tmp.path().join(id);
-        run(&[
-            "cluster",
-            "cert",
-            "issue",
-            "--node-id",
-            id,
-            "--ca",
-            self.ca_dir().to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .ok();
-        let identity = out.join("identity.pem");
-        let mut pem = std::fs::read(out.join("node.pem")).unwrap();
-        pem.extend(std::fs::read(out.join("node.key")).unwrap());
-        std::fs::write(&identity, pem).unwrap();
-        (out, identity)
-    }
-}
-
-/// Free loopback ports for the nodes (each node must know its peers' URLs up front).
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
-struct Cluster {
-    pki: Pki,
-    nodes: Vec<Node>,
-    servers: Vec<Server>,
-    /// A client certificate of the cluster CA that names no peer (an operator's).
-    operator: PathBuf,
-    /// Each node's certificate directory.
-    certs: Vec<PathBuf>,
-}
-
-fn config_toml(i: usize, ports: &[u16], certs: &[PathBuf], pki: &Pki, keys: &[String]) -> String {
-    let mut text = format!(
-        "node_id = \"node-{}\"\nlisten = \"127.0.0.1:{}\"\n[cluster]\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\npeer_timeout_ms = 1500\n",
-        i + 1,
-        ports[i],
-        pki.ca_cert(),
-        certs[i].join("node.pem"),
-        certs[i].join("node.key"),
-    );
-    for (j, port) in ports.iter().enumerate() {
-        if j != i {
-            text.push_str(&format!(
-                "[[cluster.peers]]\nnode_id = \"node-{}\"\nurl = \"https://127.0.0.1:{port}\"\npublic_key = \"{}\"\n",
-                j + 1,
-                keys[j]
-            ));
-        }
-    }
-    text
-}
-
-/// The tests pick their ports before starting the nodes; one cluster starts at a time so
-/// that they do not pick each other's.
-static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn start_cluster() -> Cluster {
-    let _one_at_a_time = STARTING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let pki = Pki::new();
-    let nodes: Vec<Node> = (1..=3)
-        .map(|i| Node::with_env(&[("EVIDENT_NODE_ID", &format!("node-{i}"))]))
-        .collect();
-    let certs: Vec<PathBuf> = (1..=3).map(|i| pki.issue(&format!("node-{i}")).0).collect();
-    let (_, operator) = pki.issue("operator");
-    let keys: Vec<String> = nodes.iter().map(Node::public_key).collect();
-    let ports = free_ports(3);
-    let servers = (0..3)
-        .map(|i| {
-            let config = nodes[i].file("cluster.toml");
-            std::fs::write(&config, config_toml(i, &ports, &certs, &pki, &keys)).unwrap();
-            let listen = format!("127.0.0.1:{}", ports[i]);
-            Server::start_cluster(&nodes[i].dir, &config, &listen, &pki.ca_cert(), &operator)
-        })
-        .collect();
-    Cluster {
-        pki,
-        nodes,
-        servers,
-        operator,
-        certs,
-    }
-}
-
-fn identity_of(dir: &Path) -> PathBuf {
-    dir.join("identity.pem")
-}
 
 #[test]
 fn cluster_nodes_speak_mtls_only_and_a_peer_may_read_but_not_append() {

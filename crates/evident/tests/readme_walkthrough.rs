@@ -302,3 +302,48 @@ fn walkthrough_blocks_are_found_in_order() {
     assert_eq!(blocks, 2);
     assert_eq!(script, "echo one\n\necho two\n\n");
 }
+
+/// Where `line` shows a hash cut short: a run of at least four hex digits next to an ellipsis
+/// (`…` or `...`), as in `30f18c89…7059e5`.
+fn cut_hash(line: &str) -> Option<&str> {
+    let hex_run = |s: &str| s.len() >= 4 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    for ellipsis in ["…", "..."] {
+        let mut rest = line;
+        while let Some(at) = rest.find(ellipsis) {
+            let before = rest[..at]
+                .rsplit(|c: char| !c.is_ascii_hexdigit())
+                .next()
+                .unwrap_or("");
+            let after = rest[at + ellipsis.len()..]
+                .split(|c: char| !c.is_ascii_hexdigit())
+                .next()
+                .unwrap_or("");
+            if hex_run(before) || hex_run(after) {
+                return Some(
+                    &rest[at.saturating_sub(before.len())..at + ellipsis.len() + after.len()],
+                );
+            }
+            rest = &rest[at + ellipsis.len()..];
+        }
+    }
+    None
+}
+
+/// The README shows every hash whole (a reader compares them, copies them into commands,
+/// and checks them against their own runs), in example output and in commands alike.
+#[test]
+fn readme_shows_every_hash_whole() {
+    assert_eq!(
+        cut_hash("\"hash\":\"30f18c89…7059e5\""),
+        Some("30f18c89…7059e5")
+    );
+    assert_eq!(cut_hash("seal 83a773bf... here"), Some("83a773bf..."));
+    assert_eq!(cut_hash("{…as in /consumers}"), None);
+    assert_eq!(cut_hash("leaves `0 … n−1`"), None);
+    let cut: Vec<String> = README
+        .lines()
+        .enumerate()
+        .filter_map(|(n, line)| cut_hash(line).map(|c| format!("line {}: {c}", n + 1)))
+        .collect();
+    assert!(cut.is_empty(), "README.md shows hashes cut short: {cut:#?}");
+}

@@ -25,11 +25,14 @@ use evident_store::{Filter, Order};
 use serde_json::{Map, Value};
 
 /// Every parameter the route accepts.
-pub const PARAMS: [&str; 18] = [
+pub const PARAMS: [&str; 21] = [
     "scope",
     "from",
     "since",
     "to",
+    "occurred_from",
+    "occurred_since",
+    "occurred_to",
     "actor",
     "actor_kind",
     "action",

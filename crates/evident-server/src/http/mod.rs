@@ -19,6 +19,7 @@ pub mod proofs;
 mod publish;
 mod reviews;
 mod stream;
+mod witness;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use keys::{DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS};
@@ -378,6 +379,12 @@ pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
     (Method::GET, "/api/v1/publisher", Some(Permission::Read)),
     (Method::POST, "/api/v1/publish", Some(Permission::Owner)),
     (Method::GET, "/api/v1/forwarders", Some(Permission::Read)),
+    (Method::GET, "/api/v1/witness", Some(Permission::Read)),
+    (
+        Method::POST,
+        "/api/v1/witness/add-checkpoint",
+        Some(Permission::Witness),
+    ),
     (Method::GET, "/api/v1/readyz", None),
     (Method::GET, "/readyz", None),
     (Method::GET, "/api/v1/openapi.json", Some(Permission::Read)),
@@ -414,6 +421,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks", get(crate::webhooks::routes::status))
         .route("/publisher", get(publish::status))
         .route("/forwarders", get(forwarders::forwarders))
+        .route("/witness", get(witness::status))
         .route("/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(
@@ -452,8 +460,15 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_owner,
         ));
+    let witnessing = Router::new()
+        .route("/witness/add-checkpoint", post(witness::add_checkpoint))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_witness,
+        ));
     let api = Router::new()
         .merge(read)
+        .merge(witnessing)
         .merge(append)
         .merge(manage)
         .merge(owner)

@@ -149,6 +149,16 @@ pub struct AuditLogParams {
     /// a unit s, m, h, d or w (`30d`, `2h`). An export's header states the `from` it meant.
     #[param(pattern = "^[1-9][0-9]{0,8}[smhdw]$")]
     since: Option<String>,
+    /// Occurred at or after (when the client says the event happened, its `occurred_at`):
+    /// RFC 3339 or epoch milliseconds. An event that states no occurred_at never matches an
+    /// occurred_at bound.
+    occurred_from: Option<String>,
+    /// Occurred before: RFC 3339 or epoch milliseconds. Events without occurred_at never match.
+    occurred_to: Option<String>,
+    /// Occurred within this span before now, instead of `occurred_from` (`2h`, `30d`). An
+    /// export's header states the `occurred_from` it meant.
+    #[param(pattern = "^[1-9][0-9]{0,8}[smhdw]$")]
+    occurred_since: Option<String>,
     /// Actor id (exact).
     actor: Option<String>,
     /// user, service, api_key or system.
@@ -297,6 +307,8 @@ impl Modify for Permissions {
         super::publish::status,
         super::publish::publish,
         super::forwarders::forwarders,
+        super::witness::add_checkpoint,
+        super::witness::status,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::root_readyz,
@@ -335,6 +347,9 @@ impl Modify for Permissions {
         super::publish::PublishResponse,
         crate::publish::PublishStatus,
         super::forwarders::ForwarderStatus,
+        super::witness::WitnessStatus,
+        super::witness::CollectedJson,
+        super::witness::WitnessedJson,
         crate::self_check::PassResult,
         crate::self_check::PassKind,
         crate::self_check::PassOutcome,

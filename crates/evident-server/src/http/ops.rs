@@ -14,6 +14,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use futures_util::StreamExt;
 
 /// The result of a verification.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -99,9 +100,12 @@ impl VerifyResponse {
     get,
     path = "/api/v1/verify",
     tag = "integrity",
-    params(("from" = Option<u64>, Query, description = "Start at this sequence number (trusting the stored state just before it); default 0")),
+    params(
+        ("from" = Option<u64>, Query, description = "Start at this sequence number (trusting the stored state just before it); default 0"),
+        ("format" = Option<String>, Query, description = FORMAT_DOC),
+    ),
     responses(
-        (status = 200, description = "Verification ran: `ok` says whether the log is intact; when not, `violation` names the first problem", body = VerifyResponse),
+        (status = 200, description = "Verification ran: `ok` says whether the log is intact; when not, `violation` names the first problem. With format=ndjson, streamed (application/x-ndjson): progress lines `{\"progress\":{\"checked\",\"total\"}}` while the walk runs, then this answer as the last line (or an error body `{\"error\":{…}}` for a failure that the whole answer would have sent with a 4xx/5xx status)", body = VerifyResponse),
         (status = 400, description = "A bad `from` or an unknown parameter", body = super::ErrorBody),
         (status = 404, description = "`out_of_range`: `from` beyond the end of the log", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
@@ -115,10 +119,110 @@ pub async fn verify(
     Extension(caller): Extension<Caller>,
     Extension(info): Extension<RequestInfo>,
     RawQuery(query): RawQuery,
-) -> Result<Json<VerifyResponse>, ApiError> {
-    let params = Params::parse(query.as_deref(), &["from"])?;
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref(), &VERIFY_PARAMS)?;
     let from = params.u64("from")?;
-    run_verify(state, caller, info, from, Vec::new()).await
+    answer(state, caller, info, from, Vec::new(), streamed(&params)?).await
+}
+
+/// The `format` parameter of `/api/v1/verify`, as documented.
+const FORMAT_DOC: &str = "json (default): the answer when the walk is done. ndjson: progress lines while it runs (a progress bar's source, as `evident verify` draws on a terminal), then the answer";
+
+/// The query parameters of `GET` and `POST /api/v1/verify`.
+const VERIFY_PARAMS: [&str; 2] = ["from", "format"];
+
+/// Whether the answer is streamed (`format=ndjson`: progress lines, then the answer) rather
+/// than sent whole when the walk is done (`format=json`, the default).
+fn streamed(params: &Params) -> Result<bool, ApiError> {
+    match params.get("format") {
+        None | Some("json") => Ok(false),
+        Some("ndjson") => Ok(true),
+        Some(other) => Err(ApiError::bad_param(
+            "format",
+            format!("format {other:?}: expected json or ndjson"),
+        )),
+    }
+}
+
+/// One progress line of a streamed verification: entries checked so far of about `total`
+/// (the log's size from the start point when the walk began).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct VerifyProgress {
+    pub checked: u64,
+    pub total: u64,
+}
+
+/// A progress line of a streamed verification.
+#[derive(Debug, Clone, serde::Serialize)]
+struct ProgressLine {
+    progress: VerifyProgress,
+}
+
+/// `value` as one NDJSON line.
+fn ndjson_line(value: &impl serde::Serialize) -> Result<axum::body::Bytes, std::io::Error> {
+    let mut line = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    Ok(axum::body::Bytes::from(line))
+}
+
+/// Runs the verification and answers whole, or streamed with progress.
+async fn answer(
+    state: AppState,
+    caller: Caller,
+    info: RequestInfo,
+    from: Option<u64>,
+    trusted: Vec<String>,
+    streamed: bool,
+) -> Result<Response, ApiError> {
+    if !streamed {
+        return Ok(run_verify(state, caller, info, from, trusted, None)
+            .await?
+            .into_response());
+    }
+    let total = state
+        .node()
+        .sequencer()
+        .size()
+        .saturating_sub(from.unwrap_or(0));
+    let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    // The walk runs to its end (and is recorded) even if the client goes away.
+    let walk = tokio::spawn(run_verify(
+        state,
+        caller,
+        info,
+        from,
+        trusted,
+        Some(progress_tx),
+    ));
+    let progress_line = move |checked| {
+        ndjson_line(&ProgressLine {
+            progress: VerifyProgress { checked, total },
+        })
+    };
+    let first = futures_util::stream::once(std::future::ready(progress_line(0)));
+    let progress = futures_util::stream::unfold(progress_rx, |mut rx| async move {
+        rx.recv().await.map(|checked| (checked, rx))
+    })
+    .map(progress_line);
+    // The progress channel closes when the walk is done: then its answer, or its error.
+    let last = futures_util::stream::once(async move {
+        match walk.await {
+            Ok(Ok(Json(response))) => ndjson_line(&response),
+            Ok(Err(error)) => ndjson_line(&super::ErrorBody {
+                error: error.detail,
+            }),
+            Err(join) => ndjson_line(&super::ErrorBody {
+                error: ApiError::from_join(join).detail,
+            }),
+        }
+    });
+    let body = axum::body::Body::from_stream(first.chain(progress).chain(last));
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
 }
 
 /// Most trusted checkpoints one `POST /api/v1/verify` may carry.
@@ -140,10 +244,13 @@ pub struct VerifyRequest {
     post,
     path = "/api/v1/verify",
     tag = "integrity",
-    params(("from" = Option<u64>, Query, description = "Start at this sequence number (trusting the stored state just before it); default 0. Trusted checkpoints smaller than it are not checked")),
+    params(
+        ("from" = Option<u64>, Query, description = "Start at this sequence number (trusting the stored state just before it); default 0. Trusted checkpoints smaller than it are not checked"),
+        ("format" = Option<String>, Query, description = FORMAT_DOC),
+    ),
     request_body(content = VerifyRequest, content_type = "application/json", description = "`{\"checkpoints\":[\"<signed note>\", …]}`: each must be signed by this node's checkpoint key. One of the stored log's size must match its root, one the walk reaches must match the root there (else `root_mismatch`), one larger than the stored log means it was truncated or rolled back (`truncated`, naming the first missing entry); one whose signature does not verify is `bad_checkpoint_signature`"),
     responses(
-        (status = 200, description = "Verification ran: `ok` says whether the log is intact and consistent with every checkpoint given; when not, `violation` names the first problem", body = VerifyResponse),
+        (status = 200, description = "Verification ran: `ok` says whether the log is intact and consistent with every checkpoint given; when not, `violation` names the first problem. With format=ndjson, streamed: progress lines, then this answer as the last line (as for GET)", body = VerifyResponse),
         (status = 400, description = "A bad `from` or an unknown parameter (`invalid_parameter`), or a body that is not `{\"checkpoints\":[1 to 1000 strings]}` (`invalid_body`)", body = super::ErrorBody),
         (status = 404, description = "`out_of_range`: `from` beyond the end of the log (checked before any given checkpoint is opened)", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
@@ -159,9 +266,10 @@ pub async fn verify_trusting(
     Extension(info): Extension<RequestInfo>,
     RawQuery(query): RawQuery,
     body: axum::body::Bytes,
-) -> Result<Json<VerifyResponse>, ApiError> {
-    let params = Params::parse(query.as_deref(), &["from"])?;
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref(), &VERIFY_PARAMS)?;
     let from = params.u64("from")?;
+    let streamed = streamed(&params)?;
     let request: VerifyRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_body",
@@ -179,15 +287,17 @@ pub async fn verify_trusting(
         )
         .with_field("checkpoints"));
     }
-    run_verify(state, caller, info, from, request.checkpoints).await
+    answer(state, caller, info, from, request.checkpoints, streamed).await
 }
 
+/// Verifies and records the run; `progress` gets the count of entries checked now and then.
 async fn run_verify(
     state: AppState,
     caller: Caller,
     info: RequestInfo,
     from: Option<u64>,
     trusted: Vec<String>,
+    progress: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
 ) -> Result<Json<VerifyResponse>, ApiError> {
     let trusted_count = trusted.len();
     let _permit = state
@@ -210,7 +320,12 @@ async fn run_verify(
                 files.node_id(),
                 from,
                 &trusted,
-                &mut |_| {},
+                &mut |checked| {
+                    if let Some(progress) = &progress {
+                        // A client that went away stops reading; the walk goes on.
+                        let _ = progress.send(checked);
+                    }
+                },
             ) {
                 Ok(outcome) => Ok(outcome),
                 // A retention anchor that does not check is a finding, not a server error.

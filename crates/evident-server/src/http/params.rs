@@ -134,24 +134,34 @@ impl Params {
     }
 
     /// Replaces `since=SPAN` with the `from` it means at `now` (epoch milliseconds, never
-    /// before the epoch), so that everything downstream, an export's signed header
-    /// included, sees an absolute time. `since` together with `from` is refused.
-    pub fn resolve_since(mut self, now: Millis) -> Result<Params, ApiError> {
-        let Some(span) = self.get("since") else {
-            self.pairs.retain(|(n, _)| n != "since");
+    /// before the epoch), and `occurred_since=SPAN` with the `occurred_from` it means, so
+    /// that everything downstream, an export's signed header included, sees an absolute time.
+    /// A span together with the bound it stands for is refused.
+    pub fn resolve_since(self, now: Millis) -> Result<Params, ApiError> {
+        self.resolve_span("since", "from", now)?.resolve_span(
+            "occurred_since",
+            "occurred_from",
+            now,
+        )
+    }
+
+    /// Replaces the span `name` with the absolute lower bound `bound` it means at `now`.
+    fn resolve_span(mut self, name: &str, bound: &str, now: Millis) -> Result<Params, ApiError> {
+        let Some(span) = self.get(name) else {
+            self.pairs.retain(|(n, _)| n != name);
             return Ok(self);
         };
-        if self.get("from").is_some() {
+        if self.get(bound).is_some() {
             return Err(ApiError::bad_param(
-                "since",
-                "give since or from, not both (since=30d means from 30 days ago)",
+                name,
+                format!("give {name} or {bound}, not both ({name}=30d means {bound} 30 days ago)"),
             ));
         }
         let span =
-            parse_span(span).map_err(|e| ApiError::bad_param("since", format!("since: {e}")))?;
+            parse_span(span).map_err(|e| ApiError::bad_param(name, format!("{name}: {e}")))?;
         let from = now.saturating_sub(span).max(MIN_TIMESTAMP);
-        self.pairs.retain(|(n, _)| n != "since" && n != "from");
-        self.pairs.push(("from".to_owned(), from.to_string()));
+        self.pairs.retain(|(n, _)| n != name && n != bound);
+        self.pairs.push((bound.to_owned(), from.to_string()));
         Ok(self)
     }
 
@@ -249,6 +259,23 @@ mod tests {
             "{}",
             e.detail.message
         );
+        // occurred_since is the same for occurred_from, independently of since.
+        let names = ["since", "from", "occurred_since", "occurred_from"];
+        let p = Params::parse(Some("occurred_since=2h&since=1d"), &names)
+            .unwrap()
+            .resolve_since(now)
+            .unwrap();
+        assert_eq!(
+            p.get("occurred_from"),
+            Some((now - 7_200_000).to_string().as_str())
+        );
+        assert_eq!(p.get("from"), Some((now - 86_400_000).to_string().as_str()));
+        assert_eq!(p.get("occurred_since"), None);
+        let e = Params::parse(Some("occurred_since=2h&occurred_from=5"), &names)
+            .unwrap()
+            .resolve_since(now)
+            .unwrap_err();
+        assert_eq!(e.detail.field.as_deref(), Some("occurred_since"));
     }
 
     #[test]

@@ -65,7 +65,16 @@ pub async fn checkpoint(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     Params::parse(query.as_deref(), &[])?;
-    Ok(text_plain(latest_checkpoint(&state).await?.signed_note))
+    let checkpoint = latest_checkpoint(&state).await?;
+    let note = state
+        .with_store(move |store| {
+            Ok(crate::witness::submitter::with_cosignatures(
+                store,
+                &checkpoint,
+            ))
+        })
+        .await?;
+    Ok(text_plain(note))
 }
 
 /// The key that verifies this node's checkpoints.

@@ -114,6 +114,16 @@ fn conditions(
         let p = c.param(to);
         c.and(&format!("recorded_at < {p}"));
     }
+    // Entries without occurred_at never match (NULL compares as unknown), as in the core's
+    // matcher; the conditions imply `occurred_at IS NOT NULL`, so `events_by_occurred` serves.
+    if let Some(from) = filter.occurred_from {
+        let p = c.param(from);
+        c.and(&format!("occurred_at >= {p}"));
+    }
+    if let Some(to) = filter.occurred_to {
+        let p = c.param(to);
+        c.and(&format!("occurred_at < {p}"));
+    }
     if let Some(actor) = &filter.actor {
         let p = c.param(actor.clone());
         c.and(&format!("actor_id = {p}"));

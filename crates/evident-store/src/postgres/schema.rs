@@ -45,7 +45,7 @@
 use postgres::Transaction;
 
 /// The schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i32 = 5;
+pub(crate) const SCHEMA_VERSION: i32 = 6;
 
 /// Advisory lock key (transaction-scoped) serializing schema migrations: "evident" in ASCII.
 const MIGRATION_LOCK: i64 = 0x0065_7669_6465_6e74;
@@ -270,6 +270,21 @@ CREATE TABLE evident.cosignatures (
 INSERT INTO evident.schema_version (version) VALUES (5);
 "#;
 
+/// Version 6: the `occurred_from` / `occurred_to` filters (when the client says the event
+/// happened). Nothing is backfilled because nothing needs to be: `occurred_at` has been a
+/// column since version 1, filled by every INSERT and COPY from the entry's event, and it is
+/// the very value the entry's hash covers (rows are decoded from their columns and verified),
+/// so the index built here covers every entry already stored. Partial: an entry that states
+/// no occurred_at is never matched by an occurred_at filter (a range condition implies
+/// `IS NOT NULL`, so the planner may use it), and costs the index nothing. Building it scans
+/// the events table once, inside the migration's transaction.
+const V6: &str = r#"
+CREATE INDEX events_by_occurred ON evident.events (node_id, occurred_at, seq)
+    WHERE occurred_at IS NOT NULL;
+
+INSERT INTO evident.schema_version (version) VALUES (6);
+"#;
+
 /// What a migration found wrong.
 #[derive(Debug)]
 pub(crate) enum MigrateError {
@@ -325,24 +340,16 @@ pub(crate) fn migrate(client: &mut postgres::Client) -> Result<(), MigrateError>
             tx.batch_execute(V3)?;
             tx.batch_execute(V4)?;
             tx.batch_execute(V5)?;
+            tx.batch_execute(V6)?;
         }
-        Some(1) => {
-            tx.batch_execute(V2)?;
-            tx.batch_execute(V3)?;
-            tx.batch_execute(V4)?;
-            tx.batch_execute(V5)?;
+        Some(v) => {
+            // Each version's migration after the stored one, in order.
+            for (version, sql) in [(2, V2), (3, V3), (4, V4), (5, V5), (6, V6)] {
+                if v < version {
+                    tx.batch_execute(sql)?;
+                }
+            }
         }
-        Some(2) => {
-            tx.batch_execute(V3)?;
-            tx.batch_execute(V4)?;
-            tx.batch_execute(V5)?;
-        }
-        Some(3) => {
-            tx.batch_execute(V4)?;
-            tx.batch_execute(V5)?;
-        }
-        Some(4) => tx.batch_execute(V5)?,
-        Some(_) => {}
     }
     tx.commit()?;
     Ok(())

@@ -13,7 +13,8 @@
 //! - a few values of a plain index (a minimum severity, the actions under a prefix, found by
 //!   skipping through the index): one run per value, merged on `seq` by seeking each run's
 //!   next row;
-//! - a condition on a bucketed index (`actor = alice`, `ip` in a CIDR block): read bucket by
+//! - a condition on a bucketed index (`actor = alice`, `ip` in a CIDR block, an occurred_at
+//!   span): read bucket by
 //!   bucket in order, each bucket's matches in order (sorted within the bucket for a range);
 //! - nothing (no indexed filter): the table itself, in order.
 //!
@@ -101,6 +102,13 @@ impl Index {
 const BY_ACTOR: Index = Index::bucketed("events_by_actor", "actor_id");
 const BY_TARGET: Index = Index::bucketed("events_by_target", "target_id");
 const BY_IP: Index = Index::bucketed("events_by_ip", "ip");
+/// Partial: only entries that state an occurred_at, the only ones its filters can match.
+const BY_OCCURRED: Index = Index {
+    name: "events_by_occurred",
+    column: "occurred_at",
+    condition: Some("occurred_at IS NOT NULL"),
+    bucketed: true,
+};
 const BY_ACTION: Index = Index::plain("events_by_action", "action");
 const BY_TENANT: Index = Index::plain("events_by_tenant", "tenant");
 /// Rank of the least severity `events_severe` holds (error).
@@ -288,6 +296,21 @@ fn terms(filter: &Filter) -> Result<Vec<Term>, StoreError> {
                 true,
             ));
         }
+    }
+    // A span of when events happened, per their clients: often narrow, but it may cover much
+    // of the log, like an address block. Entries without occurred_at never match (NULL
+    // compares as unknown), as in the core's matcher.
+    let occurred = match (filter.occurred_from, filter.occurred_to) {
+        (Some(from), Some(to)) => Some((
+            "occurred_at >= ? AND occurred_at < ?",
+            vec![Value::Integer(from), Value::Integer(to)],
+        )),
+        (Some(from), None) => Some(("occurred_at >= ?", vec![Value::Integer(from)])),
+        (None, Some(to)) => Some(("occurred_at < ?", vec![Value::Integer(to)])),
+        (None, None) => None,
+    };
+    if let Some((sql, params)) = occurred {
+        out.push(Term::bucketed(BY_OCCURRED, sql, params, true));
     }
     match &filter.action {
         // The root of every action: no constraint.
@@ -1037,6 +1060,29 @@ mod tests {
             ),
             (
                 Filter {
+                    occurred_from: Some(1),
+                    occurred_to: Some(9),
+                    ..f()
+                },
+                Some("events_by_occurred"),
+            ),
+            (
+                Filter {
+                    occurred_from: Some(1),
+                    ..f()
+                },
+                Some("events_by_occurred"),
+            ),
+            (
+                Filter {
+                    occurred_to: Some(9),
+                    tenant: Some("t1".into()),
+                    ..f()
+                },
+                Some("events_by_occurred"),
+            ),
+            (
+                Filter {
                     tenant: Some("t1".into()),
                     actor: Some("alice".into()),
                     severity: Some(Severity::Info),
@@ -1051,7 +1097,8 @@ mod tests {
                 let plan = Plan::new(&conn, &filter, order, None).unwrap();
                 let plan = plan.unwrap_or_else(|| panic!("{filter:?} planned as empty"));
                 let text = explain(&conn, &plan.sql());
-                let ranged = filter.ip.is_some_and(|i| i.prefix_len < 32);
+                let occurred = filter.occurred_from.is_some() || filter.occurred_to.is_some();
+                let ranged = filter.ip.is_some_and(|i| i.prefix_len < 32) || occurred;
                 assert_eq!(
                     text.contains("TEMP B-TREE"),
                     ranged,
@@ -1073,7 +1120,9 @@ mod tests {
                 }
                 // The read is bounded by the cursor in the index itself, or for an address range
                 // by the bucket (then sorted: at most one bucket's rows).
-                let bound = if ranged {
+                let bound = if occurred {
+                    "(<expr>=? AND occurred_at"
+                } else if ranged {
                     "(<expr>=? AND ip>? AND ip<?)"
                 } else {
                     "rowid>? AND rowid<?)"

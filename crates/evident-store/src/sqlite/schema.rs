@@ -6,7 +6,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes and reads.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 /// Version 1. Notes on choices:
 /// - `STRICT` tables: SQLite refuses a value of the wrong type instead of storing it, so a
@@ -27,7 +27,8 @@ pub(super) const SCHEMA_VERSION: i64 = 5;
 ///   - none on `node_id`: a log holds one node (append refuses another), so a node filter
 ///     matches all or nothing;
 ///   - partial ones on severity, outcome and actor kind (their rare values only);
-///   - none on `id`, `occurred_at`, `user_agent` or `context`: no filter uses them.
+///   - none on `id`, `user_agent` or `context`: no filter uses them (`occurred_at` got one in
+///     version 6, with its filter).
 pub(super) const V1: &str = r#"
 -- `ON CONFLICT FAIL` here and in merkle_nodes, and RAISE(FAIL) in their INSERT triggers,
 -- rather than the default ABORT: for a one-row INSERT the outcome is the same (every check
@@ -219,6 +220,19 @@ CREATE TABLE cosignatures (
 ) STRICT;
 "#;
 
+/// Version 6: the `occurred_from` / `occurred_to` filters (when the client says the event
+/// happened). Nothing is backfilled because nothing needs to be: `occurred_at` has been a
+/// column since version 1, filled by every INSERT from the entry's event, and it is the very
+/// value the entry's hash covers (rows are decoded from their columns and verified), so the
+/// index built here covers every entry already stored, of either encoding version. Bucketed
+/// like the high-cardinality indexes: client clocks are close to log order but not in it, and
+/// a plain index would take new rows at scattered pages. Partial: an entry that states no
+/// occurred_at is never matched by an occurred_at filter, and costs the index nothing.
+/// `seq >> 13` must match `query::BUCKET` exactly.
+const V6: &str = r#"
+CREATE INDEX events_by_occurred ON events (seq >> 13, occurred_at) WHERE occurred_at IS NOT NULL;
+"#;
+
 /// What a migration found wrong.
 #[derive(Debug)]
 pub(super) enum MigrateError {
@@ -255,6 +269,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     }
     if version < 5 {
         tx.execute_batch(V5)?;
+    }
+    if version < 6 {
+        tx.execute_batch(V6)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

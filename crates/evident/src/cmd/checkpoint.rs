@@ -33,6 +33,15 @@ pub struct PublicKeyArgs {
     /// Write the key to this file instead of stdout (`-`: stdout).
     #[arg(long, short, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// The node's witness (cosigner) key instead, for `[witness].keys` and
+    /// `evident verify --witness-key`.
+    #[arg(long)]
+    pub witness: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct WitnessStatus {
+    cosigner_key: String,
 }
 
 /// A verifier key given as the key string itself or as a file that holds it.
@@ -130,6 +139,25 @@ pub fn run(args: CheckpointArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_public_key(args: PublicKeyArgs) -> anyhow::Result<()> {
+    if args.witness {
+        let key = match &args.data_dir {
+            Some(dir) => {
+                let files = evident_server::NodeFiles::open_readonly(dir)
+                    .with_context(|| format!("reading the node identity in {}", dir.display()))?;
+                evident_server::witness::cosigner_of(files.signer())
+                    .context("deriving the witness key")?
+                    .verifier()
+                    .to_vkey_string()
+            }
+            None => {
+                let status: WitnessStatus = ApiClient::new(&args.client)?
+                    .get_json("api/v1/witness", &[])
+                    .context("fetching the witness key")?;
+                status.cosigner_key
+            }
+        };
+        return write_output(super::out_file(args.out.as_deref()), &format!("{key}\n"));
+    }
     let verifier = match &args.data_dir {
         Some(dir) => evident_server::NodeFiles::open_readonly(dir)
             .with_context(|| format!("reading the node identity in {}", dir.display()))?

@@ -17,6 +17,7 @@ pub mod serve;
 pub mod verify;
 pub mod verify_bucket;
 pub mod verify_cluster;
+pub mod verify_witness;
 
 /// The file an `--out` flag names: `None` for `-`, which means standard output (as it does
 /// for every command with `--out`).

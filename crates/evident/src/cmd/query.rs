@@ -25,6 +25,16 @@ pub struct FilterArgs {
     /// Recorded before this time.
     #[arg(long, value_name = "TIME")]
     pub to: Option<String>,
+    /// Occurred (per the client's occurred_at) at or after this time. Events that state no
+    /// occurred_at never match an occurred-time flag.
+    #[arg(long, value_name = "TIME")]
+    pub occurred_from: Option<String>,
+    /// Occurred within this span before now, instead of --occurred-from (30d, 2h).
+    #[arg(long, value_name = "SPAN", conflicts_with = "occurred_from")]
+    pub occurred_since: Option<String>,
+    /// Occurred before this time.
+    #[arg(long, value_name = "TIME")]
+    pub occurred_to: Option<String>,
     /// Actor id.
     #[arg(long)]
     pub actor: Option<String>,
@@ -61,6 +71,9 @@ impl FilterArgs {
             ("from", &self.from),
             ("since", &self.since),
             ("to", &self.to),
+            ("occurred_from", &self.occurred_from),
+            ("occurred_since", &self.occurred_since),
+            ("occurred_to", &self.occurred_to),
             ("actor", &self.actor),
             ("actor_kind", &self.actor_kind),
             ("action", &self.action),

@@ -95,6 +95,8 @@ pub struct VerifyArgs {
     /// Start at this sequence number (trusting the stored state just before it).
     #[arg(long, value_name = "SEQ")]
     pub from: Option<u64>,
+    #[command(flatten)]
+    pub witness: crate::cmd::verify_witness::WitnessArgs,
 }
 
 /// Where a `--bucket` lives and how to reach it.
@@ -123,16 +125,99 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     if let Some(file) = &args.syslog {
         return verify_syslog(file, args.public_key.as_deref().unwrap_or_default());
     }
+    let policy = args.witness.policy()?;
+    let trusted = read_trusted_checkpoints(&args.checkpoint)?;
     if args.public_key.is_some()
         && args.export.is_none()
         && args.dir.is_none()
         && args.bucket.is_none()
     {
-        anyhow::bail!("--public-key is for --export, --syslog, --dir or --bucket");
+        if let (Some(policy), false) = (&policy, trusted.is_empty()) {
+            return verify_witnessed_checkpoints(&args, policy, &trusted);
+        }
+        anyhow::bail!(
+            "--public-key is for --export, --syslog, --dir or --bucket (or, with a witness \
+             policy, for checking --checkpoint files alone)"
+        );
     }
-    let trusted = read_trusted_checkpoints(&args.checkpoint)?;
+    let mut witnessed = Vec::new();
+    if let Some(policy) = &policy {
+        for (i, note) in trusted.iter().enumerate() {
+            witnessed.push(policy.check(note, &format!("--checkpoint note {}", i + 1))?);
+        }
+        let online = args.data_dir.is_none()
+            && args.export.is_none()
+            && args.dir.is_none()
+            && args.bucket.is_none();
+        if trusted.is_empty() && !online {
+            anyhow::bail!(
+                "--witnesses-required checks the server's checkpoint online, or the cosigned \
+                 checkpoints given with --checkpoint FILE: give one"
+            );
+        }
+    }
+    let result = verify_by_kind(&args, &trusted);
+    if result.is_ok() {
+        let mut out = std::io::stdout().lock();
+        for line in &witnessed {
+            writeln!(out, "{line}")?;
+        }
+    }
+    result?;
+    if let Some(policy) = &policy {
+        if args.data_dir.is_none()
+            && args.export.is_none()
+            && args.dir.is_none()
+            && args.bucket.is_none()
+        {
+            let client = ApiClient::new(&args.client)?;
+            let note = crate::cmd::checkpoint::fetch_checkpoint(&client)?;
+            let key = crate::cmd::checkpoint::fetch_public_key(&client)?;
+            crate::cmd::checkpoint::open_checkpoint(&note, &key)?;
+            let line = policy.check(&note, &format!("the server's at {}", args.client.url))?;
+            writeln!(std::io::stdout().lock(), "{line}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `--checkpoint FILE... --public-key KEY` with a witness policy and nothing else: each
+/// checkpoint's signature by the node, then the policy.
+fn verify_witnessed_checkpoints(
+    args: &VerifyArgs,
+    policy: &crate::cmd::verify_witness::Policy,
+    trusted: &[String],
+) -> anyhow::Result<()> {
+    let verifier = load_verifier(args.public_key.as_deref().unwrap_or_default())?;
+    let mut lines = Vec::new();
+    for (i, note) in trusted.iter().enumerate() {
+        Checkpoint::open(note, &verifier).map_err(|e| {
+            VerificationFailed(format!(
+                "FAILED: --checkpoint note {}: not signed by {}: {e}",
+                i + 1,
+                verifier.name()
+            ))
+        })?;
+        lines.push(policy.check(note, &format!("--checkpoint note {}", i + 1))?);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "OK: {} checkpoint(s) signed by {} and witnessed",
+        trusted.len(),
+        verifier.name()
+    )?;
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// The verification `args` asks for, by the kind of evidence.
+fn verify_by_kind(args: &VerifyArgs, trusted: &[String]) -> anyhow::Result<()> {
+    let trusted = trusted.to_vec();
     if args.dir.is_some() || args.bucket.is_some() {
-        return verify_published(&args, &trusted);
+        return verify_published(args, &trusted);
     }
     if let Some(dir) = &args.data_dir {
         return verify_data_dir(dir, args.from, &trusted);
@@ -359,17 +444,28 @@ fn verify_online(
 ) -> anyhow::Result<()> {
     // The server answers only when the whole walk is done: no read timeout.
     let client = ApiClient::with_timeout(client_args, None)?;
-    let query: Vec<(&str, String)> = from.map(|f| ("from", f.to_string())).into_iter().collect();
-    let answer: VerifyResponse = if trusted.is_empty() {
-        client.get_json("api/v1/verify", &query)
+    let mut query: Vec<(&str, String)> =
+        from.map(|f| ("from", f.to_string())).into_iter().collect();
+    let body = serde_json::json!({ "checkpoints": trusted });
+    let answer: VerifyResponse = if crate::output::stderr_is_terminal() {
+        // A person is watching: the server streams its progress, drawn as a bar.
+        query.push(("format", "ndjson".to_owned()));
+        let response = if trusted.is_empty() {
+            client.get("api/v1/verify", &query)
+        } else {
+            client.post_json_streamed("api/v1/verify", &query, &body)
+        }
+        .context("asking the server to verify its log")?;
+        read_streamed_verification(response).context("asking the server to verify its log")?
+    } else if trusted.is_empty() {
+        client
+            .get_json("api/v1/verify", &query)
+            .context("asking the server to verify its log")?
     } else {
-        client.post_json_query(
-            "api/v1/verify",
-            &query,
-            &serde_json::json!({ "checkpoints": trusted }),
-        )
-    }
-    .context("asking the server to verify its log")?;
+        client
+            .post_json_query("api/v1/verify", &query, &body)
+            .context("asking the server to verify its log")?
+    };
     if answer.ok {
         let size = answer.size.unwrap_or(0);
         let mut out = std::io::stdout().lock();
@@ -399,6 +495,68 @@ fn verify_online(
         )
         .into()),
     }
+}
+
+/// One line of a streamed verification (`format=ndjson`): progress, the answer, or an error.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum StreamedLine {
+    Progress { progress: ProgressJson },
+    Error { error: ErrorJson },
+    Answer(VerifyResponse),
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ProgressJson {
+    checked: u64,
+    total: u64,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ErrorJson {
+    code: String,
+    message: String,
+}
+
+/// Reads a streamed verification, drawing its progress on the terminal, until its answer.
+fn read_streamed_verification(
+    response: reqwest::blocking::Response,
+) -> anyhow::Result<VerifyResponse> {
+    use std::io::BufRead as _;
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    for line in std::io::BufReader::new(response).lines() {
+        let line = line.context("reading the server's answer")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: StreamedLine = serde_json::from_str(&line)
+            .with_context(|| format!("unexpected line in the server's answer: {line}"))?;
+        match parsed {
+            StreamedLine::Progress { progress } => {
+                let bar = bar.get_or_insert_with(|| {
+                    count_progress(Some(progress.total), "verifying on the server")
+                });
+                bar.set_length(progress.total.max(progress.checked));
+                bar.set_position(progress.checked);
+            }
+            StreamedLine::Error { error } => {
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                anyhow::bail!("the server answered {}: {}", error.code, error.message);
+            }
+            StreamedLine::Answer(answer) => {
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                return Ok(answer);
+            }
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    anyhow::bail!("the server's answer ended before the verification did")
 }
 
 /// Bytes read from an export file at a time.

@@ -3,6 +3,8 @@
 //! killed when dropped. [`Api`] is a plain HTTP client for what the tests send by hand.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -115,6 +117,12 @@ impl Node {
     /// the SQLite file itself).
     pub fn embedded() -> Node {
         Node::create(&[])
+    }
+
+    /// [`Node::embedded`] created with extra environment variables (a test that copies the
+    /// data directory, database included).
+    pub fn embedded_with_env(envs: &[(&str, &str)]) -> Node {
+        Node::create(envs)
     }
 
     /// A node whose log is in a fresh database of this test binary's PostgreSQL cluster.
