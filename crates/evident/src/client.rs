@@ -26,6 +26,19 @@ pub struct ClientArgs {
     /// https:// URL, in place of the system's roots.
     #[arg(long, value_name = "FILE", env = "EVIDENT_CA_CERT")]
     pub ca_cert: Option<std::path::PathBuf>,
+    /// PEM file of a client certificate to present (mTLS; a cluster node refuses clients
+    /// without a certificate of its cluster CA, e.g. one from `evident cluster cert issue`).
+    /// It may hold the private key too; otherwise give --client-key.
+    #[arg(long, value_name = "FILE", env = "EVIDENT_CLIENT_CERT")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// PEM file of the private key of --client-cert (when that file does not hold it).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "EVIDENT_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 /// An error answer from the server.
@@ -103,6 +116,33 @@ impl ApiFailure {
     }
 }
 
+/// The certificate and key to present for mTLS, from `cert` (which may hold the key too)
+/// and `key`.
+fn client_identity(
+    cert: &std::path::Path,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<reqwest::Identity> {
+    let mut pem =
+        std::fs::read(cert).with_context(|| format!("reading --client-cert {}", cert.display()))?;
+    if let Some(key) = key {
+        if !pem.ends_with(b"\n") {
+            pem.push(b'\n');
+        }
+        pem.extend(
+            std::fs::read(key)
+                .with_context(|| format!("reading --client-key {}", key.display()))?,
+        );
+    }
+    reqwest::Identity::from_pem(&pem).map_err(|e| {
+        crate::output::usage(format!(
+            "--client-cert {}{}: not a PEM certificate with its private key ({e})",
+            cert.display(),
+            key.map(|k| format!(" --client-key {}", k.display()))
+                .unwrap_or_default()
+        ))
+    })
+}
+
 /// A configured connection to one server.
 pub struct ApiClient {
     http: Client,
@@ -148,6 +188,9 @@ impl ApiClient {
                 )));
             }
             builder = builder.tls_certs_only(certs);
+        }
+        if let Some(path) = &args.client_cert {
+            builder = builder.identity(client_identity(path, args.client_key.as_deref())?);
         }
         let http = builder.build().context("cannot set up the HTTP client")?;
         Ok(ApiClient {
@@ -328,7 +371,7 @@ fn tls_hint(error: &reqwest::Error, url: &Url) -> Option<String> {
                 rustls::Error::InvalidCertificate(cert) => certificate_hint(cert, url),
                 rustls::Error::AlertReceived(alert) => format!(
                     "the server refused the TLS handshake ({alert:?}): if it asks for a client \
-                     certificate, this command cannot give one"
+                     certificate (a cluster node does), give one of its CA with --client-cert"
                 ),
                 other_tls => format!("TLS failed: {other_tls}"),
             });

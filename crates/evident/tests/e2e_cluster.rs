@@ -7,10 +7,13 @@
 mod common;
 
 use common::cluster::{Pki, identity_of, start_cluster};
-use common::{Node, Server, event, mtls_client, tls_client};
+use common::{Node, Server, event, mtls_client, run, tls_client};
+use std::path::Path;
 
 /// The self-audit action of a refused (403) request.
 const FORBIDDEN: &str = "evident.access.forbidden";
+/// The self-audit action of an export.
+const EXPORTED: &str = "evident.log.exported";
 
 #[test]
 fn cluster_nodes_speak_mtls_only_and_a_peer_may_read_but_not_append() {
@@ -226,4 +229,402 @@ fn cluster_query_merges_every_node_and_names_a_stopped_one() {
         .api(&single.owner_key)
         .get("/api/v1/audit-log?scope=cluster")
         .assert_error(400, "invalid_parameter", Some("scope"));
+}
+
+/// `evident ARGS` against `server` with `key` (the helper adds the client certificate).
+fn cli(server: &Server, key: &str, args: &[&str]) -> common::Run {
+    server.cli(key, args)
+}
+
+/// The (recorded_at, node, seq) keys of a JSON array of events.
+fn keys_of(json: &str) -> Vec<(String, String, u64)> {
+    let events: serde_json::Value = serde_json::from_str(json).unwrap();
+    events.as_array().unwrap().iter().map(cluster_key).collect()
+}
+
+#[test]
+fn cluster_cli_query_export_and_bundle_verification_name_each_node() {
+    let mut cluster = start_cluster();
+    let apis: Vec<_> = (0..3)
+        .map(|i| cluster.servers[i].api(&cluster.nodes[i].owner_key))
+        .collect();
+    for round in 0..3 {
+        for (i, api) in apis.iter().enumerate() {
+            api.append(&event(&format!("u{i}-{round}"), "test.step"))
+                .unwrap();
+        }
+    }
+    let mut expected: Vec<_> = apis
+        .iter()
+        .flat_map(|api| api.all_entries())
+        .map(|(_, _, e)| e)
+        .filter(|e| e["action"] == "test.step")
+        .map(|e| cluster_key(&e))
+        .collect();
+    expected.sort();
+    assert_eq!(expected.len(), 9);
+    let key1 = cluster.nodes[0].owner_key.clone();
+    let node1 = &cluster.servers[0];
+
+    // Two events a page, through the whole cluster: each node's events once, in order.
+    let paged = cli(
+        node1,
+        &key1,
+        &[
+            "query",
+            "--cluster",
+            "--all",
+            "--json",
+            "--limit",
+            "2",
+            "--order",
+            "asc",
+            "--action",
+            "test.step",
+        ],
+    )
+    .ok();
+    assert_eq!(keys_of(&paged.stdout), expected, "{}", paged.stderr);
+    for n in 1..=3 {
+        assert!(
+            paged
+                .stderr
+                .contains(&format!("node node-{n}: ok, 3 events shown")),
+            "{}",
+            paged.stderr
+        );
+    }
+    // One page at a time with the printed cursor gives the same.
+    let mut got = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let mut args = vec![
+            "query",
+            "--cluster",
+            "--json",
+            "--limit",
+            "4",
+            "--order",
+            "asc",
+            "--action",
+            "test.step",
+        ];
+        if let Some(c) = &cursor {
+            args.extend_from_slice(&["--cursor", c]);
+        }
+        let page = cli(node1, &key1, &args).ok();
+        got.extend(keys_of(&page.stdout));
+        cursor = page
+            .stderr
+            .split("add --cursor ")
+            .nth(1)
+            .map(|rest| rest.split_whitespace().next().unwrap().to_owned());
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(got, expected);
+    // Without a client certificate the CLI is refused at the handshake.
+    let no_cert = run(&[
+        "query",
+        "--cluster",
+        "--url",
+        &node1.url,
+        "--key",
+        &key1,
+        "--ca-cert",
+        cluster.pki.ca_cert().to_str().unwrap(),
+    ]);
+    assert_eq!(no_cert.code, Some(1), "{}", no_cert.stderr);
+    assert!(no_cert.stdout.is_empty(), "{}", no_cert.stdout);
+    assert!(
+        no_cert.stderr.contains("refused the TLS handshake")
+            && no_cert.stderr.contains("--client-cert"),
+        "{}",
+        no_cert.stderr
+    );
+    // The table has a NODE column.
+    let table = cli(
+        node1,
+        &key1,
+        &["query", "--cluster", "--action", "test.step"],
+    )
+    .ok();
+    assert!(table.stdout.starts_with("NODE"), "{}", table.stdout);
+    // The merged JSON export.
+    let dir = tempfile::tempdir().unwrap();
+    let merged = dir.path().join("merged.json");
+    node1
+        .export(
+            &key1,
+            "json",
+            &merged,
+            &["--cluster", "--action", "test.step"],
+        )
+        .ok();
+    assert_eq!(
+        keys_of(&std::fs::read_to_string(&merged).unwrap()),
+        expected
+    );
+
+    // The cluster bundle: every node's part, each verified with its own pinned key.
+    // A checkpoint of node-2 kept elsewhere before the export.
+    let kept = dir.path().join("node-2.checkpoint");
+    cluster.servers[1].keep_checkpoint(
+        &cluster.nodes[1].owner_key,
+        &kept,
+        &cluster.nodes[1].public_key(),
+    );
+    let bundle = dir.path().join("cluster.ndjson");
+    let exported = node1.export(&key1, "ndjson", &bundle, &["--cluster"]).ok();
+    assert!(
+        exported.stderr.contains("node node-3: ok"),
+        "{}",
+        exported.stderr
+    );
+    let pins: Vec<String> = (0..3)
+        .map(|i| format!("node-{}={}", i + 1, cluster.nodes[i].public_key()))
+        .collect();
+    let verify = |file: &Path, pins: &[String]| {
+        let mut args = vec!["verify", "--export", file.to_str().unwrap()];
+        for pin in pins {
+            args.extend_from_slice(&["--node-key", pin]);
+        }
+        run(&args)
+    };
+    let ok = verify(&bundle, &pins).ok();
+    // The kept checkpoint goes to node-2, whose part must be consistent with it.
+    let mut with_checkpoint = vec![
+        "verify",
+        "--export",
+        bundle.to_str().unwrap(),
+        "--checkpoint",
+        kept.to_str().unwrap(),
+    ];
+    for pin in &pins {
+        with_checkpoint.extend_from_slice(&["--node-key", pin]);
+    }
+    // Without a proof from the kept size, node-2's part cannot be tied to it, and says so.
+    let unprovable = run(&with_checkpoint).code(1);
+    assert!(
+        unprovable.stderr.contains(
+            "node node-2: FAILED at line 1: cannot check the export against your checkpoint"
+        ),
+        "{}",
+        unprovable.stderr
+    );
+    let kept_size = common::saved_checkpoint_size(&kept);
+    let proven = dir.path().join("proven.ndjson");
+    node1
+        .export(
+            &key1,
+            "ndjson",
+            &proven,
+            &[
+                "--cluster",
+                "--node-consistency-from",
+                &format!("node-2={kept_size}"),
+            ],
+        )
+        .ok();
+    with_checkpoint[2] = proven.to_str().unwrap();
+    let consistent = run(&with_checkpoint).ok();
+    let node2_verdict = consistent.stdout.split("node node-2:").nth(1).unwrap();
+    let node2_verdict = node2_verdict.split("node node-3:").next().unwrap();
+    assert!(
+        node2_verdict.contains("consistent with your checkpoint"),
+        "{}",
+        consistent.stdout
+    );
+    assert_eq!(
+        consistent
+            .stdout
+            .matches("consistent with your checkpoint")
+            .count(),
+        1
+    );
+    // The export is in the exporting node's log, and each peer's, attributed to node-1.
+    let recorded = |api: &common::Api, who: &str| {
+        api.all_entries()
+            .iter()
+            .any(|(_, _, e)| e["action"] == EXPORTED && e.to_string().contains(who))
+    };
+    assert!(recorded(&apis[0], "\"scope\":\"cluster\""));
+    assert!(recorded(&apis[1], "peer:node-1"));
+    assert!(
+        ok.stdout.contains("cluster export intact: 3 node part(s)"),
+        "{}",
+        ok.stdout
+    );
+    for n in 1..=3 {
+        assert!(
+            ok.stdout.contains(&format!("node node-{n}: OK")),
+            "{}",
+            ok.stdout
+        );
+    }
+    // The bundle holds every event of every node, each part as its node signed it.
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    assert_eq!(text.matches("\"test.step\"").count(), 9, "{text}");
+    // A node left unpinned is not verified; a single --public-key is refused.
+    let unpinned = verify(&bundle, &pins[..2]).code(1);
+    assert!(
+        unpinned
+            .stderr
+            .contains("node node-3: FAILED: no key pinned"),
+        "{}",
+        unpinned.stderr
+    );
+    let single = run(&[
+        "verify",
+        "--export",
+        bundle.to_str().unwrap(),
+        "--public-key",
+        &cluster.nodes[0].public_key(),
+    ]);
+    assert_eq!(single.code, Some(2), "{}", single.stderr);
+    // Another node's key pinned for node-2: its part fails, named.
+    let mut swapped = pins.clone();
+    swapped[1] = format!("node-2={}", cluster.nodes[2].public_key());
+    let wrong = verify(&bundle, &swapped).code(1);
+    assert!(
+        wrong.stderr.contains("node(s) node-2 do not verify"),
+        "{}",
+        wrong.stderr
+    );
+
+    // One event of node-2 changed in the file: node-2's part fails, the others still verify.
+    let tampered = dir.path().join("tampered.ndjson");
+    let mut in_node2 = false;
+    let mut changed = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line.starts_with("{\"cluster_part\":") {
+                in_node2 = line.contains("\"node-2\"");
+            }
+            if in_node2 && !changed && line.contains("\"u1-1\"") {
+                changed = true;
+                return line.replace("\"u1-1\"", "\"u1-9\"");
+            }
+            line.to_owned()
+        })
+        .collect();
+    assert!(changed);
+    std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
+    let failed = verify(&tampered, &pins).code(1);
+    assert!(
+        failed.stderr.contains("node(s) node-2 do not verify"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("node node-2: FAILED at seq"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("node node-1: OK"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("node node-3: OK"),
+        "{}",
+        failed.stderr
+    );
+    // node-2's part removed altogether (and its header entry kept): named missing.
+    let removed = dir.path().join("removed.ndjson");
+    let mut skipping = false;
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|line| {
+            if line.starts_with("{\"cluster_part\":") || line.starts_with("{\"cluster_end\":") {
+                skipping = line.contains("\"node-2\"");
+            }
+            !skipping
+        })
+        .map(|line| {
+            if line.starts_with("{\"cluster_end\":") {
+                "{\"cluster_end\":{\"parts\":2}}"
+            } else {
+                line
+            }
+        })
+        .collect();
+    std::fs::write(&removed, kept.join("\n") + "\n").unwrap();
+    let missing = verify(&removed, &pins).code(1);
+    assert!(
+        missing.stderr.contains("node node-2: MISSING"),
+        "{}",
+        missing.stderr
+    );
+
+    // node-3 stopped: query and export answer within the timeout, naming it.
+    let pid = cluster.servers[2].pid();
+    signal(pid, "-STOP");
+    let started = std::time::Instant::now();
+    let stopped = cli(
+        node1,
+        &key1,
+        &[
+            "query",
+            "--cluster",
+            "--all",
+            "--json",
+            "--order",
+            "asc",
+            "--action",
+            "test.step",
+        ],
+    );
+    let partial = dir.path().join("partial.ndjson");
+    let partial_export = node1.export(&key1, "ndjson", &partial, &["--cluster"]);
+    let waited = started.elapsed();
+    signal(pid, "-CONT");
+    let stopped = stopped.ok();
+    partial_export.ok();
+    assert!(
+        stopped.stderr.contains("node node-3: TIMED OUT"),
+        "{}",
+        stopped.stderr
+    );
+    assert!(stopped.stderr.contains("--cursor "), "{}", stopped.stderr);
+    let without3: Vec<_> = expected
+        .iter()
+        .filter(|k| k.1 != "node-3")
+        .cloned()
+        .collect();
+    assert_eq!(keys_of(&stopped.stdout), without3);
+    assert!(
+        waited < std::time::Duration::from_secs(20),
+        "two reads waited {waited:?} for a stopped node (timeout 1.5 s)"
+    );
+    let partial_verify = verify(&partial, &pins).code(1);
+    assert!(
+        partial_verify
+            .stderr
+            .contains("node node-3: MISSING: timed_out"),
+        "{}",
+        partial_verify.stderr
+    );
+    assert!(
+        partial_verify.stderr.contains("node node-2: OK"),
+        "{}",
+        partial_verify.stderr
+    );
+
+    // node-3 killed: unreachable.
+    cluster.servers[2].kill();
+    let killed = cli(
+        &cluster.servers[0],
+        &key1,
+        &["query", "--cluster", "--action", "test.step"],
+    )
+    .ok();
+    assert!(
+        killed.stderr.contains("node node-3: UNREACHABLE"),
+        "{}",
+        killed.stderr
+    );
 }

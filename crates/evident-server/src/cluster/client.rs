@@ -67,6 +67,10 @@ impl PeerResponse {
     }
 }
 
+/// The longest a streamed answer may take in all ([`PeerClient::get_streaming`] bounds the
+/// time between pieces by the per-peer timeout instead).
+const STREAMING_TOTAL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// One mTLS client per configured peer (each pinned to that peer's node id).
 #[derive(Clone)]
 pub struct PeerClient {
@@ -170,6 +174,51 @@ impl PeerClient {
     pub async fn get(&self, peer: &PeerConfig, path: &str) -> Result<PeerResponse, PeerError> {
         let client = self.client(peer)?;
         self.send(peer, client.get(url(peer, path))).await
+    }
+
+    /// `GET <peer.url><path>` for an answer of any length (an export bundle): the head must
+    /// come within the per-peer timeout, and then each piece of the body within it (an idle
+    /// timeout, not a total one); every piece goes to `sink` as it arrives. `sink` may stop
+    /// the transfer with a reason, returned as `Ok(Err(reason))`.
+    pub async fn get_streaming(
+        &self,
+        peer: &PeerConfig,
+        path: &str,
+        sink: &mut (dyn FnMut(&[u8]) -> Result<(), String> + Send),
+    ) -> Result<Result<(), String>, PeerError> {
+        let client = self.client(peer)?;
+        let request = client.get(url(peer, path)).timeout(STREAMING_TOTAL);
+        let mut response = match tokio::time::timeout(self.timeout, request.send()).await {
+            Err(_) => return Err(self.timed_out(peer)),
+            Ok(Err(e)) => return Err(self.classify(peer, &e)),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = match tokio::time::timeout(self.timeout, response.bytes()).await {
+                Ok(Ok(body)) => body,
+                _ => bytes::Bytes::new(),
+            };
+            let mut text = String::from_utf8_lossy(&body).into_owned();
+            text.truncate(1024);
+            return Err(PeerError::Refused {
+                node: peer.node_id.clone(),
+                status,
+                body: text,
+            });
+        }
+        loop {
+            match tokio::time::timeout(self.timeout, response.chunk()).await {
+                Err(_) => return Err(self.timed_out(peer)),
+                Ok(Err(e)) => return Err(self.classify(peer, &e)),
+                Ok(Ok(None)) => return Ok(Ok(())),
+                Ok(Ok(Some(piece))) => {
+                    if let Err(reason) = sink(&piece) {
+                        return Ok(Err(reason));
+                    }
+                }
+            }
+        }
     }
 
     /// `POST <peer.url><path>` with a `text/plain` body (C2SP witness requests are text).

@@ -5,6 +5,7 @@
 pub mod certs;
 mod client;
 mod config;
+pub mod export;
 mod identity;
 pub mod read;
 

@@ -139,6 +139,33 @@ fn filter_from(params: &Params, caller: &Caller) -> Result<Filter, ApiError> {
     Ok(filter)
 }
 
+/// Records an export, durably, before any of it leaves.
+async fn record_export(
+    state: &AppState,
+    caller: &Caller,
+    info: &RequestInfo,
+    params: &Params,
+    filter: &Filter,
+    format: Format,
+) {
+    let mut query = Map::new();
+    for (name, value) in params.pairs() {
+        query.insert(name.to_owned(), Value::String(value.to_owned()));
+    }
+    let event = AuditEvent::new(
+        action::EXPORTED,
+        "success",
+        "notice",
+        "log",
+        filter.tenant.as_deref().unwrap_or("*"),
+    )
+    .with("format", format.name())
+    .with("query", Value::Object(query));
+    state
+        .record(&AuditActor::Key(caller.clone()), info, event)
+        .await;
+}
+
 /// Queries or exports the log.
 #[utoipa::path(
     get,
@@ -146,14 +173,14 @@ fn filter_from(params: &Params, caller: &Caller) -> Result<Filter, ApiError> {
     tag = "log",
     params(super::openapi::AuditLogParams),
     responses(
-        (status = 200, description = "scope=cluster: a merged page `{events, next_cursor, resume_cursor, nodes}` (nodes: `{node, status: ok|unreachable|timed_out|refused, ...}`, ok with `checkpoint`, `size`, `returned`). format=json: a page `{events, next_cursor}`, each event the stored event JSON plus `hash` and `seal`. format=ndjson: the self-verifying export bundle (application/x-ndjson), tied to a checkpoint signed for it. format=csv: RFC 4180 CSV with a header row. format=ocsf / ecs: one OCSF 1.5.0 / ECS record per line (application/x-ndjson); format=cef: one CEF line per event (text/plain); see docs/SIEM-MAPPINGS.md.",
+        (status = 200, description = "scope=cluster: a merged page `{events, next_cursor, resume_cursor, nodes}` (nodes: `{node, status: ok|unreachable|timed_out|refused, ...}`, ok with `checkpoint`, `size`, `returned`); scope=cluster&format=ndjson: the cluster bundle (evident-cluster-export/v1, application/x-ndjson), each node's own bundle after a header naming every node's status. format=json: a page `{events, next_cursor}`, each event the stored event JSON plus `hash` and `seal`. format=ndjson: the self-verifying export bundle (application/x-ndjson), tied to a checkpoint signed for it. format=csv: RFC 4180 CSV with a header row. format=ocsf / ecs: one OCSF 1.5.0 / ECS record per line (application/x-ndjson); format=cef: one CEF line per event (text/plain); see docs/SIEM-MAPPINGS.md.",
             content(
                 (super::openapi::PageDoc = "application/json"),
                 (String = "application/x-ndjson"),
                 (String = "text/csv"),
                 (String = "text/plain"),
             )),
-        (status = 400, description = "A bad or unknown query parameter (named in `field`); `scope=cluster` on a node without `[cluster]` or with a format other than json", body = super::ErrorBody),
+        (status = 400, description = "A bad or unknown query parameter (named in `field`); `scope=cluster` on a node without `[cluster]` or with a format other than json or ndjson", body = super::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read, or the key is scoped to another tenant", body = super::ErrorBody),
         (status = 404, description = "`out_of_range`: format=ndjson with `consistency_from` beyond the export's checkpoint", body = super::ErrorBody),
@@ -217,11 +244,25 @@ pub async fn audit_log(
     let filter = filter_from(&params, &caller)?;
     match params.get("scope") {
         None | Some("local") => {}
+        Some("cluster") if format == Format::Ndjson => {
+            let request = ClusterExport {
+                caller: &caller,
+                info: &info,
+                params: &params,
+            };
+            return cluster_bundle(state, request, filter, limit).await;
+        }
         Some("cluster") => {
             if format != Format::Json {
                 return Err(ApiError::bad_param(
                     "scope",
-                    "scope=cluster answers format=json pages (export a cluster with `evident export --cluster`)",
+                    "scope=cluster answers format=json pages and format=ndjson (the cluster bundle)",
+                ));
+            }
+            if params.get("consistency_from").is_some() {
+                return Err(ApiError::bad_param(
+                    "consistency_from",
+                    "consistency_from applies to format=ndjson only",
                 ));
             }
             let limit = limit.unwrap_or(DEFAULT_LIMIT);
@@ -253,23 +294,7 @@ pub async fn audit_log(
         ));
     }
     if format != Format::Json && !(format == Format::Ndjson && order == Order::Descending) {
-        // Every export is recorded, durably, before any of it leaves.
-        let mut query = Map::new();
-        for (name, value) in params.pairs() {
-            query.insert(name.to_owned(), Value::String(value.to_owned()));
-        }
-        let event = AuditEvent::new(
-            action::EXPORTED,
-            "success",
-            "notice",
-            "log",
-            filter.tenant.as_deref().unwrap_or("*"),
-        )
-        .with("format", format.name())
-        .with("query", Value::Object(query));
-        state
-            .record(&AuditActor::Key(caller.clone()), &info, event)
-            .await;
+        record_export(&state, &caller, &info, &params, &filter, format).await;
     }
     match format {
         Format::Json => {
@@ -295,57 +320,9 @@ pub async fn audit_log(
                     "the NDJSON bundle is always in ascending order",
                 ));
             }
-            let mut query = Map::new();
-            for (name, value) in params.pairs() {
-                query.insert(name.to_owned(), Value::String(value.to_owned()));
-            }
-            if let Some(tenant) = &filter.tenant {
-                query.insert("tenant".to_owned(), Value::String(tenant.clone()));
-            }
-            let consistency_from = params.u64("consistency_from")?;
-            let checkpoint = match state.node().sequencer().force_checkpoint().await {
-                Ok(checkpoint) => checkpoint,
-                // A read-only (damaged) log signs nothing new: the bundle is cut at the latest
-                // checkpoint it signed, so that the damage can still be exported and
-                // pinpointed offline.
-                // The node's own record of its last signature comes first: a store row it did
-                // not sign is never an export's checkpoint.
-                Err(SequencerError::ReadOnly(problem)) => {
-                    match state.node().guard().last_signed() {
-                        Some(signed) => signed,
-                        None => state
-                            .with_store(|store| {
-                                store.latest_checkpoint().map_err(ApiError::from_store)
-                            })
-                            .await?
-                            .ok_or_else(|| {
-                                ApiError::from_sequencer(SequencerError::ReadOnly(problem))
-                            })?,
-                    }
-                }
-                Err(e) => return Err(ApiError::from_sequencer(e)),
-            };
-            if let Some(from) = consistency_from {
-                if from > checkpoint.size {
-                    return Err(ApiError::out_of_range(
-                        "consistency_from",
-                        format!(
-                            "consistency_from {from} is beyond the log, which has {} entries",
-                            checkpoint.size
-                        ),
-                    ));
-                }
-            }
-            let request = BundleRequest {
-                node_id: state.node().files().node_id().to_owned(),
-                checkpoint,
-                filter,
-                query: Value::Object(query),
-                exported_at: now_ms(),
-                limit,
-                consistency_from,
-                signer: state.node().files().signer().clone(),
-            };
+            let consistency_from = params.get("consistency_from").map(str::to_owned);
+            let request =
+                bundle_request(&state, &params, filter, limit, consistency_from.as_deref()).await?;
             let store = state.store().clone();
             stream_response(
                 "application/x-ndjson",
@@ -388,6 +365,223 @@ pub async fn audit_log(
     }
 }
 
+/// What this node's own export bundle covers: the query as its header states it, and the
+/// checkpoint, signed for it (or the last one signed, on a read-only log).
+async fn bundle_request(
+    state: &AppState,
+    params: &Params,
+    filter: Filter,
+    limit: Option<u64>,
+    consistency_from: Option<&str>,
+) -> Result<BundleRequest, ApiError> {
+    let mut query = Map::new();
+    // `scope` says which nodes answer, not which entries: a node's bundle does not state it;
+    // `consistency_from` is this node's (a cluster export names one per node).
+    for (name, value) in params
+        .pairs()
+        .filter(|(name, _)| !matches!(*name, "scope" | "consistency_from"))
+    {
+        query.insert(name.to_owned(), Value::String(value.to_owned()));
+    }
+    if let Some(from) = consistency_from {
+        query.insert(
+            "consistency_from".to_owned(),
+            Value::String(from.to_owned()),
+        );
+    }
+    if let Some(tenant) = &filter.tenant {
+        query.insert("tenant".to_owned(), Value::String(tenant.clone()));
+    }
+    let consistency_from = consistency_from
+        .map(|text| {
+            text.parse::<u64>().map_err(|_| {
+                ApiError::bad_param(
+                    "consistency_from",
+                    format!("consistency_from {text:?}: expected a non-negative integer"),
+                )
+            })
+        })
+        .transpose()?;
+    let checkpoint = match state.node().sequencer().force_checkpoint().await {
+        Ok(checkpoint) => checkpoint,
+        // A read-only (damaged) log signs nothing new: the bundle is cut at the latest
+        // checkpoint it signed, so that the damage can still be exported and
+        // pinpointed offline.
+        // The node's own record of its last signature comes first: a store row it did
+        // not sign is never an export's checkpoint.
+        Err(SequencerError::ReadOnly(problem)) => match state.node().guard().last_signed() {
+            Some(signed) => signed,
+            None => state
+                .with_store(|store| store.latest_checkpoint().map_err(ApiError::from_store))
+                .await?
+                .ok_or_else(|| ApiError::from_sequencer(SequencerError::ReadOnly(problem)))?,
+        },
+        Err(e) => return Err(ApiError::from_sequencer(e)),
+    };
+    if let Some(from) = consistency_from {
+        if from > checkpoint.size {
+            return Err(ApiError::out_of_range(
+                "consistency_from",
+                format!(
+                    "consistency_from {from} is beyond the log, which has {} entries",
+                    checkpoint.size
+                ),
+            ));
+        }
+    }
+    Ok(BundleRequest {
+        node_id: state.node().files().node_id().to_owned(),
+        checkpoint,
+        filter,
+        query: Value::Object(query),
+        exported_at: now_ms(),
+        limit,
+        consistency_from,
+        signer: state.node().files().signer().clone(),
+    })
+}
+
+/// Who asks for a cluster export, and with what.
+struct ClusterExport<'a> {
+    caller: &'a Caller,
+    info: &'a RequestInfo,
+    params: &'a Params,
+}
+
+/// The cluster export bundle (see `crate::cluster::export`): every peer's own bundle over
+/// mTLS, then the header, this node's bundle and the peers' parts streamed out.
+async fn cluster_bundle(
+    state: AppState,
+    request: ClusterExport<'_>,
+    filter: Filter,
+    limit: Option<u64>,
+) -> Result<Response, ApiError> {
+    let ClusterExport {
+        caller,
+        info,
+        params,
+    } = request;
+    use crate::cluster::export::{fetch_bundles, header, write_cluster_bundle};
+    if params.get("cursor").is_some() {
+        return Err(ApiError::bad_param(
+            "cursor",
+            "cursor applies to format=json pages only; exports stream every match",
+        ));
+    }
+    if params.get("order") == Some("desc") {
+        return Err(ApiError::bad_param(
+            "order",
+            "the NDJSON bundle is always in ascending order",
+        ));
+    }
+    let client = state
+        .peer_client()
+        .map_err(|message| ApiError::bad_param("scope", message))?
+        .clone();
+    let config = state.node().config().cluster.clone();
+    let own = state.node().files().node_id().to_owned();
+    let mut consistency = node_sizes(params.get("consistency_from"), &own, &config)?;
+    let mut query = peer_query(params, &filter);
+    if let Some(limit) = limit {
+        let pair = url_query([("limit", limit.to_string().as_str())].into_iter());
+        query = if query.is_empty() {
+            pair
+        } else {
+            format!("{query}&{pair}")
+        };
+    }
+    // Recorded once the request is known to be one this node serves, before anything leaves.
+    record_export(&state, caller, info, params, &filter, Format::Ndjson).await;
+    let own_from = consistency.remove(&own).map(|size| size.to_string());
+    let spool = state.node().files().data_dir().to_owned();
+    let parts = fetch_bundles(&config, &client, &query, &consistency, &spool).await;
+    let request = bundle_request(&state, params, filter, limit, own_from.as_deref()).await?;
+    let mut stated = Map::new();
+    for (name, value) in params.pairs() {
+        stated.insert(name.to_owned(), Value::String(value.to_owned()));
+    }
+    let own_key = request.signer.verifier().to_vkey_string();
+    // This node's part is labelled with the id its bundle's signed header names.
+    let header = header(
+        &config,
+        &request.node_id,
+        &own_key,
+        &parts,
+        Value::Object(stated),
+        &evident_core::event::format_rfc3339_millis(request.exported_at),
+    );
+    let store = state.store().clone();
+    stream_response(
+        "application/x-ndjson",
+        Some("attachment; filename=\"evident-cluster-export.ndjson\""),
+        move |out| {
+            write_cluster_bundle(
+                out,
+                &header,
+                |out| export::write_bundle(&*store, &request, out).map(|_| ()),
+                parts,
+            )
+        },
+    )
+    .await
+}
+
+/// A cluster export's `consistency_from`: `NODE:SIZE` pairs, comma-separated, each naming this
+/// node (`own`) or a peer at most once.
+fn node_sizes(
+    text: Option<&str>,
+    own: &str,
+    config: &crate::cluster::ClusterConfig,
+) -> Result<std::collections::BTreeMap<String, u64>, ApiError> {
+    let mut sizes = std::collections::BTreeMap::new();
+    let Some(text) = text else {
+        return Ok(sizes);
+    };
+    for pair in text.split(',') {
+        let bad = |problem: String| {
+            ApiError::bad_param(
+                "consistency_from",
+                format!(
+                    "consistency_from {pair:?}: {problem} (a cluster export takes NODE:SIZE pairs, comma-separated, one per node)"
+                ),
+            )
+        };
+        let (node, size) = pair
+            .split_once(':')
+            .ok_or_else(|| bad("expected NODE:SIZE".to_owned()))?;
+        let size: u64 = size
+            .parse()
+            .map_err(|_| bad("the size is not a non-negative integer".to_owned()))?;
+        if node != own && config.peer(node).is_none() {
+            return Err(bad(format!("{node:?} is not a node of this cluster")));
+        }
+        if sizes.insert(node.to_owned(), size).is_some() {
+            return Err(bad(format!("node {node} is named twice")));
+        }
+    }
+    Ok(sizes)
+}
+
+/// The filter parameters the peers are asked with (as this node filters; the caller's
+/// tenant scope goes along), URL-encoded, without scope, cursor, limit, order and format.
+fn peer_query(params: &Params, filter: &Filter) -> String {
+    let mut query = url_query(params.pairs().filter(|(name, _)| {
+        !matches!(
+            *name,
+            "scope" | "cursor" | "limit" | "order" | "format" | "tenant" | "consistency_from"
+        )
+    }));
+    if let Some(tenant) = &filter.tenant {
+        let tenant_pair = url_query([("tenant", tenant.as_str())].into_iter());
+        query = if query.is_empty() {
+            tenant_pair
+        } else {
+            format!("{query}&{tenant_pair}")
+        };
+    }
+    query
+}
+
 /// One page of the whole cluster (see `crate::cluster::read`): this node's page from its
 /// store, the peers' over mTLS, merged.
 async fn cluster_page(
@@ -411,21 +605,7 @@ async fn cluster_page(
     let own = config
         .effective_node_id(state.node().files().node_id())
         .to_owned();
-    // The peers filter as this node does; the caller's tenant scope goes along.
-    let mut query = url_query(params.pairs().filter(|(name, _)| {
-        !matches!(
-            *name,
-            "scope" | "cursor" | "limit" | "order" | "format" | "tenant"
-        )
-    }));
-    if let Some(tenant) = &filter.tenant {
-        let tenant_pair = url_query([("tenant", tenant.as_str())].into_iter());
-        query = if query.is_empty() {
-            tenant_pair
-        } else {
-            format!("{query}&{tenant_pair}")
-        };
-    }
+    let query = peer_query(params, &filter);
     let after = cursor.position(&own);
     // The checkpoint the peers would serve for this node: its latest signed one.
     let checkpoint = super::proofs::latest_checkpoint(&state).await?;

@@ -199,11 +199,15 @@ pub struct AuditLogParams {
     /// export to it.
     #[param(minimum = 1)]
     consistency_from: Option<u64>,
-    /// local (default): this node's log. cluster (format=json only, on a node with
-    /// `[cluster]`): one page merged from this node and every peer (asked concurrently, each
-    /// within the per-peer timeout) by recorded_at, node, seq, with a per-node status block
-    /// `nodes` (ok with the checkpoint used, unreachable, timed_out, refused) and
-    /// `resume_cursor`; the cursor keeps each node's position.
+    /// local (default): this node's log. cluster (format=json or ndjson, on a node with
+    /// `[cluster]`): json gives one page merged from this node and every peer (asked
+    /// concurrently, each within the per-peer timeout) by recorded_at, node, seq, with a
+    /// per-node status block `nodes` (ok with the checkpoint used, unreachable, timed_out,
+    /// refused) and `resume_cursor`; the cursor keeps each node's position. ndjson gives the
+    /// cluster bundle (`evident-cluster-export/v1`, docs/FORMAT.md): every node's own bundle
+    /// with its signed checkpoint, the nodes that did not answer named in its header;
+    /// `limit` applies per node, `consistency_from` is `NODE:SIZE` pairs (comma-separated,
+    /// one per node), `cursor` is refused.
     #[param(inline, value_type = Option<ScopeDoc>)]
     scope: Option<String>,
 }

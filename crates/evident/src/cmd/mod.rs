@@ -16,6 +16,7 @@ pub mod review;
 pub mod serve;
 pub mod verify;
 pub mod verify_bucket;
+pub mod verify_cluster;
 pub mod verify_witness;
 
 /// The file an `--out` flag names: `None` for `-`, which means standard output (as it does

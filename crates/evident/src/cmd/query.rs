@@ -1,7 +1,8 @@
 //! `evident query`: the filters of `GET /api/v1/audit-log` as flags, shown as a table, or as
 //! a JSON array with `--json`; `--all` follows the cursor to the end in constant memory. The
 //! filter flags are shared with `evident export`. Values go to the server as typed: it
-//! validates them and names the parameter at fault.
+//! validates them and names the parameter at fault. `--cluster` reads the whole cluster
+//! (`scope=cluster`): merged pages, a NODE column, and each node's status on stderr.
 
 use crate::client::{ApiClient, ClientArgs};
 use crate::output::Table;
@@ -111,6 +112,12 @@ pub struct QueryArgs {
     /// Print a JSON array of events (each with its hash and seal) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Read the whole cluster (the server must have `[cluster]`): its events and every
+    /// peer's, merged by (recorded_at, node, seq); each node's status (ok, unreachable,
+    /// timed_out, refused) is reported on stderr, with a cursor to read later what a node
+    /// that did not answer holds.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// One page, as the server sends it.
@@ -119,6 +126,104 @@ pub struct Page {
     /// Each event exactly as the server wrote it (its key order kept).
     pub events: Vec<Box<RawValue>>,
     pub next_cursor: Option<String>,
+    /// `scope=cluster` only: every node's position after this page.
+    #[serde(default)]
+    pub resume_cursor: Option<String>,
+    /// `scope=cluster` only: what each node contributed.
+    #[serde(default)]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One node's entry in a cluster page's status block.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    /// ok, unreachable, timed_out or refused.
+    pub status: String,
+    /// ok: the size of the node's checkpoint used.
+    pub size: Option<u64>,
+    /// ok: the entries taken from the node into the page.
+    pub returned: Option<u64>,
+    /// Not ok: why.
+    pub message: Option<String>,
+}
+
+/// What the pages of a cluster read said about each node, in the order the server lists
+/// them: the last status, events shown in total, and the first failure met.
+#[derive(Debug, Default)]
+pub struct ClusterTally {
+    nodes: Vec<(String, NodeTally)>,
+    /// The last page's resume cursor (every node's position).
+    pub resume_cursor: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct NodeTally {
+    last: Option<NodeStatus>,
+    shown: u64,
+    failure: Option<NodeStatus>,
+}
+
+impl ClusterTally {
+    /// Takes in the status block of one page.
+    pub fn add(&mut self, page: &Page) {
+        if page.resume_cursor.is_some() {
+            self.resume_cursor.clone_from(&page.resume_cursor);
+        }
+        for status in &page.nodes {
+            let index = match self.nodes.iter().position(|(n, _)| *n == status.node) {
+                Some(i) => i,
+                None => {
+                    self.nodes.push((status.node.clone(), NodeTally::default()));
+                    self.nodes.len() - 1
+                }
+            };
+            if let Some((_, tally)) = self.nodes.get_mut(index) {
+                tally.shown += status.returned.unwrap_or(0);
+                if status.status != "ok" && tally.failure.is_none() {
+                    tally.failure = Some(status.clone());
+                }
+                tally.last = Some(status.clone());
+            }
+        }
+    }
+
+    /// Whether a node failed to answer on some page.
+    pub fn incomplete(&self) -> bool {
+        self.nodes.iter().any(|(_, t)| t.failure.is_some())
+    }
+
+    /// One line per node: `node NAME: ok ...` or `node NAME: TIMED OUT ...`.
+    pub fn report(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        for (node, tally) in &self.nodes {
+            let events = if tally.shown == 1 { "event" } else { "events" };
+            match (&tally.failure, &tally.last) {
+                (None, Some(last)) => writeln!(
+                    out,
+                    "node {node}: ok, {} {events} shown, checkpoint of size {}",
+                    tally.shown,
+                    last.size.unwrap_or(0)
+                )?,
+                (Some(failure), _) => writeln!(
+                    out,
+                    "node {node}: {}: {}; {} {events} shown, its other events are missing from this answer",
+                    failure.status.replace('_', " ").to_uppercase(),
+                    without_node(node, failure.message.as_deref()),
+                    tally.shown,
+                )?,
+                (None, None) => {}
+            }
+        }
+        if self.incomplete() {
+            if let Some(cursor) = &self.resume_cursor {
+                writeln!(
+                    out,
+                    "the answer is incomplete; to read later what the missing node(s) hold: --cursor {cursor}"
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Pages through the audit log: `visit` gets each page and may stop the walk; stops after
@@ -170,6 +275,24 @@ const HEADERS: [&str; 11] = [
     "APPENDED BY",
 ];
 
+/// A node's failure message without the `node NAME: ` it starts with (the line names it).
+pub fn without_node<'a>(node: &str, message: Option<&'a str>) -> &'a str {
+    let message = message.unwrap_or("(no reason given)");
+    message
+        .strip_prefix(&format!("node {node}: "))
+        .unwrap_or(message)
+}
+
+/// Makes a table row of an event.
+type RowFn = fn(&Value) -> Vec<String>;
+
+/// [`row`] with the node first, for a cluster read (seq numbers are per node).
+fn cluster_row(event: &Value) -> Vec<String> {
+    let mut cells = vec![text(event, &["node_id"]).to_owned()];
+    cells.extend(row(event));
+    cells
+}
+
 fn row(event: &Value) -> Vec<String> {
     let actor = format!(
         "{} ({})",
@@ -213,12 +336,17 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     if let Some(order) = &args.order {
         params.push(("order", order.clone()));
     }
+    if args.cluster {
+        params.push(("scope", "cluster".to_owned()));
+    }
+    let mut tally = ClusterTally::default();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut count = 0u64;
     let next = if args.json {
         write!(out, "[")?;
         let next = pages(&client, params, args.cursor, args.all, &mut |page| {
+            tally.add(&page);
             for event in &page.events {
                 write!(out, "{}\n  ", if count == 0 { "" } else { "," })?;
                 out.write_all(event.get().as_bytes())?;
@@ -230,14 +358,20 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         next
     } else {
         let mut table: Option<Table> = None;
+        let (make_row, headers): (RowFn, Vec<&str>) = if args.cluster {
+            (cluster_row, [&["NODE"][..], &HEADERS[..]].concat())
+        } else {
+            (row, HEADERS.to_vec())
+        };
         pages(&client, params, args.cursor, args.all, &mut |page| {
+            tally.add(&page);
             let rows = page
                 .events
                 .iter()
-                .map(|raw| serde_json::from_str::<Value>(raw.get()).map(|event| row(&event)))
+                .map(|raw| serde_json::from_str::<Value>(raw.get()).map(|event| make_row(&event)))
                 .collect::<Result<Vec<_>, _>>()?;
             if table.is_none() {
-                let t = Table::new(HEADERS.to_vec(), &rows);
+                let t = Table::new(headers.clone(), &rows);
                 t.write_header(&mut out)?;
                 table = Some(t);
             }
@@ -262,5 +396,6 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
     } else if !args.json {
         writeln!(err, "{count} {events}")?;
     }
+    tally.report(&mut err)?;
     Ok(())
 }

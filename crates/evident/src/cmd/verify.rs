@@ -6,6 +6,9 @@
 //!   through the core's `ExportVerifier` in constant memory; a four-eyes report bundle
 //!   (recognised by its header) through the core's `verify_report`, which also recomputes
 //!   the report from the entries it carries;
+//! - `--export FILE --node-key NODE=KEY ...`: a cluster bundle (recognised by its header),
+//!   every node's part through the same `ExportVerifier` with the key pinned for that node,
+//!   by the core's `ClusterExportVerifier`, naming the node of any failure;
 //! - `--syslog FILE --public-key KEY`: offline, what a syslog receiver wrote, through the
 //!   server library's `forward::receiver`.
 //!
@@ -26,6 +29,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("export_keys").args(["public_key", "node_key"]).multiple(true)))]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub client: ClientArgs,
@@ -33,11 +37,12 @@ pub struct VerifyArgs {
     /// node's secret). Works while a server runs on it.
     #[arg(long, value_name = "DIR", conflicts_with = "export")]
     pub data_dir: Option<PathBuf>,
-    /// Verify an NDJSON export bundle, or a four-eyes report bundle, offline.
+    /// Verify an NDJSON export bundle, a four-eyes report bundle, or a cluster bundle
+    /// (`evident export --cluster`, with --node-key for each node), offline.
     #[arg(
         long,
         value_name = "FILE",
-        requires = "public_key",
+        requires = "export_keys",
         conflicts_with = "from"
     )]
     pub export: Option<PathBuf>,
@@ -55,6 +60,12 @@ pub struct VerifyArgs {
     /// --syslog, --dir and --bucket.
     #[arg(long, value_name = "VKEY_OR_FILE")]
     pub public_key: Option<String>,
+    /// For a cluster bundle: the key of one node as NODE=KEY (verifier key string, or a file
+    /// holding it); repeat for every node. Each node's part must verify with its key; a node
+    /// pinned here without a part, or a part of a node not pinned, fails the verification.
+    /// The keys the bundle's header lists are never used.
+    #[arg(long, value_name = "NODE=VKEY_OR_FILE")]
+    pub node_key: Vec<String>,
     /// Verify a downloaded copy of a published bucket (e.g. `aws s3 sync s3://b/p DIR`):
     /// tiles, entry bundles, period bundles, digests and the checkpoint.
     #[arg(
@@ -211,7 +222,24 @@ fn verify_by_kind(args: &VerifyArgs, trusted: &[String]) -> anyhow::Result<()> {
     if let Some(dir) = &args.data_dir {
         return verify_data_dir(dir, args.from, &trusted);
     }
+    if !args.node_key.is_empty() && args.export.is_none() {
+        anyhow::bail!("--node-key is for --export FILE of a cluster bundle");
+    }
     if let Some(file) = &args.export {
+        if crate::cmd::verify_cluster::is_cluster_bundle(file)? {
+            return crate::cmd::verify_cluster::run(
+                file,
+                &args.node_key,
+                args.public_key.is_some(),
+                &trusted,
+            );
+        }
+        if !args.node_key.is_empty() {
+            return Err(crate::output::usage(format!(
+                "--node-key is for a cluster bundle; {} is a single node's export: give --public-key KEY",
+                file.display()
+            )));
+        }
         let key = args.public_key.as_deref().unwrap_or_default();
         let trusted = match trusted.as_slice() {
             [] => None,
@@ -661,7 +689,7 @@ fn verify_four_eyes_report(
 }
 
 /// What the export proves about entries not in it, in plain words.
-fn completeness_line(report: &ExportReport) -> String {
+pub(crate) fn completeness_line(report: &ExportReport) -> String {
     match report.completeness {
         Completeness::Range {
             first,
@@ -777,7 +805,7 @@ fn check_export_stream(
         .map_err(|e| export_failure(e, trusted_size)))
 }
 
-fn export_failure(error: ExportError, trusted_size: Option<u64>) -> anyhow::Error {
+pub(crate) fn export_failure(error: ExportError, trusted_size: Option<u64>) -> anyhow::Error {
     let verdict = match &error {
         ExportError::Violation { line, violation } => match violation.seq() {
             Some(seq) => format!(

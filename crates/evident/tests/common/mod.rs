@@ -501,6 +501,10 @@ impl Server {
         if let Some(ca) = &self.ca_cert {
             all.extend_from_slice(&["--ca-cert", ca.to_str().unwrap()]);
         }
+        // A cluster node's listener is mTLS only: present the test's client certificate.
+        if let Some(identity) = &self.client_identity {
+            all.extend_from_slice(&["--client-cert", identity.to_str().unwrap()]);
+        }
         run(&all)
     }
 
