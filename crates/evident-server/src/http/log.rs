@@ -341,7 +341,7 @@ pub async fn audit_log(
                 exported_at: now_ms(),
                 limit,
                 consistency_from,
-                signer: state.node().files().signer().clone(),
+                signers: state.node().files().signers_now(),
             };
             let store = state.store().clone();
             stream_response(

@@ -413,8 +413,8 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         let verify_files = dest_files.as_ref().unwrap_or(files);
         match verification::verify_store(
             &*dest.store,
-            verify_files.seal_key(),
-            &identity.verifier,
+            verify_files.seal_epochs(),
+            verify_files.verifiers(),
             &node_id,
             None,
         )? {
