@@ -131,7 +131,11 @@ impl SigningKeys {
         self.keys
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i == last || self.retired_at.get(*i).is_some_and(|end| now < *end))
+            // A later rotation ends an earlier one's transition: at most two keys sign.
+            .filter(|(i, _)| {
+                *i == last
+                    || (*i + 1 == last && self.retired_at.get(*i).is_some_and(|end| now < *end))
+            })
             .map(|(_, k)| k.clone())
             .collect()
     }
