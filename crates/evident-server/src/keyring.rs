@@ -425,6 +425,67 @@ fn write_epochs(
     )
 }
 
+/// Finishes a seal-key rotation interrupted after its event was appended but before the
+/// epoch was recorded: then the newest entry is a rotation event opening an epoch the key
+/// directory does not list, and its secret file (written before the event) is there. Run at
+/// every start, before anything is sealed, so that no entry after the event is sealed with
+/// the old secret. Returns whether an epoch was recorded.
+pub fn finish_interrupted_seal_rotation(
+    keys_dir: &Path,
+    seals: &SealEpochs,
+    store: &dyn evident_store::Store,
+) -> Result<bool, NodeError> {
+    let newest = crate::scan::newest_entry(store).map_err(|e| NodeError::BadFile {
+        path: keys_dir.join(SEAL_EPOCHS_FILE),
+        problem: format!(
+            "cannot read the newest entry to check for an interrupted seal-key rotation: {e}"
+        ),
+    })?;
+    let Some(entry) = newest else {
+        return Ok(false);
+    };
+    let Ok(Some(rotation)) = SealRotation::from_event(&entry.event) else {
+        return Ok(false);
+    };
+    if seals.epochs().iter().any(|e| e.epoch == rotation.epoch)
+        || rotation.epoch != seals.current().epoch + 1
+    {
+        return Ok(false);
+    }
+    let key_file = format!("seal-{}.key", rotation.epoch);
+    let key_path = keys_dir.join(&key_file);
+    let key = read_seal_key(&key_path)?;
+    if seal_key_id(&key) != rotation.key_id {
+        return Err(NodeError::BadFile {
+            path: key_path,
+            problem: format!(
+                "entry {} opens seal epoch {} with key id {}, but this file holds another \
+                 secret",
+                entry.event.seq, rotation.epoch, rotation.key_id
+            ),
+        });
+    }
+    let path = keys_dir.join(SEAL_EPOCHS_FILE);
+    let (mut file, discarded): (SealEpochsFile, DiscardedFile) = if path.exists() {
+        (read_toml(&path)?, read_toml(&path)?)
+    } else {
+        (SealEpochsFile::default(), DiscardedFile::default())
+    };
+    file.epochs.push(SealEpochRecord {
+        epoch: rotation.epoch,
+        first_seq: rotation.first_seq,
+        key_file,
+        key_id: rotation.key_id,
+    });
+    write_epochs(&path, &file, &discarded)?;
+    tracing::warn!(
+        epoch = rotation.epoch,
+        seq = entry.event.seq,
+        "finished a seal-key rotation that was interrupted before it was recorded"
+    );
+    Ok(true)
+}
+
 /// Destroys the seal secrets no verification needs any more: those of epochs whose every
 /// entry retention has pruned, with the retention anchor (the last pruned entry) in a later
 /// epoch (docs/FORMAT.md §16). Returns the epochs discarded now.
@@ -470,4 +531,145 @@ pub fn discard_unneeded_seal_secrets(node: &Node) -> Result<Vec<u32>, RotationFa
         std::fs::remove_file(&key_path).map_err(io_err(&key_path))?;
     }
     Ok(unneeded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer(seed: u8) -> NoteSigner {
+        NoteSigner::from_seed("evident/node-1", [seed; 32]).unwrap()
+    }
+
+    fn record(seed: u8, transition_ends_at: Millis) -> SigningRotationRecord {
+        SigningRotationRecord {
+            key_file: format!("checkpoint-{seed}.key"),
+            new_key: signer(seed).verifier().to_vkey_string(),
+            seq: u64::from(seed),
+            rotated_at: 0,
+            transition_ends_at,
+        }
+    }
+
+    #[test]
+    fn the_old_key_signs_until_its_transition_ends_and_a_later_rotation_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path();
+        for seed in [2, 3] {
+            write_private_file(
+                &keys.join(format!("checkpoint-{seed}.key")),
+                &signer(seed).to_private_key_string(),
+            )
+            .unwrap();
+        }
+        let ids = |active: Vec<NoteSigner>| -> Vec<u32> {
+            active.iter().map(NoteSigner::key_id).collect()
+        };
+        write_toml(
+            &keys.join(SIGNING_ROTATIONS_FILE),
+            &SigningRotationsFile {
+                rotations: vec![record(2, 1_000)],
+            },
+        )
+        .unwrap();
+        let one = SigningKeys::load(keys, signer(1)).unwrap();
+        assert_eq!(
+            ids(one.active(999)),
+            vec![signer(1).key_id(), signer(2).key_id()]
+        );
+        assert_eq!(ids(one.active(1_000)), vec![signer(2).key_id()]);
+        assert_eq!(one.verifiers().len(), 2);
+        assert_eq!(one.original().key_id(), signer(1).key_id());
+
+        // A second rotation, still inside the first one's transition: key 1 stops at once.
+        write_toml(
+            &keys.join(SIGNING_ROTATIONS_FILE),
+            &SigningRotationsFile {
+                rotations: vec![record(2, 1_000), record(3, 2_000)],
+            },
+        )
+        .unwrap();
+        let two = SigningKeys::load(keys, signer(1)).unwrap();
+        assert_eq!(
+            ids(two.active(500)),
+            vec![signer(2).key_id(), signer(3).key_id()]
+        );
+        assert_eq!(ids(two.active(2_000)), vec![signer(3).key_id()]);
+
+        // A key file that is not the recorded key is refused.
+        std::fs::remove_file(keys.join("checkpoint-3.key")).unwrap();
+        write_private_file(
+            &keys.join("checkpoint-3.key"),
+            &signer(9).to_private_key_string(),
+        )
+        .unwrap();
+        assert!(SigningKeys::load(keys, signer(1)).is_err());
+    }
+
+    #[test]
+    fn seal_epochs_are_read_back_and_a_wrong_secret_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path();
+        write_private_file(&keys.join(SEAL_KEY_FILE), &hex::encode([1u8; 32])).unwrap();
+        write_private_file(&keys.join("seal-2.key"), &hex::encode([2u8; 32])).unwrap();
+        let file = SealEpochsFile {
+            epochs: vec![SealEpochRecord {
+                epoch: 2,
+                first_seq: 5,
+                key_file: "seal-2.key".into(),
+                key_id: seal_key_id(&SealKey::new(&[2u8; 32]).unwrap()),
+            }],
+        };
+        let path = keys.join(SEAL_EPOCHS_FILE);
+        write_epochs(&path, &file, &DiscardedFile::default()).unwrap();
+        let epochs = load_seal_epochs(keys).unwrap();
+        assert_eq!(epochs.current().epoch, 2);
+        assert_eq!(epochs.epoch_for(4).map(|e| e.epoch), Some(1));
+        // Epoch 1 discarded: its file may be gone.
+        write_epochs(&path, &file, &DiscardedFile { discarded: vec![1] }).unwrap();
+        std::fs::remove_file(keys.join(SEAL_KEY_FILE)).unwrap();
+        let kept = load_seal_epochs(keys).unwrap();
+        assert!(kept.epoch_for(4).is_none());
+        // The wrong secret for an epoch is refused.
+        std::fs::remove_file(keys.join("seal-2.key")).unwrap();
+        write_private_file(&keys.join("seal-2.key"), &hex::encode([7u8; 32])).unwrap();
+        assert!(load_seal_epochs(keys).is_err());
+    }
+
+    #[test]
+    fn a_seal_rotation_interrupted_before_its_record_is_finished_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::test_support::test_config(dir.path());
+        let node = Node::open(config.clone()).unwrap();
+        node.sequencer()
+            .append_blocking(vec![
+                EventInput::from_json(&crate::test_support::event_json("a", "user.login")).unwrap(),
+            ])
+            .unwrap();
+        let rotated = rotate_seal(&node).unwrap();
+        assert_eq!(rotated.epoch, 2);
+        node.shutdown();
+        drop(node);
+        // The crash: the event is in the log, the epoch is not recorded.
+        let keys = config.data_dir.join(KEYS_DIR);
+        std::fs::remove_file(keys.join(SEAL_EPOCHS_FILE)).unwrap();
+        let node = Node::open(config.clone()).unwrap();
+        assert_eq!(node.files().seal_epochs().current().epoch, 2);
+        node.sequencer()
+            .append_blocking(vec![
+                EventInput::from_json(&crate::test_support::event_json("b", "user.login")).unwrap(),
+            ])
+            .unwrap();
+        let files = node.files();
+        let outcome = crate::verification::verify_store(
+            &**node.store(),
+            files.seal_epochs(),
+            files.verifiers(),
+            files.node_id(),
+            None,
+        )
+        .unwrap();
+        assert!(outcome.is_intact(), "{outcome:?}");
+        node.shutdown();
+    }
 }

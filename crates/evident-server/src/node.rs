@@ -665,8 +665,12 @@ impl Node {
         let dir = config.data_dir.clone();
         crate::file_modes::create_private_dir(&dir).map_err(io_err(&dir))?;
         let lock = lock_data_dir(&dir)?;
-        let files = NodeFiles::create_or_load(&config)?;
+        let mut files = NodeFiles::create_or_load(&config)?;
         let (store, lease) = files.open_store_to_write(true)?;
+        let keys = files.data_dir().join(KEYS_DIR);
+        if crate::keyring::finish_interrupted_seal_rotation(&keys, &files.seals, &*store)? {
+            files.seals = crate::keyring::load_seal_epochs(&keys)?;
+        }
         Self::start(config, files, store, lease, lock)
     }
 
