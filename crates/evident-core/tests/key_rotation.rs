@@ -1,6 +1,7 @@
 //! Signing-key rotation chains and seal-key epochs (docs/FORMAT.md §16): a verifier pinned to
 //! the old key follows a rotation the old key signed, and refuses one it did not sign or whose
 //! new key was swapped; a walk checks each entry's seal with its epoch's secret.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use evident_core::chain::{ChainHead, GENESIS_PREV_HASH, SealKey, SealedEntry};
 use evident_core::checkpoint::Checkpoint;

@@ -578,7 +578,6 @@ impl Publisher {
         let end = span.start + self.config.period.0;
         let keys = layout::period_keys(span.start);
         let node = ctx.state().node().files();
-        let signer = node.signer().clone();
         let signers = node.signers_now();
         let origin = node.origin().to_owned();
         let node_id = node.node_id().to_owned();
@@ -648,7 +647,7 @@ impl Publisher {
                 objects: vec![(&keys.bundle, &bundle), (&keys.csv, &csv)],
                 previous: previous.as_ref().map(|(k, h)| (k.as_str(), *h)),
             },
-            &signer,
+            &signers,
         )
         .map_err(StepError::Internal)?;
         let digest_hash = Hash::digest(&digest);
