@@ -160,3 +160,58 @@ fn a_log_across_signing_and_seal_rotations_verifies_from_the_old_key() {
         refused.stderr
     );
 }
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+#[test]
+fn an_old_seal_secret_is_kept_until_retention_pruned_its_epoch() {
+    let node = Node::new();
+    let key = node.owner_key.clone();
+    let mut server = Server::start(&node);
+    append(&server, &key, 3);
+    server.stop();
+    keys(&node, &["rotate-seal"]);
+    server.restart();
+    append(&server, &key, 2);
+    server.stop();
+    let seal_key = node.dir.join("keys").join("seal.key");
+    assert!(seal_key.exists());
+    // Everything so far is old: the rotation and two entries of epoch 2 fall out of the
+    // window, the entries after the cutoff stay.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let cutoff = now_ms();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    server.restart();
+    let last = append(&server, &key, 3);
+    server.api(&key).wait_checkpoint(last + 1);
+    server.stop();
+
+    // A second rotation while epoch 1 is still stored keeps its secret.
+    keys(&node, &["rotate-seal"]);
+    assert!(seal_key.exists(), "epoch 1 still has entries");
+    let out = common::evident()
+        .args(["prune", "--data-dir", node.dir_str()])
+        .env("EVIDENT_TEST_NOW", (cutoff + 366 * 86_400_000).to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("discarded the secrets of seal epoch(s) [1]"),
+        "{stdout}"
+    );
+    assert!(!seal_key.exists(), "the first secret is destroyed once no entry needs it");
+    assert!(node.dir.join("keys").join("seal-2.key").exists());
+
+    // The pruned log verifies from its anchor with the secrets kept, locally and online.
+    let local = node.verify().ok();
+    assert!(local.stdout.contains("retention anchor"), "{}", local.stdout);
+    server.restart();
+    append(&server, &key, 1);
+    server.cli(&key, &["verify"]).ok();
+}
