@@ -128,6 +128,20 @@ fn a_log_across_signing_and_seal_rotations_verifies_from_the_old_key() {
     server.cli(&key, &["verify"]).ok();
     node.verify().ok();
 
+    // The rotated node moves to another data directory with every key and epoch.
+    server.stop();
+    let moved = node.file("moved");
+    run(&[
+        "migrate",
+        "--from",
+        node.dir_str(),
+        "--to",
+        moved.to_str().unwrap(),
+    ])
+    .ok();
+    run(&["verify", "--data-dir", moved.to_str().unwrap()]).ok();
+    server.restart();
+
     // Tampered: the first rotation event names another new key (a forged one of the same
     // origin). The export is refused at that event, for what it is.
     let text = std::fs::read_to_string(&export).unwrap();
@@ -200,17 +214,28 @@ fn an_old_seal_secret_is_kept_until_retention_pruned_its_epoch() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         stdout.contains("discarded the secrets of seal epoch(s) [1]"),
         "{stdout}"
     );
-    assert!(!seal_key.exists(), "the first secret is destroyed once no entry needs it");
+    assert!(
+        !seal_key.exists(),
+        "the first secret is destroyed once no entry needs it"
+    );
     assert!(node.dir.join("keys").join("seal-2.key").exists());
 
     // The pruned log verifies from its anchor with the secrets kept, locally and online.
     let local = node.verify().ok();
-    assert!(local.stdout.contains("retention anchor"), "{}", local.stdout);
+    assert!(
+        local.stdout.contains("retention anchor"),
+        "{}",
+        local.stdout
+    );
     server.restart();
     append(&server, &key, 1);
     server.cli(&key, &["verify"]).ok();
