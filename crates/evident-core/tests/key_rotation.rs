@@ -257,6 +257,34 @@ fn a_verifier_pinned_to_the_old_key_follows_the_rotation() {
 }
 
 #[test]
+fn a_trusted_checkpoint_by_the_new_key_is_checked_once_the_rotation_is_read() {
+    let log = build(&[Step::Plain, valid_rotation(1, 2), Step::Plain]);
+    let size = log.entries.len() as u64;
+    // Held elsewhere, signed by the new key alone; the export by both.
+    let kept = log.checkpoint(size, &[signer(2)]);
+    let both = log.export(&[signer(1), signer(2)]);
+    export::verify_export(&both, signer(1).verifier(), Some(kept)).unwrap();
+    // A kept checkpoint of another tree of that size is still a fork, once it can be read.
+    let other = build(&[Step::Plain, valid_rotation(1, 2), Step::Seal { secret: 4 }]);
+    let forked = other.checkpoint(size, &[signer(2)]);
+    let (kind, _) = violation_kind(
+        export::verify_export(&both, signer(1).verifier(), Some(forked)).unwrap_err(),
+    );
+    assert_eq!(kind, "root_mismatch");
+    // Without the rotation in the export, the kept checkpoint cannot be opened.
+    let plain = build(&[Step::Plain, Step::Plain, Step::Plain]);
+    let (kind, _) = violation_kind(
+        export::verify_export(
+            &plain.export(&[signer(1)]),
+            signer(1).verifier(),
+            Some(plain.checkpoint(size, &[signer(2)])),
+        )
+        .unwrap_err(),
+    );
+    assert_eq!(kind, "bad_checkpoint_signature");
+}
+
+#[test]
 fn a_chain_of_two_rotations_is_followed_to_its_end() {
     let log = build(&[valid_rotation(1, 2), Step::Plain, valid_rotation(2, 3)]);
     let report =
