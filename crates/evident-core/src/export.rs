@@ -1137,7 +1137,7 @@ fn classify(
 }
 
 /// Parses the body of a checkpoint note without verifying any signature (for a header that
-/// waits for a key, [`PendingHeader`]); its origin must be the pinned key's name.
+/// waits for a key, [`PendingHeader`]); its origin is checked when it opens.
 fn unverified_checkpoint(note: &str, n: u64) -> Result<Checkpoint, ExportError> {
     let bad = |reason: String| violation(n, Violation::BadCheckpointSignature { reason });
     let (text, _) = crate::note::split_signatures(note).map_err(|e| bad(e.to_string()))?;
