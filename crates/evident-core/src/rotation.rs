@@ -276,6 +276,14 @@ impl SealRotation {
         }
         let context: Value = serde_json::from_str(event.context.as_str())
             .map_err(|e| malformed(format!("context: {e}")))?;
+        if let Some(extra) = context.as_object().and_then(|o| {
+            o.keys()
+                .find(|k| !["epoch", "first_seq", "key_id"].contains(&k.as_str()))
+        }) {
+            return Err(malformed(format!(
+                "context.{extra}: not a member of a seal rotation"
+            )));
+        }
         let epoch = context
             .get("epoch")
             .and_then(Value::as_u64)
