@@ -129,14 +129,43 @@ impl Checkpoint {
     /// Verifies a signed checkpoint against `verifier` (whose name must equal the origin)
     /// and parses it.
     pub fn open(signed_note: &str, verifier: &NoteVerifier) -> Result<Checkpoint, CheckpointError> {
-        let opened = note::open(signed_note, std::slice::from_ref(verifier))?;
+        Checkpoint::open_any(signed_note, std::slice::from_ref(verifier))
+    }
+
+    /// [`Self::open`] with several trusted keys of the log (its keys before and after a
+    /// signing-key rotation, docs/FORMAT.md §18): at least one must have signed, every one
+    /// that signed must verify, and the origin must be the name of a key that verified.
+    pub fn open_any(
+        signed_note: &str,
+        verifiers: &[NoteVerifier],
+    ) -> Result<Checkpoint, CheckpointError> {
+        let opened = note::open(signed_note, verifiers)?;
         let origin = opened.text.split('\n').next().unwrap_or_default();
-        if origin != verifier.name() {
+        if !opened.verified_by.iter().any(|name| name == origin) {
             return Err(CheckpointError::OriginMismatch {
                 origin: origin.to_owned(),
-                key_name: verifier.name().to_owned(),
+                key_name: opened.verified_by.join(", "),
             });
         }
         Checkpoint::parse(&opened.text)
+    }
+
+    /// Signs the checkpoint with every key in `signers` (the node's keys during a signing-key
+    /// rotation's transition, old key first): one note carrying one signature line each.
+    pub fn sign_all(&self, signers: &[NoteSigner]) -> Result<String, CheckpointError> {
+        let Some((first, rest)) = signers.split_first() else {
+            return Err(malformed("no signing key"));
+        };
+        let mut note = self.sign(first)?;
+        for signer in rest {
+            if signer.name() != self.origin {
+                return Err(CheckpointError::OriginMismatch {
+                    origin: self.origin.clone(),
+                    key_name: signer.name().to_owned(),
+                });
+            }
+            note = note::add_signature(&note, signer)?;
+        }
+        Ok(note)
     }
 }

@@ -25,6 +25,7 @@ use crate::filter::{EventFilter, FILTER_PARAMS};
 use crate::hash::Hash;
 use crate::merkle::{CompactRange, NodeId};
 use crate::note::{NoteError, NoteSigner, NoteVerifier};
+use crate::rotation::KeyChain;
 use crate::verify::Violation;
 use serde_json::{Map, Value};
 
@@ -295,6 +296,24 @@ pub fn signed_header_line(
     Ok(with_signature(&unsigned, &note))
 }
 
+/// [`signed_header_line`] signed by each of `signers` (the node's keys during a signing-key
+/// rotation's transition, old key first): one note with a signature line per key.
+pub fn signed_header_line_all(
+    header: &ExportHeader,
+    consistency: Option<&HeaderConsistency>,
+    signers: &[NoteSigner],
+) -> Result<String, NoteError> {
+    let Some((first, rest)) = signers.split_first() else {
+        return Err(NoteError::Malformed("no signing key".to_owned()));
+    };
+    let unsigned = unsigned_header_line(header, consistency);
+    let mut note = first.sign(&header_statement(&unsigned))?;
+    for signer in rest {
+        note = crate::note::add_signature(&note, signer)?;
+    }
+    Ok(with_signature(&unsigned, &note))
+}
+
 /// `unsigned` (ending in `}\n`) with `,"signature":<note>` inserted before its closing brace.
 pub(crate) fn with_signature(unsigned: &str, note: &str) -> String {
     let body = unsigned.strip_suffix("}\n").unwrap_or(unsigned);
@@ -376,6 +395,9 @@ pub struct ExportReport {
     /// The filter and limit the signed header states, which every entry matched.
     pub query: ExportQuery,
     pub completeness: Completeness,
+    /// Keys trusted through signing-key rotations the export holds (docs/FORMAT.md §18),
+    /// as verifier key strings, in the order learned; empty when the pinned key signed all.
+    pub rotated_to: Vec<String>,
 }
 
 /// Verifies a whole export held in memory: splits it into lines (each must end in `\n`) and
@@ -398,6 +420,25 @@ struct OpenRun {
     tree: CompactRange,
 }
 
+/// The header's signatures, when no trusted key signed them yet but a key of the log's origin
+/// did: they are checked again whenever a rotation event in the export teaches a new key, and
+/// `waiting` is the verdict if none ever does.
+#[derive(Clone)]
+struct PendingHeader {
+    checkpoint: String,
+    signature: String,
+    statement: String,
+    consistency: Option<HeaderConsistency>,
+    waiting: ExportError,
+}
+
+/// Why the header did not authenticate: `Waiting` when it is signed by a key of the log's
+/// origin the verifier does not trust (yet); `Failed` for anything else.
+enum AuthError {
+    Waiting(ExportError),
+    Failed(ExportError),
+}
+
 #[derive(Clone)]
 enum Stage {
     Header,
@@ -410,7 +451,8 @@ enum Stage {
 /// Cloning takes a snapshot of the state, e.g. to try several continuations of one prefix.
 #[derive(Clone)]
 pub struct ExportVerifier {
-    verifier: NoteVerifier,
+    keys: KeyChain,
+    pending: Option<PendingHeader>,
     trusted: Option<String>,
     stage: Stage,
     line: u64,
@@ -435,7 +477,8 @@ impl ExportVerifier {
     /// checkpoint must be the same tree or an older one is reported as truncation/rollback.
     pub fn new(verifier: NoteVerifier, trusted_checkpoint: Option<String>) -> ExportVerifier {
         ExportVerifier {
-            verifier,
+            keys: KeyChain::new(verifier),
+            pending: None,
             trusted: trusted_checkpoint,
             stage: Stage::Header,
             line: 0,
@@ -474,7 +517,16 @@ impl ExportVerifier {
             )
         })?;
         if let Some(trusted) = &trusted_checkpoint {
-            check_trusted(trusted, &verifier, &checkpoint_value, None, lines)?;
+            check_trusted(
+                trusted,
+                &KeyChain::new(verifier.clone()),
+                &checkpoint_value,
+                None,
+                lines,
+            )
+            .map_err(|e| match e {
+                AuthError::Waiting(e) | AuthError::Failed(e) => e,
+            })?;
         }
         let mut v = ExportVerifier::new(verifier, trusted_checkpoint);
         v.stage = Stage::Entries;
@@ -585,6 +637,13 @@ impl ExportVerifier {
                     last_seq: self.last_seq,
                     query: self.query,
                     completeness,
+                    rotated_to: self
+                        .keys
+                        .trusted()
+                        .iter()
+                        .skip(1)
+                        .map(NoteVerifier::to_vkey_string)
+                        .collect(),
                 })
             }
         }
@@ -650,34 +709,28 @@ impl ExportVerifier {
         let unsigned = unsigned_header_line(&header, consistency.as_ref());
         require_canonical(&with_signature(&unsigned, signature), line, n)?;
 
-        let checkpoint = Checkpoint::open(&header.checkpoint, &self.verifier).map_err(|e| {
-            violation(
-                n,
-                Violation::BadCheckpointSignature {
-                    reason: signature_problem(&header.checkpoint, &self.verifier, &e),
-                },
-            )
-        })?;
-        // The header's own signature: by the same key, over exactly these header bytes.
-        let opened =
-            crate::note::open(signature, std::slice::from_ref(&self.verifier)).map_err(|e| {
-                violation(
-                    n,
-                    Violation::BadHeaderSignature {
-                        reason: signature_problem(signature, &self.verifier, &e),
-                    },
-                )
-            })?;
-        if opened.text != header_statement(&unsigned) {
-            return Err(violation(
-                n,
-                Violation::BadHeaderSignature {
-                    reason: "the signature is valid but signs a different header".to_owned(),
-                },
-            ));
-        }
-        // Read only once the signature is known to be the node's: what it states is the
-        // node's word.
+        let pending = PendingHeader {
+            checkpoint: header.checkpoint.clone(),
+            signature: signature.to_owned(),
+            statement: header_statement(&unsigned),
+            consistency: consistency.clone(),
+            // Replaced below when the header waits for a key.
+            waiting: ExportError::Truncated(String::new()),
+        };
+        let mut waiting = None;
+        let checkpoint = match self.authenticate_header(&pending, n) {
+            Ok(checkpoint) => checkpoint,
+            Err(AuthError::Failed(e)) => return Err(e),
+            Err(AuthError::Waiting(e)) => {
+                // Signed by a key of this log the verifier does not know yet: the entries may
+                // hold the rotation to it. Read on with the body as it stands; nothing is
+                // accepted unless a trusted key's signature is found by the trailer.
+                waiting = Some(e);
+                unverified_checkpoint(&header.checkpoint, n)?
+            }
+        };
+        // Read only once the signature is known to be the node's (or will be, before any
+        // verdict): what it states is the node's word.
         let parsed_query = ExportQuery::parse(query_members, n)?;
         if let Some(c) = &consistency {
             if c.from_size == 0 || c.from_size >= checkpoint.size {
@@ -709,15 +762,16 @@ impl ExportVerifier {
                 )
             })?;
         }
-        if let Some(trusted) = &self.trusted {
-            check_trusted(
-                trusted,
-                &self.verifier,
-                &checkpoint,
-                consistency.as_ref(),
-                n,
-            )?;
+        if waiting.is_none() {
+            if let Some(trusted) = &self.trusted {
+                match check_trusted(trusted, &self.keys, &checkpoint, consistency.as_ref(), n) {
+                    Ok(()) => {}
+                    Err(AuthError::Failed(e)) => return Err(e),
+                    Err(AuthError::Waiting(e)) => waiting = Some(e),
+                }
+            }
         }
+        self.pending = waiting.map(|waiting| PendingHeader { waiting, ..pending });
         self.header = Some(header);
         self.query = parsed_query;
         self.checkpoint = Some(checkpoint);
@@ -806,6 +860,26 @@ impl ExportVerifier {
                 },
             ));
         }
+        // A rotation event is checked before its hash, so a tampered one is named for what
+        // it is: a rotation the old key did not sign (docs/FORMAT.md §18).
+        let learned = self.keys.follow(&entry.entry.event).map_err(|e| {
+            violation(
+                n,
+                Violation::BadKeyRotation {
+                    seq,
+                    reason: e.to_string(),
+                },
+            )
+        })?;
+        if let Err(e) = crate::rotation::SealRotation::from_event(&entry.entry.event) {
+            return Err(violation(
+                n,
+                Violation::BadSealRotation {
+                    seq,
+                    reason: e.to_string(),
+                },
+            ));
+        }
         if let Some(start) = entry.run_start {
             if seq == 0 && start.prev_hash != GENESIS_PREV_HASH {
                 return Err(violation(n, Violation::ChainBroken { seq }));
@@ -860,11 +934,79 @@ impl ExportVerifier {
             }
             self.run = None;
         }
+        if learned.is_some() {
+            self.settle()?;
+        }
         Ok(())
+    }
+
+    /// Checks a waiting header again with the keys trusted now.
+    fn settle(&mut self) -> Result<(), ExportError> {
+        let Some(pending) = &self.pending else {
+            return Ok(());
+        };
+        let checkpoint = match self.authenticate_header(pending, 1) {
+            Ok(checkpoint) => checkpoint,
+            Err(AuthError::Failed(e)) => return Err(e),
+            Err(AuthError::Waiting(_)) => return Ok(()),
+        };
+        if let Some(trusted) = &self.trusted {
+            match check_trusted(
+                trusted,
+                &self.keys,
+                &checkpoint,
+                pending.consistency.as_ref(),
+                1,
+            ) {
+                Ok(()) => {}
+                Err(AuthError::Failed(e)) => return Err(e),
+                Err(AuthError::Waiting(_)) => return Ok(()),
+            }
+        }
+        self.pending = None;
+        Ok(())
+    }
+
+    /// Opens the header's checkpoint and signature with the trusted keys.
+    fn authenticate_header(&self, p: &PendingHeader, n: u64) -> Result<Checkpoint, AuthError> {
+        let keys = self.keys.trusted();
+        let pinned = self.keys.pinned();
+        let checkpoint = Checkpoint::open_any(&p.checkpoint, keys).map_err(|e| {
+            let error = violation(
+                n,
+                Violation::BadCheckpointSignature {
+                    reason: signature_problem(&p.checkpoint, pinned, &e),
+                },
+            );
+            classify(&p.checkpoint, &self.keys, &e, error)
+        })?;
+        // The header's own signature: by the same keys, over exactly these header bytes.
+        let opened = crate::note::open(&p.signature, keys).map_err(|e| {
+            let error = violation(
+                n,
+                Violation::BadHeaderSignature {
+                    reason: signature_problem(&p.signature, pinned, &e),
+                },
+            );
+            classify(&p.signature, &self.keys, &e, error)
+        })?;
+        if opened.text != p.statement {
+            return Err(AuthError::Failed(violation(
+                n,
+                Violation::BadHeaderSignature {
+                    reason: "the signature is valid but signs a different header".to_owned(),
+                },
+            )));
+        }
+        Ok(checkpoint)
     }
 
     fn read_trailer(&mut self, value: &Value, line: &[u8]) -> Result<(), ExportError> {
         let n = self.line;
+        if let Some(pending) = self.pending.take() {
+            // No rotation in the export led from the pinned key to the key that signed.
+            return Err(pending.waiting);
+        }
         if let Some(run) = &self.run {
             return Err(malformed(
                 n,
@@ -948,19 +1090,67 @@ pub(crate) fn signature_problem(
 /// Relates the export's checkpoint to one held elsewhere.
 fn check_trusted(
     trusted: &str,
-    verifier: &NoteVerifier,
+    keys: &KeyChain,
     checkpoint: &Checkpoint,
     consistency: Option<&HeaderConsistency>,
     n: u64,
-) -> Result<(), ExportError> {
-    let trusted = Checkpoint::open(trusted, verifier).map_err(|e| {
-        violation(
+) -> Result<(), AuthError> {
+    let opened = Checkpoint::open_any(trusted, keys.trusted()).map_err(|e| {
+        let error = violation(
             n,
             Violation::BadCheckpointSignature {
                 reason: format!("trusted checkpoint: {e}"),
             },
-        )
+        );
+        classify(trusted, keys, &e, error)
     })?;
+    relate_trusted(&opened, checkpoint, consistency, n).map_err(AuthError::Failed)
+}
+
+/// Whether a note that did not open is signed by a key of the pinned key's name (the log's
+/// origin) that the chain does not trust yet: a key a rotation in the export may lead to.
+fn classify(
+    note: &str,
+    keys: &KeyChain,
+    e: &(dyn std::error::Error + 'static),
+    error: ExportError,
+) -> AuthError {
+    use crate::checkpoint::CheckpointError;
+    let unverified = matches!(
+        e.downcast_ref::<CheckpointError>(),
+        Some(CheckpointError::Note(NoteError::UnverifiedNote))
+    ) || matches!(
+        e.downcast_ref::<NoteError>(),
+        Some(NoteError::UnverifiedNote)
+    );
+    let name = keys.pinned().name();
+    let by_unknown_key_of_log = crate::note::signers(note).is_ok_and(|signers| {
+        signers
+            .iter()
+            .any(|(n, id)| n == name && !keys.trusted().iter().any(|k| k.key_id() == *id))
+    });
+    if unverified && by_unknown_key_of_log {
+        AuthError::Waiting(error)
+    } else {
+        AuthError::Failed(error)
+    }
+}
+
+/// Parses the body of a checkpoint note without verifying any signature (for a header that
+/// waits for a key, [`PendingHeader`]); its origin is checked when it opens.
+fn unverified_checkpoint(note: &str, n: u64) -> Result<Checkpoint, ExportError> {
+    let bad = |reason: String| violation(n, Violation::BadCheckpointSignature { reason });
+    let (text, _) = crate::note::split_signatures(note).map_err(|e| bad(e.to_string()))?;
+    Checkpoint::parse(text).map_err(|e| bad(e.to_string()))
+}
+
+/// Relates the export's checkpoint to an opened one held elsewhere.
+fn relate_trusted(
+    trusted: &Checkpoint,
+    checkpoint: &Checkpoint,
+    consistency: Option<&HeaderConsistency>,
+    n: u64,
+) -> Result<(), ExportError> {
     if trusted.size > checkpoint.size {
         return Err(violation(
             n,

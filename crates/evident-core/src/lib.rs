@@ -24,6 +24,7 @@ pub mod hash;
 pub mod json;
 pub mod merkle;
 pub mod note;
+pub mod rotation;
 pub mod tiles;
 pub mod verify;
 

@@ -21,6 +21,7 @@ use crate::checkpoint::Checkpoint;
 use crate::hash::Hash;
 use crate::merkle::CompactRange;
 use crate::note::NoteVerifier;
+use crate::rotation::SealEpochs;
 use std::ops::Range;
 
 /// The first problem found, with where it is.
@@ -71,6 +72,15 @@ pub enum Violation {
          names to the checkpoint of size {size}"
     )]
     BadConsistencyProof { from_size: u64, size: u64 },
+    /// A signing-key rotation event (docs/FORMAT.md §18) that is malformed or not signed by
+    /// the old key it names.
+    #[error("entry {seq}: signing-key rotation refused: {reason}")]
+    BadKeyRotation { seq: u64, reason: String },
+    /// A seal-key rotation event that is malformed or disagrees with the seal epochs the
+    /// verifier holds, an epoch boundary without its event, or an entry of an epoch whose
+    /// secret the verifier lacks.
+    #[error("entry {seq}: seal-key epoch problem: {reason}")]
+    BadSealRotation { seq: u64, reason: String },
 }
 
 impl Violation {
@@ -84,7 +94,9 @@ impl Violation {
             | Violation::DuplicateSequence { seq }
             | Violation::WrongNode { seq, .. }
             | Violation::OutsideFilter { seq, .. }
-            | Violation::OmittedEntry { seq } => Some(*seq),
+            | Violation::OmittedEntry { seq }
+            | Violation::BadKeyRotation { seq, .. }
+            | Violation::BadSealRotation { seq, .. } => Some(*seq),
             Violation::SequenceGap { expected, .. } | Violation::OutOfOrder { expected, .. } => {
                 Some(*expected)
             }
@@ -112,11 +124,13 @@ impl Violation {
             Violation::OutsideFilter { .. } => "outside_filter",
             Violation::OmittedEntry { .. } => "omitted_entry",
             Violation::BadConsistencyProof { .. } => "bad_consistency_proof",
+            Violation::BadKeyRotation { .. } => "bad_key_rotation",
+            Violation::BadSealRotation { .. } => "bad_seal_rotation",
         }
     }
 
     /// Every kind name, in declaration order.
-    pub const KINDS: [&'static str; 13] = [
+    pub const KINDS: [&'static str; 15] = [
         "chain_broken",
         "seal_mismatch",
         "sequence_gap",
@@ -130,6 +144,8 @@ impl Violation {
         "outside_filter",
         "omitted_entry",
         "bad_consistency_proof",
+        "bad_key_rotation",
+        "bad_seal_rotation",
     ];
 }
 
@@ -174,7 +190,7 @@ pub struct StreamVerifier {
     next_seq: u64,
     prev_hash: Hash,
     tree: CompactRange,
-    seal_key: Option<SealKey>,
+    seals: Option<SealEpochs>,
     node_id: Option<String>,
     entries: u64,
     first_seq: Option<u64>,
@@ -197,7 +213,7 @@ impl StreamVerifier {
             next_seq: start.next_seq,
             prev_hash: start.prev_hash,
             tree: start.tree,
-            seal_key,
+            seals: seal_key.map(SealEpochs::single),
             node_id,
             entries: 0,
             first_seq: None,
@@ -205,6 +221,13 @@ impl StreamVerifier {
             pending: Vec::new(),
             buf: Vec::with_capacity(1024),
         }
+    }
+
+    /// Checks seals with the secret of each entry's seal-key epoch (a log whose seal key was
+    /// rotated, docs/FORMAT.md §18) instead of one secret.
+    pub fn with_seal_epochs(mut self, epochs: SealEpochs) -> StreamVerifier {
+        self.seals = Some(epochs);
+        self
     }
 
     /// Adds a checkpoint (already opened) whose root must match when the walk reaches its size.
@@ -248,11 +271,30 @@ impl StreamVerifier {
         if hash != entry.hash {
             return Err(Violation::ChainBroken { seq });
         }
-        if let Some(key) = &self.seal_key {
-            if !key.check(&hash, &entry.seal) {
-                return Err(Violation::SealMismatch { seq });
+        if let Some(seals) = &self.seals {
+            match seals.epoch_for(seq) {
+                Some(epoch) if epoch.key.check(&hash, &entry.seal) => {}
+                Some(_) => return Err(Violation::SealMismatch { seq }),
+                None => {
+                    return Err(Violation::BadSealRotation {
+                        seq,
+                        reason: "no seal secret of this entry's epoch is at hand".to_owned(),
+                    });
+                }
             }
+            seals
+                .check_boundary(event)
+                .map_err(|e| Violation::BadSealRotation {
+                    seq,
+                    reason: e.to_string(),
+                })?;
+        } else if let Err(e) = crate::rotation::SealRotation::from_event(event) {
+            return Err(Violation::BadSealRotation {
+                seq,
+                reason: e.to_string(),
+            });
         }
+        check_signing_rotation(event)?;
         // The nodes this completes are not needed here (only a sequencer stores them). Only a
         // tree of u64::MAX leaves refuses a leaf, as `CompactRange::append_leaf` documents.
         let _ = self.tree.append_subtree(0, entry.leaf_hash());
@@ -283,7 +325,7 @@ impl StreamVerifier {
             first_seq: self.first_seq,
             size: self.next_seq,
             root: self.tree.root(),
-            seals_checked: self.seal_key.is_some(),
+            seals_checked: self.seals.is_some(),
             checkpoints_checked: self.checkpoints_checked,
         }
     }
@@ -302,7 +344,7 @@ impl StreamVerifier {
             first_seq: self.first_seq,
             size: self.next_seq,
             root: self.tree.root(),
-            seals_checked: self.seal_key.is_some(),
+            seals_checked: self.seals.is_some(),
             checkpoints_checked: self.checkpoints_checked,
         })
     }
@@ -338,6 +380,19 @@ impl StreamVerifier {
     }
 }
 
+/// Refuses a signing-key rotation event that is malformed or not signed by the old key it
+/// names (a self-contained check: the event carries both keys).
+pub fn check_signing_rotation(event: &crate::event::Event) -> Result<(), Violation> {
+    let refused = |e: crate::rotation::RotationError| Violation::BadKeyRotation {
+        seq: event.seq,
+        reason: e.to_string(),
+    };
+    match crate::rotation::SigningRotation::from_event(event).map_err(refused)? {
+        Some(rotation) => rotation.check().map_err(refused),
+        None => Ok(()),
+    }
+}
+
 /// Opens a signed checkpoint with `verifier`, as [`StreamVerifier::trust_signed_checkpoint`]
 /// does (for a caller that hands checkpoints to several verifiers).
 pub fn open_checkpoint(
@@ -345,6 +400,16 @@ pub fn open_checkpoint(
     verifier: &NoteVerifier,
 ) -> Result<Checkpoint, Violation> {
     Checkpoint::open(signed_note, verifier).map_err(|e| Violation::BadCheckpointSignature {
+        reason: e.to_string(),
+    })
+}
+
+/// [`open_checkpoint`] with every key the log has had (docs/FORMAT.md §18).
+pub fn open_checkpoint_any(
+    signed_note: &str,
+    verifiers: &[NoteVerifier],
+) -> Result<Checkpoint, Violation> {
+    Checkpoint::open_any(signed_note, verifiers).map_err(|e| Violation::BadCheckpointSignature {
         reason: e.to_string(),
     })
 }
@@ -471,6 +536,20 @@ mod tests {
                     size: 9,
                 },
                 None,
+            ),
+            (
+                Violation::BadKeyRotation {
+                    seq: 13,
+                    reason: "x".into(),
+                },
+                Some(13),
+            ),
+            (
+                Violation::BadSealRotation {
+                    seq: 14,
+                    reason: "x".into(),
+                },
+                Some(14),
             ),
         ];
         // Every variant has a case (KINDS is complete), in declaration order.

@@ -506,3 +506,39 @@ fn the_documented_limits_are_the_code_limits() {
         evident_core::verify::Violation::KINDS.len()
     );
 }
+
+#[test]
+fn the_key_rotation_example_is_what_the_code_computes() {
+    use evident_core::rotation::{SigningRotation, rotation_statement, seal_key_id};
+    let text = doc_text();
+    let mut doc = Doc {
+        blocks: named_blocks(&text),
+        mismatches: Vec::new(),
+        checked: 0,
+    };
+    let key_name = doc.body("key-name").trim().to_owned();
+    let old_seed: [u8; 32] = doc.hex("ed25519-seed").try_into().unwrap();
+    let new_seed: [u8; 32] = (0x40u8..=0x5f).collect::<Vec<u8>>().try_into().unwrap();
+    let old = NoteSigner::from_seed(&key_name, old_seed).unwrap();
+    let new = NoteSigner::from_seed(&key_name, new_seed).unwrap();
+    let rotation = SigningRotation::sign(&old, &new.verifier(), 5, 1_774_083_600_000).unwrap();
+    doc.expect_text(
+        "rotation-example-statement",
+        &rotation_statement(&key_name, &old.verifier(), &new.verifier(), 5),
+    );
+    doc.expect_text(
+        "rotation-example-context",
+        &format!(
+            "{}\n",
+            evident_core::canonical::canonical_json(&rotation.to_context())
+        ),
+    );
+    let secret = doc.hex("seal-secret");
+    doc.expect_text(
+        "seal-key-id-example",
+        &format!("{}\n", seal_key_id(&SealKey::new(&secret).unwrap())),
+    );
+    assert!(rotation.check().is_ok());
+    assert_eq!(doc.checked, 3);
+    assert!(doc.mismatches.is_empty(), "{}", doc.mismatches.join("\n\n"));
+}

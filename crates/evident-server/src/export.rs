@@ -17,7 +17,7 @@ use evident_core::chain::GENESIS_PREV_HASH;
 use evident_core::event::{Millis, format_rfc3339_millis};
 use evident_core::export::{
     ExportEntry, ExportHeader, HeaderConsistency, RunEnd, RunStart, entry_line, run_nodes,
-    signed_header_line, trailer_line,
+    signed_header_line_all, trailer_line,
 };
 use evident_core::merkle;
 use evident_core::{Hash, NoteSigner, SealedEntry};
@@ -91,8 +91,9 @@ pub struct BundleRequest {
     /// Put in the header a consistency proof from this older tree size to the checkpoint's,
     /// for a verifier that trusts an older checkpoint (omitted when 0 or equal to the size).
     pub consistency_from: Option<u64>,
-    /// The node's checkpoint key, which signs the header.
-    pub signer: NoteSigner,
+    /// The node's checkpoint keys that sign now (both during a signing-key rotation's
+    /// transition), which sign the header.
+    pub signers: Vec<NoteSigner>,
 }
 
 /// Writes the self-verifying NDJSON bundle: header, entries (ascending) with run markers, and
@@ -136,7 +137,7 @@ pub fn write_bundle(
     };
     write_line(
         out,
-        &signed_header_line(&header, consistency.as_ref(), &request.signer)?,
+        &signed_header_line_all(&header, consistency.as_ref(), &request.signers)?,
     )?;
 
     let mut filter = request.filter.clone();
@@ -790,7 +791,7 @@ mod bundle_tests {
             exported_at: 1_700_000_000_000,
             limit,
             consistency_from: None,
-            signer: node.files().signer().clone(),
+            signers: node.files().signers_now(),
         };
         let mut out = Vec::new();
         let summary = write_bundle(&**node.store(), &request, &mut out).unwrap();
@@ -862,7 +863,7 @@ mod bundle_tests {
             exported_at: 0,
             limit: None,
             consistency_from: None,
-            signer: node.files().signer().clone(),
+            signers: node.files().signers_now(),
         };
         let mut out = Vec::new();
         let summary = write_bundle(&**node.store(), &request, &mut out).unwrap();
@@ -1032,7 +1033,7 @@ mod bundle_tests {
                     exported_at: 1_700_000_000_000,
                     limit: None,
                     consistency_from: None,
-                    signer: node.files().signer().clone(),
+                    signers: node.files().signers_now(),
                 };
                 let mut out = Vec::new();
                 write_bundle(store, &request, &mut out).unwrap();

@@ -11,8 +11,9 @@ use crate::metrics::Metrics;
 use crate::verification::{self, Problem, VerifyOutcome};
 use evident_core::event::Millis;
 use evident_core::merkle::{self, CompactRange};
+use evident_core::rotation::SealEpochs;
 use evident_core::verify::Anchor;
-use evident_core::{ChainHead, Checkpoint, Hash, NoteVerifier, SealKey};
+use evident_core::{ChainHead, Checkpoint, Hash, NoteVerifier};
 use evident_store::{Store, StoreError, StoredCheckpoint};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -152,7 +153,8 @@ struct State {
 /// the background verifier and the HTTP layer.
 pub struct Guard {
     dir: PathBuf,
-    verifier: NoteVerifier,
+    /// Every signing key the node has had (docs/FORMAT.md §18).
+    verifiers: Vec<NoteVerifier>,
     state: Mutex<State>,
     damage: RwLock<Option<Damage>>,
     pending: Mutex<Vec<Damage>>,
@@ -181,7 +183,7 @@ impl Guard {
     /// Reads `data_dir/state/` (created, mode 0700, when missing).
     pub fn open(
         data_dir: &Path,
-        verifier: NoteVerifier,
+        verifiers: Vec<NoteVerifier>,
         metrics: Arc<Metrics>,
     ) -> Result<Guard, GuardError> {
         let dir = data_dir.join(STATE_DIR);
@@ -201,7 +203,7 @@ impl Guard {
         };
         Ok(Guard {
             dir,
-            verifier,
+            verifiers,
             state: Mutex::new(state),
             damage: RwLock::new(None),
             pending: Mutex::new(pending),
@@ -282,7 +284,7 @@ impl Guard {
     /// The last signed checkpoint, opened, for verifiers to hold the log to.
     pub fn trusted(&self) -> Vec<Checkpoint> {
         self.last_signed()
-            .and_then(|cp| Checkpoint::open(&cp.signed_note, &self.verifier).ok())
+            .and_then(|cp| Checkpoint::open_any(&cp.signed_note, &self.verifiers).ok())
             .into_iter()
             .collect()
     }
@@ -297,8 +299,9 @@ impl Guard {
         self.state().last_full_pass_at
     }
 
-    pub fn verifier(&self) -> &NoteVerifier {
-        &self.verifier
+    /// Every signing key the node has had.
+    pub fn verifiers(&self) -> &[NoteVerifier] {
+        &self.verifiers
     }
 
     /// The one check every signature goes through: a checkpoint of `size` with `root` must
@@ -467,7 +470,7 @@ fn write_durably(path: &Path, contents: &str) -> Result<(), GuardError> {
 
 /// What the check before extending needs of the node.
 pub struct CheckKeys<'a> {
-    pub seal_key: &'a SealKey,
+    pub seal_key: &'a SealEpochs,
     pub node_id: &'a str,
 }
 
@@ -600,7 +603,7 @@ pub fn stored_checkpoints(
 ) -> Result<Result<Vec<(StoredCheckpoint, Checkpoint)>, Damage>, StoreError> {
     let mut out = Vec::new();
     for stored in store.checkpoints()? {
-        match Checkpoint::open(&stored.signed_note, guard.verifier()) {
+        match Checkpoint::open_any(&stored.signed_note, guard.verifiers()) {
             Ok(c) if c.size == stored.size && c.root == stored.root => out.push((stored, c)),
             Ok(c) => {
                 return Ok(Err(Damage::new(
@@ -701,7 +704,7 @@ pub fn full_pass(
     let outcome = verification::verify_store_against(
         store,
         keys.seal_key,
-        guard.verifier(),
+        guard.verifiers(),
         keys.node_id,
         &guard.trusted(),
     )?;
@@ -790,7 +793,7 @@ mod tests {
 
         let metrics = Arc::new(Metrics::new());
         let files = crate::node::NodeFiles::open_readonly(&config.data_dir).unwrap();
-        let reread = Guard::open(&config.data_dir, files.verifier(), metrics).unwrap();
+        let reread = Guard::open(&config.data_dir, files.verifiers().to_vec(), metrics).unwrap();
         assert_eq!(reread.last_signed(), Some(signed));
         assert_eq!(reread.pending().len(), 1);
         drop(reread);

@@ -26,6 +26,7 @@ pub mod formats;
 pub mod forward;
 pub mod guard;
 pub mod http;
+pub mod keyring;
 pub mod metrics;
 pub mod node;
 pub mod publish;

@@ -16,6 +16,7 @@ use crate::file_modes::{DirSync, WriteFailed};
 use crate::guard::{CheckKeys, DetectedBy, Guard, check_before_extending};
 use crate::metrics::Metrics;
 use crate::sequencer::{Resume, Sequencer, SequencerSettings, WriterLease};
+use evident_core::rotation::SealEpochs;
 use evident_core::{NoteSigner, NoteVerifier, SealKey};
 use evident_store::postgres::NodeRecord;
 use evident_store::{PostgresStore, Store, StoreError};
@@ -86,7 +87,7 @@ pub enum NodeError {
     Guard(#[from] crate::guard::GuardError),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
     move |source| NodeError::Io {
         path: path.to_owned(),
         source,
@@ -169,8 +170,8 @@ pub struct NodeFiles {
     node_id: String,
     origin: String,
     storage: Storage,
-    signer: NoteSigner,
-    seal_key: SealKey,
+    signing: crate::keyring::SigningKeys,
+    seals: SealEpochs,
 }
 
 impl std::fmt::Debug for NodeFiles {
@@ -198,14 +199,13 @@ impl NodeFiles {
         let identity = read_identity(&node_file)?;
         let keys = data_dir.join(KEYS_DIR);
         let signer = read_signer(&keys.join(CHECKPOINT_KEY_FILE))?;
-        let seal_key = read_seal_key(&keys.join(SEAL_KEY_FILE))?;
         let files = NodeFiles {
             data_dir: data_dir.to_owned(),
             storage: Storage::from_recorded(identity.storage.as_deref()),
             node_id: identity.node_id,
             origin: identity.origin,
-            signer,
-            seal_key,
+            signing: crate::keyring::SigningKeys::load(&keys, signer)?,
+            seals: crate::keyring::load_seal_epochs(&keys)?,
         };
         files.check_signer_name()?;
         Ok(files)
@@ -229,14 +229,18 @@ impl NodeFiles {
         }
         let keys = dir.join(KEYS_DIR);
         create_private_dir(&keys)?;
-        write_private_file(
-            &keys.join(CHECKPOINT_KEY_FILE),
-            &format!("{}\n", from.signer.to_private_key_string()),
-        )?;
-        // The seal secret is copied as its file holds it (a `SealKey` never gives it out).
-        let seal_source = from.data_dir.join(KEYS_DIR).join(SEAL_KEY_FILE);
-        let seal_text = std::fs::read_to_string(&seal_source).map_err(io_err(&seal_source))?;
-        write_private_file(&keys.join(SEAL_KEY_FILE), &seal_text)?;
+        // Every key file (the rotated signing keys and seal epochs and their records too) is
+        // copied as it is (a `SealKey` never gives its secret out).
+        let source = from.data_dir.join(KEYS_DIR);
+        for item in std::fs::read_dir(&source).map_err(io_err(&source))? {
+            let item = item.map_err(io_err(&source))?;
+            let path = item.path();
+            if !path.is_file() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+            write_private_file(&keys.join(item.file_name()), &text)?;
+        }
         let identity = NodeIdentity {
             node_id: from.node_id.clone(),
             origin: from.origin.clone(),
@@ -252,8 +256,8 @@ impl NodeFiles {
             node_id: from.node_id.clone(),
             origin: from.origin.clone(),
             storage,
-            signer: from.signer.clone(),
-            seal_key: from.seal_key.clone(),
+            signing: from.signing.clone(),
+            seals: from.seals.clone(),
         })
     }
 
@@ -319,14 +323,15 @@ impl NodeFiles {
         };
 
         let seal_path = keys.join(SEAL_KEY_FILE);
-        let seal_key = if seal_path.exists() {
-            read_seal_key(&seal_path)?
-        } else {
+        // A node whose seal key was rotated may have discarded its first secret.
+        let rotated = keys.join(crate::keyring::SEAL_EPOCHS_FILE).exists();
+        if !seal_path.exists() && !rotated {
             let secret: [u8; 32] = random_bytes()?;
             write_private_file(&seal_path, &format!("{}\n", hex::encode(secret)))?;
             tracing::info!(path = %seal_path.display(), "created seal key");
-            seal_key_from(&seal_path, &secret)?
-        };
+        }
+        let seals = crate::keyring::load_seal_epochs(&keys)?;
+        let signing = crate::keyring::SigningKeys::load(&keys, signer)?;
 
         let mut identity = identity;
         let existed = node_file.exists();
@@ -345,7 +350,7 @@ impl NodeFiles {
                         Storage::Postgres(url) => {
                             let store = PostgresStore::open(url, &identity.node_id)?;
                             store.node_record()?.is_some_and(|r| {
-                                r.verifier_key == signer.verifier().to_vkey_string()
+                                r.verifier_key == signing.original().verifier().to_vkey_string()
                             })
                         }
                         Storage::Embedded => false,
@@ -383,20 +388,20 @@ impl NodeFiles {
             node_id: identity.node_id,
             origin: identity.origin,
             storage,
-            signer,
-            seal_key,
+            signing,
+            seals,
         };
         files.check_signer_name()?;
         Ok(files)
     }
 
     fn check_signer_name(&self) -> Result<(), NodeError> {
-        if self.signer.name() != self.origin {
+        if self.signing.newest().name() != self.origin {
             return Err(NodeError::BadFile {
                 path: self.data_dir.join(KEYS_DIR).join(CHECKPOINT_KEY_FILE),
                 problem: format!(
                     "signing key is named {:?} but the node's origin is {:?}",
-                    self.signer.name(),
+                    self.signing.newest().name(),
                     self.origin
                 ),
             });
@@ -417,17 +422,40 @@ impl NodeFiles {
         &self.origin
     }
 
+    /// The node's current signing key (the newest, after a rotation).
     pub fn signer(&self) -> &NoteSigner {
-        &self.signer
+        self.signing.newest()
     }
 
-    /// The public key that verifies this node's checkpoints.
+    /// Every signing key the node has had, and which of them sign now.
+    pub fn signing(&self) -> &crate::keyring::SigningKeys {
+        &self.signing
+    }
+
+    /// The keys that sign at this moment (both keys during a rotation's transition).
+    pub fn signers_now(&self) -> Vec<NoteSigner> {
+        self.signing.active(crate::now_ms())
+    }
+
+    /// The public key of the current signing key.
     pub fn verifier(&self) -> NoteVerifier {
-        self.signer.verifier()
+        self.signing.newest().verifier()
     }
 
+    /// The public keys of every signing key the node has had (its original key first): what
+    /// opens any checkpoint it ever signed.
+    pub fn verifiers(&self) -> &[NoteVerifier] {
+        self.signing.verifiers()
+    }
+
+    /// The seal secret of the current epoch, which seals new entries.
     pub fn seal_key(&self) -> &SealKey {
-        &self.seal_key
+        &self.seals.current().key
+    }
+
+    /// The seal secrets of every epoch still kept, for verification.
+    pub fn seal_epochs(&self) -> &SealEpochs {
+        &self.seals
     }
 
     /// Path of the embedded database.
@@ -461,7 +489,8 @@ impl NodeFiles {
         NodeRecord {
             node_id: self.node_id.clone(),
             origin: self.origin.clone(),
-            verifier_key: self.verifier().to_vkey_string(),
+            // The original key: a rotation does not change the node's identity.
+            verifier_key: self.signing.original().verifier().to_vkey_string(),
             created_at: crate::now_ms(),
         }
     }
@@ -528,7 +557,7 @@ fn read_identity(path: &Path) -> Result<NodeIdentity, NodeError> {
     })
 }
 
-fn read_signer(path: &Path) -> Result<NoteSigner, NodeError> {
+pub(crate) fn read_signer(path: &Path) -> Result<NoteSigner, NodeError> {
     warn_if_readable_by_others(path);
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     NoteSigner::from_private_key_string(text.trim()).map_err(|e| NodeError::BadFile {
@@ -537,7 +566,7 @@ fn read_signer(path: &Path) -> Result<NoteSigner, NodeError> {
     })
 }
 
-fn read_seal_key(path: &Path) -> Result<SealKey, NodeError> {
+pub(crate) fn read_seal_key(path: &Path) -> Result<SealKey, NodeError> {
     warn_if_readable_by_others(path);
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     let secret = hex::decode(text.trim()).map_err(|_| NodeError::BadFile {
@@ -554,7 +583,7 @@ fn seal_key_from(path: &Path, secret: &[u8]) -> Result<SealKey, NodeError> {
     })
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], NodeError> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], NodeError> {
     let mut out = [0u8; N];
     getrandom::fill(&mut out).map_err(|e| NodeError::Random(e.to_string()))?;
     Ok(out)
@@ -564,7 +593,7 @@ fn create_private_dir(path: &Path) -> Result<(), NodeError> {
     crate::file_modes::create_private_dir_all(path).map_err(io_err(path))
 }
 
-fn write_private_file(path: &Path, contents: &str) -> Result<(), NodeError> {
+pub(crate) fn write_private_file(path: &Path, contents: &str) -> Result<(), NodeError> {
     // A directory that cannot be opened to sync (not every platform allows it) does not fail
     // the write.
     crate::file_modes::write_private_file_durably(path, contents, DirSync::BestEffort)
@@ -636,8 +665,12 @@ impl Node {
         let dir = config.data_dir.clone();
         crate::file_modes::create_private_dir(&dir).map_err(io_err(&dir))?;
         let lock = lock_data_dir(&dir)?;
-        let files = NodeFiles::create_or_load(&config)?;
+        let mut files = NodeFiles::create_or_load(&config)?;
         let (store, lease) = files.open_store_to_write(true)?;
+        let keys = files.data_dir().join(KEYS_DIR);
+        if crate::keyring::finish_interrupted_seal_rotation(&keys, &files.seals, &*store)? {
+            files.seals = crate::keyring::load_seal_epochs(&keys)?;
+        }
         Self::start(config, files, store, lease, lock)
     }
 
@@ -687,11 +720,11 @@ impl Node {
         };
         let guard = Arc::new(Guard::open(
             files.data_dir(),
-            files.verifier(),
+            files.verifiers().to_vec(),
             metrics.clone(),
         )?);
         let keys = CheckKeys {
-            seal_key: files.seal_key(),
+            seal_key: files.seal_epochs(),
             node_id: files.node_id(),
         };
         // Entries this process did not write are checked before anything is built on them.
@@ -700,8 +733,8 @@ impl Node {
                 let sequencer = Sequencer::start(
                     store.clone(),
                     lease,
-                    files.seal_key().clone(),
-                    files.signer().clone(),
+                    files.seal_epochs().clone(),
+                    files.signing().clone(),
                     settings,
                     metrics.clone(),
                     Resume {

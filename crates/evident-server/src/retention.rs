@@ -367,7 +367,10 @@ fn check_recorded(node: &Node, anchor: &PruneAnchor) -> Result<(), PruneError> {
         let context: serde_json::Value =
             serde_json::from_str(e.event.context.as_str()).unwrap_or_default();
         e.event.action == PRUNED_ACTION
-            && node.files().seal_key().check(&e.hash, &e.seal)
+            && node
+                .files()
+                .seal_epochs()
+                .check(e.event.seq, &e.hash, &e.seal)
             && context["to_seq"].as_u64() == Some(anchor.below_seq)
             && context["anchor"]["hash"].as_str() == Some(anchor.hash.to_hex().as_str())
     });
@@ -418,7 +421,11 @@ fn recorded_unanchored(
             entry.event.seq
         ))
     };
-    if !node.files().seal_key().check(&entry.hash, &entry.seal) {
+    if !node
+        .files()
+        .seal_epochs()
+        .check(entry.event.seq, &entry.hash, &entry.seal)
+    {
         return Err(refuse("its seal is not this node's"));
     }
     let hash = |v: &serde_json::Value| {
@@ -634,8 +641,8 @@ mod tests {
         let f = node.files();
         let outcome = verify_store(
             &**node.store(),
-            f.seal_key(),
-            &f.verifier(),
+            f.seal_epochs(),
+            f.verifiers(),
             f.node_id(),
             None,
         )
@@ -681,8 +688,8 @@ mod tests {
         // Verification from the anchor.
         match verify_store(
             &**node.store(),
-            f.seal_key(),
-            &f.verifier(),
+            f.seal_epochs(),
+            f.verifiers(),
             f.node_id(),
             None,
         )
@@ -721,7 +728,7 @@ mod tests {
             exported_at: 1_700_000_000_000,
             limit: None,
             consistency_from: Some(before.size),
-            signer: f.signer().clone(),
+            signers: f.signers_now(),
         };
         let mut out = Vec::new();
         write_bundle(&**store, &request, &mut out).unwrap();
@@ -736,8 +743,8 @@ mod tests {
         append(&node, 2);
         let outcome = verify_store(
             &**node.store(),
-            f.seal_key(),
-            &f.verifier(),
+            f.seal_epochs(),
+            f.verifiers(),
             f.node_id(),
             Some(0),
         )

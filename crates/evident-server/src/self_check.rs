@@ -133,7 +133,7 @@ impl SelfCheck {
         let store = &**node.store();
         let files = node.files();
         let keys = CheckKeys {
-            seal_key: files.seal_key(),
+            seal_key: files.seal_epochs(),
             node_id: files.node_id(),
         };
         let by = DetectedBy::Background;

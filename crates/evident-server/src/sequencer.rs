@@ -21,13 +21,15 @@
 //! resumes from it, never from the head held in memory.
 
 use crate::guard::{CheckKeys, Damage, DetectedBy, Guard, check_before_extending};
+use crate::keyring::SigningKeys;
 use crate::metrics::Metrics;
 use crate::recent::RecentEntries;
 use evident_core::chain::ChainHead;
 use evident_core::event::APPENDED_BY_SYSTEM;
 use evident_core::event::Millis;
 use evident_core::merkle::NodeId;
-use evident_core::{Checkpoint, EventInput, Hash, NoteSigner, SealKey, SealedEntry};
+use evident_core::rotation::SealEpochs;
+use evident_core::{Checkpoint, EventInput, Hash, SealKey, SealedEntry};
 use evident_store::PostgresStore;
 use evident_store::{Store, StoreError, StoredCheckpoint};
 use std::collections::VecDeque;
@@ -198,8 +200,8 @@ impl Sequencer {
     pub fn start(
         store: Arc<dyn Store>,
         lease: Option<Arc<dyn WriterLease>>,
-        seal_key: SealKey,
-        signer: NoteSigner,
+        seals: SealEpochs,
+        signing: SigningKeys,
         settings: SequencerSettings,
         metrics: Arc<Metrics>,
         resume: Resume,
@@ -232,8 +234,8 @@ impl Sequencer {
             commits: commits.clone(),
             recent: recent.clone(),
             store: store.clone(),
-            signer,
-            seal_key: seal_key.clone(),
+            signing,
+            seals: seals.clone(),
             guard: guard.clone(),
             settings: settings.clone(),
             metrics,
@@ -253,7 +255,7 @@ impl Sequencer {
             .spawn(move || committer.run(work_rx))
             .map_err(|e| StoreError::Backend(format!("cannot start committer thread: {e}")))?;
         let batcher = Batcher {
-            seal_key,
+            seal_key: seals.current().key.clone(),
             settings,
             head,
             last_recorded_at,
@@ -692,9 +694,10 @@ struct Committer {
     /// Given each committed group before consumers are told the new size.
     recent: Arc<RecentEntries>,
     store: Arc<dyn Store>,
-    signer: NoteSigner,
+    /// The node's signing keys; those active when a checkpoint is signed sign it.
+    signing: SigningKeys,
     /// For the check before extending after a resync.
-    seal_key: SealKey,
+    seals: SealEpochs,
     /// The last signed checkpoint (every signature is admitted by it) and the read-only state.
     guard: Arc<Guard>,
     settings: SequencerSettings,
@@ -1095,7 +1098,7 @@ impl Committer {
     /// its description returned.
     fn verified_store_head(&mut self, by: DetectedBy) -> Result<ChainHead, String> {
         let keys = CheckKeys {
-            seal_key: &self.seal_key,
+            seal_key: &self.seals,
             node_id: &self.settings.node_id,
         };
         match check_before_extending(&*self.store, &keys, &self.guard, by) {
@@ -1124,7 +1127,7 @@ impl Committer {
     /// back: the check before extending's finding, `None` when it found nothing precise.
     fn pinpoint(&mut self, by: DetectedBy) -> Option<Damage> {
         let keys = CheckKeys {
-            seal_key: &self.seal_key,
+            seal_key: &self.seals,
             node_id: &self.settings.node_id,
         };
         match check_before_extending(&*self.store, &keys, &self.guard, by) {
@@ -1189,7 +1192,7 @@ impl Committer {
             extensions: Vec::new(),
         };
         let signed_note = checkpoint
-            .sign(&self.signer)
+            .sign_all(&self.signing.active(now_ms()))
             .map_err(|e| SequencerError::Checkpoint(e.to_string()))?;
         let stored = StoredCheckpoint {
             size,
@@ -1230,8 +1233,8 @@ mod tests {
         let f = node.files();
         verify_store(
             &**node.store(),
-            f.seal_key(),
-            &f.verifier(),
+            f.seal_epochs(),
+            f.verifiers(),
             f.node_id(),
             None,
         )

@@ -15,10 +15,11 @@
 use crate::scan::scan_chunked;
 use evident_core::checkpoint::Checkpoint;
 use evident_core::merkle::{self, CompactRange, subtree_ids};
+use evident_core::rotation::SealEpochs;
 use evident_core::verify::{
-    Anchor, VerifyReport, open_checkpoint, range_for_checkpoint, split_ranges,
+    Anchor, VerifyReport, open_checkpoint_any, range_for_checkpoint, split_ranges,
 };
-use evident_core::{NoteVerifier, SealKey, StreamVerifier, Violation};
+use evident_core::{NoteVerifier, StreamVerifier, Violation};
 use evident_store::{Filter, Order, Store, StoreError};
 use std::ops::{ControlFlow, Range};
 use std::sync::mpsc;
@@ -125,8 +126,8 @@ pub enum VerifyError {
 /// log.
 pub fn verify_store(
     store: &dyn Store,
-    seal_key: &SealKey,
-    verifier: &NoteVerifier,
+    seal_key: &SealEpochs,
+    verifier: &[NoteVerifier],
     node_id: &str,
     from_seq: Option<u64>,
 ) -> Result<VerifyOutcome, VerifyError> {
@@ -137,8 +138,8 @@ pub fn verify_store(
 /// bar).
 pub fn verify_store_with_progress(
     store: &dyn Store,
-    seal_key: &SealKey,
-    verifier: &NoteVerifier,
+    seal_key: &SealEpochs,
+    verifier: &[NoteVerifier],
     node_id: &str,
     from_seq: Option<u64>,
     progress: &mut dyn FnMut(u64),
@@ -154,8 +155,8 @@ pub fn verify_store_with_progress(
 /// older copy), which the store's own checkpoints cannot show once they were cut too.
 pub fn verify_store_trusting(
     store: &dyn Store,
-    seal_key: &SealKey,
-    verifier: &NoteVerifier,
+    seal_key: &SealEpochs,
+    verifier: &[NoteVerifier],
     node_id: &str,
     from_seq: Option<u64>,
     trusted_checkpoints: &[String],
@@ -193,8 +194,8 @@ impl Ranges {
 /// [`verify_store_with_progress`] with an explicit split (for tests and benchmarks).
 pub fn verify_store_in_ranges(
     store: &dyn Store,
-    seal_key: &SealKey,
-    verifier: &NoteVerifier,
+    seal_key: &SealEpochs,
+    verifier: &[NoteVerifier],
     node_id: &str,
     from_seq: Option<u64>,
     ranges: Ranges,
@@ -215,8 +216,8 @@ pub fn verify_store_in_ranges(
 /// a different root at its size is a fork.
 pub fn verify_store_against(
     store: &dyn Store,
-    seal_key: &SealKey,
-    verifier: &NoteVerifier,
+    seal_key: &SealEpochs,
+    verifier: &[NoteVerifier],
     node_id: &str,
     trusted: &[Checkpoint],
 ) -> Result<VerifyOutcome, VerifyError> {
@@ -235,7 +236,7 @@ pub fn verify_store_against(
 /// and where the walk stood at its end (or at the problem).
 pub fn verify_from(
     store: &dyn Store,
-    seal_key: &SealKey,
+    seal_key: &SealEpochs,
     node_id: &str,
     start: Anchor,
     trusted: &[Checkpoint],
@@ -360,7 +361,7 @@ fn node_problem(id: merkle::NodeId, problem: String) -> Problem {
 #[derive(Clone, Copy)]
 struct Job<'a> {
     store: &'a dyn Store,
-    seal_key: &'a SealKey,
+    seal_key: &'a SealEpochs,
     node_id: &'a str,
     /// Checkpoints kept outside the store, held to like the stored ones.
     trusted: &'a [Checkpoint],
@@ -388,7 +389,7 @@ struct RangeRun {
 impl Job<'_> {
     fn run(
         self,
-        verifier: &NoteVerifier,
+        verifier: &[NoteVerifier],
         from_seq: Option<u64>,
         ranges: Ranges,
         progress: &mut dyn FnMut(u64),
@@ -408,7 +409,7 @@ impl Job<'_> {
             if row.size < from {
                 continue;
             }
-            match open_checkpoint(&row.signed_note, verifier) {
+            match open_checkpoint_any(&row.signed_note, verifier) {
                 Ok(checkpoint) if checkpoint.size < from => {}
                 Ok(checkpoint) => checkpoints.push(checkpoint),
                 Err(violation) => {
@@ -421,7 +422,7 @@ impl Job<'_> {
         }
         checkpoints.extend(self.trusted.iter().filter(|c| c.size >= from).cloned());
         for (i, note) in self.given.iter().enumerate() {
-            match open_checkpoint(note, verifier) {
+            match open_checkpoint_any(note, verifier) {
                 Ok(checkpoint) if checkpoint.size < from => {}
                 Ok(checkpoint) => checkpoints.push(checkpoint),
                 Err(problem) => {
@@ -607,11 +608,8 @@ impl Job<'_> {
     }
 
     fn stream(&self, start: Anchor) -> StreamVerifier {
-        StreamVerifier::new(
-            start,
-            Some(self.seal_key.clone()),
-            Some(self.node_id.to_owned()),
-        )
+        StreamVerifier::new(start, None, Some(self.node_id.to_owned()))
+            .with_seal_epochs(self.seal_key.clone())
     }
 
     /// Pushes the stored entries from where `stream` stands up to `end` (exclusive; `None`: to
@@ -715,12 +713,12 @@ impl Totals {
 /// checkpoints).
 fn retention_start(
     store: &dyn Store,
-    seal_key: &SealKey,
+    seal_key: &SealEpochs,
     anchor: &evident_store::PruneAnchor,
 ) -> Result<Anchor, VerifyError> {
     let k = anchor.below_seq;
     let bad = |problem: String| VerifyError::BadAnchor { from: k, problem };
-    if !seal_key.check(&anchor.hash, &anchor.seal) {
+    if !seal_key.check(k.saturating_sub(1), &anchor.hash, &anchor.seal) {
         return Err(bad(
             "the retention anchor's seal does not match its hash under this node's key".into(),
         ));
@@ -845,8 +843,8 @@ mod tests {
         let f = node.files();
         verify_store(
             &**node.store(),
-            f.seal_key(),
-            &f.verifier(),
+            f.seal_epochs(),
+            f.verifiers(),
             f.node_id(),
             from,
         )
@@ -1103,8 +1101,8 @@ mod tests {
             let mut last_progress = 0;
             let outcome = verify_store_in_ranges(
                 store,
-                f.seal_key(),
-                &verifier,
+                f.seal_epochs(),
+                std::slice::from_ref(&verifier),
                 f.node_id(),
                 from,
                 Ranges {

@@ -340,6 +340,9 @@ impl SyslogVerifier {
         } else {
             None
         };
+        if let Some(event) = &event {
+            self.follow_rotation(event)?;
+        }
         let log = self.nodes.entry(node.to_owned()).or_default();
         if truncated {
             log.truncated += 1;
@@ -369,6 +372,24 @@ impl SyslogVerifier {
         // Check this entry's chain link, and its successor's, as soon as both are known.
         for seq in [seq, seq + 1] {
             check_link(log, seq, &mut self.buf)?;
+        }
+        Ok(())
+    }
+
+    /// A signing-key rotation event (docs/FORMAT.md §18) must be signed by the old key it
+    /// names; when that key is one given, the new key verifies checkpoint records from now on.
+    fn follow_rotation(&mut self, event: &Event) -> Result<(), String> {
+        let refused = |e: evident_core::rotation::RotationError| {
+            format!("entry {}: signing-key rotation refused: {e}", event.seq)
+        };
+        let Some(rotation) =
+            evident_core::rotation::SigningRotation::from_event(event).map_err(refused)?
+        else {
+            return Ok(());
+        };
+        rotation.check().map_err(refused)?;
+        if self.verifiers.contains(&rotation.old) && !self.verifiers.contains(&rotation.new) {
+            self.verifiers.push(rotation.new);
         }
         Ok(())
     }

@@ -567,3 +567,70 @@ fn siem_formats_are_the_payload_of_their_destinations() {
     .unwrap_err();
     assert!(err.to_string().contains("leef"), "{err}");
 }
+
+#[test]
+fn the_receiver_follows_a_signing_key_rotation_signed_by_the_old_key() {
+    use evident_core::rotation::{SIGNING_ROTATION_ACTION, SigningRotation};
+    let key = SealKey::new(&[9u8; 32]).unwrap();
+    let old = NoteSigner::from_seed("evident/node-1", [3u8; 32]).unwrap();
+    let new = NoteSigner::from_seed("evident/node-1", [5u8; 32]).unwrap();
+    let lines = |sign_with: &NoteSigner| {
+        let mut head = ChainHead::genesis();
+        let mut out = Vec::new();
+        for i in 0..3u64 {
+            let mut json = crate::test_support::event_json("alice", "auth.login");
+            if i == 1 {
+                let rotation =
+                    SigningRotation::sign(sign_with, &new.verifier(), 1, 1_764_000_000_000)
+                        .unwrap();
+                let mut context = rotation.to_context();
+                // Always names the node's old key, whoever signed.
+                context["old_key"] = serde_json::json!(old.verifier().to_vkey_string());
+                json["action"] = serde_json::json!(SIGNING_ROTATION_ACTION);
+                json["context"] = context;
+            }
+            let input = EventInput::from_json(&json).unwrap();
+            let entry = head.append(
+                uuid::Uuid::from_u128(u128::from(i) + 1),
+                1_764_000_000_000 + i as i64,
+                "node-1",
+                "system",
+                input,
+                &key,
+                &mut Vec::new(),
+            );
+            out.push(message(&entry, i.checked_sub(1), 65536));
+        }
+        // After the rotation only the new key signs.
+        let checkpoint = Checkpoint {
+            origin: "evident/node-1".to_owned(),
+            size: 3,
+            root: head.tree.root(),
+            extensions: Vec::new(),
+        };
+        let root = base64::engine::general_purpose::STANDARD.encode(checkpoint.root.0);
+        out.push(record(3, &root, &checkpoint.sign(&new).unwrap(), Some(2)));
+        out
+    };
+    let verify = |lines: &[String]| {
+        let mut v = SyslogVerifier::new(vec![old.verifier()]);
+        for line in lines {
+            v.push_line(line);
+        }
+        v.finish()
+    };
+    let report = verify(&lines(&old));
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.nodes[0].roots_checked, 1);
+    // A rotation the old key did not sign is refused, and teaches nothing.
+    let attacker = NoteSigner::from_seed("evident/node-1", [7u8; 32]).unwrap();
+    let forged = verify(&lines(&attacker));
+    assert!(
+        forged
+            .findings
+            .iter()
+            .any(|f| f.message.contains("rotation refused")),
+        "{forged:?}"
+    );
+    assert!(!forged.is_ok());
+}

@@ -437,7 +437,7 @@ async fn bundle_request(
         exported_at: now_ms(),
         limit,
         consistency_from,
-        signer: state.node().files().signer().clone(),
+        signers: state.node().files().signers_now(),
     })
 }
 

@@ -324,8 +324,8 @@ async fn run_verify(
                 .map(|a| a.below_seq);
             let verdict = match verification::verify_store_trusting(
                 store,
-                files.seal_key(),
-                &files.verifier(),
+                files.seal_epochs(),
+                files.verifiers(),
                 files.node_id(),
                 from,
                 &trusted,

@@ -60,16 +60,23 @@ pub struct DigestInput<'a> {
     pub previous: Option<(&'a str, Hash)>,
 }
 
-/// A period's signed digest object.
-pub fn digest(input: &DigestInput<'_>, signer: &NoteSigner) -> Result<Vec<u8>, String> {
-    Digest::new(
+/// A period's signed digest object, signed by each of `signers` (the node's active keys:
+/// both during a signing-key rotation's transition, old key first).
+pub fn digest(input: &DigestInput<'_>, signers: &[NoteSigner]) -> Result<Vec<u8>, String> {
+    let Some((first, rest)) = signers.split_first() else {
+        return Err("no signing key".to_owned());
+    };
+    let mut note = Digest::new(
         input.checkpoint,
         (input.period_start, input.period_end),
         (input.from_seq, input.to_seq),
         &input.objects,
         input.previous,
     )
-    .sign(signer)
-    .map(String::into_bytes)
-    .map_err(|e| e.to_string())
+    .sign(first)
+    .map_err(|e| e.to_string())?;
+    for signer in rest {
+        note = evident_core::note::add_signature(&note, signer).map_err(|e| e.to_string())?;
+    }
+    Ok(note.into_bytes())
 }

@@ -267,8 +267,8 @@ impl Publisher {
             return Ok(());
         };
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        let verifier = ctx.state().node().files().verifier();
-        let checkpoint = Checkpoint::open(&text, &verifier).map_err(|e| {
+        let verifiers = ctx.state().node().files().verifiers().to_vec();
+        let checkpoint = Checkpoint::open_any(&text, &verifiers).map_err(|e| {
             StepError::OtherHistory(format!(
                 "{}/{CHECKPOINT_KEY} is not a checkpoint of this log ({e})",
                 self.bucket.describe()
@@ -578,7 +578,7 @@ impl Publisher {
         let end = span.start + self.config.period.0;
         let keys = layout::period_keys(span.start);
         let node = ctx.state().node().files();
-        let signer = node.signer().clone();
+        let signers = node.signers_now();
         let origin = node.origin().to_owned();
         let node_id = node.node_id().to_owned();
         // A checkpoint at the period's own end, signed for the bundle: a function of the log.
@@ -590,7 +590,7 @@ impl Publisher {
             extensions: Vec::new(),
         };
         let note = period_checkpoint
-            .sign(&signer)
+            .sign_all(&signers)
             .map_err(|e| StepError::Internal(format!("signing the period checkpoint: {e}")))?;
         let checkpoint = StoredCheckpoint {
             size: to_seq,
@@ -617,7 +617,7 @@ impl Publisher {
             exported_at: end,
             limit: None,
             consistency_from: None,
-            signer: signer.clone(),
+            signers: signers.clone(),
         };
         let (bundle, csv) = blocking(ctx.store(), move |store| {
             let mut bundle = Vec::new();
@@ -647,7 +647,7 @@ impl Publisher {
                 objects: vec![(&keys.bundle, &bundle), (&keys.csv, &csv)],
                 previous: previous.as_ref().map(|(k, h)| (k.as_str(), *h)),
             },
-            &signer,
+            &signers,
         )
         .map_err(StepError::Internal)?;
         let digest_hash = Hash::digest(&digest);

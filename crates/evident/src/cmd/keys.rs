@@ -36,6 +36,41 @@ pub enum KeysCommand {
     Rotate(RotateArgs),
     /// Revoke a key at once.
     Revoke(RevokeArgs),
+    /// Rotate the node's checkpoint signing key (Ed25519): the rotation is recorded in the
+    /// log, signed by the old key; both keys sign for the transition period, then the new
+    /// one alone. Offline: stop the server first, start it again afterwards.
+    RotateSigning(RotateSigningArgs),
+    /// Rotate the node's seal secret: a new seal-key epoch starts after the rotation event.
+    /// Offline: stop the server first, start it again afterwards.
+    RotateSeal(RotateSealArgs),
+}
+
+/// The data directory of a stopped node.
+#[derive(Debug, Args)]
+pub struct OfflineDirArgs {
+    /// Data directory [default: ./evident-data, or EVIDENT_DATA_DIR, or the config file's].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file (for the data directory and storage).
+    #[arg(long, value_name = "FILE", env = "EVIDENT_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateSigningArgs {
+    #[command(flatten)]
+    pub dir: OfflineDirArgs,
+    /// How long the old key keeps signing beside the new one (`7d`, `12h`, `30m`, `90s`,
+    /// `0` to retire it at once). Verifiers holding only the old key follow the rotation
+    /// event in the log either way.
+    #[arg(long, value_name = "DURATION", default_value = "7d")]
+    pub transition: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateSealArgs {
+    #[command(flatten)]
+    pub dir: OfflineDirArgs,
 }
 
 /// Which data directory (offline), or which server (online).
@@ -119,7 +154,118 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List(args) => list(args),
         KeysCommand::Rotate(args) => rotate(args),
         KeysCommand::Revoke(args) => revoke(args),
+        KeysCommand::RotateSigning(args) => rotate_signing(args),
+        KeysCommand::RotateSeal(args) => rotate_seal(args),
     }
+}
+
+/// `7d`, `12h`, `30m`, `90s`, `250ms` or `0`, in milliseconds.
+fn parse_duration_ms(text: &str) -> anyhow::Result<i64> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(0);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .filter(|&i| i > 0)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--transition {text:?}: expected a number and a unit, e.g. 7d, 12h, 30m, 90s"
+            )
+        })?;
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--transition {text:?}: the number is too large"))?;
+    let unit_ms: i64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => anyhow::bail!("--transition {text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"),
+    };
+    number
+        .checked_mul(unit_ms)
+        .ok_or_else(|| anyhow::anyhow!("--transition {text:?}: too long"))
+}
+
+/// Starts the stopped node of `dir` for a rotation (its lock held: refused while a server
+/// runs on it).
+fn open_stopped_node(dir: &OfflineDirArgs) -> anyhow::Result<Node> {
+    let config = config_from(dir.config.as_deref(), dir.data_dir.clone(), None)?;
+    let data_dir = config.data_dir.clone();
+    match NodeFiles::open_readonly(&data_dir) {
+        Ok(_) => {}
+        Err(NodeError::NotInitialized { .. }) => anyhow::bail!(
+            "{} is not an Evident data directory (no node file in it); check the path",
+            data_dir.display()
+        ),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("opening data directory {}", data_dir.display()));
+        }
+    }
+    match Node::open(config) {
+        Ok(node) => Ok(node),
+        Err(e @ NodeError::Locked { .. }) => Err(anyhow::anyhow!(
+            "{e}\nstop the server first: a key is rotated on a stopped node, then the server is \
+             started again"
+        )),
+        Err(e) => Err(e).with_context(|| format!("opening {}", data_dir.display())),
+    }
+}
+
+fn rotate_signing(args: RotateSigningArgs) -> anyhow::Result<()> {
+    let transition = parse_duration_ms(&args.transition)?;
+    let node = open_stopped_node(&args.dir)?;
+    let now = evident_server::now_ms();
+    let outcome = evident_server::keyring::rotate_signing(&node, transition, now);
+    node.shutdown();
+    let rotated = outcome.context("rotating the signing key")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "rotated the signing key: recorded as entry {} (evident.key.rotated), signed by the old key",
+        rotated.seq
+    )?;
+    writeln!(out, "  old key: {}", rotated.old_key)?;
+    writeln!(
+        out,
+        "  both keys sign until {}; then the old key is retired",
+        format_rfc3339_millis(rotated.transition_ends_at)
+    )?;
+    writeln!(
+        out,
+        "Verifiers holding the old key follow the rotation event; give new verifiers the new key:"
+    )?;
+    writeln!(out, "{}", rotated.new_key)?;
+    Ok(())
+}
+
+fn rotate_seal(args: RotateSealArgs) -> anyhow::Result<()> {
+    let node = open_stopped_node(&args.dir)?;
+    let outcome = evident_server::keyring::rotate_seal(&node);
+    node.shutdown();
+    let rotated = outcome.context("rotating the seal key")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "rotated the seal key: recorded as entry {} (evident.seal.rotated); seal epoch {} \
+         (key id {}) seals the entries from {} on",
+        rotated.seq,
+        rotated.epoch,
+        rotated.key_id,
+        rotated.seq + 1
+    )?;
+    if !rotated.discarded.is_empty() {
+        writeln!(
+            out,
+            "  discarded the secrets of seal epoch(s) {:?}: retention pruned all their entries",
+            rotated.discarded
+        )?;
+    }
+    Ok(())
 }
 
 /// Opens an existing data directory's store, read-write for keys, without locking it.

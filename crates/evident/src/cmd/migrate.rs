@@ -29,7 +29,8 @@ use clap::Args;
 use evident_core::chain::recompute_hash;
 use evident_core::checkpoint::Checkpoint;
 use evident_core::merkle::{CompactRange, NodeId, subtree_ids};
-use evident_core::{ChainHead, Hash, NoteVerifier, SealKey, SealedEntry};
+use evident_core::rotation::SealEpochs;
+use evident_core::{ChainHead, Hash, NoteVerifier, SealedEntry};
 use evident_server::NodeFiles;
 use evident_server::node::{Storage, lock_existing_data_dir};
 use evident_server::verification::{self, VerifyOutcome};
@@ -66,7 +67,8 @@ struct Side {
 /// What is known of the node being copied.
 struct Identity {
     record: NodeRecord,
-    verifier: NoteVerifier,
+    /// Every signing key of the node (its original first; more after a rotation).
+    verifiers: Vec<NoteVerifier>,
     /// The data directory (with keys), when the source is one.
     files: Option<NodeFiles>,
 }
@@ -118,7 +120,7 @@ fn open_source(args: &MigrateArgs) -> anyhow::Result<(Side, Identity)> {
             side,
             Identity {
                 record,
-                verifier,
+                verifiers: vec![verifier],
                 files: None,
             },
         ));
@@ -146,7 +148,7 @@ fn open_source(args: &MigrateArgs) -> anyhow::Result<(Side, Identity)> {
     };
     let identity = Identity {
         record: files.node_record(),
-        verifier: files.verifier(),
+        verifiers: files.verifiers().to_vec(),
         files: Some(files),
     };
     Ok((
@@ -267,9 +269,9 @@ fn copy_pruned_prefix(
 fn check_prefix_checkpoint(
     source: &dyn Store,
     cp: &evident_store::StoredCheckpoint,
-    verifier: &NoteVerifier,
+    verifiers: &[NoteVerifier],
 ) -> anyhow::Result<()> {
-    let opened = Checkpoint::open(&cp.signed_note, verifier)
+    let opened = Checkpoint::open_any(&cp.signed_note, verifiers)
         .with_context(|| format!("source checkpoint of size {}", cp.size))?;
     let hashes = source.read_nodes(&subtree_ids(0, cp.size))?;
     let root = CompactRange::from_parts(cp.size, hashes)
@@ -301,7 +303,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
             dest_head.next_seq
         );
     }
-    let seal_key: Option<&SealKey> = identity.files.as_ref().map(NodeFiles::seal_key);
+    let seal_key: Option<&SealEpochs> = identity.files.as_ref().map(NodeFiles::seal_epochs);
     let checkpoints = source.store.checkpoints()?;
     let mut pending = checkpoints.iter().peekable();
 
@@ -326,7 +328,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         prev = anchor.hash;
         after = Some(anchor.below_seq - 1);
         while let Some(cp) = pending.next_if(|cp| cp.size <= first_kept) {
-            check_prefix_checkpoint(&*source.store, cp, &identity.verifier)?;
+            check_prefix_checkpoint(&*source.store, cp, &identity.verifiers)?;
         }
     }
     loop {
@@ -346,14 +348,14 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
                 bail!("source entry {seq}: its hash does not match its content and predecessor");
             }
             if let Some(key) = seal_key {
-                if !key.check(&entry.hash, &entry.seal) {
+                if !key.check(seq, &entry.hash, &entry.seal) {
                     bail!("source entry {seq}: bad seal");
                 }
             }
             prev = entry.hash;
             tree.append_leaf(entry.leaf_hash(), &mut nodes);
             while let Some(cp) = pending.next_if(|cp| cp.size <= tree.size()) {
-                let opened = Checkpoint::open(&cp.signed_note, &identity.verifier)
+                let opened = Checkpoint::open_any(&cp.signed_note, &identity.verifiers)
                     .with_context(|| format!("source checkpoint of size {}", cp.size))?;
                 if cp.size != tree.size()
                     || opened.size != cp.size
@@ -413,8 +415,8 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         let verify_files = dest_files.as_ref().unwrap_or(files);
         match verification::verify_store(
             &*dest.store,
-            verify_files.seal_key(),
-            &identity.verifier,
+            verify_files.seal_epochs(),
+            verify_files.verifiers(),
             &node_id,
             None,
         )? {
@@ -444,7 +446,11 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
     writeln!(
         out,
         "public key (unchanged): {}",
-        identity.verifier.to_vkey_string()
+        identity
+            .verifiers
+            .last()
+            .map(NoteVerifier::to_vkey_string)
+            .unwrap_or_default()
     )?;
     if is_postgres_url(&args.to) && !is_postgres_url(&args.from) {
         writeln!(

@@ -56,7 +56,20 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         ..PruneRequest::new(now, days)
     };
     let outcome = prune(&node, &request);
+    // Seal secrets of epochs now pruned entirely are no longer needed (docs/FORMAT.md §18).
+    let discarded = if args.dry_run || outcome.is_err() {
+        Ok(Vec::new())
+    } else {
+        evident_server::keyring::discard_unneeded_seal_secrets(&node)
+    };
     node.shutdown();
+    match discarded {
+        Ok(epochs) if !epochs.is_empty() => println!(
+            "discarded the secrets of seal epoch(s) {epochs:?}: retention pruned all their entries"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: could not discard the unneeded seal secrets: {e}"),
+    }
     match outcome.with_context(|| format!("pruning {}", dir.display()))? {
         PruneOutcome::Nothing { kept_from } => {
             println!("nothing to prune: no entry from {kept_from} on is older than {days} days")

@@ -364,8 +364,8 @@ fn verify_data_dir(dir: &Path, from: Option<u64>, trusted: &[String]) -> anyhow:
     let bar = count_progress(total, "verifying");
     let outcome = verification::verify_store_trusting(
         &*store,
-        files.seal_key(),
-        &files.verifier(),
+        files.seal_epochs(),
+        files.verifiers(),
         files.node_id(),
         from,
         trusted,
@@ -603,6 +603,12 @@ fn verify_export(file: &Path, public_key: &str, trusted: Option<String>) -> anyh
         verifier.name(),
         verifier.key_id()
     )?;
+    for key in &report.rotated_to {
+        writeln!(
+            out,
+            "  followed a signing-key rotation recorded in the export, signed by the key before it, to {key}"
+        )?;
+    }
     writeln!(out, "  {}", completeness_line(&report))?;
     if trusted.is_some() {
         writeln!(
