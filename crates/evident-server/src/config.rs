@@ -86,6 +86,8 @@ pub struct ServerConfig {
     /// Where committed entries are forwarded (`[[forward.syslog]]` destinations); none by
     /// default.
     pub forward: crate::forward::ForwardConfig,
+    /// `[dashboard]`: the web dashboard at `/` (on) and its session timeouts.
+    pub dashboard: crate::dashboard::DashboardConfig,
 }
 
 /// Default data directory.
@@ -138,6 +140,7 @@ impl Default for ServerConfig {
             alerts: crate::alerts::AlertsConfig::default(),
             publish: crate::publish::PublishConfig::default(),
             forward: crate::forward::ForwardConfig::default(),
+            dashboard: crate::dashboard::DashboardConfig::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod client_ip;
 pub mod config;
 pub mod connections;
 pub mod consumers;
+pub mod dashboard;
 pub mod export;
 pub mod file_modes;
 pub mod formats;

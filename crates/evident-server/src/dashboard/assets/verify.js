@@ -1,0 +1,1 @@
+"use strict"; // Proof verification lands in a later commit.
