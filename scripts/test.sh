@@ -139,6 +139,7 @@ cargo test --workspace --locked
 # run on both backends; they run once, on the embedded store.
 STORAGE_E2E=(e2e_access e2e_api e2e_append e2e_appended_by e2e_damage e2e_integrity
   e2e_postgres e2e_retention e2e_security e2e_self_defence e2e_tls e2e_trust)
-EVIDENT_TEST_BACKEND=postgres cargo test -p evident --locked "${STORAGE_E2E[@]/#/--test=}"
+# `--workspace` as above, not `-p evident`: the same features, so nothing is built again.
+EVIDENT_TEST_BACKEND=postgres cargo test --workspace --locked "${STORAGE_E2E[@]/#/--test=}"
 # Every fuzz target for 20 s from its seed corpus (long runs: README, "Fuzzing").
 ./scripts/fuzz.sh 20

@@ -162,7 +162,7 @@ impl Server {
     /// Creates an owner API key with the CLI; the key is the last line it prints.
     pub fn create_key(&self, evident: &Path) -> anyhow::Result<String> {
         let mut cmd = Command::new(evident);
-        cmd.args(["keys", "create", "--data-dir"])
+        cmd.args(["keys", "create", "--init", "--data-dir"])
             .arg(&self.data_dir)
             .args(["--role", "owner"]);
         clean_env(&mut cmd);

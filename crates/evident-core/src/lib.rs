@@ -13,6 +13,7 @@
 pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
+pub mod cosignature;
 pub mod digest;
 pub mod event;
 pub mod export;

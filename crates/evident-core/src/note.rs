@@ -214,6 +214,12 @@ impl NoteSigner {
         Some(self.key.sign(message).to_bytes())
     }
 
+    /// The 32-byte Ed25519 seed, for deriving the node's separate cosigner key
+    /// (`cosignature::CosignatureSigner::derived_from`); never leaves the crate.
+    pub(crate) fn seed(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
     /// `— <name> base64(key id ‖ signature)\n` over `text`.
     fn signature_line(&self, text: &str) -> String {
         let signature = self.key.sign(text.as_bytes());
@@ -396,6 +402,21 @@ fn known_key<'v>(
         }
     }
     Ok(found)
+}
+
+/// One signature line, unverified: key name, key ID, signature bytes after the key ID.
+pub(crate) type RawSignature<'a> = (&'a str, u32, Vec<u8>);
+
+/// A note's text and its signature lines, nothing verified: for `cosignature`, whose
+/// signatures use another key ID scheme.
+pub(crate) fn split_signatures(note: &str) -> Result<(&str, Vec<RawSignature<'_>>), NoteError> {
+    let parsed = parse_note(note)?;
+    let sigs = parsed
+        .signatures
+        .into_iter()
+        .map(|s| (s.name, s.key_id, s.signature))
+        .collect();
+    Ok((parsed.text, sigs))
 }
 
 /// The key name and key ID of each signature line of `note`, in order (none verified): who

@@ -49,6 +49,9 @@ pub enum Role {
     Readonly,
     /// Append only.
     Writer,
+    /// A cluster peer, known by its client certificate (never an API key): may read and
+    /// witness, nothing else.
+    Peer,
 }
 
 /// What a request needs to be allowed.
@@ -62,6 +65,16 @@ pub enum Permission {
     ManageKeys,
     /// What only owners do: manage the alert rules and webhook endpoints, publish on demand.
     Owner,
+    /// Submitting checkpoints to this node's witness (cluster peers).
+    Witness,
+}
+
+/// A role that may not do what a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("role {role} may not {}", permission_words(*permission))]
+pub struct PermissionDenied {
+    pub role: Role,
+    pub permission: Permission,
 }
 
 impl Permission {
@@ -72,11 +85,13 @@ impl Permission {
             Permission::Read => "read",
             Permission::ManageKeys => "manage_keys",
             Permission::Owner => "owner",
+            Permission::Witness => "witness",
         }
     }
 }
 
 impl Role {
+    /// The roles an API key may have ([`Role::Peer`] comes only from a cluster certificate).
     pub const ALL: [Role; 4] = [Role::Owner, Role::Admin, Role::Readonly, Role::Writer];
 
     pub fn as_str(self) -> &'static str {
@@ -85,15 +100,30 @@ impl Role {
             Role::Admin => "admin",
             Role::Readonly => "readonly",
             Role::Writer => "writer",
+            Role::Peer => "peer",
         }
     }
 
     pub fn allows(self, permission: Permission) -> bool {
-        match self {
+        self.check(permission).is_ok()
+    }
+
+    /// Whether this role may do `permission`, as a typed refusal.
+    pub fn check(self, permission: Permission) -> Result<(), PermissionDenied> {
+        let allowed = match self {
             Role::Owner => true,
-            Role::Admin => permission != Permission::Owner,
+            Role::Admin => !matches!(permission, Permission::Owner | Permission::Witness),
             Role::Readonly => permission == Permission::Read,
             Role::Writer => permission == Permission::Append,
+            Role::Peer => matches!(permission, Permission::Read | Permission::Witness),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(PermissionDenied {
+                role: self,
+                permission,
+            })
         }
     }
 
@@ -102,7 +132,7 @@ impl Role {
         match self {
             Role::Owner => true,
             Role::Admin => matches!(other, Role::Readonly | Role::Writer),
-            Role::Readonly | Role::Writer => false,
+            Role::Readonly | Role::Writer | Role::Peer => false,
         }
     }
 }
@@ -472,6 +502,7 @@ fn permission_words(permission: Permission) -> &'static str {
         Permission::Owner => {
             "manage alert rules and webhook endpoints, or publish on demand (owner keys only)"
         }
+        Permission::Witness => "submit checkpoints to the witness (cluster peers only)",
     }
 }
 
@@ -497,6 +528,15 @@ pub async fn require(
         Some(Ok(h)) => Some(h),
         Some(Err(_)) => Some(String::new()),
     };
+    // A cluster peer is known by its client certificate; it sends no API key.
+    let peer = request
+        .extensions()
+        .get::<crate::cluster::PeerIdentity>()
+        .filter(|_| header.is_none())
+        .cloned();
+    if let Some(peer) = peer {
+        return require_peer(state, permission, peer, info, request, next).await;
+    }
     let store = state.store().clone();
     // No Authorization header but a dashboard session cookie: the session signs the request
     // in as its key (CSRF-checked for state-changing methods).
@@ -561,6 +601,50 @@ pub async fn require(
     Ok(next.run(request).await)
 }
 
+/// [`require`] for a cluster peer (its client certificate named a configured peer): role
+/// [`Role::Peer`], refused like a key for anything but reading and witnessing.
+async fn require_peer(
+    state: AppState,
+    permission: Permission,
+    peer: crate::cluster::PeerIdentity,
+    info: RequestInfo,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let caller = Caller {
+        key_id: format!("peer:{}", peer.node_id),
+        role: Role::Peer,
+        tenant: None,
+    };
+    if let Err(denied) = Role::Peer.check(permission) {
+        tracing::info!(peer = %peer.node_id, ip = ?info.ip, "request refused: forbidden for a peer");
+        let error = ApiError::forbidden(format!("cluster peer {}: {denied}", peer.node_id));
+        let event = AuditEvent::new(
+            action::FORBIDDEN,
+            "denied",
+            "warning",
+            "route",
+            format!("{} {}", info.method, info.path),
+        )
+        .with("needed", permission_words(permission));
+        return Err(state
+            .refuse(AuditActor::Key(caller), &info, event, error)
+            .await);
+    }
+    request.extensions_mut().insert(caller);
+    request.extensions_mut().insert(info);
+    Ok(next.run(request).await)
+}
+
+/// Like [`require_read`], for the witness routes (cluster peers).
+pub async fn require_witness(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    require(state, Permission::Witness, request, next).await
+}
+
 /// State wrapper so that [`require`] can be used with `from_fn_with_state`.
 pub async fn require_read(
     State(state): State<AppState>,
@@ -600,6 +684,26 @@ pub async fn require_owner(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_peer_role_may_only_read_and_witness() {
+        use Permission::*;
+        assert!(Role::Peer.check(Read).is_ok() && Role::Peer.check(Witness).is_ok());
+        for denied in [Append, ManageKeys, Owner] {
+            assert_eq!(
+                Role::Peer.check(denied),
+                Err(PermissionDenied {
+                    role: Role::Peer,
+                    permission: denied
+                })
+            );
+        }
+        assert!(!Role::Admin.allows(Witness) && !Role::Readonly.allows(Witness));
+        assert!(
+            "peer".parse::<Role>().is_err(),
+            "no API key can have the peer role"
+        );
+    }
 
     #[test]
     fn roles_allow_what_the_spec_says() {

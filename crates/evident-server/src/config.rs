@@ -88,6 +88,9 @@ pub struct ServerConfig {
     pub forward: crate::forward::ForwardConfig,
     /// `[dashboard]`: the web dashboard at `/` (on) and its session timeouts.
     pub dashboard: crate::dashboard::DashboardConfig,
+    /// `[cluster]`: this node's cluster certificate and its peers (`[[cluster.peers]]`);
+    /// off unless `ca_cert` is set.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// Default data directory.
@@ -141,6 +144,7 @@ impl Default for ServerConfig {
             publish: crate::publish::PublishConfig::default(),
             forward: crate::forward::ForwardConfig::default(),
             dashboard: crate::dashboard::DashboardConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }
@@ -354,6 +358,12 @@ impl ServerConfig {
             field: "forward",
             message: e.to_string(),
         })?;
+        self.cluster
+            .validate(self.effective_node_id())
+            .map_err(|e| ConfigError::Invalid {
+                field: "cluster",
+                message: e.to_string(),
+            })?;
         self.retention_days
             .check()
             .map_err(|message| ConfigError::Invalid {
@@ -417,12 +427,16 @@ impl ServerConfig {
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             uncapped: self.trusted_proxies.clone().into(),
+            cluster_peers: self
+                .cluster
+                .enabled()
+                .then(|| std::sync::Arc::new(crate::cluster::PeerIdentifier::new(&self.cluster))),
         }
     }
 
     /// Whether the listener speaks TLS.
     pub fn tls_enabled(&self) -> bool {
-        self.tls_self_signed || self.tls_cert.is_some()
+        self.tls_self_signed || self.tls_cert.is_some() || self.cluster.enabled()
     }
 }
 

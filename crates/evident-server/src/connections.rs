@@ -52,6 +52,29 @@ pub struct ConnectionLimits {
     /// Addresses the per-address cap does not apply to (the trusted proxies, which carry
     /// many clients' connections).
     pub uncapped: Arc<[Cidr]>,
+    /// In a cluster: who the connections' client certificates belong to (requests of a
+    /// peer's connection carry its [`crate::cluster::PeerIdentity`]).
+    pub cluster_peers: Option<Arc<crate::cluster::PeerIdentifier>>,
+}
+
+/// A connection that may carry a verified client certificate (TLS with client auth).
+pub trait ClientCertificate {
+    /// The client's end-entity certificate, when it presented one.
+    fn client_certificate(&self) -> Option<rustls::pki_types::CertificateDer<'static>> {
+        None
+    }
+}
+
+impl ClientCertificate for tokio::net::TcpStream {}
+
+impl ClientCertificate for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn client_certificate(&self) -> Option<rustls::pki_types::CertificateDer<'static>> {
+        self.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|cert| cert.clone().into_owned())
+    }
 }
 
 /// How many connections each address has open, against the per-address cap.
@@ -171,6 +194,7 @@ const LINGER_BYTES: usize = 16 * 1024 * 1024;
 pub async fn serve<L, F>(mut listener: L, app: Router, limits: ConnectionLimits, shutdown: F)
 where
     L: Listener<Addr = SocketAddr>,
+    L::Io: ClientCertificate,
     F: Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -214,9 +238,16 @@ where
         let mut stop = stop_rx.clone();
         let max_header_bytes = limits.max_header_bytes;
         let header_timeout = limits.header_timeout;
+        let peer = limits.cluster_peers.as_ref().and_then(|peers| {
+            io.client_certificate()
+                .and_then(|cert| peers.identify(&cert))
+        });
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
                 request.extensions_mut().insert(ConnectInfo(remote));
+                if let Some(peer) = &peer {
+                    request.extensions_mut().insert(peer.clone());
+                }
                 let app = app.clone();
                 async move {
                     let size = head_size(&request);

@@ -27,9 +27,10 @@ use std::io::Write;
 use std::ops::ControlFlow;
 
 /// The CSV header row, in order: the SPEC's fifteen columns, then `appended_by` (who appended
-/// the entry; empty for an entry of encoding version 1), added at the end so that readers of
-/// the first fifteen by position keep working.
-pub const CSV_COLUMNS: [&str; 16] = [
+/// the entry; empty for an entry of encoding version 1) and `occurred_at` (when the client
+/// says it happened, RFC 3339; empty when it did not say), added at the end so that readers
+/// of the first columns by position keep working.
+pub const CSV_COLUMNS: [&str; 17] = [
     "timestamp",
     "node_id",
     "tenant",
@@ -46,6 +47,7 @@ pub const CSV_COLUMNS: [&str; 16] = [
     "hash",
     "seal",
     "appended_by",
+    "occurred_at",
 ];
 
 /// Errors while writing an export.
@@ -562,6 +564,10 @@ fn push_csv_row(buf: &mut Vec<u8>, scratch: &mut String, time: &mut TimeText, en
     push_hex(buf, &entry.seal);
     buf.push(b',');
     push_csv_cell(buf, e.appended_by.as_deref().unwrap_or(""));
+    buf.push(b',');
+    if let Some(at) = e.occurred_at {
+        push_csv_field(buf, false, format_rfc3339_millis(at).as_bytes());
+    }
     buf.extend_from_slice(b"\r\n");
 }
 
@@ -1111,6 +1117,7 @@ mod bundle_tests {
                     entry.hash.to_hex(),
                     entry.seal.to_hex(),
                     cell(e.appended_by.as_deref().unwrap_or("")),
+                    e.occurred_at.map(format_rfc3339_millis).unwrap_or_default(),
                 ])
                 .unwrap();
         }
@@ -1212,7 +1219,7 @@ mod bundle_tests {
         let mut lines = text.split("\r\n");
         assert_eq!(
             lines.next().unwrap(),
-            "timestamp,node_id,tenant,actor,actor_kind,action,target,ip_address,user_agent,outcome,severity,context,seq,hash,seal,appended_by"
+            "timestamp,node_id,tenant,actor,actor_kind,action,target,ip_address,user_agent,outcome,severity,context,seq,hash,seal,appended_by,occurred_at"
         );
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();

@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod client_ip;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod consumers;
@@ -29,6 +30,7 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod publish;
+pub mod recent;
 pub mod retention;
 pub mod review;
 pub mod scan;
@@ -84,6 +86,11 @@ pub fn now_ms() -> evident_core::event::Millis {
 pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
     config.validate().map_err(NodeError::from)?;
     let addr = config.listen;
+    // Bound before anything is created: a listen address in use or not this machine's
+    // leaves no new data directory (or certificate) behind.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
     let tls_config = if config.tls_enabled() {
         let config = config.clone();
         Some(
@@ -97,9 +104,6 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
     let node = tokio::task::spawn_blocking(move || Node::open(config))
         .await
         .map_err(|e| ServeError::Task(e.to_string()))??;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
     serve_with(node, listener, tls_config, shutdown_signal()).await
 }
 
@@ -110,6 +114,15 @@ pub fn tls_server_config(
 ) -> Result<std::sync::Arc<rustls::ServerConfig>, tls::TlsError> {
     let (cert, key) = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        // In a cluster the node serves its cluster certificate and requires client ones.
+        _ if config.cluster.enabled() => match (&config.cluster.cert, &config.cluster.key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            _ => {
+                return Err(tls::TlsError::Config(
+                    "cluster.cert and cluster.key must be set".to_owned(),
+                ));
+            }
+        },
         _ => {
             file_modes::create_private_dir(&config.data_dir).map_err(|source| {
                 tls::TlsError::Io {
@@ -121,6 +134,9 @@ pub fn tls_server_config(
         }
     };
     let (chain, key) = tls::load_pem(&cert, &key)?;
+    if config.cluster.enabled() {
+        return cluster::server_config(&config.cluster, chain, key);
+    }
     tls::server_config(chain, key)
 }
 

@@ -325,6 +325,8 @@ fn run(
     resumed: bool,
 ) -> Result<PruneOutcome, PruneError> {
     let store = node.store();
+    // Consumers go on from what the store keeps: none is handed a pruned entry from memory.
+    node.sequencer().recent().clear();
     let batch = request.batch_entries.max(1);
     let mut batches = 0u64;
     let mut deleted = 0u64;

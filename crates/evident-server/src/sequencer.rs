@@ -22,6 +22,7 @@
 
 use crate::guard::{CheckKeys, Damage, DetectedBy, Guard, check_before_extending};
 use crate::metrics::Metrics;
+use crate::recent::RecentEntries;
 use evident_core::chain::ChainHead;
 use evident_core::event::APPENDED_BY_SYSTEM;
 use evident_core::event::Millis;
@@ -180,6 +181,8 @@ pub struct Sequencer {
     size: Arc<AtomicU64>,
     /// What is committed and signed, for consumers of the log to wait on.
     commits: Arc<watch::Sender<Committed>>,
+    /// The newest committed entries, for consumers at the tip of the log.
+    recent: Arc<RecentEntries>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The node's signed state and read-only state: appends are refused while it holds damage.
     guard: Arc<Guard>,
@@ -224,8 +227,10 @@ impl Sequencer {
         let (tx, rx) = mpsc::channel();
         let (work_tx, work_rx) = mpsc::channel();
         let lease_lost = LeaseLost::default();
+        let recent = Arc::new(RecentEntries::default());
         let committer = Committer {
             commits: commits.clone(),
+            recent: recent.clone(),
             store: store.clone(),
             signer,
             seal_key: seal_key.clone(),
@@ -267,6 +272,7 @@ impl Sequencer {
             closing: Arc::new(AtomicBool::new(false)),
             size,
             commits,
+            recent,
             thread: Mutex::new(Some(thread)),
             guard,
             lease_lost,
@@ -291,6 +297,7 @@ impl Sequencer {
                 size,
                 checkpoint_size,
             })),
+            recent: Arc::new(RecentEntries::default()),
             thread: Mutex::new(None),
             guard,
             lease_lost: LeaseLost::default(),
@@ -317,6 +324,11 @@ impl Sequencer {
     /// checkpoint signed (consumers of the log wait on it instead of polling).
     pub fn subscribe(&self) -> watch::Receiver<Committed> {
         self.commits.subscribe()
+    }
+
+    /// The newest committed entries, for consumers at the tip of the log.
+    pub fn recent(&self) -> &RecentEntries {
+        &self.recent
     }
 
     /// Number of committed entries (the next sequence number).
@@ -677,6 +689,8 @@ fn new_ids(recorded_at: Millis, n: usize) -> Vec<uuid::Uuid> {
 struct Committer {
     /// Told the new size after each commit and the new checkpoint after each signature.
     commits: Arc<watch::Sender<Committed>>,
+    /// Given each committed group before consumers are told the new size.
+    recent: Arc<RecentEntries>,
     store: Arc<dyn Store>,
     signer: NoteSigner,
     /// For the check before extending after a resync.
@@ -834,20 +848,28 @@ impl Committer {
                 self.head = head;
                 self.metrics.events_appended.inc_by(total as u64);
                 self.metrics.batch_events.observe(total as f64);
+                let answers: Vec<(Pending, Vec<Receipt>)> = pending
+                    .into_iter()
+                    .map(|p| {
+                        let receipts = entries[p.start..p.end]
+                            .iter()
+                            .map(|e| Receipt {
+                                seq: e.event.seq,
+                                hash: e.hash,
+                                recorded_at: e.event.recorded_at,
+                            })
+                            .collect();
+                        (p, receipts)
+                    })
+                    .collect();
+                // Kept for the consumers before they are told: they find the group here.
+                self.recent.push(entries);
                 self.publish_size();
                 if self.unsigned_since.is_none() {
                     self.unsigned_since = Some(Instant::now());
                 }
                 let _ = self.back.send(Command::Committed(Outcome::Stored));
-                for p in pending {
-                    let receipts = entries[p.start..p.end]
-                        .iter()
-                        .map(|e| Receipt {
-                            seq: e.event.seq,
-                            hash: e.hash,
-                            recorded_at: e.event.recorded_at,
-                        })
-                        .collect();
+                for (p, receipts) in answers {
                     // The client may have gone; its events are committed either way.
                     let _ = p.reply.send(Ok(receipts));
                 }

@@ -108,7 +108,7 @@ pub fn self_signed(data_dir: &Path, listen: SocketAddr) -> Result<(PathBuf, Path
     Ok((cert_path, key_path))
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

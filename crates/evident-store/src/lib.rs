@@ -48,6 +48,13 @@ pub enum StoreError {
         stored: u64,
         asked: u64,
     },
+    /// The witness record of a log moved since the caller read it (compare-and-swap lost).
+    #[error("the witnessed checkpoint of {origin:?} is at size {stored}, not {expected}")]
+    WitnessMoved {
+        origin: String,
+        stored: u64,
+        expected: u64,
+    },
 }
 
 /// The check behind [`Store::append_on`]: a writer about to append entry `first_seq` on a
@@ -214,6 +221,35 @@ pub struct ConsumerCursor {
     pub updated_at: Millis,
 }
 
+/// What this node's witness last cosigned for one peer's log (C2SP tlog-witness state): one
+/// row per log origin, only ever replaced by a checkpoint proven consistent with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessedCheckpoint {
+    /// The log's origin line (its key name).
+    pub origin: String,
+    pub size: u64,
+    pub root: Hash,
+    /// The checkpoint note as submitted, signatures included.
+    pub signed_note: String,
+    pub updated_at: Millis,
+}
+
+/// A cosignature a peer's witness returned for one of this node's checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectedCosignature {
+    /// The checkpoint's tree size.
+    pub size: u64,
+    /// The cosigner's key name.
+    pub witness: String,
+    /// The signature line, `— <name> <base64>\n`.
+    pub line: String,
+    pub received_at: Millis,
+}
+
+fn no_witness_state() -> StoreError {
+    StoreError::Backend("this store keeps no witness state".into())
+}
+
 /// One storage backend.
 pub trait Store: Send + Sync {
     /// The state a sequencer resumes from: next sequence number, last hash and Merkle frontier
@@ -282,6 +318,39 @@ pub trait Store: Send + Sync {
     /// `Ok`. Refused with [`StoreError::CursorBackwards`] when it would move the stored
     /// position back: a consumer never delivers the same history twice by mistake.
     fn save_consumer_cursor(&self, cursor: &ConsumerCursor) -> Result<(), StoreError>;
+
+    /// The witnessed checkpoint of the log `origin`, `None` if this witness never cosigned one.
+    fn witnessed_checkpoint(
+        &self,
+        origin: &str,
+    ) -> Result<Option<WitnessedCheckpoint>, StoreError> {
+        let _ = origin;
+        Err(no_witness_state())
+    }
+
+    /// Replaces the witnessed checkpoint of `checkpoint.origin`, atomically, only if the stored
+    /// one still has size `expected_size` (0: none stored); else [`StoreError::WitnessMoved`].
+    /// Durable when it returns, as the witness must persist before it answers.
+    fn record_witnessed_checkpoint(
+        &self,
+        checkpoint: &WitnessedCheckpoint,
+        expected_size: u64,
+    ) -> Result<(), StoreError> {
+        let _ = (checkpoint, expected_size);
+        Err(no_witness_state())
+    }
+
+    /// Keeps a collected cosignature (replacing one by the same witness for the same size).
+    fn put_cosignature(&self, cosignature: &CollectedCosignature) -> Result<(), StoreError> {
+        let _ = cosignature;
+        Err(no_witness_state())
+    }
+
+    /// The cosignatures collected for this node's checkpoint of `size`, by witness name.
+    fn cosignatures_at(&self, size: u64) -> Result<Vec<CollectedCosignature>, StoreError> {
+        let _ = size;
+        Err(no_witness_state())
+    }
 
     /// The retention anchor, `None` when the log was never pruned.
     fn prune_anchor(&self) -> Result<Option<PruneAnchor>, StoreError> {

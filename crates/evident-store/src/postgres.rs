@@ -23,8 +23,8 @@ mod schema;
 mod tls;
 
 use crate::{
-    ConsumerCursor, Filter, KeyRecord, Order, PruneAnchor, Store, StoreError, StoredCheckpoint,
-    tree,
+    CollectedCosignature, ConsumerCursor, Filter, KeyRecord, Order, PruneAnchor, Store, StoreError,
+    StoredCheckpoint, WitnessedCheckpoint, tree,
 };
 use evident_core::event::Millis;
 use evident_core::merkle::{self, CompactRange, NodeId};
@@ -1507,6 +1507,151 @@ impl Store for PostgresStore {
                 ],
             )?;
             Ok(())
+        })
+    }
+
+    fn witnessed_checkpoint(
+        &self,
+        origin: &str,
+    ) -> Result<Option<WitnessedCheckpoint>, StoreError> {
+        self.read(|tx| {
+            let Some(row) = tx.query_opt(
+                "SELECT origin, size, root, signed_note, updated_at \
+                 FROM evident.witnessed_checkpoints WHERE node_id = $1 AND origin = $2",
+                &[&self.node_id, &origin],
+            )?
+            else {
+                return Ok(None);
+            };
+            let origin: String = row.try_get(0)?;
+            let size: i64 = row.try_get(1)?;
+            let root: Vec<u8> = row.try_get(2)?;
+            let root = hash_from(&root).ok_or_else(|| {
+                backend(format!(
+                    "witnessed checkpoint of {origin:?}: root is not 32 bytes"
+                ))
+            })?;
+            Ok(Some(WitnessedCheckpoint {
+                size: u64::try_from(size)
+                    .map_err(|_| backend(format!("witnessed size {size} is negative")))?,
+                root,
+                signed_note: row.try_get(3)?,
+                updated_at: row.try_get(4)?,
+                origin,
+            }))
+        })
+    }
+
+    fn record_witnessed_checkpoint(
+        &self,
+        checkpoint: &WitnessedCheckpoint,
+        expected_size: u64,
+    ) -> Result<(), StoreError> {
+        let size = i64::try_from(checkpoint.size)
+            .map_err(|_| StoreError::Backend("tree size out of range".into()))?;
+        self.write(|tx, _| {
+            // Serializes concurrent submissions for one origin: the row (or, for the first
+            // one, the insert's key) is what they contend on.
+            let stored = tx.query_opt(
+                "SELECT size FROM evident.witnessed_checkpoints \
+                 WHERE node_id = $1 AND origin = $2 FOR UPDATE",
+                &[&self.node_id, &checkpoint.origin],
+            )?;
+            let stored = match stored {
+                Some(row) => u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0),
+                None => 0,
+            };
+            if stored != expected_size {
+                return Err(Error::Store(StoreError::WitnessMoved {
+                    origin: checkpoint.origin.clone(),
+                    stored,
+                    expected: expected_size,
+                }));
+            }
+            let root = checkpoint.root.as_bytes().as_slice();
+            let written = if expected_size == 0 {
+                // No row seen: a concurrent first insert makes this one insert nothing.
+                tx.execute(
+                    "INSERT INTO evident.witnessed_checkpoints \
+                     (node_id, origin, size, root, signed_note, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (node_id, origin) DO UPDATE \
+                     SET size = excluded.size, root = excluded.root, \
+                     signed_note = excluded.signed_note, updated_at = excluded.updated_at \
+                     WHERE evident.witnessed_checkpoints.size = 0",
+                    &[
+                        &self.node_id,
+                        &checkpoint.origin,
+                        &size,
+                        &root,
+                        &checkpoint.signed_note,
+                        &checkpoint.updated_at,
+                    ],
+                )?
+            } else {
+                tx.execute(
+                    "UPDATE evident.witnessed_checkpoints SET size = $3, root = $4, \
+                     signed_note = $5, updated_at = $6 WHERE node_id = $1 AND origin = $2",
+                    &[
+                        &self.node_id,
+                        &checkpoint.origin,
+                        &size,
+                        &root,
+                        &checkpoint.signed_note,
+                        &checkpoint.updated_at,
+                    ],
+                )?
+            };
+            if written != 1 {
+                return Err(Error::Store(StoreError::WitnessMoved {
+                    origin: checkpoint.origin.clone(),
+                    stored: u64::MAX,
+                    expected: expected_size,
+                }));
+            }
+            Ok(())
+        })
+    }
+
+    fn put_cosignature(&self, cosignature: &CollectedCosignature) -> Result<(), StoreError> {
+        let size = i64::try_from(cosignature.size)
+            .map_err(|_| StoreError::Backend("tree size out of range".into()))?;
+        self.write(|tx, _| {
+            tx.execute(
+                "INSERT INTO evident.cosignatures (node_id, size, witness, line, received_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (node_id, size, witness) DO UPDATE \
+                 SET line = excluded.line, received_at = excluded.received_at",
+                &[
+                    &self.node_id,
+                    &size,
+                    &cosignature.witness,
+                    &cosignature.line,
+                    &cosignature.received_at,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn cosignatures_at(&self, size: u64) -> Result<Vec<CollectedCosignature>, StoreError> {
+        let Ok(at) = i64::try_from(size) else {
+            return Ok(Vec::new());
+        };
+        self.read(|tx| {
+            tx.query(
+                "SELECT witness, line, received_at FROM evident.cosignatures \
+                 WHERE node_id = $1 AND size = $2 ORDER BY witness",
+                &[&self.node_id, &at],
+            )?
+            .iter()
+            .map(|row| {
+                Ok(CollectedCosignature {
+                    size,
+                    witness: row.try_get(0)?,
+                    line: row.try_get(1)?,
+                    received_at: row.try_get(2)?,
+                })
+            })
+            .collect()
         })
     }
 

@@ -11,8 +11,8 @@ mod query;
 mod schema;
 
 use crate::{
-    ConsumerCursor, Filter, KeyRecord, Order, PruneAnchor, Store, StoreError, StoredCheckpoint,
-    tree,
+    CollectedCosignature, ConsumerCursor, Filter, KeyRecord, Order, PruneAnchor, Store, StoreError,
+    StoredCheckpoint, WitnessedCheckpoint, tree,
 };
 use evident_core::event::Millis;
 use evident_core::merkle::{self, CompactRange, NodeId};
@@ -974,6 +974,122 @@ impl Store for SqliteStore {
                 cursor.updated_at
             ])?;
             Ok(())
+        })
+    }
+
+    fn witnessed_checkpoint(
+        &self,
+        origin: &str,
+    ) -> Result<Option<WitnessedCheckpoint>, StoreError> {
+        self.read(|conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT origin, size, root, signed_note, updated_at \
+                     FROM witnessed_checkpoints WHERE origin = ?1",
+                )?
+                .query_row(params![origin], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                })
+                .optional()?;
+            let Some((origin, size, root, signed_note, updated_at)) = row else {
+                return Ok(None);
+            };
+            let root = hash_from(&root).ok_or_else(|| {
+                backend(format!(
+                    "witnessed checkpoint of {origin:?}: root is not 32 bytes"
+                ))
+            })?;
+            Ok(Some(WitnessedCheckpoint {
+                origin,
+                // The column's CHECK keeps it non-negative.
+                size: u64::try_from(size).unwrap_or(0),
+                root,
+                signed_note,
+                updated_at,
+            }))
+        })
+    }
+
+    fn record_witnessed_checkpoint(
+        &self,
+        checkpoint: &WitnessedCheckpoint,
+        expected_size: u64,
+    ) -> Result<(), StoreError> {
+        let size = i64::try_from(checkpoint.size)
+            .map_err(|_| StoreError::Backend("tree size out of range".into()))?;
+        self.write(|tx| {
+            let stored: Option<i64> = tx
+                .prepare_cached("SELECT size FROM witnessed_checkpoints WHERE origin = ?1")?
+                .query_row(params![checkpoint.origin], |r| r.get(0))
+                .optional()?;
+            let stored = stored.map_or(0, |s| u64::try_from(s).unwrap_or(0));
+            if stored != expected_size {
+                return Err(Error::Store(StoreError::WitnessMoved {
+                    origin: checkpoint.origin.clone(),
+                    stored,
+                    expected: expected_size,
+                }));
+            }
+            tx.prepare_cached(
+                "INSERT INTO witnessed_checkpoints (origin, size, root, signed_note, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (origin) DO UPDATE SET \
+                 size = excluded.size, root = excluded.root, \
+                 signed_note = excluded.signed_note, updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                checkpoint.origin,
+                size,
+                checkpoint.root.as_bytes().as_slice(),
+                checkpoint.signed_note,
+                checkpoint.updated_at
+            ])?;
+            Ok(())
+        })
+    }
+
+    fn put_cosignature(&self, cosignature: &CollectedCosignature) -> Result<(), StoreError> {
+        let size = i64::try_from(cosignature.size)
+            .map_err(|_| StoreError::Backend("tree size out of range".into()))?;
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO cosignatures (size, witness, line, received_at) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (size, witness) DO UPDATE SET \
+                 line = excluded.line, received_at = excluded.received_at",
+            )?
+            .execute(params![
+                size,
+                cosignature.witness,
+                cosignature.line,
+                cosignature.received_at
+            ])?;
+            Ok(())
+        })
+    }
+
+    fn cosignatures_at(&self, size: u64) -> Result<Vec<CollectedCosignature>, StoreError> {
+        let Ok(at) = i64::try_from(size) else {
+            return Ok(Vec::new());
+        };
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT witness, line, received_at FROM cosignatures WHERE size = ?1 \
+                 ORDER BY witness",
+            )?;
+            let rows = statement.query_map(params![at], |r| {
+                Ok(CollectedCosignature {
+                    size,
+                    witness: r.get(0)?,
+                    line: r.get(1)?,
+                    received_at: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 

@@ -121,6 +121,7 @@ contract!(
     checkpoints_are_kept_once_each_and_listed_in_order,
     api_keys_are_stored_found_revoked_expired_and_touched,
     consumer_cursors_are_kept_per_consumer_and_only_move_forward,
+    witness_state_is_replaced_only_from_the_size_the_caller_read_and_survives_reopen,
     pruning_deletes_a_prefix_in_batches_below_a_persisted_anchor_and_keeps_the_tree,
     every_tree_node_reads_as_computed_before_and_after_pruning_at_unaligned_points,
     entries_of_both_encoding_versions_read_back_as_written_and_verify,
@@ -1419,4 +1420,81 @@ fn every_tree_node_reads_as_computed_before_and_after_pruning_at_unaligned_point
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
+}
+
+fn witness_state_is_replaced_only_from_the_size_the_caller_read_and_survives_reopen(
+    backend: Backend,
+) {
+    use evident_store::{CollectedCosignature, WitnessedCheckpoint};
+    let fx = Fixture::new(backend);
+    let store = fx.store();
+    let witnessed = |size: u64, root: u8| WitnessedCheckpoint {
+        origin: "peer.example".to_owned(),
+        size,
+        root: Hash([root; 32]),
+        signed_note: format!("peer.example\n{size}\nroot\n\n\u{2014} sig\n"),
+        updated_at: BASE_TIME + size as i64,
+    };
+    assert_eq!(store.witnessed_checkpoint("peer.example").unwrap(), None);
+    // First record: expected size 0 (none stored); then only from the stored size.
+    store
+        .record_witnessed_checkpoint(&witnessed(3, 1), 0)
+        .unwrap();
+    let stale = store.record_witnessed_checkpoint(&witnessed(2, 9), 0);
+    assert!(
+        matches!(
+            &stale,
+            Err(StoreError::WitnessMoved {
+                stored: 3,
+                expected: 0,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    store
+        .record_witnessed_checkpoint(&witnessed(5, 2), 3)
+        .unwrap();
+    assert!(
+        store
+            .record_witnessed_checkpoint(&witnessed(6, 2), 3)
+            .is_err()
+    );
+    assert_eq!(
+        store.witnessed_checkpoint("peer.example").unwrap(),
+        Some(witnessed(5, 2))
+    );
+    assert_eq!(store.witnessed_checkpoint("other.example").unwrap(), None);
+    let cosig = |size: u64, witness: &str, line: &str| CollectedCosignature {
+        size,
+        witness: witness.to_owned(),
+        line: line.to_owned(),
+        received_at: BASE_TIME,
+    };
+    store
+        .put_cosignature(&cosig(5, "b/witness", "\u{2014} b x\n"))
+        .unwrap();
+    store
+        .put_cosignature(&cosig(5, "a/witness", "\u{2014} a x\n"))
+        .unwrap();
+    store
+        .put_cosignature(&cosig(5, "a/witness", "\u{2014} a y\n"))
+        .unwrap();
+    store
+        .put_cosignature(&cosig(4, "a/witness", "\u{2014} a old\n"))
+        .unwrap();
+    // Durable: another handle reads the same state.
+    let store = fx.reopen();
+    assert_eq!(
+        store.witnessed_checkpoint("peer.example").unwrap(),
+        Some(witnessed(5, 2))
+    );
+    assert_eq!(
+        store.cosignatures_at(5).unwrap(),
+        vec![
+            cosig(5, "a/witness", "\u{2014} a y\n"),
+            cosig(5, "b/witness", "\u{2014} b x\n")
+        ]
+    );
+    assert!(store.cosignatures_at(6).unwrap().is_empty());
 }

@@ -491,6 +491,24 @@ fn a_writer_whose_lease_session_ended_stores_nothing_until_it_takes_the_lease_ag
     cluster()
         .psql(&db, &format!("SELECT pg_terminate_backend({pid})"))
         .unwrap();
+    // pg_terminate_backend only signals the backend: wait until its session has ended (the
+    // case under test), or the append below may race a backend still on its way out.
+    let ended = std::time::Instant::now();
+    while cluster()
+        .psql(
+            &db,
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
+        )
+        .unwrap()
+        .trim()
+        != "0"
+    {
+        assert!(
+            ended.elapsed() < std::time::Duration::from_secs(30),
+            "backend {pid} did not end"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let (entries, nodes) = batch(&mut head, "node-a", 2);
     match store.append(&entries, &nodes) {
         Err(StoreError::Locked(m)) => {

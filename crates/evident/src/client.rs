@@ -183,6 +183,9 @@ impl ApiClient {
 
     fn send(&self, request: RequestBuilder, what: &Url) -> anyhow::Result<Response> {
         let response = request.send().map_err(|e| {
+            if let Some(hint) = tls_hint(&e, what) {
+                return anyhow::anyhow!("cannot talk to evident at {}: {hint}", origin_of(what));
+            }
             let hint = if e.is_connect() {
                 " (is `evident serve` running there?)"
             } else if e.is_timeout() {
@@ -287,6 +290,79 @@ fn with_causes(error: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+/// What to do about a TLS mistake, in words, when `error` is one: the scheme does not match
+/// what the server speaks, or its certificate is not one this client trusts for that name.
+/// `None` for any other failure.
+fn tls_hint(error: &reqwest::Error, url: &Url) -> Option<String> {
+    let mut other = url.clone();
+    let https = url.scheme() == "https";
+    let _ = other.set_scheme(if https { "http" } else { "https" });
+    let other = origin_of(&other);
+    if let Some(tls) = rustls_cause(error) {
+        {
+            return Some(match tls {
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+                    format!("it does not speak TLS there (plain HTTP?): use {other}")
+                }
+                rustls::Error::InvalidCertificate(cert) => certificate_hint(cert, url),
+                rustls::Error::AlertReceived(alert) => format!(
+                    "the server refused the TLS handshake ({alert:?}): if it asks for a client \
+                     certificate, this command cannot give one"
+                ),
+                other_tls => format!("TLS failed: {other_tls}"),
+            });
+        }
+    }
+    // Plain HTTP sent to a TLS port: the answer is a TLS record, not HTTP.
+    if !https && with_causes(error).contains("invalid HTTP version parsed") {
+        return Some(format!(
+            "it answered with something that is not HTTP (TLS?): use {other}"
+        ));
+    }
+    None
+}
+
+/// The rustls error behind `error`, however deep: through `source()` and into the errors
+/// that `io::Error`s wrap (whose `source()` skips them).
+fn rustls_cause<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(inner) = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        if let Some(tls) = rustls_cause(inner) {
+            return Some(tls);
+        }
+    }
+    error.source().and_then(rustls_cause)
+}
+
+fn certificate_hint(error: &rustls::CertificateError, url: &Url) -> String {
+    use rustls::CertificateError as E;
+    let host = url.host_str().unwrap_or("the host");
+    match error {
+        E::UnknownIssuer | E::BadSignature => "its certificate is not signed by an authority \
+             this client trusts: pass --ca-cert FILE with the server's CA certificate (for \
+             `evident serve --tls-self-signed`, the file tls/cert.pem in its data directory)"
+            .to_owned(),
+        E::NotValidForName | E::NotValidForNameContext { .. } => format!(
+            "its certificate is not valid for the name {host:?}: connect with a name the \
+             certificate lists (for a self-signed development certificate: 127.0.0.1 or \
+             localhost as it was created), or issue one for {host:?}"
+        ),
+        E::Expired | E::ExpiredContext { .. } => {
+            "its certificate has expired: the server needs a new one".to_owned()
+        }
+        E::NotValidYet | E::NotValidYetContext { .. } => {
+            "its certificate is not valid yet: check the clocks of both machines".to_owned()
+        }
+        E::Revoked => "its certificate has been revoked".to_owned(),
+        other => format!("its certificate is refused ({other:?}): check --ca-cert"),
+    }
 }
 
 /// `scheme://host:port` of a URL, for messages (never the path or query).

@@ -8,7 +8,7 @@ mod client;
 mod cmd;
 mod output;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Evident: a tamper-evident audit log. One binary is the server, the admin tool and the
@@ -31,6 +31,13 @@ enum Command {
     /// Export matching events as the self-verifying NDJSON bundle, CSV or JSON.
     Export(cmd::export::ExportArgs),
     /// Verify a log: a local data directory, a running server, or an export file offline.
+    #[command(override_usage = "\
+evident verify [--url URL] [--key KEY] [--ca-cert FILE] [--checkpoint FILE]... [--from SEQ]
+       evident verify --data-dir DIR [--checkpoint FILE]... [--from SEQ]
+       evident verify --export FILE --public-key VKEY [--checkpoint FILE]...
+       evident verify --syslog FILE --public-key VKEY
+       evident verify --dir DIR --public-key VKEY
+       evident verify --bucket s3://BUCKET/PREFIX --public-key VKEY [--endpoint URL] [--region R] [--ca-file PEM]")]
     Verify(cmd::verify::VerifyArgs),
     /// Fetch the latest signed checkpoint.
     Checkpoint(cmd::checkpoint::CheckpointArgs),
@@ -53,6 +60,14 @@ enum Command {
     Review(cmd::review::ReviewCommand),
     /// Publish the log to the node's configured bucket now (owner key).
     Publish(cmd::publish::PublishArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::docs::CompletionsArgs),
+    /// Write the man pages (evident.1 and one per subcommand) into a directory.
+    Man(cmd::docs::ManArgs),
+    /// Cluster certificates: `ca init` creates the cluster CA, `cert issue` a node's
+    /// certificate for mTLS between nodes.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCommand),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +94,9 @@ fn main() -> ExitCode {
         Command::Prune(args) => cmd::prune::run(args),
         Command::Review(command) => cmd::review::run(command),
         Command::Publish(args) => cmd::publish::run(args),
+        Command::Completions(args) => cmd::docs::completions(&args, Cli::command()),
+        Command::Man(args) => cmd::docs::man(&args, Cli::command()),
+        Command::Cluster(command) => cmd::cluster::run(command),
     };
     output::exit_code(result)
 }

@@ -14,8 +14,11 @@ pub const EXIT_FAILURE: u8 = 1;
 
 /// Logs go to stderr; `RUST_LOG` overrides `default_level`.
 pub fn init_tracing(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // The certificate verifier logs each failure itself; the client reports it once, with
+    // what to do (see `client::tls_hint`), so its own line would only repeat it.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},rustls_platform_verifier=off"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)

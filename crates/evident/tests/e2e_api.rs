@@ -252,7 +252,7 @@ fn csv_export_is_rfc4180_and_neutralizes_formulas() {
     assert!(
         text.starts_with(
             "timestamp,node_id,tenant,actor,actor_kind,action,target,ip_address,user_agent,\
-             outcome,severity,context,seq,hash,seal,appended_by\r\n"
+             outcome,severity,context,seq,hash,seal,appended_by,occurred_at\r\n"
         ),
         "{text}"
     );

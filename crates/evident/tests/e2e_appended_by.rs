@@ -257,8 +257,9 @@ fn each_stored_event_names_the_key_that_appended_it() {
     server.export(&node.owner_key, "csv", &csv_file, &[]).ok();
     let mut reader = csv::Reader::from_path(&csv_file).unwrap();
     let header = reader.headers().unwrap().clone();
-    assert_eq!(header.iter().next_back(), Some("appended_by"), "{header:?}");
-    assert_eq!(header.len(), 16);
+    assert_eq!(header.get(15), Some("appended_by"), "{header:?}");
+    assert_eq!(header.iter().next_back(), Some("occurred_at"), "{header:?}");
+    assert_eq!(header.len(), 17);
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     for (seq, id) in &expected {

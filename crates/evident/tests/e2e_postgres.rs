@@ -156,7 +156,13 @@ fn a_second_process_for_the_same_node_refuses_to_start_and_says_why() {
         // Creating the directory records the identity: refused already.
         let out = to_run(
             evident()
-                .args(["keys", "create", "--data-dir", dir.to_str().unwrap()])
+                .args([
+                    "keys",
+                    "create",
+                    "--init",
+                    "--data-dir",
+                    dir.to_str().unwrap(),
+                ])
                 .args(["--role", "owner"])
                 .env("EVIDENT_STORAGE", &url)
                 .env("EVIDENT_NODE_ID", "node-a")

@@ -73,7 +73,7 @@ pub fn first_kept_seq(store: &dyn Store) -> Result<u64, StoreError> {
 
 /// What a read from the cursor found.
 #[derive(Debug)]
-pub(super) enum Read {
+pub enum Read {
     /// Entries `from .. from + len`, dense.
     Entries(Vec<SealedEntry>),
     /// The entries from the cursor up to `kept_from` were pruned by retention before the

@@ -20,7 +20,7 @@ mod cursor;
 mod runner;
 mod status;
 
-pub use cursor::first_kept_seq;
+pub use cursor::{Read, first_kept_seq};
 pub use runner::{LAGGING_ACTION, RECOVERED_ACTION, spawn};
 pub use status::{ConsumerStatus, Consumers};
 
@@ -173,6 +173,18 @@ impl ConsumerContext {
     /// Entries committed (the next sequence number).
     pub fn log_size(&self) -> u64 {
         self.state.node().sequencer().size()
+    }
+
+    /// Reads at most `max` committed entries from `from`, below `size`: from the newest
+    /// entries kept in memory when `from` is among them, else from the store.
+    pub async fn read(&self, from: u64, size: u64, max: usize) -> Result<Read, StoreError> {
+        if let Some(entries) = self.state.node().sequencer().recent().read(from, size, max) {
+            return Ok(Read::Entries(entries));
+        }
+        let store = self.store().clone();
+        tokio::task::spawn_blocking(move || cursor::read(&*store, from, size, max))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
 
     /// The latest checkpoint the node signed, as signed.

@@ -162,12 +162,8 @@ impl Runner {
             }
             let size = committed.size;
             if position.next_seq < size {
-                let (store, from, max) = (
-                    self.ctx.store().clone(),
-                    position.next_seq,
-                    self.settings.batch_max.max(1),
-                );
-                let read = blocking(&store, move |s| cursor::read(s, from, size, max)).await;
+                let max = self.settings.batch_max.max(1);
+                let read = self.ctx.read(position.next_seq, size, max).await;
                 match read {
                     Ok(Read::Pruned { kept_from }) => {
                         self.skipped_pruned(position.next_seq, kept_from).await;

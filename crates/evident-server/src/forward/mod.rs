@@ -510,6 +510,8 @@ pub const BATCH_MAX: usize = 2000;
 /// How long confirmed entries may wait to be handed back together (see
 /// `Forwarder::ready_to_confirm`).
 pub const CONFIRM_GATHER: Duration = Duration::from_millis(200);
+/// How often a forwarder waiting for confirmations looks for newly committed entries.
+const POLL_COMMITTED: Duration = Duration::from_millis(50);
 
 /// What a forwarder did since the node started (shown on `GET /api/v1/forwarders`).
 #[derive(Debug, Default)]
@@ -779,38 +781,20 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Reads up to [`BATCH_MAX`] committed entries from `from`, dense (fewer at a hole).
+    /// Reads up to [`BATCH_MAX`] committed entries from `from` (none when they were pruned:
+    /// the runner's own read then skips them).
     async fn read_ahead(
         ctx: &ConsumerContext,
         from: u64,
         size: u64,
     ) -> Result<Vec<SealedEntry>, DeliveryError> {
-        let store = ctx.store().clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let filter = evident_store::Filter {
-                from_seq: Some(from),
-                to_seq: Some(size),
-                ..evident_store::Filter::default()
-            };
-            let mut entries: Vec<SealedEntry> = Vec::new();
-            store.scan(
-                &filter,
-                evident_store::Order::Ascending,
-                None,
-                Some(BATCH_MAX as u64),
-                &mut |entry| {
-                    if entry.event.seq != from + entries.len() as u64 {
-                        return std::ops::ControlFlow::Break(());
-                    }
-                    entries.push(entry);
-                    std::ops::ControlFlow::Continue(())
-                },
-            )?;
-            Ok::<_, evident_store::StoreError>(entries)
-        })
-        .await
-        .map_err(|e| DeliveryError::destination(format!("store task failed: {e}")))??;
-        Ok(read)
+        match ctx.read(from, size, BATCH_MAX).await {
+            Ok(crate::consumers::Read::Entries(entries)) => Ok(entries),
+            Ok(crate::consumers::Read::Pruned { .. }) => Ok(Vec::new()),
+            Err(e) => Err(DeliveryError::destination(format!(
+                "reading the log from {from}: {e}"
+            ))),
+        }
     }
 }
 
@@ -911,12 +895,10 @@ impl Consumer for Forwarder {
                     return Ok(usize::try_from(end - first).unwrap_or(0));
                 }
             }
-            let Some(front) = self.pending.front() else {
+            if self.pending.is_empty() {
                 return Ok(0);
-            };
-            let due = front.written_at + self.confirm_after;
-            let now = tokio::time::Instant::now();
-            tokio::time::sleep_until(due.min(now + Duration::from_millis(50))).await;
+            }
+            tokio::time::sleep_until(self.wake_at(tokio::time::Instant::now())).await;
         }
     }
 }
@@ -944,6 +926,26 @@ impl Forwarder {
             .last()
             .map_or(front.end, |c| c.end);
         confirmable >= batch_end || confirmable >= next
+    }
+
+    /// When the delivery loop should look again: when the next pending chunk becomes
+    /// confirmable, when the oldest one has gathered for [`CONFIRM_GATHER`], or after
+    /// [`POLL_COMMITTED`] to write what was committed meanwhile, whichever is first, and
+    /// always after `now`: a wake-up already past would turn the wait into a busy loop.
+    fn wake_at(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        let mut wake = now + POLL_COMMITTED;
+        if let Some(front) = self.pending.front() {
+            wake = wake.min(front.written_at + self.confirm_after + CONFIRM_GATHER);
+        }
+        if let Some(next_due) = self
+            .pending
+            .iter()
+            .map(|c| c.written_at + self.confirm_after)
+            .find(|due| *due > now)
+        {
+            wake = wake.min(next_due);
+        }
+        wake.max(now + Duration::from_millis(1))
     }
 
     /// Takes the chunks written `confirm_after` ago off the pending list, up to the batch's

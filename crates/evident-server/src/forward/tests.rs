@@ -486,6 +486,59 @@ async fn a_confirmed_chunk_reaching_past_the_batch_is_split_at_its_end() {
     assert_eq!(none.confirm(&entries[..5], 0, 5), None);
 }
 
+/// Regression: while the oldest chunk was confirmable but still gathering (less than
+/// `CONFIRM_GATHER` past its due time), the delivery loop slept until that past due time,
+/// so it spun, re-reading the log size and re-checking checkpoints, for up to 200 ms per
+/// chunk: under load the two forwarders of the benchmark cost more CPU than ingestion.
+#[tokio::test]
+async fn the_delivery_loop_never_waits_for_a_time_already_past() {
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let destination: SyslogDestination =
+        toml::from_str("name = \"d\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:9\"\n").unwrap();
+    let mut forwarder = Forwarder::new(destination, metrics).unwrap();
+    let now = tokio::time::Instant::now();
+    let chunk = |start: u64, written_at| Pending {
+        start,
+        end: start + 10,
+        prev_before: None,
+        prev: None,
+        written_at,
+    };
+    let confirm_after = forwarder.confirm_after;
+    // Nothing pending: look again after the poll interval.
+    assert_eq!(forwarder.wake_at(now), now + POLL_COMMITTED);
+    // The oldest chunk became confirmable 10 ms ago and gathers; a newer one is due later.
+    let gathering = now - confirm_after - Duration::from_millis(10);
+    forwarder.pending.push_back(chunk(0, gathering));
+    forwarder
+        .pending
+        .push_back(chunk(10, now - confirm_after + Duration::from_millis(20)));
+    let wake = forwarder.wake_at(now);
+    assert!(
+        wake > now,
+        "the loop must wait, not spin ({:?} early)",
+        now - wake
+    );
+    assert_eq!(
+        wake,
+        now + Duration::from_millis(20),
+        "the newer chunk's due time"
+    );
+    // Only the gathering chunk: it is handed back when its gathering ends.
+    forwarder.pending.pop_back();
+    let wake = forwarder.wake_at(now);
+    assert_eq!(
+        wake,
+        now + (CONFIRM_GATHER - Duration::from_millis(10)).min(POLL_COMMITTED)
+    );
+    // A chunk long past its gathering: look again at once (1 ms), never in the past.
+    forwarder.pending.clear();
+    forwarder
+        .pending
+        .push_back(chunk(0, now - Duration::from_secs(60)));
+    assert_eq!(forwarder.wake_at(now), now + Duration::from_millis(1));
+}
+
 #[test]
 fn siem_formats_are_the_payload_of_their_destinations() {
     let (entries, _, _) = chain(1);

@@ -25,8 +25,10 @@ use evident_store::{Filter, Order};
 use serde_json::{Map, Value};
 
 /// Every parameter the route accepts.
-pub const PARAMS: [&str; 16] = [
+pub const PARAMS: [&str; 18] = [
+    "scope",
     "from",
+    "since",
     "to",
     "actor",
     "actor_kind",
@@ -141,14 +143,14 @@ pub(super) fn filter_from(params: &Params, caller: &Caller) -> Result<Filter, Ap
     tag = "log",
     params(super::openapi::AuditLogParams),
     responses(
-        (status = 200, description = "format=json: a page `{events, next_cursor}`, each event the stored event JSON plus `hash` and `seal`. format=ndjson: the self-verifying export bundle (application/x-ndjson), tied to a checkpoint signed for it. format=csv: RFC 4180 CSV with a header row. format=ocsf / ecs: one OCSF 1.5.0 / ECS record per line (application/x-ndjson); format=cef: one CEF line per event (text/plain); see docs/SIEM-MAPPINGS.md.",
+        (status = 200, description = "scope=cluster: a merged page `{events, next_cursor, resume_cursor, nodes}` (nodes: `{node, status: ok|unreachable|timed_out|refused, ...}`, ok with `checkpoint`, `size`, `returned`). format=json: a page `{events, next_cursor}`, each event the stored event JSON plus `hash` and `seal`. format=ndjson: the self-verifying export bundle (application/x-ndjson), tied to a checkpoint signed for it. format=csv: RFC 4180 CSV with a header row. format=ocsf / ecs: one OCSF 1.5.0 / ECS record per line (application/x-ndjson); format=cef: one CEF line per event (text/plain); see docs/SIEM-MAPPINGS.md.",
             content(
                 (super::openapi::PageDoc = "application/json"),
                 (String = "application/x-ndjson"),
                 (String = "text/csv"),
                 (String = "text/plain"),
             )),
-        (status = 400, description = "A bad or unknown query parameter (named in `field`)", body = super::ErrorBody),
+        (status = 400, description = "A bad or unknown query parameter (named in `field`); `scope=cluster` on a node without `[cluster]` or with a format other than json", body = super::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or expired API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read, or the key is scoped to another tenant", body = super::ErrorBody),
         (status = 404, description = "`out_of_range`: format=ndjson with `consistency_from` beyond the export's checkpoint", body = super::ErrorBody),
@@ -163,7 +165,7 @@ pub async fn audit_log(
     Extension(info): Extension<RequestInfo>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(query.as_deref(), &PARAMS)?;
+    let params = Params::parse(query.as_deref(), &PARAMS)?.resolve_since(now_ms())?;
     if let (Some(scope), Some(asked)) = (&caller.tenant, params.get("tenant")) {
         if asked != scope {
             let what = if matches!(
@@ -210,6 +212,31 @@ pub async fn audit_log(
         return Err(ApiError::bad_param("limit", "limit must be at least 1"));
     }
     let filter = filter_from(&params, &caller)?;
+    match params.get("scope") {
+        None | Some("local") => {}
+        Some("cluster") => {
+            if format != Format::Json {
+                return Err(ApiError::bad_param(
+                    "scope",
+                    "scope=cluster answers format=json pages (export a cluster with `evident export --cluster`)",
+                ));
+            }
+            let limit = limit.unwrap_or(DEFAULT_LIMIT);
+            if limit > MAX_LIMIT {
+                return Err(ApiError::bad_param(
+                    "limit",
+                    format!("limit {limit} is above the maximum of {MAX_LIMIT} per page"),
+                ));
+            }
+            return cluster_page(state, &params, filter, order, limit).await;
+        }
+        Some(other) => {
+            return Err(ApiError::bad_param(
+                "scope",
+                format!("scope \"{other}\": expected local or cluster"),
+            ));
+        }
+    }
     if format != Format::Ndjson && params.get("consistency_from").is_some() {
         return Err(ApiError::bad_param(
             "consistency_from",
@@ -356,6 +383,97 @@ pub async fn audit_log(
             .await
         }
     }
+}
+
+/// One page of the whole cluster (see `crate::cluster::read`): this node's page from its
+/// store, the peers' over mTLS, merged.
+async fn cluster_page(
+    state: AppState,
+    params: &Params,
+    filter: Filter,
+    order: Order,
+    limit: u64,
+) -> Result<Response, ApiError> {
+    use crate::cluster::read::{ClusterCursor, ClusterRead, NodePage, NodeStatus, read_cluster};
+    let client = state
+        .peer_client()
+        .map_err(|message| ApiError::bad_param("scope", message))?
+        .clone();
+    let cursor = match params.get("cursor") {
+        None => ClusterCursor::start(order),
+        Some(text) => ClusterCursor::decode(text, order)
+            .map_err(|e| ApiError::bad_param("cursor", e.to_string()))?,
+    };
+    let config = state.node().config().cluster.clone();
+    let own = config
+        .effective_node_id(state.node().files().node_id())
+        .to_owned();
+    // The peers filter as this node does; the caller's tenant scope goes along.
+    let mut query = url_query(params.pairs().filter(|(name, _)| {
+        !matches!(
+            *name,
+            "scope" | "cursor" | "limit" | "order" | "format" | "tenant"
+        )
+    }));
+    if let Some(tenant) = &filter.tenant {
+        let tenant_pair = url_query([("tenant", tenant.as_str())].into_iter());
+        query = if query.is_empty() {
+            tenant_pair
+        } else {
+            format!("{query}&{tenant_pair}")
+        };
+    }
+    let after = cursor.position(&own);
+    // The checkpoint the peers would serve for this node: its latest signed one.
+    let checkpoint = super::proofs::latest_checkpoint(&state).await?;
+    let local = state
+        .with_store(move |store| {
+            let page = export::query_page(store, &filter, order, after, limit)
+                .map_err(ApiError::from_store)?;
+            let entries = page
+                .entries
+                .iter()
+                .map(|e| serde_json::to_value(EntryJson::new(e)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok(Ok(NodePage {
+                entries,
+                more: page.next_after.is_some(),
+                checkpoint: checkpoint.signed_note,
+                size: checkpoint.size,
+            }))
+        })
+        .await?;
+    let local: Result<NodePage, NodeStatus> = local;
+    let read = ClusterRead {
+        query: &query,
+        order,
+        cursor: &cursor,
+        limit,
+    };
+    let page = read_cluster(&config, &client, &own, local, read).await;
+    let body = serde_json::to_vec(&page).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// `name=value&…`, percent-encoded.
+fn url_query<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    pairs
+        .map(|(name, value)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(name, NON_ALPHANUMERIC),
+                utf8_percent_encode(value, NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 async fn json_page(

@@ -23,6 +23,7 @@ mod stream;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use keys::{DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS};
+pub use log::encode_cursor;
 pub use openapi::openapi_json;
 
 use crate::audit::{AuditActor, AuditEvent, FailureLimiter, FailureVerdict, RequestInfo, action};
@@ -66,6 +67,8 @@ struct Inner {
     forwarders: crate::forward::Forwarders,
     /// The dashboard's signed-in sessions.
     sessions: crate::dashboard::Sessions,
+    /// The mTLS client to the cluster's peers, built on first use (`[cluster]` only).
+    peer_client: std::sync::OnceLock<Result<crate::cluster::PeerClient, String>>,
 }
 
 impl AppState {
@@ -92,7 +95,26 @@ impl AppState {
             publisher: std::sync::OnceLock::new(),
             forwarders: crate::forward::Forwarders::default(),
             sessions,
+            peer_client: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// The client to this node's cluster peers (an error when `[cluster]` is off or its
+    /// files cannot be loaded).
+    pub fn peer_client(&self) -> Result<&crate::cluster::PeerClient, String> {
+        self.0
+            .peer_client
+            .get_or_init(|| {
+                let config = &self.0.node.config().cluster;
+                if !config.enabled() {
+                    return Err(
+                        "this node is not part of a cluster ([cluster] is not set)".to_owned()
+                    );
+                }
+                crate::cluster::PeerClient::new(config).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     pub fn node(&self) -> &Node {

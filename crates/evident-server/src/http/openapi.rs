@@ -181,6 +181,10 @@ pub struct AuditLogParams {
     from: Option<String>,
     /// Recorded before: RFC 3339 or epoch milliseconds.
     to: Option<String>,
+    /// Recorded within this span before now, instead of `from`: a positive whole number and
+    /// a unit s, m, h, d or w (`30d`, `2h`). An export's header states the `from` it meant.
+    #[param(pattern = "^[1-9][0-9]{0,8}[smhdw]$")]
+    since: Option<String>,
     /// Actor id (exact).
     actor: Option<String>,
     /// user, service, api_key or system.
@@ -221,6 +225,21 @@ pub struct AuditLogParams {
     /// export to it.
     #[param(minimum = 1)]
     consistency_from: Option<u64>,
+    /// local (default): this node's log. cluster (format=json only, on a node with
+    /// `[cluster]`): one page merged from this node and every peer (asked concurrently, each
+    /// within the per-peer timeout) by recorded_at, node, seq, with a per-node status block
+    /// `nodes` (ok with the checkpoint used, unreachable, timed_out, refused) and
+    /// `resume_cursor`; the cursor keeps each node's position.
+    #[param(inline, value_type = Option<ScopeDoc>)]
+    scope: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ScopeDoc {
+    Local,
+    Cluster,
 }
 
 #[derive(ToSchema)]

@@ -3,6 +3,38 @@
 //! value (`?actor=`) counts as absent, as HTML forms send every field.
 
 use super::error::ApiError;
+use evident_core::event::{MIN_TIMESTAMP, Millis};
+
+/// A relative span as `since=` takes it, in milliseconds: a positive whole number and a
+/// unit, `s`, `m`, `h`, `d` or `w` (`30d`, `2h`, `90m`).
+pub fn parse_span(text: &str) -> Result<i64, String> {
+    let problem = || {
+        format!(
+            "{text:?} is not a span of time: a positive whole number and a unit s, m, h, d or w \
+             (e.g. 30d, 2h)"
+        )
+    };
+    let Some(unit) = text.chars().last() else {
+        return Err(problem());
+    };
+    let unit_ms: i64 = match unit {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        'w' => 604_800_000,
+        _ => return Err(problem()),
+    };
+    let digits = &text[..text.len() - unit.len_utf8()];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
+        return Err(problem());
+    }
+    digits
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_ms))
+        .ok_or_else(|| format!("{text:?} is longer than any log can be"))
+}
 
 /// The parameters of one request, checked against the names a route accepts.
 #[derive(Debug, Default)]
@@ -101,6 +133,28 @@ impl Params {
         })
     }
 
+    /// Replaces `since=SPAN` with the `from` it means at `now` (epoch milliseconds, never
+    /// before the epoch), so that everything downstream, an export's signed header
+    /// included, sees an absolute time. `since` together with `from` is refused.
+    pub fn resolve_since(mut self, now: Millis) -> Result<Params, ApiError> {
+        let Some(span) = self.get("since") else {
+            self.pairs.retain(|(n, _)| n != "since");
+            return Ok(self);
+        };
+        if self.get("from").is_some() {
+            return Err(ApiError::bad_param(
+                "since",
+                "give since or from, not both (since=30d means from 30 days ago)",
+            ));
+        }
+        let span =
+            parse_span(span).map_err(|e| ApiError::bad_param("since", format!("since: {e}")))?;
+        let from = now.saturating_sub(span).max(MIN_TIMESTAMP);
+        self.pairs.retain(|(n, _)| n != "since" && n != "from");
+        self.pairs.push(("from".to_owned(), from.to_string()));
+        Ok(self)
+    }
+
     /// The names given, in order (for echoing a query).
     pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.pairs
@@ -137,6 +191,64 @@ mod tests {
         assert!(e.detail.message.contains("UTF-8"), "{}", e.detail.message);
         let e = Params::parse(Some("actor=%zz"), &["actor"]).unwrap_err();
         assert!(e.detail.message.contains("percent"), "{}", e.detail.message);
+    }
+
+    #[test]
+    fn since_becomes_the_from_it_means_and_is_checked() {
+        assert_eq!(parse_span("30d"), Ok(30 * 86_400_000));
+        assert_eq!(parse_span("2h"), Ok(7_200_000));
+        assert_eq!(parse_span("90m"), Ok(5_400_000));
+        assert_eq!(parse_span("1w"), Ok(604_800_000));
+        assert_eq!(parse_span("15s"), Ok(15_000));
+        for bad in [
+            "",
+            "d",
+            "30",
+            "30x",
+            "-3d",
+            "03d",
+            "3.5h",
+            "3 d",
+            "30dd",
+            "9999999999999999999w",
+        ] {
+            assert!(parse_span(bad).is_err(), "{bad:?} accepted");
+        }
+        let now = 1_764_000_000_000;
+        let p = Params::parse(Some("since=2h&actor=a"), &["since", "from", "actor"])
+            .unwrap()
+            .resolve_since(now)
+            .unwrap();
+        assert_eq!(p.get("from"), Some((now - 7_200_000).to_string().as_str()));
+        assert_eq!(p.get("since"), None);
+        assert_eq!(p.get("actor"), Some("a"));
+        // Longer than the log: from the epoch.
+        let p = Params::parse(Some("since=100000w"), &["since"])
+            .unwrap()
+            .resolve_since(now)
+            .unwrap();
+        assert_eq!(p.get("from"), Some("0"));
+        // Empty: absent.
+        let p = Params::parse(Some("since="), &["since", "from"])
+            .unwrap()
+            .resolve_since(now)
+            .unwrap();
+        assert_eq!(p.get("from"), None);
+        let e = Params::parse(Some("since=2h&from=5"), &["since", "from"])
+            .unwrap()
+            .resolve_since(now)
+            .unwrap_err();
+        assert_eq!(e.detail.field.as_deref(), Some("since"));
+        let e = Params::parse(Some("since=2x"), &["since", "from"])
+            .unwrap()
+            .resolve_since(now)
+            .unwrap_err();
+        assert_eq!(e.detail.field.as_deref(), Some("since"));
+        assert!(
+            e.detail.message.contains("s, m, h, d or w"),
+            "{}",
+            e.detail.message
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ fn text_plain(body: String) -> Response {
 /// The last checkpoint this node signed, as its own signed state records it (never a row
 /// the store holds that the node did not sign), else the latest stored one, or one signed now
 /// if none was yet.
-async fn latest_checkpoint(state: &AppState) -> Result<StoredCheckpoint, ApiError> {
+pub(crate) async fn latest_checkpoint(state: &AppState) -> Result<StoredCheckpoint, ApiError> {
     if let Some(signed) = state.node().guard().last_signed() {
         return Ok(signed);
     }

@@ -920,7 +920,7 @@ async fn csv_export_streams_every_row() {
             .starts_with("text/csv")
     );
     let text = r.text();
-    assert!(text.starts_with("timestamp,node_id,tenant,actor,actor_kind,action,target,ip_address,user_agent,outcome,severity,context,seq,hash,seal,appended_by\r\n"));
+    assert!(text.starts_with("timestamp,node_id,tenant,actor,actor_kind,action,target,ip_address,user_agent,outcome,severity,context,seq,hash,seal,appended_by,occurred_at\r\n"));
     let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(text.as_bytes())
         .records()
         .map(Result::unwrap)

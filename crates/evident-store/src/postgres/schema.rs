@@ -28,7 +28,8 @@
 //! GRANT USAGE ON SCHEMA evident TO evident_service;
 //! GRANT SELECT, INSERT ON evident.events, evident.merkle_nodes, evident.checkpoints,
 //!       evident.nodes TO evident_service;
-//! GRANT SELECT, INSERT, UPDATE ON evident.api_keys, evident.consumer_cursors TO evident_service;
+//! GRANT SELECT, INSERT, UPDATE ON evident.api_keys, evident.consumer_cursors,
+//!       evident.witnessed_checkpoints, evident.cosignatures TO evident_service;
 //! GRANT SELECT ON evident.schema_version, evident.prune_anchor TO evident_service;
 //! CREATE ROLE evident_pruner LOGIN PASSWORD '…' IN ROLE evident_service;
 //! GRANT INSERT, UPDATE ON evident.prune_anchor TO evident_pruner;
@@ -44,7 +45,7 @@
 use postgres::Transaction;
 
 /// The schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i32 = 4;
+pub(crate) const SCHEMA_VERSION: i32 = 5;
 
 /// Advisory lock key (transaction-scoped) serializing schema migrations: "evident" in ASCII.
 const MIGRATION_LOCK: i64 = 0x0065_7669_6465_6e74;
@@ -243,6 +244,32 @@ CREATE TABLE evident.consumer_cursors (
 INSERT INTO evident.schema_version (version) VALUES (4);
 "#;
 
+/// Version 5: witnessing (C2SP tlog-witness), per node: the latest checkpoint this node's
+/// witness cosigned per peer log origin, and the cosignatures peers returned for this node's
+/// checkpoints. Mutable state, checked again wherever used, never part of what is verified.
+const V5: &str = r#"
+CREATE TABLE evident.witnessed_checkpoints (
+    node_id     text COLLATE "C" NOT NULL,
+    origin      text COLLATE "C" NOT NULL,
+    size        bigint NOT NULL CHECK (size >= 0),
+    root        bytea NOT NULL CHECK (length(root) = 32),
+    signed_note text NOT NULL,
+    updated_at  bigint NOT NULL,
+    PRIMARY KEY (node_id, origin)
+);
+
+CREATE TABLE evident.cosignatures (
+    node_id     text COLLATE "C" NOT NULL,
+    size        bigint NOT NULL CHECK (size >= 0),
+    witness     text COLLATE "C" NOT NULL,
+    line        text NOT NULL,
+    received_at bigint NOT NULL,
+    PRIMARY KEY (node_id, size, witness)
+);
+
+INSERT INTO evident.schema_version (version) VALUES (5);
+"#;
+
 /// What a migration found wrong.
 #[derive(Debug)]
 pub(crate) enum MigrateError {
@@ -297,17 +324,24 @@ pub(crate) fn migrate(client: &mut postgres::Client) -> Result<(), MigrateError>
             tx.batch_execute(V2)?;
             tx.batch_execute(V3)?;
             tx.batch_execute(V4)?;
+            tx.batch_execute(V5)?;
         }
         Some(1) => {
             tx.batch_execute(V2)?;
             tx.batch_execute(V3)?;
             tx.batch_execute(V4)?;
+            tx.batch_execute(V5)?;
         }
         Some(2) => {
             tx.batch_execute(V3)?;
             tx.batch_execute(V4)?;
+            tx.batch_execute(V5)?;
         }
-        Some(3) => tx.batch_execute(V4)?,
+        Some(3) => {
+            tx.batch_execute(V4)?;
+            tx.batch_execute(V5)?;
+        }
+        Some(4) => tx.batch_execute(V5)?,
         Some(_) => {}
     }
     tx.commit()?;

@@ -283,7 +283,7 @@ fn detail(e: StoreError, location: &str) -> String {
         | StoreError::Locked(m)
         | StoreError::Backend(m) => m,
         StoreError::Corrupt { problem, .. } => problem,
-        e @ StoreError::CursorBackwards { .. } => e.to_string(),
+        e @ (StoreError::CursorBackwards { .. } | StoreError::WitnessMoved { .. }) => e.to_string(),
     };
     match message.strip_prefix(&format!("PostgreSQL at {location}: ")) {
         Some(rest) => rest.to_owned(),

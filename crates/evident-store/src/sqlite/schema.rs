@@ -6,7 +6,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes and reads.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// Version 1. Notes on choices:
 /// - `STRICT` tables: SQLite refuses a value of the wrong type instead of storing it, so a
@@ -197,6 +197,28 @@ CREATE TABLE consumer_cursors (
 ) STRICT;
 "#;
 
+/// Version 5: witnessing (C2SP tlog-witness). `witnessed_checkpoints`: the latest checkpoint
+/// this node's witness cosigned per peer log origin, replaced only by a consistent successor.
+/// `cosignatures`: the cosignatures peers returned for this node's checkpoints, by size and
+/// witness. Neither is part of what is verified: both are checked again wherever used.
+const V5: &str = r#"
+CREATE TABLE witnessed_checkpoints (
+    origin      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL CHECK (size >= 0),
+    root        BLOB NOT NULL CHECK (length(root) = 32),
+    signed_note TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE cosignatures (
+    size        INTEGER NOT NULL CHECK (size >= 0),
+    witness     TEXT NOT NULL,
+    line        TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (size, witness)
+) STRICT;
+"#;
+
 /// What a migration found wrong.
 #[derive(Debug)]
 pub(super) enum MigrateError {
@@ -230,6 +252,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     }
     if version < 4 {
         tx.execute_batch(V4)?;
+    }
+    if version < 5 {
+        tx.execute_batch(V5)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

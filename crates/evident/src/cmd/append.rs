@@ -175,6 +175,7 @@ fn append_stream(
     let mut appended = 0u64;
     let mut line_no = 0u64;
     let mut line = Vec::new();
+    let bar = crate::output::count_progress(None, "appending");
     loop {
         line.clear();
         let n = input
@@ -199,13 +200,15 @@ fn append_stream(
                 .post("api/v1/events", "application/x-ndjson", sent)
                 .map_err(|e| batch_error(e, &lines_in_batch, appended))?;
             appended += response.receipts.len() as u64;
-            print_receipts(out, &response.receipts, json)?;
+            bar.inc(response.receipts.len() as u64);
+            bar.suspend(|| print_receipts(out, &response.receipts, json))?;
             lines_in_batch.clear();
         }
         if at_end {
             break;
         }
     }
+    bar.finish_and_clear();
     if appended == 0 {
         return Err(anyhow::anyhow!("no event on stdin: nothing appended"));
     }

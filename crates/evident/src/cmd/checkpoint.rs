@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub struct CheckpointArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    /// Write the signed checkpoint to this file instead of stdout.
+    /// Write the signed checkpoint to this file instead of stdout (`-`: stdout).
     #[arg(long, short, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Check the signature against this public key (a verifier key string, or a file holding
@@ -30,7 +30,7 @@ pub struct PublicKeyArgs {
     /// Read the key from this data directory instead of asking a server.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Write the key to this file instead of stdout.
+    /// Write the key to this file instead of stdout (`-`: stdout).
     #[arg(long, short, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }
@@ -117,8 +117,9 @@ pub fn run(args: CheckpointArgs) -> anyhow::Result<()> {
             )
         }
     };
-    write_output(args.out.as_deref(), &note)?;
-    if let Some(path) = &args.out {
+    let out = super::out_file(args.out.as_deref());
+    write_output(out, &note)?;
+    if let Some(path) = out {
         let _ = writeln!(
             std::io::stderr(),
             "{summary}\nwritten to {}",
@@ -136,7 +137,7 @@ pub fn run_public_key(args: PublicKeyArgs) -> anyhow::Result<()> {
         None => fetch_public_key(&ApiClient::new(&args.client)?)?,
     };
     write_output(
-        args.out.as_deref(),
+        super::out_file(args.out.as_deref()),
         &format!("{}\n", verifier.to_vkey_string()),
     )
 }

@@ -81,7 +81,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     // Timeouts apply between reads: a long export is fine as long as bytes keep coming.
     let client = ApiClient::new(&args.client)?;
     let bar = bytes_progress(None, "exporting");
-    let out = args.out.as_deref().filter(|p| p.as_os_str() != "-");
+    let out = super::out_file(args.out.as_deref());
     let result = match out {
         Some(path) => export_to_path(&client, &args, path, &bar),
         None => {

@@ -26,8 +26,8 @@ use std::sync::Arc;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Create a key; prints it once, alone on the last line (creates the data directory if
-    /// it does not exist yet).
+    /// Create a key; prints it once, alone on the last line (with --init, on a data
+    /// directory that is not a node yet, creates the node first).
     Create(CreateArgs),
     /// List keys (never their secrets).
     List(ListArgs),
@@ -72,7 +72,11 @@ pub struct CreateArgs {
     /// A note saying what the key is for.
     #[arg(long)]
     pub label: Option<String>,
-    /// Node id, used only when this creates the data directory [default: node-1].
+    /// Create a new node in the data directory when it is not one yet. Without it, a
+    /// directory that is not an Evident node (a typo in the path) is refused.
+    #[arg(long)]
+    pub init: bool,
+    /// Node id, used only when `--init` creates the data directory [default: node-1].
     #[arg(long, value_name = "ID")]
     pub node_id: Option<String>,
 }
@@ -142,8 +146,13 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
     let dir = config.data_dir.clone();
     let files = match NodeFiles::open_readonly(&dir) {
         Ok(files) => files,
-        Err(NodeError::NotInitialized { .. }) => Node::init(&config)
+        Err(NodeError::NotInitialized { .. }) if args.init => Node::init(&config)
             .with_context(|| format!("creating data directory {}", dir.display()))?,
+        Err(NodeError::NotInitialized { .. }) => anyhow::bail!(
+            "{} is not an Evident data directory (no node file in it); check the path, or \
+             pass --init to create a new node there",
+            dir.display()
+        ),
         Err(e) => {
             return Err(e).with_context(|| format!("opening data directory {}", dir.display()));
         }

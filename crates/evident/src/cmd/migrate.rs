@@ -310,7 +310,14 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let mut buf = Vec::new();
     let mut after = None;
     let mut copied = 0u64;
-    let mut stderr = std::io::stderr().lock();
+    let bar = crate::output::count_progress(
+        Some(
+            source_head
+                .next_seq
+                .saturating_sub(anchor.as_ref().map_or(0, |a| a.below_seq)),
+        ),
+        "copying",
+    );
     // A pruned log: its prefix's Merkle nodes and its anchor first; the walk then starts at
     // the first kept entry, from the anchor's hash and the prefix's tree.
     let first_kept = anchor.as_ref().map_or(0, |a| a.below_seq);
@@ -374,13 +381,9 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
             .append(&entries, &nodes)
             .with_context(|| format!("writing to {}", dest.describe))?;
         copied += entries.len() as u64;
-        let _ = write!(
-            stderr,
-            "\rcopied {copied} of {} entries",
-            source_head.next_seq - first_kept
-        );
+        bar.inc(entries.len() as u64);
     }
-    let _ = writeln!(stderr);
+    bar.finish_and_clear();
     if copied != source_head.next_seq - first_kept {
         bail!(
             "copied {copied} entries but the source log holds {}: was a server writing to it?",

@@ -17,6 +17,10 @@ pub struct FilterArgs {
     /// Recorded at or after this time (RFC 3339, or milliseconds since the epoch).
     #[arg(long, value_name = "TIME")]
     pub from: Option<String>,
+    /// Recorded within this span before now, instead of --from: a number and a unit s, m,
+    /// h, d or w (30d, 2h).
+    #[arg(long, value_name = "SPAN", conflicts_with = "from")]
+    pub since: Option<String>,
     /// Recorded before this time.
     #[arg(long, value_name = "TIME")]
     pub to: Option<String>,
@@ -54,6 +58,7 @@ impl FilterArgs {
     pub fn params(&self) -> Vec<(&'static str, String)> {
         let fields = [
             ("from", &self.from),
+            ("since", &self.since),
             ("to", &self.to),
             ("actor", &self.actor),
             ("actor_kind", &self.actor_kind),
@@ -138,9 +143,10 @@ fn text<'a>(value: &'a Value, path: &[&str]) -> &'a str {
     v.as_str().unwrap_or("")
 }
 
-const HEADERS: [&str; 10] = [
+const HEADERS: [&str; 11] = [
     "SEQ",
     "RECORDED",
+    "OCCURRED",
     "TENANT",
     "ACTOR",
     "ACTION",
@@ -168,6 +174,11 @@ fn row(event: &Value) -> Vec<String> {
             .map(|s| s.to_string())
             .unwrap_or_default(),
         text(event, &["recorded_at"]).to_owned(),
+        // When the client says it happened; "-" when it did not say.
+        match text(event, &["occurred_at"]) {
+            "" => "-".to_owned(),
+            at => at.to_owned(),
+        },
         text(event, &["tenant"]).to_owned(),
         actor,
         text(event, &["action"]).to_owned(),

@@ -34,8 +34,8 @@ pub struct FourEyesArgs {
     /// Print the report as JSON.
     #[arg(long, conflicts_with = "out")]
     pub json: bool,
-    /// Save the signed report bundle to this file (verify it with `evident verify --export
-    /// FILE --public-key KEY`).
+    /// Save the signed report bundle to this file, or write it to standard output with `-`
+    /// (verify it with `evident verify --export FILE --public-key KEY`).
     #[arg(long, short, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }
@@ -58,12 +58,21 @@ fn four_eyes(args: FourEyesArgs) -> anyhow::Result<()> {
             .get(PATH, &query)?
             .bytes()
             .context("reading the report bundle")?;
-        write_atomically(out, &body)?;
-        eprintln!(
-            "saved the signed four-eyes report of rule {:?} to {}",
-            args.rule,
-            out.display()
-        );
+        match super::out_file(Some(out)) {
+            Some(out) => {
+                write_atomically(out, &body)?;
+                eprintln!(
+                    "saved the signed four-eyes report of rule {:?} to {}",
+                    args.rule,
+                    out.display()
+                );
+            }
+            None => {
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(&body)?;
+                stdout.flush()?;
+            }
+        }
         return Ok(());
     }
     let report: Value = client.get_json(PATH, &query)?;

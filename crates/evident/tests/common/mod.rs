@@ -123,6 +123,17 @@ impl Node {
         Node::create(&[("EVIDENT_STORAGE", url.as_str())])
     }
 
+    /// A node on the backend under test, created with extra environment variables (e.g.
+    /// `EVIDENT_NODE_ID`).
+    pub fn with_env(envs: &[(&str, &str)]) -> Node {
+        let storage = storage_for_new_node();
+        let mut all: Vec<(&str, &str)> = envs.to_vec();
+        if let Some(url) = &storage {
+            all.push(("EVIDENT_STORAGE", url.as_str()));
+        }
+        Node::create(&all)
+    }
+
     fn create(envs: &[(&str, &str)]) -> Node {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
@@ -209,6 +220,7 @@ pub fn create_key_with_env(
     let mut args = vec![
         "keys",
         "create",
+        "--init",
         "--data-dir",
         dir.to_str().unwrap(),
         "--role",
@@ -247,6 +259,8 @@ pub struct Server {
     args: Vec<String>,
     /// The certificate to trust, for a TLS server.
     pub ca_cert: Option<PathBuf>,
+    /// The client certificate and key (one PEM file) to present, for a cluster node (mTLS).
+    pub client_identity: Option<PathBuf>,
 }
 
 /// How long a server may take to come up.
@@ -283,6 +297,37 @@ impl Server {
             envs,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             ca_cert,
+            client_identity: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts a cluster node: `evident serve --config CONFIG --listen LISTEN` on `dir` (the
+    /// config's `[cluster]` turns mTLS on; peers must know the address up front); clients
+    /// trust `ca_cert` and present `identity` (a PEM file with a certificate of the cluster
+    /// CA and its key).
+    pub fn start_cluster(
+        dir: &Path,
+        config: &Path,
+        listen: &str,
+        ca_cert: &Path,
+        identity: &Path,
+    ) -> Server {
+        let mut server = Server {
+            child: None,
+            url: String::new(),
+            dir: dir.to_owned(),
+            log: PathBuf::new(),
+            envs: Vec::new(),
+            args: vec![
+                "--config".to_owned(),
+                config.to_str().unwrap().to_owned(),
+                "--listen".to_owned(),
+                listen.to_owned(),
+            ],
+            ca_cert: Some(ca_cert.to_owned()),
+            client_identity: Some(identity.to_owned()),
         };
         server.spawn();
         server
@@ -297,9 +342,10 @@ impl Server {
 
     /// A client that trusts this server's certificate (when it has one).
     pub fn client(&self) -> reqwest::blocking::Client {
-        match &self.ca_cert {
-            Some(path) => tls_client(path),
-            None => http_client(),
+        match (&self.ca_cert, &self.client_identity) {
+            (Some(ca), Some(identity)) => mtls_client(ca, identity),
+            (Some(path), None) => tls_client(path),
+            _ => http_client(),
         }
     }
 
@@ -505,6 +551,22 @@ pub fn tls_client(ca: &Path) -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
         .tls_certs_only(certs)
+        .build()
+        .unwrap()
+}
+
+/// [`tls_client`] that also presents the client certificate and key in the PEM file
+/// `identity` (mTLS with a cluster node).
+pub fn mtls_client(ca: &Path, identity: &Path) -> reqwest::blocking::Client {
+    let _ = http_client();
+    let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("{}: {e}", ca.display()));
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).unwrap();
+    let identity_pem =
+        std::fs::read(identity).unwrap_or_else(|e| panic!("{}: {e}", identity.display()));
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .tls_certs_only(certs)
+        .identity(reqwest::Identity::from_pem(&identity_pem).unwrap())
         .build()
         .unwrap()
 }
