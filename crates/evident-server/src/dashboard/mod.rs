@@ -11,7 +11,7 @@ use crate::auth::{self, AuthFailure, Caller, Permission, Refusal};
 use crate::http::{ApiError, AppState};
 use crate::sequencer::now_ms;
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router<AppState> {
     let signed_in = Router::new()
         .route("/dashboard/session", get(session_info))
         .route("/dashboard/logout", post(logout))
+        .route("/dashboard/export.json", get(export_json))
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             auth::require_read,
@@ -417,4 +418,64 @@ async fn logout(
         .headers_mut()
         .insert(header::SET_COOKIE, set_cookie(&state, "", 0));
     Ok(response)
+}
+
+/// The filter parameters `GET /dashboard/export.json` takes (the audit log's, without paging).
+const EXPORT_PARAMS: [&str; 13] = [
+    "from",
+    "since",
+    "to",
+    "actor",
+    "actor_kind",
+    "action",
+    "target",
+    "ip",
+    "tenant",
+    "node",
+    "severity",
+    "outcome",
+    "order",
+];
+
+/// `GET /dashboard/export.json?<filter>`: every matching entry as one JSON array, streamed
+/// (no size cap), recorded as an export before any of it leaves, like the API's exports.
+async fn export_json(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    axum::Extension(info): axum::Extension<RequestInfo>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = crate::http::params::Params::parse(query.as_deref(), &EXPORT_PARAMS)?;
+    let order = match params.get("order") {
+        None | Some("asc") => evident_store::Order::Ascending,
+        Some("desc") => evident_store::Order::Descending,
+        Some(other) => {
+            return Err(ApiError::bad_param(
+                "order",
+                format!("order \"{other}\": expected asc or desc"),
+            ));
+        }
+    };
+    let filter = crate::http::log::filter_from(&params, &caller)?;
+    let mut asked = serde_json::Map::new();
+    for (name, value) in params.pairs() {
+        asked.insert(name.to_owned(), serde_json::Value::String(value.to_owned()));
+    }
+    let event = AuditEvent::new(
+        action::EXPORTED,
+        "success",
+        "notice",
+        "log",
+        filter.tenant.as_deref().unwrap_or("*"),
+    )
+    .with("format", "json")
+    .with("query", serde_json::Value::Object(asked));
+    state.record(&AuditActor::Key(caller), &info, event).await;
+    let store = state.store().clone();
+    crate::http::stream::stream_response(
+        "application/json",
+        Some("attachment; filename=\"evident-export.json\""),
+        move |out| crate::export::write_json(&*store, &filter, order, out).map(|_| ()),
+    )
+    .await
 }

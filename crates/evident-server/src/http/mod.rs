@@ -12,14 +12,14 @@ mod events;
 mod forwarders;
 mod histogram;
 mod keys;
-mod log;
+pub(crate) mod log;
 mod openapi;
 mod ops;
 pub(crate) mod params;
 pub mod proofs;
 mod publish;
 mod reviews;
-mod stream;
+pub(crate) mod stream;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use keys::{DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS};

@@ -1317,3 +1317,116 @@ async fn requests_beyond_the_log_are_out_of_range() {
         assert_eq!(e["field"], field, "{uri}: {e}");
     }
 }
+
+/// One request carrying a session cookie (and optionally a CSRF token).
+async fn with_cookie(
+    app: &TestApp,
+    method: Method,
+    uri: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::COOKIE, format!("evident_session={cookie}"));
+    if let Some(csrf) = csrf {
+        request = request.header("x-csrf-token", csrf);
+    }
+    let response = app
+        .app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_sessions_sign_in_check_csrf_and_sign_out() {
+    let app = setup();
+    app.fill(&["alice", "bob", "carol"]).await;
+    let login = |key: String| {
+        let body = json!({ "key": key }).to_string();
+        app.call(
+            Method::POST,
+            "/dashboard/login",
+            None,
+            Some("application/json"),
+            body,
+        )
+    };
+    login(app.writer.clone())
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    login("evk_000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned())
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let reply = login(app.readonly.clone()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let cookie = reply.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let id = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("evident_session=")
+        .unwrap()
+        .to_owned();
+    let csrf = reply.json()["csrf_token"].as_str().unwrap().to_owned();
+
+    let histogram = with_cookie(
+        &app,
+        Method::GET,
+        "/api/v1/audit-log/histogram?actor=bob",
+        &id,
+        None,
+    )
+    .await;
+    assert_eq!(histogram.status, StatusCode::OK, "{}", histogram.text());
+    assert_eq!(histogram.json()["total"], 1);
+    assert_eq!(
+        histogram.json()["buckets"][0]["by_severity"]["info"],
+        1,
+        "{}",
+        histogram.text()
+    );
+
+    with_cookie(&app, Method::POST, "/dashboard/logout", &id, None)
+        .await
+        .error(StatusCode::FORBIDDEN, "csrf");
+    with_cookie(&app, Method::POST, "/dashboard/logout", &id, Some("wrong"))
+        .await
+        .error(StatusCode::FORBIDDEN, "csrf");
+    let out = with_cookie(&app, Method::POST, "/dashboard/logout", &id, Some(&csrf)).await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT, "{}", out.text());
+    with_cookie(&app, Method::GET, "/api/v1/audit-log", &id, None)
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let page = app.call(Method::GET, "/", None, None, Body::empty()).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+}
