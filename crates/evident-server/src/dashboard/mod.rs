@@ -82,8 +82,16 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 
 /// The dashboard's routes (the page, its assets, sign-in, session, sign-out).
 pub fn router(state: AppState) -> Router<AppState> {
-    let signed_in = Router::new()
+    // A page load that presents no credentials at all is not a failed sign-in: it is answered
+    // 401 without being recorded or counted against the address.
+    let session = Router::new()
         .route("/dashboard/session", get(session_info))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_read,
+        ))
+        .route_layer(axum::middleware::from_fn(quiet_when_anonymous));
+    let signed_in = Router::new()
         .route("/dashboard/logout", post(logout))
         .route("/dashboard/export.json", get(export_json))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -94,7 +102,15 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/", get(index))
         .route("/dashboard/assets/{name}", get(asset))
         .route("/dashboard/login", post(login))
+        .merge(session)
         .merge(signed_in)
+}
+
+async fn quiet_when_anonymous(request: Request, next: axum::middleware::Next) -> Response {
+    if request.headers().get(header::AUTHORIZATION).is_none() && cookie_of(&request).is_none() {
+        return ApiError::unauthorized(AuthFailure::Session).into_response();
+    }
+    next.run(request).await
 }
 
 fn page(content_type: &'static str, body: &'static str) -> Response {

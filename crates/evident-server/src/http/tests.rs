@@ -1402,7 +1402,7 @@ async fn dashboard_sessions_sign_in_check_csrf_and_sign_out() {
     assert_eq!(histogram.status, StatusCode::OK, "{}", histogram.text());
     assert_eq!(histogram.json()["total"], 1);
     assert_eq!(
-        histogram.json()["buckets"][0]["by_severity"]["info"],
+        histogram.json()["buckets"][0]["by_severity"]["notice"],
         1,
         "{}",
         histogram.text()

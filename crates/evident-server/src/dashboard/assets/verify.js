@@ -125,8 +125,10 @@ const EvidentVerify = (() => {
 
   // ---- C2SP signed note and verifier key ----
   function parseVerifierKey(vkey) {
-    const parts = vkey.trim().split("+");
-    if (parts.length !== 3) throw new Error("the pinned key is not <name>+<id>+<key>");
+    // <name>+<key id hex>+<base64 key>: the name has no "+", the base64 may.
+    const m = /^([^+]+)\+([0-9a-f]{8})\+(.+)$/.exec(vkey.trim());
+    if (!m) throw new Error("the pinned key is not <name>+<key id>+<key>");
+    const parts = m.slice(1);
     const raw = unbase64(parts[2]);
     if (raw.length !== 33 || raw[0] !== 1) throw new Error("the pinned key is not an Ed25519 note key");
     return { name: parts[0], keyId: parts[1], publicKey: raw.slice(1) };
@@ -180,7 +182,8 @@ const EvidentVerify = (() => {
           : `the audit path gives ${hex(root)}, the checkpoint signs ${hex(n.root)}`);
       const ownId = await keyHash(key.name, 1, key.publicKey);
       const own = n.sigs.find((s) => s.name === key.name && s.raw.length === 68 && equal(s.raw.slice(0, 4), ownId));
-      step("node signature present", !!own, "no signature line of the pinned key " + key.name + "+" + key.keyId);
+      step("node signature present", !!own, own ? "a signature line of key " + key.name + "+" + key.keyId
+        : "no signature line of the pinned key " + key.name + "+" + key.keyId);
       const good = await ed25519Verify(key.publicKey, own.raw.slice(4), enc.encode(n.body));
       step("node signature (Ed25519)", good, good ? "valid under the key pinned at sign-in" : "the signature does not verify under the pinned key");
       for (const s of n.sigs) {
