@@ -107,7 +107,12 @@ async fn fill(c: &Client, id: &str, value: &str) {
 }
 
 async fn click(c: &Client, id: &str) {
-    c.find(Locator::Id(id)).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 async fn sign_in(c: &Client, url: &str, key: &str) {
@@ -134,7 +139,11 @@ async fn wait_visible(c: &Client, id: &str) {
 /// The seq numbers of the table's rows.
 async fn table_seqs(c: &Client) -> Vec<u64> {
     let mut out = Vec::new();
-    for b in c.find_all(Locator::Css("#events tbody button.seq")).await.unwrap() {
+    for b in c
+        .find_all(Locator::Css("#events tbody button.seq"))
+        .await
+        .unwrap()
+    {
         out.push(b.text().await.unwrap().parse().unwrap());
     }
     out
@@ -167,11 +176,7 @@ fn app_event(i: usize) -> Value {
 
 /// A blocking HTTP request from the async browser part (the blocking client lives and dies
 /// on a blocking thread).
-async fn blocking_request(
-    method: &'static str,
-    url: String,
-    session_id: String,
-) -> (u16, Vec<u8>) {
+async fn blocking_request(method: &'static str, url: String, session_id: String) -> (u16, Vec<u8>) {
     tokio::task::spawn_blocking(move || {
         let http = common::http_client();
         let request = match method {
@@ -272,6 +277,17 @@ async fn browse(setup: &Setup) {
     assert!(refused.contains("readonly"), "{refused}");
     sign_in(&c, &url, &readonly).await;
 
+    // Every control has a name a screen reader can say (a label, aria-label or its text).
+    let unnamed = in_page(
+        &c,
+        "return [...document.querySelectorAll('input, select, button, a, textarea')]
+           .filter((e) => !((e.id && document.querySelector(`label[for=\"${e.id}\"]`))
+             || e.getAttribute('aria-label') || e.textContent.trim()))
+           .map((e) => e.outerHTML);",
+    )
+    .await;
+    assert_eq!(unnamed, json!([]), "controls without a label");
+
     // The session cookie: HttpOnly (invisible to scripts), SameSite=Strict, not Secure on
     // plain HTTP (the TLS case is checked below).
     let cookie = c.get_named_cookie("evident_session").await.unwrap();
@@ -296,20 +312,36 @@ async fn browse(setup: &Setup) {
     click(&c, "apply").await;
     let bob_warning: Vec<&Value> = events
         .iter()
-        .filter(|e| e["actor"]["id"] == "bob" && ["warning", "error"].contains(&e["severity"].as_str().unwrap()))
+        .filter(|e| {
+            e["actor"]["id"] == "bob"
+                && ["warning", "error"].contains(&e["severity"].as_str().unwrap())
+        })
         .collect();
     let expected = format!("{} events matched in this range", bob_warning.len());
     wait_text(&c, "coverage", |t| t == expected).await;
     let current = c.current_url().await.unwrap();
-    let query: Vec<(String, String)> = current.query_pairs().map(|(k, v)| (k.into(), v.into())).collect();
-    for pair in [("actor", "bob"), ("severity", "warning"), ("action", "app.*")] {
-        assert!(query.contains(&(pair.0.to_owned(), pair.1.to_owned())), "{current}");
+    let query: Vec<(String, String)> = current
+        .query_pairs()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    for pair in [
+        ("actor", "bob"),
+        ("severity", "warning"),
+        ("action", "app.*"),
+    ] {
+        assert!(
+            query.contains(&(pair.0.to_owned(), pair.1.to_owned())),
+            "{current}"
+        );
     }
     // The URL is the view: a fresh load of it shows the same filter and count.
     c.goto(current.as_str()).await.unwrap();
     wait_text(&c, "coverage", |t| t == expected).await;
     let legend = wait_text(&c, "chart-legend", |t| t.contains("warning")).await;
-    assert!(legend.contains("error") && !legend.contains("info"), "{legend}");
+    assert!(
+        legend.contains("error") && !legend.contains("info"),
+        "{legend}"
+    );
     screenshot(&c, "02-explorer-filtered").await;
 
     // Export CSV of the current filter: the downloaded file holds exactly bob's warnings.
@@ -331,11 +363,16 @@ async fn browse(setup: &Setup) {
     }
 
     // Paging over the whole filter, 25 a page: every app event once, newest first.
-    c.goto(&format!("{url}?action=app.*&limit=25")).await.unwrap();
+    c.goto(&format!("{url}?action=app.*&limit=25"))
+        .await
+        .unwrap();
     wait_text(&c, "coverage", |t| t.starts_with("130 events")).await;
     let mut seen = Vec::new();
     loop {
-        wait_text(&c, "page-info", |t| t.starts_with(&format!("Page {}:", seen.len() / 25 + 1))).await;
+        wait_text(&c, "page-info", |t| {
+            t.starts_with(&format!("Page {}:", seen.len() / 25 + 1))
+        })
+        .await;
         seen.extend(table_seqs(&c).await);
         let next = c.find(Locator::Id("next-page")).await.unwrap();
         if next.attr("disabled").await.unwrap().is_some() {
@@ -349,42 +386,85 @@ async fn browse(setup: &Setup) {
 
     // An event's detail: all fields, and its proof verified in this browser.
     let target = receipts[7].0;
-    c.goto(&format!("{url}?action=app.*&limit=25")).await.unwrap();
+    c.goto(&format!("{url}?action=app.*&limit=25"))
+        .await
+        .unwrap();
     wait_text(&c, "coverage", |t| t.starts_with("130")).await;
-    c.goto(&format!("{url}?action=app.*&seq={target}")).await.unwrap();
-    let verified = wait_text(&c, "proof-status", |t| t.starts_with("Verified") || t.starts_with("FAILED")).await;
-    assert!(verified.starts_with(&format!("Verified in this browser: entry {target}")), "{verified}");
+    c.goto(&format!("{url}?action=app.*&seq={target}"))
+        .await
+        .unwrap();
+    let verified = wait_text(&c, "proof-status", |t| {
+        t.starts_with("Verified") || t.starts_with("FAILED")
+    })
+    .await;
+    assert!(
+        verified.starts_with(&format!("Verified in this browser: entry {target}")),
+        "{verified}"
+    );
     let steps = wait_text(&c, "proof-steps", |t| !t.is_empty()).await;
-    for step in ["entry hash: recomputed", "inclusion: leaf", "node signature (Ed25519): valid"] {
+    for step in [
+        "entry hash: recomputed",
+        "inclusion: leaf",
+        "node signature (Ed25519): valid",
+    ] {
         assert!(steps.contains(step), "{steps}");
     }
-    let fields = c.find(Locator::Id("detail-fields")).await.unwrap().text().await.unwrap();
-    for want in ["Occurred at (claimed by the sender)", "2026-01-02T03:04:05.000Z", "Appended by key", "evk_", "10.0.1.7"] {
+    let fields = c
+        .find(Locator::Id("detail-fields"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "Occurred at (claimed by the sender)",
+        "2026-01-02T03:04:05.000Z",
+        "Appended by key",
+        "evk_",
+        "10.0.1.7",
+    ] {
         assert!(fields.contains(want), "{want} in {fields}");
     }
     screenshot(&c, "03-event-proof-verified").await;
 
     // The session cookie without its CSRF token may not change state (here: sign out).
-    let (status, body) =
-        blocking_request("POST", format!("{base}/dashboard/logout"), session_id.clone()).await;
+    let (status, body) = blocking_request(
+        "POST",
+        format!("{base}/dashboard/logout"),
+        session_id.clone(),
+    )
+    .await;
     assert_eq!(status, 403);
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"]["code"], "csrf", "{body}");
-    let from_page = in_page(&c, "const r = await fetch('/dashboard/logout', {method: 'POST'}); return r.status;").await;
+    let from_page = in_page(
+        &c,
+        "const r = await fetch('/dashboard/logout', {method: 'POST'}); return r.status;",
+    )
+    .await;
     assert_eq!(from_page, json!(403));
 
     // Sign out: the session is gone on the server too.
     click(&c, "logout").await;
     wait_visible(&c, "login").await;
-    let (status, _) =
-        blocking_request("GET", format!("{base}/api/v1/audit-log"), session_id.clone()).await;
+    let (status, _) = blocking_request(
+        "GET",
+        format!("{base}/api/v1/audit-log"),
+        session_id.clone(),
+    )
+    .await;
     assert_eq!(status, 401);
 
     // A tenant-scoped session sees its tenant only, in counts, rows and details.
     sign_in(&c, &url, &acme).await;
-    c.goto(&format!("{url}?action=app.*&limit=500")).await.unwrap();
+    c.goto(&format!("{url}?action=app.*&limit=500"))
+        .await
+        .unwrap();
     let acme_count = events.iter().filter(|e| e["tenant"] == "acme").count();
-    wait_text(&c, "coverage", |t| t == format!("{acme_count} events matched in this range")).await;
+    wait_text(&c, "coverage", |t| {
+        t == format!("{acme_count} events matched in this range")
+    })
+    .await;
     let rows = table_seqs(&c).await;
     let acme_seqs: Vec<u64> = receipts
         .iter()
@@ -395,11 +475,18 @@ async fn browse(setup: &Setup) {
         .collect();
     assert_eq!(rows, acme_seqs);
     let other = receipts[0].0; // tenant default
-    let status = in_page(&c, "const r = await fetch('/api/v1/audit-log?tenant=default'); return r.status;").await;
+    let status = in_page(
+        &c,
+        "const r = await fetch('/api/v1/audit-log?tenant=default'); return r.status;",
+    )
+    .await;
     assert_eq!(status, json!(403));
     c.goto(&format!("{url}?seq={other}")).await.unwrap();
     let denied = wait_text(&c, "proof-status", |t| t.starts_with("Cannot load")).await;
-    assert!(!denied.contains("mallory") && !denied.contains("alice"), "{denied}");
+    assert!(
+        !denied.contains("mallory") && !denied.contains("alice"),
+        "{denied}"
+    );
     screenshot(&c, "06-tenant-scoped").await;
     click(&c, "logout").await;
     wait_visible(&c, "login").await;
@@ -411,25 +498,64 @@ async fn browse(setup: &Setup) {
         conn.busy_timeout(Duration::from_secs(10)).unwrap();
         common::drop_triggers(&conn);
         let n = conn
-            .execute("UPDATE events SET actor_id = 'mallory' WHERE seq = ?1", [target as i64])
+            .execute(
+                "UPDATE events SET actor_id = 'mallory' WHERE seq = ?1",
+                [target as i64],
+            )
             .unwrap();
         assert_eq!(n, 1);
     }
     sign_in(&c, &url, readonly).await;
-    c.goto(&format!("{url}?action=app.*&actor=mallory")).await.unwrap();
+    c.goto(&format!("{url}?action=app.*&actor=mallory"))
+        .await
+        .unwrap();
     wait_text(&c, "coverage", |t| t == "1 event matched in this range").await;
-    c.find(Locator::Css("#events tbody button.seq")).await.unwrap().click().await.unwrap();
-    let failed = wait_text(&c, "proof-status", |t| t.starts_with("Verified") || t.starts_with("FAILED")).await;
+    // By keyboard: Enter on the row's button opens the detail (Escape closes it, below).
+    let enter = char::from(fantoccini::key::Key::Enter).to_string();
+    c.find(Locator::Css("#events tbody button.seq"))
+        .await
+        .unwrap()
+        .send_keys(&enter)
+        .await
+        .unwrap();
+    let failed = wait_text(&c, "proof-status", |t| {
+        t.starts_with("Verified") || t.starts_with("FAILED")
+    })
+    .await;
     assert!(failed.starts_with("FAILED: entry hash:"), "{failed}");
     assert!(failed.contains("changed after it was written"), "{failed}");
     screenshot(&c, "04-event-proof-failed").await;
+    let escape = char::from(fantoccini::key::Key::Escape).to_string();
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys(&escape)
+        .await
+        .unwrap();
+    let focused = c.active_element().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        focused,
+        target.to_string(),
+        "focus returns to the row that opened the detail"
+    );
+    assert!(
+        !c.find(Locator::Id("detail"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
 
     // The integrity panel: the checkpoint, and verify-now finds the edit.
     click(&c, "nav-integrity").await;
     let cp = wait_text(&c, "checkpoint-fields", |t| t.contains("Root")).await;
     assert!(cp.contains("Size"), "{cp}");
     click(&c, "verify-now").await;
-    let result = wait_text(&c, "verify-result", |t| t.starts_with("Verified:") || t.starts_with("FAILED")).await;
+    let result = wait_text(&c, "verify-result", |t| {
+        t.starts_with("Verified:") || t.starts_with("FAILED")
+    })
+    .await;
     assert!(result.starts_with("FAILED"), "{result}");
     assert!(result.contains(&target.to_string()), "{result}");
 
@@ -466,5 +592,8 @@ fn the_session_cookie_is_secure_under_tls() {
         .to_str()
         .unwrap()
         .to_owned();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
 }

@@ -10,6 +10,7 @@ const COLOURS = { debug: "#9aa5b1", info: "#3b82f6", notice: "#14b8a6", warning:
 let session = null;
 let cursors = [null];
 let current = { events: [], next: null };
+let opener = null; // the row button that opened the detail: focus returns to it on close
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -117,7 +118,7 @@ async function refreshReadOnly() {
     const s = await (await api("/api/v1/verify/status")).json();
     const banner = $("readonly-banner");
     banner.hidden = !s.read_only;
-    banner.textContent = s.read_only ? "READ-ONLY: this node refuses writes" + (s.reason ? ": " + s.reason : " (integrity damage found)") : "";
+    banner.textContent = s.read_only ? "READ-ONLY: this node refuses writes" + (s.damage ? ": " + s.damage.message : " (integrity damage found)") : "";
   } catch (_) { /* shown elsewhere */ }
 }
 
@@ -170,7 +171,7 @@ async function loadPage() {
 
 function row(e) {
   const open = el("button", { type: "button", class: "seq", "aria-label": "Open event " + e.seq, "data-seq": e.seq, text: String(e.seq) });
-  open.addEventListener("click", () => { const p = state(); p.set("seq", e.seq); setState(p); openDetail(e.seq); });
+  open.addEventListener("click", () => { opener = open; const p = state(); p.set("seq", e.seq); setState(p); openDetail(e.seq); });
   return el("tr", { class: "sev-" + e.severity },
     el("td", {}, open), el("td", { text: e.recorded_at }), el("td", { text: e.actor.id }), el("td", { text: e.action }),
     el("td", { text: e.target.kind + ":" + e.target.id }), el("td", { text: e.outcome }), el("td", { text: e.severity }), el("td", { text: e.tenant }));
@@ -302,13 +303,22 @@ async function loadIntegrity() {
   try {
     const s = await (await api("/api/v1/verify/status")).json();
     const t = (ms) => (ms ? new Date(ms).toISOString() : "never");
-    fill("selfcheck-fields", Object.entries(s).map(([k, v]) => [k.replace(/_/g, " "), typeof v === "object" && v !== null ? JSON.stringify(v) : (/_at$/.test(k) && typeof v === "number" ? t(v) : v)]));
+    const pass = s.last_pass;
+    fill("selfcheck-fields", [
+      ["Node state", s.read_only ? "READ-ONLY (refuses writes)" : "accepting writes"],
+      ["Damage found", s.damage ? `entry ${s.damage.seq ?? "?"}: ${s.damage.message} (${s.damage.detected_by}, ${t(s.damage.detected_at)})` : "none"],
+      ["Last background pass", pass ? `${pass.kind} pass of entries ${pass.from_seq} to ${pass.to_seq}, finished ${t(pass.finished_at)}: ${pass.outcome}${pass.problem ? " (" + pass.problem.message + ")" : ""}${pass.error ? " (" + pass.error + ")" : ""}` : "none yet"],
+      ["Last clean pass", t(s.last_success_at)], ["Last clean full pass", t(s.last_full_pass_at)],
+      ["Passes / failures since start", `${s.passes} / ${s.failures}`],
+      ["Schedule", `incremental every ${s.every_ms / 1000} s, full every ${s.full_every_ms / 3600000} h`],
+    ]);
+    $("selfcheck-fields").classList.toggle("failed", !!s.read_only);
   } catch (err) { fill("selfcheck-fields", [["error", err.message]]); }
   try {
     const list = await (await api("/api/v1/consumers")).json();
     $("consumers").tBodies[0].replaceChildren(...list.map((c) => el("tr", {},
       el("td", { text: c.kind }), el("td", { text: c.name }), el("td", { text: String(c.next_seq) }),
-      el("td", { text: String(c.lag_entries ?? c.lag ?? "") }), el("td", { text: c.last_error || "none" }))));
+      el("td", { text: `${c.lag_events} events, ${c.lag_seconds.toFixed(1)} s` + (c.retrying ? " (retrying)" : "") }), el("td", { text: c.last_error || "none" }))));
     if (!list.length) $("consumers").tBodies[0].replaceChildren(el("tr", {}, el("td", { colspan: "5", text: "No forwarders, publisher or webhooks configured" })));
   } catch (err) { $("consumers").tBodies[0].replaceChildren(el("tr", {}, el("td", { colspan: "5", text: err.message }))); }
   try { $("publisher").textContent = JSON.stringify(await (await api("/api/v1/publisher")).json(), null, 2); }
@@ -325,7 +335,7 @@ async function verifyNow() {
     $("verify-result").className = r.ok ? "verified" : "failed";
     $("verify-result").textContent = r.ok
       ? `Verified: ${r.entries} entries, root ${r.root || "(empty)"} at size ${r.size}`
-      : "FAILED: " + JSON.stringify(r.violation);
+      : "FAILED: " + (r.violation && r.violation.message ? r.violation.message : JSON.stringify(r.violation));
   } catch (err) {
     $("verify-result").className = "failed";
     $("verify-result").textContent = "FAILED: " + err.message;
@@ -373,8 +383,12 @@ function init() {
   $("f-range").addEventListener("change", () => { const c = $("f-range").value === "custom"; $("f-from").disabled = !c; $("f-to").disabled = !c; if (c && !$("f-from").value) $("f-from").value = localInput(Date.now() - 86400000); });
   $("next-page").addEventListener("click", () => { if (current.next) { cursors.push(current.next); loadPage(); } });
   $("first-page").addEventListener("click", () => { cursors = [null]; loadPage(); });
-  $("detail-close").addEventListener("click", () => { const p = state(); p.delete("seq"); setState(p); $("detail").hidden = true; });
+  $("detail-close").addEventListener("click", () => {
+    const p = state(); p.delete("seq"); setState(p); $("detail").hidden = true;
+    if (opener && document.contains(opener)) opener.focus();
+  });
   $("verify-now").addEventListener("click", verifyNow);
+  document.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && !$("detail").hidden) $("detail-close").click(); });
   for (const b of document.querySelectorAll("#nav button")) {
     b.addEventListener("click", () => { const p = b.dataset.view === "explorer" ? formToParams() : new URLSearchParams(); if (b.dataset.view !== "explorer") p.set("view", b.dataset.view); setState(p); route(); });
   }
