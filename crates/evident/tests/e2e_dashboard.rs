@@ -4,6 +4,8 @@
 //! is edited, a CSV export downloaded and read back, sign-out; cookie flags, CSRF refusal and
 //! tenant isolation. Screenshots land in `target/dashboard-screenshots/`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{Node, Server, create_key};
@@ -271,11 +273,11 @@ async fn browse(setup: &Setup) {
     c.goto(&url).await.unwrap();
     wait_visible(&c, "key").await;
     screenshot(&c, "01-sign-in").await;
-    fill(&c, "key", &writer).await;
+    fill(&c, "key", writer).await;
     click(&c, "login-submit").await;
     let refused = wait_text(&c, "login-error", |t| !t.is_empty()).await;
     assert!(refused.contains("readonly"), "{refused}");
-    sign_in(&c, &url, &readonly).await;
+    sign_in(&c, &url, readonly).await;
 
     // Every control has a name a screen reader can say (a label, aria-label or its text).
     let unnamed = in_page(
@@ -456,7 +458,7 @@ async fn browse(setup: &Setup) {
     assert_eq!(status, 401);
 
     // A tenant-scoped session sees its tenant only, in counts, rows and details.
-    sign_in(&c, &url, &acme).await;
+    sign_in(&c, &url, acme).await;
     c.goto(&format!("{url}?action=app.*&limit=500"))
         .await
         .unwrap();
