@@ -345,7 +345,10 @@ async fn run(args: Args) -> anyhow::Result<String> {
         if load.errors > 0 {
             bail!("the bulk load had {} failed requests", load.errors);
         }
-        eprintln!("dashboard: first page and chart, {} runs per filter", plan.query_runs);
+        eprintln!(
+            "dashboard: first page and chart, {} runs per filter",
+            plan.query_runs
+        );
         let rows = dashboard::measure(&api, window, plan.query_runs).await;
         let rows = rows.map_err(|e| with_log_tail(e, &server))?;
         stop(server);

@@ -249,6 +249,7 @@ fn the_dashboard_in_a_real_browser() {
         "evident.dashboard.csrf_refused",
         "evident.access.forbidden",
         "evident.log.exported",
+        "evident.access.cross_tenant",
     ] {
         assert!(actions.contains(&a), "{a} not in {actions:?}");
     }
@@ -485,6 +486,10 @@ async fn browse(setup: &Setup) {
     assert_eq!(status, json!(403));
     c.goto(&format!("{url}?seq={other}")).await.unwrap();
     let denied = wait_text(&c, "proof-status", |t| t.starts_with("Cannot load")).await;
+    assert!(
+        denied.contains("not one of that tenant's events"),
+        "{denied}"
+    );
     assert!(
         !denied.contains("mallory") && !denied.contains("alice"),
         "{denied}"

@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router<AppState> {
     let signed_in = Router::new()
         .route("/dashboard/logout", post(logout))
         .route("/dashboard/export.json", get(export_json))
+        .route("/dashboard/entry/{seq}", get(entry))
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             auth::require_read,
@@ -494,4 +495,59 @@ async fn export_json(
         move |out| crate::export::write_json(&*store, &filter, order, out).map(|_| ()),
     )
     .await
+}
+
+/// `GET /dashboard/entry/{seq}`: the one entry (the API's entry JSON), for a shared link to
+/// an event's detail. Another tenant's entry is refused (and recorded) like its proof is.
+async fn entry(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    axum::Extension(info): axum::Extension<RequestInfo>,
+    Path(seq): Path<String>,
+) -> Result<Response, ApiError> {
+    let seq: u64 = seq.parse().map_err(|_| {
+        ApiError::bad_param("seq", format!("seq {seq:?}: expected a sequence number"))
+    })?;
+    let found = state
+        .with_store(move |store| {
+            let filter = evident_store::Filter {
+                from_seq: Some(seq),
+                to_seq: seq.checked_add(1),
+                ..evident_store::Filter::default()
+            };
+            let mut found = None;
+            store
+                .scan(
+                    &filter,
+                    evident_store::Order::Ascending,
+                    None,
+                    Some(1),
+                    &mut |entry| {
+                        found = Some(entry);
+                        std::ops::ControlFlow::Break(())
+                    },
+                )
+                .map_err(ApiError::from_store)?;
+            Ok(found)
+        })
+        .await?;
+    let Some(found) = found else {
+        return Err(ApiError::not_found(format!(
+            "entry {seq} is not in the log (beyond its end, or pruned)"
+        ))
+        .with_field("seq"));
+    };
+    if let Some(scope) = &caller.tenant {
+        if found.event.tenant != *scope {
+            return Err(state
+                .refuse_cross_tenant(
+                    &caller,
+                    &info,
+                    crate::http::OutsideTenant::Entry(seq),
+                    "read it",
+                )
+                .await);
+        }
+    }
+    Ok(axum::Json(crate::export::EntryJson::new(&found)).into_response())
 }
