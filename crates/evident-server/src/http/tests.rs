@@ -1430,3 +1430,83 @@ async fn dashboard_sessions_sign_in_check_csrf_and_sign_out() {
         "{csp}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_json_export_and_entry_follow_the_filter_and_the_tenant() {
+    let app = setup();
+    app.fill(&["alice", "bob", "alice"]).await;
+    let store = app.state.store().clone();
+    let (acme, _) = create_key(
+        &*store,
+        Role::Readonly,
+        Some("acme".into()),
+        None,
+        crate::now_ms(),
+    )
+    .unwrap();
+    let app = &app;
+    let get = |uri: &'static str, key: String| async move {
+        app.call(Method::GET, uri, Some(&key), None, Body::empty())
+            .await
+    };
+
+    let r = get("/dashboard/export.json?actor=alice", app.readonly.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        r.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .contains("evident-export.json")
+    );
+    let all: Value = serde_json::from_slice(&r.body).unwrap();
+    let seqs: Vec<u64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["actor"]["id"], "alice");
+            assert_eq!(e["hash"].as_str().unwrap().len(), 64);
+            e["seq"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, [0, 2]);
+    let none = get("/dashboard/export.json?actor=nobody", app.readonly.clone()).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&none.body).unwrap(),
+        json!([])
+    );
+    get("/dashboard/export.json?limit=5", app.readonly.clone())
+        .await
+        .error(StatusCode::BAD_REQUEST, "unknown_parameter");
+    // The acme key's export holds none of the default tenant's events.
+    let scoped = get("/dashboard/export.json", acme.clone()).await;
+    let scoped: Value = serde_json::from_slice(&scoped.body).unwrap();
+    assert!(
+        scoped
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["tenant"] == "acme"),
+        "{scoped}"
+    );
+
+    let one = get("/dashboard/entry/1", app.readonly.clone()).await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.text());
+    assert_eq!(one.json()["actor"]["id"], "bob");
+    assert_eq!(one.json()["seq"], 1);
+    get("/dashboard/entry/1", acme.clone())
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    get("/dashboard/entry/999", app.readonly.clone())
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    get("/dashboard/entry/x", app.readonly.clone())
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+    // The inclusion proof names the previous entry's hash (zeros before entry 0).
+    let proof = app.get("/api/v1/proof/inclusion?seq=1&size=3").await;
+    let first = app.get("/dashboard/entry/0").await;
+    assert_eq!(proof.json()["prev_hash"], first.json()["hash"]);
+    let proof0 = app.get("/api/v1/proof/inclusion?seq=0&size=3").await;
+    assert_eq!(proof0.json()["prev_hash"], "0".repeat(64));
+}
