@@ -68,11 +68,14 @@ fn count_by_severity(
     // count(severity >= s) for s from the top down; each level is the difference.
     let mut above = 0u64;
     for severity in Severity::ALL.iter().rev().filter(|s| **s >= min) {
+        // Every event is at least debug: no severity condition, so that an otherwise
+        // unfiltered range is counted from its bounds without reading it.
+        let level = (*severity > Severity::Debug).then_some(*severity);
         let at_least = store
             .count(&Filter {
                 from: Some(from),
                 to: Some(to),
-                severity: Some(*severity),
+                severity: level,
                 ..filter.clone()
             })
             .map_err(ApiError::from_store)?;

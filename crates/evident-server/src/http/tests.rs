@@ -1510,3 +1510,53 @@ async fn dashboard_json_export_and_entry_follow_the_filter_and_the_tenant() {
     let proof0 = app.get("/api/v1/proof/inclusion?seq=0&size=3").await;
     assert_eq!(proof0.json()["prev_hash"], "0".repeat(64));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn histogram_counts_every_severity_exactly() {
+    let app = setup();
+    let severities = [
+        "debug", "info", "info", "notice", "warning", "error", "error", "alert",
+    ];
+    let batch: Vec<Value> = severities
+        .iter()
+        .map(|s| {
+            let mut e = event_json("alice", "auth.login");
+            e["severity"] = json!(s);
+            e
+        })
+        .collect();
+    let r = app.post_json(&Value::Array(batch)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let sum = |h: &Value| {
+        let mut out = std::collections::BTreeMap::<String, u64>::new();
+        for b in h["buckets"].as_array().unwrap() {
+            for (s, n) in b["by_severity"].as_object().unwrap() {
+                *out.entry(s.clone()).or_default() += n.as_u64().unwrap();
+            }
+        }
+        out
+    };
+    let h = app
+        .get("/api/v1/audit-log/histogram?actor=alice&buckets=7")
+        .await
+        .json();
+    assert_eq!(h["total"], 8, "{h}");
+    let expected: std::collections::BTreeMap<String, u64> = [
+        ("alert", 1),
+        ("debug", 1),
+        ("error", 2),
+        ("info", 2),
+        ("notice", 1),
+        ("warning", 1),
+    ]
+    .into_iter()
+    .map(|(s, n)| (s.to_owned(), n))
+    .collect();
+    assert_eq!(sum(&h), expected, "{h}");
+    let h = app
+        .get("/api/v1/audit-log/histogram?actor=alice&severity=error")
+        .await
+        .json();
+    assert_eq!(h["total"], 3, "{h}");
+    assert_eq!(sum(&h).keys().collect::<Vec<_>>(), ["alert", "error"]);
+}
