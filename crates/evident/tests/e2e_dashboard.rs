@@ -570,6 +570,13 @@ async fn browse(setup: &Setup) {
     let banner = wait_text(&c, "readonly-banner", |t| t.starts_with("READ-ONLY")).await;
     assert!(banner.contains("refuses writes"), "{banner}");
     screenshot(&c, "05-integrity").await;
+
+    // The review views answer (this node has no cluster: it says so).
+    click(&c, "nav-reviews").await;
+    wait_text(&c, "four-eyes", |t| t.starts_with("No four-eyes rules")).await;
+    let cluster = wait_text(&c, "cluster", |t| !t.is_empty()).await;
+    assert!(cluster.starts_with("Not a cluster node"), "{cluster}");
+    screenshot(&c, "07-reviews").await;
     c.close().await.unwrap();
 }
 

@@ -149,6 +149,10 @@ struct SessionJson {
     node_id: String,
     idle_timeout_ms: Millis,
     expires_at: Millis,
+    /// The configured four-eyes rules, by name (the review view's choices).
+    four_eyes_rules: Vec<String>,
+    /// Whether this node is part of a cluster (the review view then shows the nodes).
+    cluster: bool,
 }
 
 fn session_json(
@@ -166,6 +170,14 @@ fn session_json(
         node_id: state.node().files().node_id().to_owned(),
         idle_timeout_ms: sessions.idle_ms(),
         expires_at: session.created_at.saturating_add(sessions.absolute_ms()),
+        four_eyes_rules: state
+            .node()
+            .config()
+            .four_eyes
+            .iter()
+            .map(|rule| rule.name.clone())
+            .collect(),
+        cluster: state.node().config().cluster.enabled(),
     }
 }
 

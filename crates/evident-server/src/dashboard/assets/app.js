@@ -345,13 +345,19 @@ async function show(id, path, describe) {
   catch (err) { $(id).textContent = describe + ": " + err.message; }
 }
 function loadReviews() {
-  show("four-eyes", "/api/v1/reviews/four-eyes", "Four-eyes report unavailable");
+  const rules = session.four_eyes_rules || [];
+  const select = $("four-eyes-rule");
+  if (select.options.length !== rules.length) select.replaceChildren(...rules.map((r) => el("option", { value: r, text: r })));
+  select.disabled = !rules.length;
+  if (rules.length) show("four-eyes", "/api/v1/reviews/four-eyes?rule=" + encodeURIComponent(select.value), "Four-eyes report unavailable");
+  else $("four-eyes").textContent = "No four-eyes rules are configured on this node ([[four_eyes]] in its configuration).";
   show("webhooks", "/api/v1/webhooks", "Alert deliveries unavailable");
+  if (!session.cluster) { $("cluster").textContent = "Not a cluster node ([cluster] is not configured)."; return; }
   (async () => {
     try {
       const page = await (await api("/api/v1/audit-log?scope=cluster&limit=1")).json();
       $("cluster").textContent = JSON.stringify(page.nodes, null, 2);
-    } catch (err) { $("cluster").textContent = "Not a cluster node, or the cluster read failed: " + err.message; }
+    } catch (err) { $("cluster").textContent = "The cluster read failed: " + err.message; }
   })();
 }
 
@@ -379,6 +385,7 @@ function init() {
     if (opener && document.contains(opener)) opener.focus();
   });
   $("verify-now").addEventListener("click", verifyNow);
+  $("four-eyes-rule").addEventListener("change", loadReviews);
   document.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && !$("detail").hidden) $("detail-close").click(); });
   for (const b of document.querySelectorAll("#nav button")) {
     b.addEventListener("click", () => { const p = b.dataset.view === "explorer" ? formToParams() : new URLSearchParams(); if (b.dataset.view !== "explorer") p.set("view", b.dataset.view); setState(p); route(); });
