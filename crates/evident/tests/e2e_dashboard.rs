@@ -211,7 +211,20 @@ fn the_dashboard_in_a_real_browser() {
     let readonly = create_key(&node.dir, "readonly", &[]);
     let writer = create_key(&node.dir, "writer", &[]);
     let acme = create_key(&node.dir, "readonly", &["--tenant", "acme"]);
-    let server = Server::start(&node);
+    let config = node.file("evident.toml");
+    std::fs::write(
+        &config,
+        "[[four_eyes]]\nname = \"config-change\"\nwithin = \"1h\"\n\
+         confirmed = { action = \"app.config.changed\" }\n\
+         confirmation = { action = \"app.config.confirmed\" }\n",
+    )
+    .unwrap();
+    let server = Server::start_with(
+        &node.dir,
+        &[],
+        &["--config", config.to_str().unwrap()],
+        None,
+    );
     let api = server.api(&node.owner_key);
     let events: Vec<Value> = (0..130).map(app_event).collect();
     let receipts = api.append(&Value::Array(events.clone())).unwrap();
@@ -573,7 +586,8 @@ async fn browse(setup: &Setup) {
 
     // The review views answer (this node has no cluster: it says so).
     click(&c, "nav-reviews").await;
-    wait_text(&c, "four-eyes", |t| t.starts_with("No four-eyes rules")).await;
+    let report = wait_text(&c, "four-eyes", |t| t.starts_with('{')).await;
+    assert!(report.contains("\"name\": \"config-change\""), "{report}");
     let cluster = wait_text(&c, "cluster", |t| !t.is_empty()).await;
     assert!(cluster.starts_with("Not a cluster node"), "{cluster}");
     screenshot(&c, "07-reviews").await;
