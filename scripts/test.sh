@@ -21,6 +21,17 @@ if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! id postgres >/dev/null 2>&1; 
     exit 1
   fi
 fi
+# Headless Chromium and its WebDriver, for the dashboard's browser tests (e2e_dashboard).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium and chromium-driver for the dashboard tests" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "chromium is missing: install it (apt-get install chromium chromium-driver) first" >&2
+    exit 1
+  fi
+fi
 
 # curl: the TLS tests and the README walkthrough use the real curl as a client.
 if ! command -v curl >/dev/null 2>&1; then

@@ -21,6 +21,7 @@ mod alerts;
 mod baseline;
 mod client;
 mod cluster;
+mod dashboard;
 mod forwarding;
 mod ingest;
 mod metrics;
@@ -84,6 +85,10 @@ struct Args {
     /// (add-checkpoint, p50/p99 over N) and the first page cluster-wide vs local.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "300")]
     cluster: Option<usize>,
+    /// Only the dashboard rows (issue 15): a log of --scale events, then the explorer's first
+    /// page and its chart (the histogram route) per filter.
+    #[arg(long)]
+    dashboard: bool,
 }
 
 /// Offered rate of the open-loop latency phase.
@@ -374,6 +379,35 @@ async fn run(args: Args) -> anyhow::Result<String> {
             server::load_average()
         );
         return Ok(report);
+    }
+    if args.dashboard {
+        let dir = work.path().join("dashboard");
+        let (server, api) = launch(&evident, &dir, None).await?;
+        eprintln!("bulk load: {} events", thousands(plan.scale));
+        let from_ms = ingest::now_ms();
+        let load = ingest::bulk_load(&api, plan.scale, 1000, 8, 300).await?;
+        let window = reads::LoadWindow {
+            from_ms,
+            to_ms: ingest::now_ms(),
+        };
+        if load.errors > 0 {
+            bail!("the bulk load had {} failed requests", load.errors);
+        }
+        eprintln!(
+            "dashboard: first page and chart, {} runs per filter",
+            plan.query_runs
+        );
+        let rows = dashboard::measure(&api, window, plan.query_runs).await;
+        let rows = rows.map_err(|e| with_log_tail(e, &server))?;
+        stop(server);
+        let mut out = dashboard::report(&rows, plan.scale);
+        let _ = writeln!(
+            out,
+            "\nmachine: {}; load average {}",
+            server::machine(),
+            server::load_average()
+        );
+        return Ok(out);
     }
     if args.forwarding {
         let cell = if args.quick {

@@ -47,6 +47,10 @@ pub mod action {
     pub const AUTH_UNKNOWN: &str = "evident.auth.unknown_key";
     pub const AUTH_REVOKED: &str = "evident.auth.revoked_key";
     pub const AUTH_EXPIRED: &str = "evident.auth.expired_key";
+    pub const SESSION_REFUSED: &str = "evident.auth.session_refused";
+    pub const SIGNED_IN: &str = "evident.dashboard.signed_in";
+    pub const SIGNED_OUT: &str = "evident.dashboard.signed_out";
+    pub const CSRF_REFUSED: &str = "evident.dashboard.csrf_refused";
     pub const BRUTE_FORCE: &str = "evident.auth.brute_force";
     pub const FORBIDDEN_BURST: &str = "evident.access.forbidden_burst";
     pub const FORBIDDEN: &str = "evident.access.forbidden";

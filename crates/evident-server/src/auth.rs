@@ -307,6 +307,9 @@ pub enum AuthFailure {
     Revoked,
     #[error("API key expired")]
     Expired,
+    /// A dashboard session cookie that is unknown or past its idle or absolute timeout.
+    #[error("dashboard session unknown or expired: sign in again")]
+    Session,
 }
 
 impl AuthFailure {
@@ -319,6 +322,7 @@ impl AuthFailure {
             AuthFailure::Unknown => action::AUTH_UNKNOWN,
             AuthFailure::Revoked => action::AUTH_REVOKED,
             AuthFailure::Expired => action::AUTH_EXPIRED,
+            AuthFailure::Session => action::SESSION_REFUSED,
         }
     }
 }
@@ -363,28 +367,44 @@ pub fn authenticate(
     let Some(record) = store.key_by_hash(&presented)? else {
         return refuse(AuthFailure::Unknown, Some(id));
     };
+    match check_record(record, id, &presented, now) {
+        Ok(found) => Ok(Ok(found)),
+        Err(failure) => refuse(failure, Some(id)),
+    }
+}
+
+/// Checks the stored `record` found for key `id` with secret hash `presented`: the same
+/// key (constant time), not revoked, not expired, a known role. The bearer path and the
+/// dashboard's sessions (which keep the key's id and hash) both end here, so a session
+/// resolves to the very [`Caller`] its key would.
+pub fn check_record(
+    record: KeyRecord,
+    id: &str,
+    presented: &Hash,
+    now: Millis,
+) -> Result<(Caller, KeyRecord), AuthFailure> {
     let hash_matches = record.secret_hash.as_bytes().ct_eq(presented.as_bytes());
     let id_matches = record.id.as_bytes().ct_eq(id.as_bytes());
     // A mismatch here means a tampered key table.
     if !bool::from(hash_matches & id_matches) {
-        return refuse(AuthFailure::Unknown, Some(id));
+        return Err(AuthFailure::Unknown);
     }
     if record.revoked_at.is_some() {
-        return refuse(AuthFailure::Revoked, Some(id));
+        return Err(AuthFailure::Revoked);
     }
     if record.expires_at.is_some_and(|t| t <= now) {
-        return refuse(AuthFailure::Expired, Some(id));
+        return Err(AuthFailure::Expired);
     }
     let Ok(role) = record.role.parse::<Role>() else {
         tracing::error!(key_id = %record.id, "stored key has an unknown role; refusing it");
-        return refuse(AuthFailure::Unknown, Some(id));
+        return Err(AuthFailure::Unknown);
     };
     let caller = Caller {
         key_id: record.id.clone(),
         role,
         tenant: record.tenant.clone(),
     };
-    Ok(Ok((caller, record)))
+    Ok((caller, record))
 }
 
 /// Each key's latest use (time and source IP), kept in memory and written to the store in
@@ -518,11 +538,21 @@ pub async fn require(
         return require_peer(state, permission, peer, info, request, next).await;
     }
     let store = state.store().clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || authenticate(&*store, header.as_deref(), now))
+    // No Authorization header but a dashboard session cookie: the session signs the request
+    // in as its key (CSRF-checked for state-changing methods).
+    let session = match header {
+        None => crate::dashboard::session_of(&state, &request, now),
+        Some(_) => None,
+    };
+    let outcome = match session {
+        Some(session) => {
+            crate::dashboard::authenticate_session(&state, &info, session, now).await?
+        }
+        None => tokio::task::spawn_blocking(move || authenticate(&*store, header.as_deref(), now))
             .await
             .map_err(|e| ApiError::internal(format!("authentication task failed: {e}")))?
-            .map_err(ApiError::from_store)?;
+            .map_err(ApiError::from_store)?,
+    };
     let (caller, _record) = match outcome {
         Ok(found) => found,
         Err(refusal) => {

@@ -86,6 +86,8 @@ pub struct ServerConfig {
     /// Where committed entries are forwarded (`[[forward.syslog]]` destinations); none by
     /// default.
     pub forward: crate::forward::ForwardConfig,
+    /// `[dashboard]`: the web dashboard at `/` (on) and its session timeouts.
+    pub dashboard: crate::dashboard::DashboardConfig,
     /// `[cluster]`: this node's cluster certificate and its peers (`[[cluster.peers]]`);
     /// off unless `ca_cert` is set.
     pub cluster: crate::cluster::ClusterConfig,
@@ -144,6 +146,7 @@ impl Default for ServerConfig {
             alerts: crate::alerts::AlertsConfig::default(),
             publish: crate::publish::PublishConfig::default(),
             forward: crate::forward::ForwardConfig::default(),
+            dashboard: crate::dashboard::DashboardConfig::default(),
             cluster: crate::cluster::ClusterConfig::default(),
             witness: crate::witness::WitnessConfig::default(),
         }

@@ -607,6 +607,38 @@ pub fn write_csv(
     Ok(summary)
 }
 
+/// Writes matching entries as one JSON array of the API's entry JSON (the event, `hash`,
+/// `seal`), one entry a line, streamed: the dashboard's "Export JSON".
+pub fn write_json(
+    store: &dyn Store,
+    filter: &Filter,
+    order: Order,
+    out: &mut dyn Write,
+) -> Result<ExportSummary, ExportWriteError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(CSV_FLUSH_BYTES + 4096);
+    buf.extend_from_slice(b"[");
+    let mut summary = ExportSummary::default();
+    let scanned = scan_chunked(store, filter, order, None, &mut |entry| -> Result<
+        ControlFlow<()>,
+        ExportWriteError,
+    > {
+        buf.extend_from_slice(if summary.entries == 0 { b"\n" } else { b",\n" });
+        serde_json::to_writer(&mut buf, &EntryJson::new(&entry))
+            .map_err(|e| ExportWriteError::Io(std::io::Error::other(e)))?;
+        summary.entries += 1;
+        if buf.len() >= CSV_FLUSH_BYTES {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+        Ok(ControlFlow::Continue(()))
+    });
+    out.write_all(&buf)?;
+    scanned?;
+    out.write_all(b"\n]\n")?;
+    out.flush()?;
+    Ok(summary)
+}
+
 /// Writes matching entries as SIEM records ([`crate::formats`]), one line each ending in LF:
 /// NDJSON for OCSF and ECS, one CEF line per event for CEF. `node_id` is the reporting node.
 pub fn write_siem(

@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod consumers;
+pub mod dashboard;
 pub mod export;
 pub mod file_modes;
 pub mod formats;

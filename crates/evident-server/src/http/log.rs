@@ -117,7 +117,7 @@ fn decode_cursor(text: &str, order: Order) -> Result<u64, ApiError> {
 }
 
 /// The filter the parameters describe, with the caller's tenant scope applied.
-fn filter_from(params: &Params, caller: &Caller) -> Result<Filter, ApiError> {
+pub(crate) fn filter_from(params: &Params, caller: &Caller) -> Result<Filter, ApiError> {
     // The one parser of filter parameters, the core's: the export verifier reads the
     // parameters a bundle's header states with it too.
     let mut filter: Filter = EventFilter::from_params(|name| params.get(name))

@@ -10,15 +10,16 @@
 mod error;
 mod events;
 mod forwarders;
+mod histogram;
 mod keys;
-mod log;
+pub(crate) mod log;
 mod openapi;
 mod ops;
 pub(crate) mod params;
 pub mod proofs;
 mod publish;
 mod reviews;
-mod stream;
+pub(crate) mod stream;
 mod witness;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
@@ -65,6 +66,8 @@ struct Inner {
     publisher: std::sync::OnceLock<crate::publish::PublishHandle>,
     /// The syslog forwarders' destinations and counters.
     forwarders: crate::forward::Forwarders,
+    /// The dashboard's signed-in sessions.
+    sessions: crate::dashboard::Sessions,
     /// The mTLS client to the cluster's peers, built on first use (`[cluster]` only).
     peer_client: std::sync::OnceLock<Result<crate::cluster::PeerClient, String>>,
 }
@@ -79,6 +82,7 @@ impl AppState {
         );
         let tls = AtomicBool::new(config.tls_enabled());
         let alerts = crate::alerts::Alerting::new(&config.alerts);
+        let sessions = config.dashboard.sessions();
         AppState(Arc::new(Inner {
             node,
             usage: UsageTracker::default(),
@@ -91,6 +95,7 @@ impl AppState {
             alerts,
             publisher: std::sync::OnceLock::new(),
             forwarders: crate::forward::Forwarders::default(),
+            sessions,
             peer_client: std::sync::OnceLock::new(),
         }))
     }
@@ -155,7 +160,12 @@ impl AppState {
         self.0.tls.store(on, Ordering::Release);
     }
 
-    fn tls(&self) -> bool {
+    /// The dashboard's signed-in sessions.
+    pub fn sessions(&self) -> &crate::dashboard::Sessions {
+        &self.0.sessions
+    }
+
+    pub(crate) fn tls(&self) -> bool {
         self.0.tls.load(Ordering::Acquire)
     }
 
@@ -338,6 +348,11 @@ pub enum OutsideTenant<'a> {
 pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
     (Method::POST, "/api/v1/events", Some(Permission::Append)),
     (Method::GET, "/api/v1/audit-log", Some(Permission::Read)),
+    (
+        Method::GET,
+        "/api/v1/audit-log/histogram",
+        Some(Permission::Read),
+    ),
     (Method::GET, "/api/v1/checkpoint", Some(Permission::Read)),
     (Method::GET, "/api/v1/public-key", Some(Permission::Read)),
     (
@@ -410,6 +425,7 @@ pub const ROUTES: &[(Method, &str, Option<Permission>)] = &[
 pub fn router(state: AppState) -> Router {
     let read = Router::new()
         .route("/audit-log", get(log::audit_log))
+        .route("/audit-log/histogram", get(histogram::histogram))
         .route("/checkpoint", get(proofs::checkpoint))
         .route("/public-key", get(proofs::public_key))
         .route("/proof/inclusion", get(proofs::inclusion))
@@ -485,9 +501,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(ops::root_healthz))
         .route("/readyz", get(ops::root_readyz));
+    let dashboard = if state.node().config().dashboard.enabled {
+        crate::dashboard::router(state.clone())
+    } else {
+        Router::new()
+    };
     Router::new()
         .nest("/api/v1", api)
         .merge(root)
+        .merge(dashboard)
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), track))
@@ -509,10 +531,12 @@ async fn security_headers(State(state): State<AppState>, request: Request, next:
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
+    // The dashboard's page sets its own (still strict) policy.
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),

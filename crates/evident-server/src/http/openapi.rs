@@ -137,6 +137,42 @@ pub struct PageDoc {
 
 /// Filters and options of `GET /api/v1/audit-log`. Empty values count as absent; any other
 /// parameter is refused.
+/// The query of `GET /api/v1/audit-log/histogram`: the audit-log filters and `buckets`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct HistogramParams {
+    /// Recorded at or after: RFC 3339 or epoch milliseconds (default: the first match).
+    from: Option<String>,
+    /// Recorded before: RFC 3339 or epoch milliseconds (default: now).
+    to: Option<String>,
+    /// Actor id (exact).
+    actor: Option<String>,
+    /// user, service, api_key or system.
+    #[param(inline, value_type = Option<ActorKindDoc>)]
+    actor_kind: Option<String>,
+    /// Action name (exact), or a prefix as `config.*`.
+    action: Option<String>,
+    /// `kind:id`, or a bare id matching any kind.
+    target: Option<String>,
+    /// Actor IP address or CIDR network.
+    ip: Option<String>,
+    #[param(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
+    tenant: Option<String>,
+    /// Node id that recorded the event.
+    #[param(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
+    node: Option<String>,
+    /// Minimum severity.
+    #[param(inline, value_type = Option<SeverityDoc>)]
+    severity: Option<String>,
+    /// success, failure or denied.
+    #[param(inline, value_type = Option<OutcomeDoc>)]
+    outcome: Option<String>,
+    /// Number of time buckets, 1 to 200 (default 30).
+    #[param(minimum = 1, maximum = 200)]
+    buckets: Option<u64>,
+}
+
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
@@ -304,6 +340,7 @@ impl Modify for Permissions {
     paths(
         super::events::append,
         super::log::audit_log,
+        super::histogram::histogram,
         super::proofs::checkpoint,
         super::proofs::public_key,
         super::proofs::inclusion,
@@ -336,6 +373,8 @@ impl Modify for Permissions {
         crate::webhooks::routes::enable,
     ),
     components(schemas(
+        super::histogram::Histogram,
+        super::histogram::Bucket,
         super::error::ErrorBody,
         super::ops::VerifyRequest,
         super::error::ErrorDetail,

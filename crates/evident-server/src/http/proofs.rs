@@ -116,6 +116,11 @@ pub struct InclusionProof {
     /// The entry's seal.
     #[schema(value_type = String)]
     pub seal: Hash,
+    /// The hash of entry `seq - 1` (zeros for entry 0), so that a verifier can recompute this
+    /// entry's hash from its fields; absent when that entry is no longer stored (pruned).
+    #[schema(value_type = Option<String>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prev_hash: Option<Hash>,
     /// The audit path, leaf to root (RFC 9162 §2.1.3).
     #[schema(value_type = Vec<String>)]
     pub proof: Vec<Hash>,
@@ -267,6 +272,24 @@ pub async fn inclusion(
             let plan = merkle::inclusion_plan(seq, size)
                 .map_err(|e| ApiError::bad_param("seq", e.to_string()))?;
             let proof = proof_hashes(store, &plan)?;
+            let prev_hash = match seq.checked_sub(1) {
+                None => Some(evident_core::chain::GENESIS_PREV_HASH),
+                Some(prev) => {
+                    let mut hash = None;
+                    let filter = Filter {
+                        from_seq: Some(prev),
+                        to_seq: Some(seq),
+                        ..Filter::default()
+                    };
+                    store
+                        .scan(&filter, Order::Ascending, None, Some(1), &mut |entry| {
+                            hash = Some(entry.hash);
+                            ControlFlow::Break(())
+                        })
+                        .map_err(ApiError::from_store)?;
+                    hash
+                }
+            };
             let checkpoint = store.checkpoint_at(size).map_err(ApiError::from_store)?;
             let root = match &checkpoint {
                 Some(cp) => cp.root,
@@ -278,6 +301,7 @@ pub async fn inclusion(
                 leaf_hash: entry.leaf_hash(),
                 hash: entry.hash,
                 seal: entry.seal,
+                prev_hash,
                 proof,
                 root,
                 checkpoint: checkpoint.map(|c| c.signed_note),

@@ -1376,3 +1376,246 @@ async fn requests_beyond_the_log_are_out_of_range() {
         assert_eq!(e["field"], field, "{uri}: {e}");
     }
 }
+
+/// One request carrying a session cookie (and optionally a CSRF token).
+async fn with_cookie(
+    app: &TestApp,
+    method: Method,
+    uri: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::COOKIE, format!("evident_session={cookie}"));
+    if let Some(csrf) = csrf {
+        request = request.header("x-csrf-token", csrf);
+    }
+    let response = app
+        .app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_sessions_sign_in_check_csrf_and_sign_out() {
+    let app = setup();
+    app.fill(&["alice", "bob", "carol"]).await;
+    let login = |key: String| {
+        let body = json!({ "key": key }).to_string();
+        app.call(
+            Method::POST,
+            "/dashboard/login",
+            None,
+            Some("application/json"),
+            body,
+        )
+    };
+    login(app.writer.clone())
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    login("evk_000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned())
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let reply = login(app.readonly.clone()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let cookie = reply.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let id = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("evident_session=")
+        .unwrap()
+        .to_owned();
+    let csrf = reply.json()["csrf_token"].as_str().unwrap().to_owned();
+
+    let histogram = with_cookie(
+        &app,
+        Method::GET,
+        "/api/v1/audit-log/histogram?actor=bob",
+        &id,
+        None,
+    )
+    .await;
+    assert_eq!(histogram.status, StatusCode::OK, "{}", histogram.text());
+    assert_eq!(histogram.json()["total"], 1);
+    assert_eq!(
+        histogram.json()["buckets"][0]["by_severity"]["notice"],
+        1,
+        "{}",
+        histogram.text()
+    );
+
+    with_cookie(&app, Method::POST, "/dashboard/logout", &id, None)
+        .await
+        .error(StatusCode::FORBIDDEN, "csrf");
+    with_cookie(&app, Method::POST, "/dashboard/logout", &id, Some("wrong"))
+        .await
+        .error(StatusCode::FORBIDDEN, "csrf");
+    let out = with_cookie(&app, Method::POST, "/dashboard/logout", &id, Some(&csrf)).await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT, "{}", out.text());
+    with_cookie(&app, Method::GET, "/api/v1/audit-log", &id, None)
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let page = app.call(Method::GET, "/", None, None, Body::empty()).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_json_export_and_entry_follow_the_filter_and_the_tenant() {
+    let app = setup();
+    app.fill(&["alice", "bob", "alice"]).await;
+    let store = app.state.store().clone();
+    let (acme, _) = create_key(
+        &*store,
+        Role::Readonly,
+        Some("acme".into()),
+        None,
+        crate::now_ms(),
+    )
+    .unwrap();
+    let app = &app;
+    let get = |uri: &'static str, key: String| async move {
+        app.call(Method::GET, uri, Some(&key), None, Body::empty())
+            .await
+    };
+
+    let r = get("/dashboard/export.json?actor=alice", app.readonly.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        r.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .contains("evident-export.json")
+    );
+    let all: Value = serde_json::from_slice(&r.body).unwrap();
+    let seqs: Vec<u64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["actor"]["id"], "alice");
+            assert_eq!(e["hash"].as_str().unwrap().len(), 64);
+            e["seq"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, [0, 2]);
+    let none = get("/dashboard/export.json?actor=nobody", app.readonly.clone()).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&none.body).unwrap(),
+        json!([])
+    );
+    get("/dashboard/export.json?limit=5", app.readonly.clone())
+        .await
+        .error(StatusCode::BAD_REQUEST, "unknown_parameter");
+    // The acme key's export holds none of the default tenant's events.
+    let scoped = get("/dashboard/export.json", acme.clone()).await;
+    let scoped: Value = serde_json::from_slice(&scoped.body).unwrap();
+    assert!(
+        scoped
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["tenant"] == "acme"),
+        "{scoped}"
+    );
+
+    let one = get("/dashboard/entry/1", app.readonly.clone()).await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.text());
+    assert_eq!(one.json()["actor"]["id"], "bob");
+    assert_eq!(one.json()["seq"], 1);
+    get("/dashboard/entry/1", acme.clone())
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    get("/dashboard/entry/999", app.readonly.clone())
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    get("/dashboard/entry/x", app.readonly.clone())
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+    // The inclusion proof names the previous entry's hash (zeros before entry 0).
+    let proof = app.get("/api/v1/proof/inclusion?seq=1&size=3").await;
+    let first = app.get("/dashboard/entry/0").await;
+    assert_eq!(proof.json()["prev_hash"], first.json()["hash"]);
+    let proof0 = app.get("/api/v1/proof/inclusion?seq=0&size=3").await;
+    assert_eq!(proof0.json()["prev_hash"], "0".repeat(64));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn histogram_counts_every_severity_exactly() {
+    let app = setup();
+    let severities = [
+        "debug", "info", "info", "notice", "warning", "error", "error", "alert",
+    ];
+    let batch: Vec<Value> = severities
+        .iter()
+        .map(|s| {
+            let mut e = event_json("alice", "auth.login");
+            e["severity"] = json!(s);
+            e
+        })
+        .collect();
+    let r = app.post_json(&Value::Array(batch)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let sum = |h: &Value| {
+        let mut out = std::collections::BTreeMap::<String, u64>::new();
+        for b in h["buckets"].as_array().unwrap() {
+            for (s, n) in b["by_severity"].as_object().unwrap() {
+                *out.entry(s.clone()).or_default() += n.as_u64().unwrap();
+            }
+        }
+        out
+    };
+    let h = app
+        .get("/api/v1/audit-log/histogram?actor=alice&buckets=7")
+        .await
+        .json();
+    assert_eq!(h["total"], 8, "{h}");
+    let expected: std::collections::BTreeMap<String, u64> = [
+        ("alert", 1),
+        ("debug", 1),
+        ("error", 2),
+        ("info", 2),
+        ("notice", 1),
+        ("warning", 1),
+    ]
+    .into_iter()
+    .map(|(s, n)| (s.to_owned(), n))
+    .collect();
+    assert_eq!(sum(&h), expected, "{h}");
+    let h = app
+        .get("/api/v1/audit-log/histogram?actor=alice&severity=error")
+        .await
+        .json();
+    assert_eq!(h["total"], 3, "{h}");
+    assert_eq!(sum(&h).keys().collect::<Vec<_>>(), ["alert", "error"]);
+}

@@ -101,6 +101,7 @@ pub fn prove(
             leaf_hash: entry.leaf_hash(),
             hash: entry.hash,
             seal: entry.seal,
+            prev_hash: None,
             proof: path,
             root: checkpoint.root,
             checkpoint: Some(checkpoint.signed_note.clone()),
