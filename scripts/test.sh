@@ -34,6 +34,18 @@ if ! command -v curl >/dev/null 2>&1; then
   fi
 fi
 
+# ss (iproute2): evident-server's listener test reads the listen backlog back from the kernel.
+if ! command -v ss >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing iproute2 (ss) for the listener test" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+  else
+    echo "ss is missing: install it (apt-get install iproute2) first" >&2
+    exit 1
+  fi
+fi
+
 # rsyslog (with its GnuTLS driver): crates/evident/tests/e2e_forward.rs forwards to a real
 # rsyslogd over UDP, TCP and TLS, started by the test in the foreground on free loopback ports.
 if [ ! -x /usr/sbin/rsyslogd ] || ! find /usr/lib -path '*/rsyslog/lmnsd_gtls.so' -print -quit | grep -q .; then
