@@ -54,6 +54,17 @@ if ! command -v script >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bsdutils >/dev/null
   else
     echo "script is missing: install it (apt-get install bsdutils) first" >&2
+  fi
+fi
+
+# ss (iproute2): evident-server's listener test reads the listen backlog back from the kernel.
+if ! command -v ss >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing iproute2 (ss) for the listener test" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+  else
+    echo "ss is missing: install it (apt-get install iproute2) first" >&2
     exit 1
   fi
 fi

@@ -134,6 +134,27 @@ pub async fn throughput(
     Ok(merge(tallies, started.elapsed()))
 }
 
+/// Requests in flight (and so pooled keep-alive connections) of the open-loop client.
+pub const OPEN_LOOP_CONNECTIONS: usize = 256;
+
+/// Opens `n` keep-alive connections to the server (concurrent health checks), which the
+/// client's pool then reuses.
+async fn warm_connections(api: &Api, n: usize) -> anyhow::Result<()> {
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            let response = api.get("/api/v1/healthz").await?;
+            response.bytes().await?;
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
 /// Open-loop single-event appends: request `i` is due at `start + i / rate`, sent then (or as
 /// soon as the client can), and its latency is measured from when it was due, so that a slow
 /// answer delays no later request's clock (no coordinated omission).
@@ -146,9 +167,13 @@ pub async fn open_loop(
     let pool = Arc::new(body_pool(1, seed, 4096));
     let total = rate * duration.as_secs_f64() as u64;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    // A bound on requests in flight keeps a stalled server from exhausting sockets; waiting
-    // for a slot still counts against the request's latency.
-    let slots = Arc::new(tokio::sync::Semaphore::new(4096));
+    // A bound on requests in flight, so on connections: a stalled server cannot make the
+    // client open thousands (each new one a TCP handshake, beyond the server's
+    // `max_connections` of 512 a wait in its backlog); waiting for a slot still counts
+    // against the request's latency. The connections are opened before the clock starts
+    // (keep-alive pool), as a long-running client would have them.
+    let slots = Arc::new(tokio::sync::Semaphore::new(OPEN_LOOP_CONNECTIONS));
+    warm_connections(api, OPEN_LOOP_CONNECTIONS).await?;
     let start = tokio::time::Instant::now() + Duration::from_millis(20);
     let mut handles = Vec::with_capacity(total as usize);
     for i in 0..total {

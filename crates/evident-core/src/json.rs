@@ -87,13 +87,19 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!(
-                    "duplicate key {key:?} in an object"
-                )));
+            // One map search per key (issue 16: parsing is a seventh of a batch's CPU).
+            match out.entry(key) {
+                serde_json::map::Entry::Occupied(taken) => {
+                    return Err(de::Error::custom(format_args!(
+                        "duplicate key {:?} in an object",
+                        taken.key()
+                    )));
+                }
+                serde_json::map::Entry::Vacant(slot) => {
+                    let Strict(value) = map.next_value()?;
+                    slot.insert(value);
+                }
             }
-            let Strict(value) = map.next_value()?;
-            out.insert(key, value);
         }
         Ok(Value::Object(out))
     }

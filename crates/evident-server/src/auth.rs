@@ -344,6 +344,33 @@ pub fn authenticate(
     header: Option<&str>,
     now: Millis,
 ) -> Result<Result<(Caller, KeyRecord), Refusal>, StoreError> {
+    authenticate_by(header, now, |hash| store.key_by_hash(hash))
+}
+
+/// [`authenticate`] without leaving the async task, where the store can look the key up at
+/// once ([`Store::key_by_hash_now`]); `None` when it cannot, and the caller runs
+/// [`authenticate`] on a blocking thread. Same checks, same freshness (no cache).
+pub fn authenticate_now(
+    store: &dyn Store,
+    header: Option<&str>,
+    now: Millis,
+) -> Option<Result<Result<(Caller, KeyRecord), Refusal>, StoreError>> {
+    let mut declined = false;
+    let outcome = authenticate_by(header, now, |hash| match store.key_by_hash_now(hash) {
+        Some(found) => found,
+        None => {
+            declined = true;
+            Ok(None)
+        }
+    });
+    (!declined).then_some(outcome)
+}
+
+fn authenticate_by(
+    header: Option<&str>,
+    now: Millis,
+    lookup: impl FnOnce(&Hash) -> Result<Option<KeyRecord>, StoreError>,
+) -> Result<Result<(Caller, KeyRecord), Refusal>, StoreError> {
     let refuse = |failure, id: Option<&str>| {
         Ok(Err(Refusal {
             failure,
@@ -364,7 +391,7 @@ pub fn authenticate(
         return refuse(AuthFailure::Malformed, None);
     };
     let presented = key_hash(key);
-    let Some(record) = store.key_by_hash(&presented)? else {
+    let Some(record) = lookup(&presented)? else {
         return refuse(AuthFailure::Unknown, Some(id));
     };
     match check_record(record, id, &presented, now) {
@@ -548,10 +575,17 @@ pub async fn require(
         Some(session) => {
             crate::dashboard::authenticate_session(&state, &info, session, now).await?
         }
-        None => tokio::task::spawn_blocking(move || authenticate(&*store, header.as_deref(), now))
-            .await
-            .map_err(|e| ApiError::internal(format!("authentication task failed: {e}")))?
-            .map_err(ApiError::from_store)?,
+        // Issue 16: on the embedded store the key is looked up right here (a point read on a
+        // connection kept for it); the blocking pool is only used where that is not possible.
+        None => match authenticate_now(&*store, header.as_deref(), now) {
+            Some(outcome) => outcome,
+            None => {
+                tokio::task::spawn_blocking(move || authenticate(&*store, header.as_deref(), now))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("authentication task failed: {e}")))?
+            }
+        }
+        .map_err(ApiError::from_store)?,
     };
     let (caller, _record) = match outcome {
         Ok(found) => found,

@@ -82,6 +82,24 @@ pub fn now_ms() -> evident_core::event::Millis {
     sequencer::now_ms()
 }
 
+/// Pending connections the kernel queues for the listener (capped by `net.core.somaxconn`).
+/// Issue 16: tokio's default of 1024 overflowed under a burst of new clients (an open-loop
+/// load), and a dropped SYN is retried by the client only after 1 s, 3 s, 7 s…: the
+/// multi-second tail of the open-loop benchmark.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] (address reuse as `TcpListener::bind` sets it).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Opens the node, listens on `config.listen` (with TLS when configured), prints the
 /// address, and serves until SIGINT or SIGTERM; then stops taking requests, lets in-flight
 /// ones finish, commits what is queued and signs a final checkpoint.
@@ -90,9 +108,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServeError> {
     let addr = config.listen;
     // Bound before anything is created: a listen address in use or not this machine's
     // leaves no new data directory (or certificate) behind.
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
+    let listener = listen(addr).map_err(|source| ServeError::Bind { addr, source })?;
     let tls_config = if config.tls_enabled() {
         let config = config.clone();
         Some(
@@ -301,6 +317,30 @@ mod tests {
             .map(|(_, b)| b.to_owned())
             .unwrap_or_default();
         (status, body)
+    }
+
+    #[tokio::test]
+    async fn the_listener_queues_a_burst_of_new_clients() {
+        // The kernel reports a listening socket's backlog as its Send-Q (`ss -ltn`).
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let out = std::process::Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{port}")])
+            .output()
+            .expect("this test needs `ss` (Debian package iproute2: apt-get install iproute2)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let send_q: u32 = text
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected `ss` output: {text:?}"));
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(send_q, LISTEN_BACKLOG.min(somaxconn));
+        assert!(send_q > 1024 || somaxconn <= 1024, "backlog {send_q}");
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -34,6 +34,8 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 const READER_CACHE_KIB: i64 = 16 * 1024;
 /// Idle readers kept open; more are opened when more threads read at once, and closed after.
 const MAX_IDLE_READERS: usize = 4;
+/// Page cache of the connection kept for API-key lookups (the key table is a few pages).
+const KEY_READER_CACHE_KIB: i64 = 256;
 /// Prepared statements kept per connection (queries are built per filter shape).
 const STATEMENT_CACHE: usize = 128;
 /// WAL frames between automatic checkpoints (4 KiB pages: 16 MiB), larger than SQLite's 1000
@@ -100,6 +102,10 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// The connection of [`Store::key_by_hash_now`] (issue 16): taken with `try_lock` so that
+    /// an async task never waits for it; opened by the first [`Store::key_by_hash`] (opening
+    /// is file I/O, which belongs on a blocking thread).
+    key_reader: Mutex<Option<Connection>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -151,6 +157,7 @@ impl SqliteStore {
             path: path.to_owned(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            key_reader: Mutex::new(None),
         })
     }
 
@@ -693,6 +700,13 @@ fn collect<T>(
     Ok(out)
 }
 
+fn key_by_hash_in(conn: &Connection, secret_hash: &Hash) -> Result<Option<KeyRecord>, Error> {
+    // KEY_COLUMNS spelled out: a literal, so no SQL text is formatted per request.
+    const SQL: &str = "SELECT id, secret_hash, role, tenant, label, created_at, revoked_at, \
+         expires_at, last_used_at, last_used_ip FROM api_keys WHERE secret_hash = ?1";
+    Ok(collect(conn, SQL, [secret_hash.as_bytes()], key_from)?.pop())
+}
+
 fn key_not_found(id: &str) -> Error {
     Error::Store(StoreError::NotFound(format!("API key {id}")))
 }
@@ -854,10 +868,38 @@ impl Store for SqliteStore {
     }
 
     fn key_by_hash(&self, secret_hash: &Hash) -> Result<Option<KeyRecord>, StoreError> {
-        self.read(|conn| {
-            let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_hash = ?1");
-            Ok(collect(conn, &sql, [secret_hash.as_bytes()], key_from)?.pop())
-        })
+        if let Ok(mut slot) = self.key_reader.try_lock() {
+            if slot.is_none() {
+                // Small cache: the key table is a few pages. No busy wait: where a reader
+                // would have to wait (a rare WAL recovery), `key_by_hash_now` declines.
+                *slot = open_reader(&self.path)
+                    .and_then(|c| {
+                        configure(&c, KEY_READER_CACHE_KIB)?;
+                        c.busy_timeout(Duration::ZERO)?;
+                        Ok(c)
+                    })
+                    .ok();
+            }
+        }
+        self.read(|conn| key_by_hash_in(conn, secret_hash))
+    }
+
+    fn key_by_hash_now(&self, secret_hash: &Hash) -> Option<Result<Option<KeyRecord>, StoreError>> {
+        let slot = self.key_reader.try_lock().ok()?;
+        let conn = slot.as_ref()?;
+        // One SELECT in autocommit mode is its own read transaction: it sees every commit of
+        // every connection and process made before it started, like `key_by_hash`.
+        match key_by_hash_in(conn, secret_hash) {
+            Err(Error::Sql(e))
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                ) =>
+            {
+                None
+            }
+            result => Some(result.map_err(|e| self.map_err(e))),
+        }
     }
 
     fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
@@ -1330,6 +1372,58 @@ mod tests {
         store.append(&big, &big_nodes).unwrap();
         assert_eq!(store.load_head().unwrap(), next);
         assert_eq!(store.count(&Filter::default()).unwrap(), 510);
+    }
+
+    #[test]
+    fn the_immediate_key_lookup_is_as_fresh_as_the_blocking_one_and_never_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("keys.db")).unwrap();
+        let hash = Hash::digest(b"evk_000000000000_secret");
+        let key = KeyRecord {
+            id: "evk_000000000000".to_owned(),
+            secret_hash: hash,
+            role: "writer".to_owned(),
+            tenant: None,
+            label: None,
+            created_at: 1,
+            revoked_at: None,
+            expires_at: None,
+            last_used_at: None,
+            last_used_ip: None,
+        };
+        store.put_key(&key).unwrap();
+        // Not opened yet: opening is file I/O, left to the blocking lookup.
+        assert!(store.key_by_hash_now(&hash).is_none());
+        assert_eq!(store.key_by_hash(&hash).unwrap(), Some(key.clone()));
+        assert_eq!(
+            store.key_by_hash_now(&hash).unwrap().unwrap(),
+            Some(key.clone())
+        );
+        let unknown = Hash::digest(b"other");
+        assert_eq!(store.key_by_hash_now(&unknown).unwrap().unwrap(), None);
+
+        // Revoked by another process (here: another connection) and by this store: both seen
+        // by the very next lookup.
+        store
+            .test_connection()
+            .execute(
+                "UPDATE api_keys SET revoked_at = 7 WHERE id = ?1",
+                [&key.id],
+            )
+            .unwrap();
+        let found = store.key_by_hash_now(&hash).unwrap().unwrap().unwrap();
+        assert_eq!(found.revoked_at, Some(7));
+        store.set_key_expiry(&key.id, 9).unwrap();
+        let found = store.key_by_hash_now(&hash).unwrap().unwrap().unwrap();
+        assert_eq!(found.expires_at, Some(9));
+
+        // While another thread uses the connection, the caller is told to take the blocking
+        // path instead of waiting.
+        let held = store.key_reader.lock().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(store.key_by_hash_now(&hash).is_none()));
+        });
+        drop(held);
     }
 
     #[test]
