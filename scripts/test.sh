@@ -54,6 +54,7 @@ if ! command -v script >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bsdutils >/dev/null
   else
     echo "script is missing: install it (apt-get install bsdutils) first" >&2
+    exit 1
   fi
 fi
 
