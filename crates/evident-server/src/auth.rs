@@ -334,16 +334,16 @@ pub struct Refusal {
     pub presented_key_id: Option<String>,
 }
 
+/// What checking a key comes to: the caller and its record, or a refusal; the outer error is
+/// the store's.
+pub type AuthOutcome = Result<Result<(Caller, KeyRecord), Refusal>, StoreError>;
+
 /// Checks an `Authorization` header value against the store.
 ///
 /// The key is looked up by the SHA-256 of the whole key text (an index lookup whose timing
 /// depends only on that hash, which tells an attacker nothing about any stored key), then the
 /// stored hash and id are compared with the presented ones in constant time (`subtle`).
-pub fn authenticate(
-    store: &dyn Store,
-    header: Option<&str>,
-    now: Millis,
-) -> Result<Result<(Caller, KeyRecord), Refusal>, StoreError> {
+pub fn authenticate(store: &dyn Store, header: Option<&str>, now: Millis) -> AuthOutcome {
     authenticate_by(header, now, |hash| store.key_by_hash(hash))
 }
 
@@ -354,7 +354,7 @@ pub fn authenticate_now(
     store: &dyn Store,
     header: Option<&str>,
     now: Millis,
-) -> Option<Result<Result<(Caller, KeyRecord), Refusal>, StoreError>> {
+) -> Option<AuthOutcome> {
     let mut declined = false;
     let outcome = authenticate_by(header, now, |hash| match store.key_by_hash_now(hash) {
         Some(found) => found,
@@ -370,7 +370,7 @@ fn authenticate_by(
     header: Option<&str>,
     now: Millis,
     lookup: impl FnOnce(&Hash) -> Result<Option<KeyRecord>, StoreError>,
-) -> Result<Result<(Caller, KeyRecord), Refusal>, StoreError> {
+) -> AuthOutcome {
     let refuse = |failure, id: Option<&str>| {
         Ok(Err(Refusal {
             failure,

@@ -500,7 +500,7 @@ async fn cluster_bundle(
     for (name, value) in params.pairs() {
         stated.insert(name.to_owned(), Value::String(value.to_owned()));
     }
-    let own_key = request.signer.verifier().to_vkey_string();
+    let own_key = state.node().files().verifier().to_vkey_string();
     // This node's part is labelled with the id its bundle's signed header names.
     let header = header(
         &config,
