@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 /// The reserved action of a signing-key rotation event.
-pub const SIGNING_ROTATION_ACTION: &str = "evident.key.rotated";
+pub const SIGNING_ROTATION_ACTION: &str = "evident.signing_key.rotated";
 /// The reserved action of a seal-key rotation event.
 pub const SEAL_ROTATION_ACTION: &str = "evident.seal.rotated";
 /// First line of the rotation statement (and the `statement` member of the event's context).

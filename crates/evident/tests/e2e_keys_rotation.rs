@@ -64,7 +64,7 @@ fn a_log_across_signing_and_seal_rotations_verifies_from_the_old_key() {
     let out = keys(&node, &["rotate-signing", "--transition", "7d"]);
     let second = out.lines().last().unwrap().to_owned();
     assert_ne!(second, original);
-    assert!(out.contains("evident.key.rotated"), "{out}");
+    assert!(out.contains("evident.signing_key.rotated"), "{out}");
     assert_eq!(
         node.public_key(),
         second,
@@ -88,7 +88,7 @@ fn a_log_across_signing_and_seal_rotations_verifies_from_the_old_key() {
     // A client cannot pass an event off as a rotation.
     let forged = server
         .api(&key)
-        .append(&event("mallory", "evident.key.rotated"))
+        .append(&event("mallory", "evident.signing_key.rotated"))
         .unwrap_err();
     assert_eq!(forged.status, 400, "{}", forged.text());
 
@@ -155,7 +155,7 @@ fn a_log_across_signing_and_seal_rotations_verifies_from_the_old_key() {
         .lines()
         .map(|line| {
             let value: Value = serde_json::from_str(line).unwrap();
-            if rotation_seq.is_none() && value["action"] == "evident.key.rotated" {
+            if rotation_seq.is_none() && value["action"] == "evident.signing_key.rotated" {
                 rotation_seq = value["seq"].as_u64();
                 assert!(line.contains(&second));
                 return line.replacen(&second, &attacker, 1) + "\n";

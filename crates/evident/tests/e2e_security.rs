@@ -27,7 +27,7 @@ fn role_allows(role: &str, permission: &str) -> bool {
     matches!(
         (role, permission),
         (_, "none")
-            | ("owner", "owner")
+            | ("owner", "owner" | "witness")
             | ("owner" | "admin", "append" | "read" | "manage_keys")
             | ("readonly", "read")
             | ("writer", "append")

@@ -226,7 +226,7 @@ fn rotate_signing(args: RotateSigningArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "rotated the signing key: recorded as entry {} (evident.key.rotated), signed by the old key",
+        "rotated the signing key: recorded as entry {} (evident.signing_key.rotated), signed by the old key",
         rotated.seq
     )?;
     writeln!(out, "  old key: {}", rotated.old_key)?;
