@@ -4,6 +4,8 @@
 //! ignores unknown lines); a node restored from an older copy of its data directory that
 //! appends another history is refused by its peers (409 with the size they know), which
 //! record it and alert; and `evident verify` with a 2-of-3 policy refuses its new checkpoints.
+//! Across a node's signing-key rotation (transition over), its peers follow the rotation and
+//! keep cosigning, and its own cosigner key, and so every `[witness].keys`, stays the same.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
