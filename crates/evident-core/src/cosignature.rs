@@ -428,15 +428,19 @@ impl Refusal {
     }
 }
 
-/// The witness decision of tlog-witness for `request` from the log whose key is `log_key`,
-/// given the `witnessed` head (None if never cosigned): the checkpoint to record and cosign,
-/// or why not. The caller must run this and the update of its record atomically.
+/// The witness decision of tlog-witness for `request` from the log whose trusted keys are
+/// `log_keys` (its configured key and every key a verified signing-key rotation from a
+/// trusted key named, docs/FORMAT.md §18: at least one of them must have signed, and every
+/// one that signed must verify), given the `witnessed` head (None if never cosigned): the
+/// checkpoint to record and cosign, or why not. The caller must run this and the update of
+/// its record atomically.
 pub fn check_add_checkpoint(
     request: &AddCheckpointRequest,
-    log_key: &NoteVerifier,
+    log_keys: &[NoteVerifier],
     witnessed: Option<WitnessedHead>,
 ) -> Result<Checkpoint, Refusal> {
-    let checkpoint = Checkpoint::open(&request.checkpoint, log_key).map_err(Refusal::Unsigned)?;
+    let checkpoint =
+        Checkpoint::open_any(&request.checkpoint, log_keys).map_err(Refusal::Unsigned)?;
     if request.old_size > checkpoint.size {
         return Err(Refusal::OldSizeTooLarge {
             old: request.old_size,
@@ -472,6 +476,21 @@ pub fn check_add_checkpoint(
         source,
     })?;
     Ok(checkpoint)
+}
+
+/// Whether `note` carries a signature line under the name `origin` by a key none of
+/// `trusted` is (the key IDs differ): a key the log may have rotated to, which a witness
+/// can learn from the log's rotation events before it checks the note again. Nothing is
+/// verified; a note that does not parse has no such line.
+pub fn signed_by_untrusted_key(note: &str, origin: &str, trusted: &[NoteVerifier]) -> bool {
+    note::signers(note).is_ok_and(|signers| {
+        signers.iter().any(|(name, id)| {
+            name == origin
+                && !trusted
+                    .iter()
+                    .any(|k| k.name() == origin && k.key_id() == *id)
+        })
+    })
 }
 
 #[cfg(test)]
@@ -642,7 +661,7 @@ mod tests {
 
     #[test]
     fn witness_decision_follows_tlog_witness() {
-        let key = log().verifier();
+        let key = [log().verifier()];
         let (note1, root1) = head(1, 0);
         let (note2, _) = head(2, 0);
         let req = |old, proof: Vec<Hash>, cp: &str| AddCheckpointRequest {
@@ -692,10 +711,55 @@ mod tests {
         // Old size above the checkpoint; unsigned by the trusted key.
         let big = check_add_checkpoint(&req(5, vec![], &note1), &key, None).unwrap_err();
         assert!(matches!(big, Refusal::OldSizeTooLarge { .. }));
-        let stranger = NoteSigner::from_seed("log.example", [8; 32])
+        let stranger = [NoteSigner::from_seed("log.example", [8; 32])
             .unwrap()
-            .verifier();
+            .verifier()];
         let unsigned = check_add_checkpoint(&req(0, vec![], &note1), &stranger, None).unwrap_err();
         assert!(matches!(unsigned, Refusal::Unsigned(_)));
+        // The stranger's key is one the log may have rotated to; the log's own is trusted.
+        assert!(signed_by_untrusted_key(&note1, "log.example", &stranger));
+        assert!(!signed_by_untrusted_key(&note1, "log.example", &key));
+        assert!(!signed_by_untrusted_key(&note1, "other.example", &stranger));
+        assert!(!signed_by_untrusted_key(
+            "not a note",
+            "log.example",
+            &stranger
+        ));
+    }
+
+    #[test]
+    fn witness_decision_accepts_any_trusted_key_of_the_log() {
+        // After a rotation the log signs with its new key alone; a witness trusting the old
+        // and the new key cosigns, one trusting only the old key refuses (403).
+        let old = log();
+        let new = NoteSigner::from_seed("log.example", [8; 32]).unwrap();
+        let cp = Checkpoint {
+            origin: "log.example".into(),
+            size: 1,
+            root: leaf_hash(&[0, 0]),
+            extensions: vec![],
+        };
+        let by_new = AddCheckpointRequest {
+            old_size: 0,
+            proof: vec![],
+            checkpoint: cp.sign(&new).unwrap(),
+        };
+        let both = [old.verifier(), new.verifier()];
+        assert_eq!(check_add_checkpoint(&by_new, &both, None), Ok(cp.clone()));
+        assert!(matches!(
+            check_add_checkpoint(&by_new, &[old.verifier()], None),
+            Err(Refusal::Unsigned(_))
+        ));
+        assert!(matches!(
+            check_add_checkpoint(&by_new, &[], None),
+            Err(Refusal::Unsigned(_))
+        ));
+        // During a transition both sign; either key alone suffices.
+        let during = AddCheckpointRequest {
+            checkpoint: cp.sign_all(&[old.clone(), new.clone()]).unwrap(),
+            ..by_new
+        };
+        assert!(check_add_checkpoint(&during, &[old.verifier()], None).is_ok());
+        assert!(check_add_checkpoint(&during, &both, None).is_ok());
     }
 }

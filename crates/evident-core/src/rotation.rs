@@ -229,13 +229,71 @@ impl KeyChain {
         let Some(rotation) = SigningRotation::from_event(event)? else {
             return Ok(None);
         };
+        self.follow_rotation(&rotation)
+    }
+
+    /// [`Self::follow`] for a rotation already read from its event: it must be signed by the
+    /// old key it names (else the error); when it names the pinned key's origin and its old
+    /// key is trusted, the new key is trusted from now on and returned. A statement signed by
+    /// a key this chain does not trust (a forged rotation: anyone can sign one with a key of
+    /// their own) teaches nothing.
+    pub fn follow_rotation(
+        &mut self,
+        rotation: &SigningRotation,
+    ) -> Result<Option<NoteVerifier>, RotationError> {
         rotation.check()?;
-        if !self.trusts(&rotation.old) || self.trusts(&rotation.new) {
+        if rotation.origin != self.pinned().name()
+            || !self.trusts(&rotation.old)
+            || self.trusts(&rotation.new)
+        {
             return Ok(None);
         }
         self.trusted.push(rotation.new.clone());
-        Ok(Some(rotation.new))
+        Ok(Some(rotation.new.clone()))
     }
+
+    /// Follows every rotation of `events` (read from the log itself, e.g. its
+    /// `evident.key.rotated` events as a peer serves them), in any order: each pass follows
+    /// what the keys trusted so far allow, until a pass learns nothing. Returns the keys
+    /// learned, in order, and the events that are not valid rotations (malformed, or not
+    /// signed by the old key they name) with why; those teach nothing.
+    pub fn follow_all(&mut self, events: &[Event]) -> FollowReport {
+        let mut report = FollowReport::default();
+        let mut pending: Vec<SigningRotation> = Vec::new();
+        for event in events {
+            match SigningRotation::from_event(event) {
+                Ok(Some(rotation)) => match rotation.check() {
+                    Ok(()) => pending.push(rotation),
+                    Err(e) => report.refused.push((event.seq, e)),
+                },
+                Ok(None) => {}
+                Err(e) => report.refused.push((event.seq, e)),
+            }
+        }
+        loop {
+            let before = report.learned.len();
+            pending.retain(|rotation| match self.follow_rotation(rotation) {
+                Ok(Some(key)) => {
+                    report.learned.push(key);
+                    false
+                }
+                // Checked above; `None`: not (yet) from a trusted key.
+                Ok(None) | Err(_) => true,
+            });
+            if report.learned.len() == before {
+                return report;
+            }
+        }
+    }
+}
+
+/// What [`KeyChain::follow_all`] did with a batch of events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FollowReport {
+    /// The keys trusted from now on, in the order learned.
+    pub learned: Vec<NoteVerifier>,
+    /// The sequence number of each event that is no valid rotation, and why.
+    pub refused: Vec<(u64, RotationError)>,
 }
 
 /// The id a seal secret is named by in rotation events: the first 8 bytes, in lowercase hex,
@@ -436,5 +494,100 @@ impl SealEpochs {
             })
             .map(|(_, e)| e.epoch)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Actor, ActorKind, Context, Outcome, Severity, Target};
+
+    const ORIGIN: &str = "evident/node-2";
+
+    fn key(seed: u8) -> NoteSigner {
+        NoteSigner::from_seed(ORIGIN, [seed; 32]).unwrap()
+    }
+
+    /// The stored event of `rotation` at its sequence number.
+    fn event(rotation: &SigningRotation) -> Event {
+        Event {
+            seq: rotation.seq,
+            id: uuid::Uuid::nil(),
+            recorded_at: 1_700_000_000_000,
+            occurred_at: None,
+            node_id: "node-2".into(),
+            tenant: "default".into(),
+            actor: Actor {
+                id: "evident".into(),
+                kind: ActorKind::System,
+                ip: None,
+                user_agent: None,
+            },
+            action: SIGNING_ROTATION_ACTION.into(),
+            target: Target {
+                kind: "signing_key".into(),
+                id: "k".into(),
+            },
+            outcome: Outcome::Success,
+            severity: Severity::Notice,
+            context: Context::from_value(&rotation.to_context()).unwrap(),
+            appended_by: Some("system".into()),
+        }
+    }
+
+    #[test]
+    fn a_chain_follows_genuine_rotations_in_any_order_and_no_forged_one() {
+        let (a, b, c) = (key(1), key(2), key(3));
+        let ab = SigningRotation::sign(&a, &b.verifier(), 5, 0).unwrap();
+        let bc = SigningRotation::sign(&b, &c.verifier(), 9, 0).unwrap();
+        let mut chain = KeyChain::new(a.verifier());
+        // Newest first: the second pass follows b → c once a → b taught b.
+        let report = chain.follow_all(&[event(&bc), event(&ab)]);
+        assert_eq!(report.learned, vec![b.verifier(), c.verifier()]);
+        assert!(report.refused.is_empty());
+        assert_eq!(chain.trusted(), &[a.verifier(), b.verifier(), c.verifier()]);
+        // Again: nothing new.
+        assert!(
+            chain
+                .follow_all(&[event(&ab), event(&bc)])
+                .learned
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_rotation_not_signed_by_a_trusted_key_extends_nothing() {
+        let (a, mallory, m2) = (key(1), key(6), key(7));
+        let mut chain = KeyChain::new(a.verifier());
+        // Signed by the key it names as old, but that key is not trusted.
+        let own = SigningRotation::sign(&mallory, &m2.verifier(), 4, 0).unwrap();
+        // Names the trusted key as old, signed by another: refused, and why.
+        let mut claimed = SigningRotation::sign(&mallory, &m2.verifier(), 5, 0).unwrap();
+        claimed.old = a.verifier();
+        // Another origin's rotation from a key of that origin.
+        let other_origin = NoteSigner::from_seed("evident/node-9", [1; 32]).unwrap();
+        let other = SigningRotation::sign(
+            &other_origin,
+            &NoteSigner::from_seed("evident/node-9", [2; 32])
+                .unwrap()
+                .verifier(),
+            6,
+            0,
+        )
+        .unwrap();
+        let report = chain.follow_all(&[event(&own), event(&claimed), event(&other)]);
+        assert!(report.learned.is_empty(), "{report:?}");
+        assert_eq!(report.refused.len(), 1, "{report:?}");
+        assert_eq!(report.refused[0].0, 5);
+        assert!(matches!(
+            report.refused[0].1,
+            RotationError::NotSignedByOldKey { .. }
+        ));
+        assert_eq!(chain.trusted(), &[a.verifier()]);
+        // The statement binds its sequence number: moved to another, it no longer verifies.
+        let mut moved = SigningRotation::sign(&a, &m2.verifier(), 7, 0).unwrap();
+        moved.seq = 8;
+        assert!(chain.follow_rotation(&moved).is_err());
+        assert_eq!(chain.trusted(), &[a.verifier()]);
     }
 }

@@ -4,6 +4,8 @@
 //! ignores unknown lines); a node restored from an older copy of its data directory that
 //! appends another history is refused by its peers (409 with the size they know), which
 //! record it and alert; and `evident verify` with a 2-of-3 policy refuses its new checkpoints.
+//! Across a node's signing-key rotation (transition over), its peers follow the rotation and
+//! keep cosigning, and its own cosigner key, and so every `[witness].keys`, stays the same.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -502,4 +504,188 @@ fn peers_cosign_checkpoints_and_refuse_a_restored_node_that_forks() {
     let twice = [witness_keys[1].clone(), witness_keys[1].clone()];
     let dup = verify_with_policy(&file2, &log_keys[1], &twice, "1").code(2);
     assert!(dup.stderr.contains("given twice"), "{}", dup.stderr);
+}
+
+/// `evident public-key --witness` of a data directory.
+fn witness_key_of(node: &Node) -> String {
+    run(&["public-key", "--data-dir", node.dir_str(), "--witness"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned()
+}
+
+/// What witness `peer` reports of node `of` (`node-<of + 1>`).
+fn witnessed_of(cluster: &Cluster, peer: usize, of: usize) -> Value {
+    let seen = witness_status(cluster, peer);
+    seen["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["node_id"] == format!("node-{}", of + 1).as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{seen}"))
+}
+
+/// The signature lines of `note` under the key name `origin`.
+fn log_signatures(note: &str, origin: &str) -> usize {
+    split_note(note)
+        .1
+        .iter()
+        .filter(|(name, _)| name == origin)
+        .count()
+}
+
+#[test]
+fn witnessing_keeps_working_across_a_signing_key_rotation() {
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::embedded_with_env(&[("EVIDENT_NODE_ID", &format!("node-{i}"))]))
+        .collect();
+    let original: Vec<String> = nodes.iter().map(Node::public_key).collect();
+    let witness_keys: Vec<String> = nodes.iter().map(witness_key_of).collect();
+    let keys_list = witness_keys
+        .iter()
+        .map(|k| format!("{k:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let tables = |_: usize| format!("[witness]\npolicy_k = 2\nkeys = [{keys_list}]\n");
+    let mut cluster = start_cluster_on(
+        nodes,
+        &Extra {
+            top: &|_| "checkpoint_every_ms = 200\n".to_owned(),
+            tables: &tables,
+        },
+    );
+    let apis: Vec<_> = (0..3)
+        .map(|i| cluster.servers[i].api(&cluster.nodes[i].owner_key))
+        .collect();
+    for (i, api) in apis.iter().enumerate() {
+        api.append(&event(&format!("before-{i}"), "doc.read"))
+            .unwrap();
+    }
+    for i in 0..3 {
+        wait_witnessed(&cluster, i);
+    }
+    assert_eq!(witness_status(&cluster, 1)["cosigner_key"], witness_keys[1]);
+
+    // node-2 rotates its signing key and retires the old one at once.
+    cluster.servers[1].stop();
+    let config = cluster.nodes[1].file("cluster.toml");
+    let out = run(&[
+        "keys",
+        "rotate-signing",
+        "--transition",
+        "0",
+        "--data-dir",
+        cluster.nodes[1].dir_str(),
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .ok()
+    .stdout;
+    let rotated = cluster.nodes[1].public_key();
+    assert_ne!(rotated, original[1]);
+    assert!(out.contains(&rotated), "{out}");
+    // Its witness identity did not change, offline nor online.
+    assert_eq!(witness_key_of(&cluster.nodes[1]), witness_keys[1]);
+    cluster.servers[1].restart();
+    assert_eq!(witness_status(&cluster, 1)["cosigner_key"], witness_keys[1]);
+
+    // node-2's new checkpoints, signed by the new key alone, are cosigned by both peers,
+    // whose configuration still names only its original key.
+    for i in 0..3 {
+        apis[1]
+            .append(&event(&format!("after-{i}"), "doc.read"))
+            .unwrap();
+    }
+    let note2 = wait_witnessed(&cluster, 1);
+    let origin = original[1].split('+').next().unwrap();
+    assert_eq!(log_signatures(&note2, origin), 1, "{note2}");
+    assert!(note_verifies(&note2, &rotated), "{note2}");
+    assert!(!note_verifies(&note2, &original[1]), "{note2}");
+    for peer in [0, 2] {
+        assert!(
+            cosignature_time(&note2, &witness_keys[peer]).is_some(),
+            "no cosignature by node-{}:\n{note2}",
+            peer + 1
+        );
+        let seen = witnessed_of(&cluster, peer, 1);
+        assert_eq!(seen["size"], size_of(&note2), "{seen}");
+        assert_eq!(
+            seen["trusted_keys"],
+            serde_json::json!([original[1], rotated]),
+            "{seen}"
+        );
+    }
+    // Submitted again as node-2 would: cosigned (200), not refused (403).
+    let as_node2 = mtls_client(&cluster.pki.ca_cert(), &identity_of(&cluster.certs[1]));
+    for peer in [0, 2] {
+        let answer = as_node2
+            .post(format!(
+                "{}/api/v1/witness/add-checkpoint",
+                cluster.servers[peer].url
+            ))
+            .body(format!("old {}\n\n{note2}", size_of(&note2)))
+            .send()
+            .unwrap();
+        let status = answer.status().as_u16();
+        let lines = answer.text().unwrap();
+        assert_eq!(status, 200, "{lines}");
+        let cosigned = format!("{note2}{lines}");
+        assert!(cosignature_time(&cosigned, &witness_keys[peer]).is_some());
+    }
+
+    // node-2 still witnesses the others under its unchanged key: their new checkpoints
+    // carry its cosignature, counted by their unchanged [witness].keys.
+    for i in [0, 2] {
+        apis[i]
+            .append(&event(&format!("others-{i}"), "doc.read"))
+            .unwrap();
+        let note = wait_witnessed(&cluster, i);
+        assert!(
+            cosignature_time(&note, &witness_keys[1]).is_some(),
+            "node-{} lacks node-2's cosignature:\n{note}",
+            i + 1
+        );
+        let counted = witness_status(&cluster, i)["cosignatures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["witness"] == format!("{origin}/witness").as_str() && c["counted"] == true);
+        assert!(counted, "{}", witness_status(&cluster, i));
+    }
+
+    // A restarted witness knows only the configured key again, and learns the rotation anew.
+    cluster.servers[2].stop();
+    cluster.servers[2].restart();
+    assert_eq!(
+        witnessed_of(&cluster, 2, 1)["trusted_keys"],
+        serde_json::json!([original[1]])
+    );
+    apis[1].append(&event("after-restart", "doc.read")).unwrap();
+    let latest = wait_witnessed(&cluster, 1);
+    assert!(size_of(&latest) > size_of(&note2));
+    assert!(
+        cosignature_time(&latest, &witness_keys[2]).is_some(),
+        "{latest}"
+    );
+
+    // Nobody saw a conflict.
+    for peer in 0..3 {
+        assert!(entries_with(&cluster, peer, CONFLICT).is_empty());
+    }
+
+    // `evident verify` with the 2-of-3 policy accepts node-2's new checkpoint, pinned to the
+    // key that signs it; the original key alone does not open it (a lone checkpoint carries
+    // no rotation to follow).
+    let file = cluster.nodes[1].file("rotated.cp");
+    std::fs::write(&file, &latest).unwrap();
+    let ok = verify_with_policy(&file, &rotated, &witness_keys, "2").ok();
+    assert!(
+        ok.stdout
+            .contains("2 valid cosignature(s) of the 2 required"),
+        "{}",
+        ok.stdout
+    );
+    verify_with_policy(&file, &original[1], &witness_keys, "2").code(1);
 }

@@ -70,6 +70,8 @@ struct Inner {
     sessions: crate::dashboard::Sessions,
     /// The mTLS client to the cluster's peers, built on first use (`[cluster]` only).
     peer_client: std::sync::OnceLock<Result<crate::cluster::PeerClient, String>>,
+    /// The signing keys the witness trusts for each peer (in memory, see `witness::peer_keys`).
+    peer_keys: crate::witness::PeerKeys,
 }
 
 impl AppState {
@@ -97,6 +99,7 @@ impl AppState {
             forwarders: crate::forward::Forwarders::default(),
             sessions,
             peer_client: std::sync::OnceLock::new(),
+            peer_keys: crate::witness::PeerKeys::default(),
         }))
     }
 
@@ -116,6 +119,11 @@ impl AppState {
             })
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// The signing keys this node's witness trusts for each cluster peer.
+    pub fn peer_keys(&self) -> &crate::witness::PeerKeys {
+        &self.0.peer_keys
     }
 
     pub fn node(&self) -> &Node {

@@ -62,7 +62,7 @@ fn refusal_response(error: WitnessError) -> Response {
         (status = 200, description = "The `cosignature/v1` signature line(s) (`— <name> base64(key id ‖ timestamp ‖ signature)`), each ending in a newline", body = String, content_type = "text/plain"),
         (status = 400, description = "The body is not an add-checkpoint request, or the old size exceeds the checkpoint's", body = super::ErrorBody),
         (status = 401, description = "No peer certificate and no valid API key", body = super::ErrorBody),
-        (status = 403, description = "Not a cluster peer (or owner), or the checkpoint is not signed by the configured key of its origin", body = super::ErrorBody),
+        (status = 403, description = "Not a cluster peer (or owner), or the checkpoint is signed by no key this witness trusts for its origin (the configured key, or one the peer's verified signing-key rotations led to)", body = super::ErrorBody),
         (status = 404, description = "The origin is not a configured peer's log", body = super::ErrorBody),
         (status = 409, description = "The old size is not the size this witness cosigned last (also a rollback), or a checkpoint of that size with another root (a fork): the body is that size in decimal and a newline", body = String, content_type = "text/x.tlog.size"),
         (status = 422, description = "The consistency proof from the witnessed checkpoint does not verify", body = super::ErrorBody),
@@ -103,6 +103,10 @@ pub struct WitnessedJson {
     /// The size of the peer's checkpoint this node cosigned last (`None`: none yet).
     pub size: Option<u64>,
     pub updated_at: Option<i64>,
+    /// The peer's signing keys this witness trusts: its configured `public_key` first, then
+    /// each key a verified rotation of the peer led to (learned when a checkpoint needed it;
+    /// kept in memory, learned again after a restart).
+    pub trusted_keys: Vec<String>,
 }
 
 /// `GET /api/v1/witness`.
@@ -129,7 +133,7 @@ pub struct WitnessStatus {
     path = "/api/v1/witness",
     tag = "witness",
     responses(
-        (status = 200, description = "The cosigner key, the witness policy, the cosignatures of the latest checkpoint (and whether each counts), whether the policy is met, and the size this node last cosigned for each peer", body = WitnessStatus),
+        (status = 200, description = "The cosigner key, the witness policy, the cosignatures of the latest checkpoint (and whether each counts), whether the policy is met, and for each peer the size this node last cosigned and the signing keys it trusts for it", body = WitnessStatus),
         (status = 400, description = "An unknown query parameter (this route takes none)", body = super::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = super::ErrorBody),
         (status = 403, description = "The key's role may not read", body = super::ErrorBody),
@@ -141,20 +145,29 @@ pub async fn status(
     RawQuery(query): RawQuery,
 ) -> Result<Json<WitnessStatus>, ApiError> {
     Params::parse(query.as_deref(), &[])?;
-    let cosigner = witness::cosigner_of(state.node().files().signer())
+    let cosigner = witness::node_cosigner(state.node().files())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let checkpoint = super::proofs::latest_checkpoint(&state).await?;
     let config = state.node().config();
     let policy = config.witness.clone();
     let listed = policy.verifiers().unwrap_or_default();
-    let peers = config.cluster.peers.clone();
+    let peers: Vec<(crate::cluster::PeerConfig, Vec<String>)> = config
+        .cluster
+        .peers
+        .iter()
+        .map(|peer| {
+            let keys = state.peer_keys().trusted(peer).unwrap_or_default();
+            let keys = keys.iter().map(NoteVerifier::to_vkey_string).collect();
+            (peer.clone(), keys)
+        })
+        .collect();
     let (collected, witnessed) = state
         .with_store(move |store| {
             let collected = store
                 .cosignatures_at(checkpoint.size)
                 .map_err(ApiError::from_store)?;
             let mut witnessed = Vec::new();
-            for peer in peers {
+            for (peer, trusted_keys) in peers {
                 let origin = NoteVerifier::parse(&peer.public_key)
                     .map(|v| v.name().to_owned())
                     .unwrap_or_default();
@@ -166,6 +179,7 @@ pub async fn status(
                     origin,
                     size: head.as_ref().map(|h| h.size),
                     updated_at: head.map(|h| h.updated_at),
+                    trusted_keys,
                 });
             }
             Ok((collected, witnessed))

@@ -1,16 +1,20 @@
 //! This node's witness: `add-checkpoint` for the logs of its configured cluster peers. The
 //! tlog-witness decision is the core's (`evident_core::cosignature::check_add_checkpoint`);
-//! this file looks up the peer's key, runs the decision and the store's compare-and-swap as
-//! one atomic step, cosigns, and records a fork or rollback as an integrity event.
+//! this file looks up the peer and the keys trusted for it (`peer_keys.rs`: its configured key
+//! and the keys its verified rotations led to), runs the decision and the store's
+//! compare-and-swap as one atomic step, cosigns, and records a fork or rollback as an
+//! integrity event. A checkpoint signed under the peer's origin by a key not trusted yet makes
+//! the witness read the peer's rotation events and decide again.
 
+use super::peer_keys::{self, RotationFetchError};
 use crate::audit::{AuditActor, AuditEvent, RequestInfo};
-use crate::cluster::ClusterConfig;
+use crate::cluster::{ClusterConfig, PeerConfig};
 use crate::http::AppState;
-use evident_core::NoteSigner;
+use crate::node::NodeFiles;
 use evident_core::NoteVerifier;
 use evident_core::cosignature::{
     AddCheckpointRequest, CosignatureError, CosignatureSigner, Refusal, RequestError,
-    WitnessedHead, check_add_checkpoint,
+    WitnessedHead, check_add_checkpoint, signed_by_untrusted_key,
 };
 use evident_core::event::Millis;
 use evident_store::{Store, StoreError, WitnessedCheckpoint};
@@ -35,28 +39,44 @@ pub enum WitnessError {
     Cosign(#[from] CosignatureError),
 }
 
-/// This node's cosigner key, derived from its checkpoint key (see
-/// `CosignatureSigner::derived_from`).
-pub fn cosigner_of(signer: &NoteSigner) -> Result<CosignatureSigner, CosignatureError> {
-    CosignatureSigner::derived_from(signer)
+/// This node's cosigner (witness) key: derived (`CosignatureSigner::derived_from`) from the
+/// node's ORIGINAL signing key, `keys/checkpoint.key`, so that it stays the same across the
+/// node's own signing-key rotations (docs/FORMAT.md §16, §18): peers' `[witness].keys` and
+/// `evident verify --witness-key` keep counting its cosignatures. Every caller (the witness,
+/// `GET /api/v1/witness`, `evident public-key --witness`) uses this one function.
+///
+/// Retiring a compromised original key does not change this key: its seed derives it, so
+/// the witness identity is compromised with it and must be dropped from every `[witness].keys`
+/// (see README, key rotation).
+pub fn node_cosigner(files: &NodeFiles) -> Result<CosignatureSigner, CosignatureError> {
+    CosignatureSigner::derived_from(files.signing().original())
 }
 
-/// The checkpoint key of each configured peer whose `public_key` parses.
-fn peer_log_keys(cluster: &ClusterConfig) -> Vec<(String, NoteVerifier)> {
+/// The configured peer whose `public_key` is named `origin` (a key whose name is the origin
+/// of the log it signs).
+fn peer_of<'c>(cluster: &'c ClusterConfig, origin: &str) -> Option<&'c PeerConfig> {
     cluster
         .peers
         .iter()
-        .filter_map(|p| {
-            NoteVerifier::parse(&p.public_key)
-                .ok()
-                .map(|v| (p.node_id.clone(), v))
-        })
-        .collect()
+        .find(|p| NoteVerifier::parse(&p.public_key).is_ok_and(|v| v.name() == origin))
 }
 
 /// The origin line of a checkpoint note (unverified), for looking up the log's key.
 fn origin_of(note: &str) -> &str {
     note.split('\n').next().unwrap_or_default()
+}
+
+/// The request in `body` and the configured peer whose log it is from.
+fn resolve(
+    cluster: &ClusterConfig,
+    body: &str,
+) -> Result<(AddCheckpointRequest, PeerConfig), WitnessError> {
+    let request = AddCheckpointRequest::parse(body)?;
+    let origin = origin_of(&request.checkpoint);
+    let Some(peer) = peer_of(cluster, origin) else {
+        return Err(WitnessError::UnknownOrigin(origin.to_owned()));
+    };
+    Ok((request, peer.clone()))
 }
 
 /// What a refused submission showed, for the integrity event.
@@ -83,21 +103,18 @@ fn fail(error: impl Into<WitnessError>) -> Box<Failure> {
     })
 }
 
-/// The witness step, synchronous (store calls): verify, check against the stored head,
-/// compare-and-swap the new head, and return the cosignature line(s).
+/// The witness step, synchronous (store calls): verify with the keys `trusted` for `peer`,
+/// check against the stored head, compare-and-swap the new head, and return the cosignature
+/// line(s).
 fn witness_blocking(
     store: &dyn Store,
-    cluster: &ClusterConfig,
+    peer: &str,
+    trusted: &[NoteVerifier],
     cosigner: &CosignatureSigner,
-    body: &str,
+    request: &AddCheckpointRequest,
     now: Millis,
 ) -> Result<String, Box<Failure>> {
-    let request = AddCheckpointRequest::parse(body).map_err(fail)?;
     let origin = origin_of(&request.checkpoint).to_owned();
-    let keys = peer_log_keys(cluster);
-    let Some((peer, key)) = keys.iter().find(|(_, k)| k.name() == origin) else {
-        return Err(fail(WitnessError::UnknownOrigin(origin)));
-    };
     // A concurrent submission for the same log may move the head between the read and the
     // write; the compare-and-swap then fails and the check runs again on the new head.
     for _ in 0..4 {
@@ -106,14 +123,15 @@ fn witness_blocking(
             size: w.size,
             root: w.root,
         });
-        let checkpoint = match check_add_checkpoint(&request, key, head) {
+        let checkpoint = match check_add_checkpoint(request, trusted, head) {
             Ok(checkpoint) => checkpoint,
             Err(refusal) => {
-                let submitted_size = evident_core::Checkpoint::open(&request.checkpoint, key)
-                    .ok()
-                    .map(|c| c.size);
+                let submitted_size =
+                    evident_core::Checkpoint::open_any(&request.checkpoint, trusted)
+                        .ok()
+                        .map(|c| c.size);
                 let conflict = refusal.is_misbehaviour(submitted_size).then(|| Conflict {
-                    peer: peer.clone(),
+                    peer: peer.to_owned(),
                     origin: origin.clone(),
                     submitted_size,
                     refusal: refusal.clone(),
@@ -146,23 +164,92 @@ fn witness_blocking(
     )))
 }
 
-/// `add-checkpoint`: the cosignature line(s) for the submitted checkpoint, or why not. A
-/// fork or rollback is recorded as [`super::CONFLICT_ACTION`] (an integrity alert) before
-/// the refusal is returned.
-pub async fn add_checkpoint(state: &AppState, body: String) -> Result<String, WitnessError> {
-    let cosigner = cosigner_of(state.node().files().signer())?;
-    let worker = state.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
+/// Runs [`witness_blocking`] off the async runtime.
+async fn witness_task(
+    state: &AppState,
+    peer: &PeerConfig,
+    trusted: Vec<NoteVerifier>,
+    cosigner: &CosignatureSigner,
+    request: &AddCheckpointRequest,
+) -> Result<Result<String, Box<Failure>>, WitnessError> {
+    let (worker, peer, cosigner, request) = (
+        state.clone(),
+        peer.node_id.clone(),
+        cosigner.clone(),
+        request.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
         witness_blocking(
             &**worker.store(),
-            &worker.node().config().cluster,
+            &peer,
+            &trusted,
             &cosigner,
-            &body,
+            &request,
             crate::now_ms(),
         )
     })
     .await
-    .map_err(|e| WitnessError::Store(StoreError::Backend(format!("witness task: {e}"))))?;
+    .map_err(|e| WitnessError::Store(StoreError::Backend(format!("witness task: {e}"))))
+}
+
+/// Whether `outcome` is a 403 for a checkpoint signed under the peer's origin by a key not
+/// in `trusted`: one the peer may have rotated to.
+fn needs_rotations(
+    outcome: &Result<String, Box<Failure>>,
+    request: &AddCheckpointRequest,
+    trusted: &[NoteVerifier],
+) -> bool {
+    matches!(outcome, Err(f) if matches!(f.error, WitnessError::Refused(Refusal::Unsigned(_))))
+        && signed_by_untrusted_key(&request.checkpoint, origin_of(&request.checkpoint), trusted)
+}
+
+/// Reads `peer`'s rotation events and follows them from the keys trusted for it.
+async fn learn_rotations(state: &AppState, peer: &PeerConfig) -> Result<(), RotationFetchError> {
+    let client = state
+        .peer_client()
+        .map_err(|problem| RotationFetchError::Malformed {
+            node: peer.node_id.clone(),
+            problem: format!("no peer client: {problem}"),
+        })?;
+    let events = peer_keys::fetch_rotations(client, peer).await?;
+    let report = state.peer_keys().learn(peer, &events)?;
+    for (seq, problem) in &report.refused {
+        tracing::warn!(peer = %peer.node_id, seq, %problem,
+            "a peer's rotation event is not a valid rotation; it teaches this witness nothing");
+    }
+    for key in &report.learned {
+        tracing::info!(peer = %peer.node_id, key = %key.to_vkey_string(),
+            "following the peer's signing-key rotation: its new key is trusted");
+    }
+    Ok(())
+}
+
+/// `add-checkpoint`: the cosignature line(s) for the submitted checkpoint, or why not. A
+/// checkpoint signed by a key of the peer's origin this witness does not trust yet makes it
+/// learn the peer's rotations first (and decide again). A fork or rollback is recorded as
+/// [`super::CONFLICT_ACTION`] (an integrity alert) before the refusal is returned.
+pub async fn add_checkpoint(state: &AppState, body: String) -> Result<String, WitnessError> {
+    let cosigner = node_cosigner(state.node().files())?;
+    let (request, peer) = resolve(&state.node().config().cluster, &body)?;
+    let trusted = state
+        .peer_keys()
+        .trusted(&peer)
+        .map_err(|_| WitnessError::UnknownOrigin(origin_of(&request.checkpoint).to_owned()))?;
+    let mut outcome = witness_task(state, &peer, trusted.clone(), &cosigner, &request).await?;
+    if needs_rotations(&outcome, &request, &trusted) {
+        if let Err(e) = learn_rotations(state, &peer).await {
+            tracing::warn!(peer = %peer.node_id, error = %e,
+                "cannot read the peer's rotation events; its checkpoint stays refused");
+        }
+        // Decide again if this or a concurrent submission taught a key.
+        let now_trusted = state
+            .peer_keys()
+            .trusted(&peer)
+            .map_err(|_| WitnessError::UnknownOrigin(origin_of(&request.checkpoint).to_owned()))?;
+        if now_trusted.len() > trusted.len() {
+            outcome = witness_task(state, &peer, now_trusted, &cosigner, &request).await?;
+        }
+    }
     match outcome {
         Ok(lines) => Ok(lines),
         Err(failure) => {
@@ -204,8 +291,11 @@ async fn record_conflict(state: &AppState, conflict: &Conflict) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::PeerConfig;
+    use crate::witness::PeerKeys;
+    use evident_core::NoteSigner;
+    use evident_core::event::{Actor, ActorKind, Context, Event, Outcome, Severity, Target};
     use evident_core::merkle::{self, CompactRange, leaf_hash};
+    use evident_core::rotation::{SIGNING_ROTATION_ACTION, SigningRotation};
     use evident_core::{Checkpoint, Hash};
     use evident_store::sqlite::SqliteStore;
 
@@ -219,6 +309,10 @@ mod tests {
     }
 
     fn signed(leaves: &[Hash]) -> String {
+        signed_by(leaves, &log())
+    }
+
+    fn signed_by(leaves: &[Hash], signer: &NoteSigner) -> String {
         let mut range = CompactRange::new();
         let mut done = Vec::new();
         for leaf in leaves {
@@ -230,7 +324,7 @@ mod tests {
             root: range.root(),
             extensions: vec![],
         }
-        .sign(&log())
+        .sign(signer)
         .unwrap()
     }
 
@@ -252,6 +346,11 @@ mod tests {
 
     /// `add-checkpoint` body from `old` of the history `leaves`, with a real proof.
     fn body(old: u64, leaves: &[Hash]) -> String {
+        body_by(old, leaves, &log())
+    }
+
+    /// [`body`] with the checkpoint signed by `signer`.
+    fn body_by(old: u64, leaves: &[Hash], signer: &NoteSigner) -> String {
         let new = leaves.len() as u64;
         let proof = if old == 0 || old >= new {
             Vec::new()
@@ -263,25 +362,51 @@ mod tests {
         AddCheckpointRequest {
             old_size: old,
             proof,
-            checkpoint: signed(leaves),
+            checkpoint: signed_by(leaves, signer),
         }
         .to_body()
     }
 
-    #[test]
-    fn witness_cosigns_growth_and_refuses_rollbacks_and_forks_keeping_its_head() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("w.db")).unwrap();
-        let cluster = ClusterConfig {
+    /// The synchronous half of [`add_checkpoint`]: the request's peer, the keys trusted for
+    /// it in `keys`, and the witness step.
+    fn witness(
+        store: &dyn Store,
+        cluster: &ClusterConfig,
+        keys: &PeerKeys,
+        me: &CosignatureSigner,
+        body: &str,
+    ) -> Result<String, Box<Failure>> {
+        let (request, peer) = resolve(cluster, body).map_err(fail)?;
+        let trusted = keys.trusted(&peer).unwrap();
+        witness_blocking(
+            store,
+            &peer.node_id,
+            &trusted,
+            me,
+            &request,
+            1_700_000_000_000,
+        )
+    }
+
+    fn cluster_of_node_2() -> ClusterConfig {
+        ClusterConfig {
             peers: vec![PeerConfig {
                 node_id: "node-2".into(),
                 url: "https://127.0.0.1:1".into(),
                 public_key: log().verifier().to_vkey_string(),
             }],
             ..ClusterConfig::default()
-        };
+        }
+    }
+
+    #[test]
+    fn witness_cosigns_growth_and_refuses_rollbacks_and_forks_keeping_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("w.db")).unwrap();
+        let cluster = cluster_of_node_2();
+        let keys = PeerKeys::default();
         let me = CosignatureSigner::from_seed("evident/node-1/witness", [1; 32]).unwrap();
-        let run = |body: &str| witness_blocking(&store, &cluster, &me, body, 1_700_000_000_000);
+        let run = |body: &str| witness(&store, &cluster, &keys, &me, body);
         let good = leaves(6, 0);
 
         let first = run(&body(0, &good[..3])).unwrap();
@@ -374,5 +499,107 @@ mod tests {
                 failure.error
             );
         }
+    }
+
+    /// `rotation` as node-2 stores it and serves it on an audit-log page (event JSON plus
+    /// `hash` and `seal`), read back as the witness reads it.
+    fn served(rotation: &SigningRotation) -> Event {
+        let event = Event {
+            seq: rotation.seq,
+            id: uuid::Uuid::nil(),
+            recorded_at: 1_700_000_000_000,
+            occurred_at: None,
+            node_id: "node-2".into(),
+            tenant: "default".into(),
+            actor: Actor {
+                id: "evident".into(),
+                kind: ActorKind::System,
+                ip: None,
+                user_agent: None,
+            },
+            action: SIGNING_ROTATION_ACTION.into(),
+            target: Target {
+                kind: "signing_key".into(),
+                id: "k".into(),
+            },
+            outcome: Outcome::Success,
+            severity: Severity::Notice,
+            context: Context::from_value(&rotation.to_context()).unwrap(),
+            appended_by: Some("system".into()),
+        };
+        let mut value = serde_json::to_value(&event).unwrap();
+        value["hash"] = Hash([1; 32]).to_string().into();
+        value["seal"] = Hash([2; 32]).to_string().into();
+        let read = super::peer_keys::stored_event(&value).unwrap();
+        assert_eq!(read, event);
+        read
+    }
+
+    #[test]
+    fn witness_follows_a_genuine_rotation_of_the_peer_and_no_forged_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("w.db")).unwrap();
+        let cluster = cluster_of_node_2();
+        let peer = cluster.peers[0].clone();
+        let keys = PeerKeys::default();
+        let me = CosignatureSigner::from_seed("evident/node-1/witness", [1; 32]).unwrap();
+        let run = |body: &str| witness(&store, &cluster, &keys, &me, body);
+        let history = leaves(4, 0);
+        run(&body(0, &history[..2])).unwrap();
+
+        // node-2 rotated to `new` and its transition ended: only `new` signs.
+        let new = NoteSigner::from_seed("evident/node-2", [3; 32]).unwrap();
+        let by_new = body_by(2, &history[..3], &new);
+        let refused = |body: &str| {
+            let failure = run(body).unwrap_err();
+            assert!(failure.conflict.is_none(), "{:?}", failure.error);
+            assert!(
+                matches!(failure.error, WitnessError::Refused(Refusal::Unsigned(_))),
+                "{:?}",
+                failure.error
+            );
+        };
+        refused(&by_new);
+        let request = AddCheckpointRequest::parse(&by_new).unwrap();
+        let trusted = keys.trusted(&peer).unwrap();
+        assert!(needs_rotations(&run(&by_new), &request, &trusted));
+
+        // Forged: a statement "old → new" by a key the witness never trusted, and one that
+        // names the trusted key as old but is signed by another. Neither extends the trust.
+        let mallory = NoteSigner::from_seed("evident/node-2", [6; 32]).unwrap();
+        let own = SigningRotation::sign(&mallory, &new.verifier(), 7, 0).unwrap();
+        let mut claimed = SigningRotation::sign(&mallory, &new.verifier(), 8, 0).unwrap();
+        claimed.old = log().verifier();
+        let report = keys
+            .learn(&peer, &[served(&own), served(&claimed)])
+            .unwrap();
+        assert!(report.learned.is_empty(), "{report:?}");
+        assert_eq!(report.refused.len(), 1, "{report:?}");
+        assert_eq!(keys.trusted(&peer).unwrap(), vec![log().verifier()]);
+        refused(&by_new);
+
+        // Genuine: signed by the configured key. The new key's checkpoints are cosigned,
+        // growing from the head the old key's checkpoint set; the old key still counts.
+        let genuine = SigningRotation::sign(&log(), &new.verifier(), 9, 0).unwrap();
+        let report = keys.learn(&peer, &[served(&genuine)]).unwrap();
+        assert_eq!(report.learned, vec![new.verifier()]);
+        assert_eq!(
+            keys.trusted(&peer).unwrap(),
+            vec![log().verifier(), new.verifier()]
+        );
+        let lines = run(&by_new).unwrap();
+        let cosigned = format!("{}{lines}", signed_by(&history[..3], &new));
+        assert_eq!(me.verifier().verify(&cosigned), Ok(Some(1_700_000_000)));
+        run(&body(3, &history)).unwrap();
+        // A key nobody's rotation named is still refused.
+        refused(&body_by(4, &history, &mallory));
+        assert_eq!(
+            store
+                .witnessed_checkpoint("evident/node-2")
+                .unwrap()
+                .unwrap()
+                .size,
+            4
+        );
     }
 }

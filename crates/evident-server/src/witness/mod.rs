@@ -1,14 +1,18 @@
 //! Witnessing between cluster peers (C2SP tlog-witness and tlog-cosignature): this node
 //! cosigns its peers' checkpoints (`cosigner.rs`, behind `POST /api/v1/witness/add-checkpoint`),
 //! submits its own checkpoints to every peer and keeps the cosignatures they return
-//! (`submitter.rs`, a consumer of kind `witness`), and states the k-of-n policy (`policy.rs`,
-//! `[witness]` in the configuration).
+//! (`submitter.rs`, a consumer of kind `witness`), states the k-of-n policy (`policy.rs`,
+//! `[witness]` in the configuration), and follows each peer's signing-key rotations
+//! (`peer_keys.rs`). Its own cosigner key is [`node_cosigner`]: derived from the node's
+//! original signing key, the same across its rotations.
 
 pub mod cosigner;
+pub mod peer_keys;
 pub mod policy;
 pub mod submitter;
 
-pub use cosigner::{WitnessError, add_checkpoint, cosigner_of};
+pub use cosigner::{WitnessError, add_checkpoint, node_cosigner};
+pub use peer_keys::PeerKeys;
 pub use policy::{PolicyError, check_policy};
 pub use submitter::spawn_all;
 

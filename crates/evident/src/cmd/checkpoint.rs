@@ -144,7 +144,7 @@ pub fn run_public_key(args: PublicKeyArgs) -> anyhow::Result<()> {
             Some(dir) => {
                 let files = evident_server::NodeFiles::open_readonly(dir)
                     .with_context(|| format!("reading the node identity in {}", dir.display()))?;
-                evident_server::witness::cosigner_of(files.signer())
+                evident_server::witness::node_cosigner(&files)
                     .context("deriving the witness key")?
                     .verifier()
                     .to_vkey_string()
