@@ -688,4 +688,40 @@ fn witnessing_keeps_working_across_a_signing_key_rotation() {
         ok.stdout
     );
     verify_with_policy(&file, &original[1], &witness_keys, "2").code(1);
+
+    // A cluster read follows the rotation too: node-1, restarted (trusting only node-2's
+    // configured key), reads node-2's part as ok, checked against the key it learns.
+    cluster.servers[0].stop();
+    cluster.servers[0].restart();
+    assert_eq!(
+        witnessed_of(&cluster, 0, 1)["trusted_keys"],
+        serde_json::json!([original[1]])
+    );
+    let answer = apis[0].get("/api/v1/audit-log?scope=cluster&order=asc&action=doc.read");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let page = answer.json();
+    let node2 = page["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "node-2")
+        .cloned()
+        .unwrap();
+    assert_eq!(node2["status"], "ok", "{page}");
+    let from_node2: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["node_id"] == "node-2")
+        .map(|e| e["actor"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        from_node2,
+        ["before-1", "after-0", "after-1", "after-2", "after-restart"],
+        "{page}"
+    );
+    assert_eq!(
+        witnessed_of(&cluster, 0, 1)["trusted_keys"],
+        serde_json::json!([original[1], rotated])
+    );
 }

@@ -5,8 +5,11 @@
 
 use super::client::{PeerClient, PeerError};
 use super::config::{ClusterConfig, PeerConfig};
+use crate::witness::PeerKeys;
+use crate::witness::peer_keys::fetch_rotations;
 use base64::Engine;
-use evident_core::note::{self, NoteVerifier};
+use evident_core::cosignature::signed_by_untrusted_key;
+use evident_core::note;
 use evident_store::Order;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -147,9 +150,13 @@ pub struct ClusterPage {
 }
 
 /// Fetches one page of `query` (the filter parameters, URL-encoded, without order, limit
-/// and cursor) from `peer`, with its checkpoint, verified against `peer.public_key`.
+/// and cursor) from `peer`, with its checkpoint, verified against the keys trusted for it:
+/// its configured `public_key` and the keys its verified signing-key rotations lead to
+/// (`keys`, shared with the witness). A checkpoint signed under the peer's origin by a key
+/// not trusted yet makes this read the peer's rotation events first, once.
 pub async fn fetch_peer(
     client: &PeerClient,
+    keys: &PeerKeys,
     peer: &PeerConfig,
     query: &str,
     order: Order,
@@ -181,11 +188,31 @@ pub async fn fetch_peer(
     };
     let signed = String::from_utf8(checkpoint.body.to_vec())
         .map_err(|_| refused("its checkpoint is not text".to_owned()))?;
-    let verifier = NoteVerifier::parse(&peer.public_key)
+    let trusted = keys
+        .trusted(peer)
         .map_err(|e| refused(format!("configured public_key: {e}")))?;
-    let opened = note::open(&signed, &[verifier]).map_err(|e| {
+    let origin = trusted
+        .first()
+        .map(|k| k.name().to_owned())
+        .unwrap_or_default();
+    let trusted = if note::open(&signed, &trusted).is_err()
+        && signed_by_untrusted_key(&signed, &origin, &trusted)
+    {
+        // The peer may have rotated its signing key: follow its rotations, then look again.
+        let events = fetch_rotations(client, peer)
+            .await
+            .map_err(|e| refused(format!("reading its signing-key rotations: {e}")))?;
+        keys.learn(peer, &events)
+            .map_err(|e| refused(format!("configured public_key: {e}")))?;
+        keys.trusted(peer)
+            .map_err(|e| refused(format!("configured public_key: {e}")))?
+    } else {
+        trusted
+    };
+    let opened = note::open(&signed, &trusted).map_err(|e| {
         refused(format!(
-            "its checkpoint does not verify with the configured public_key: {e}"
+            "its checkpoint does not verify with the configured public_key or a key its \
+             rotations lead to: {e}"
         ))
     })?;
     let size = evident_core::checkpoint::Checkpoint::parse(&opened.text)
@@ -304,6 +331,7 @@ pub struct ClusterRead<'a> {
 pub async fn read_cluster(
     config: &ClusterConfig,
     client: &PeerClient,
+    keys: &PeerKeys,
     own_node: &str,
     local: Result<NodePage, NodeStatus>,
     read: ClusterRead<'_>,
@@ -317,6 +345,7 @@ pub async fn read_cluster(
     let fetches = config.peers.iter().map(|peer| async move {
         let page = fetch_peer(
             client,
+            keys,
             peer,
             query,
             order,

@@ -634,7 +634,7 @@ async fn cluster_page(
         cursor: &cursor,
         limit,
     };
-    let page = read_cluster(&config, &client, &own, local, read).await;
+    let page = read_cluster(&config, &client, state.peer_keys(), &own, local, read).await;
     let body = serde_json::to_vec(&page).map_err(|e| ApiError::internal(e.to_string()))?;
     let mut response = body.into_response();
     response.headers_mut().insert(
