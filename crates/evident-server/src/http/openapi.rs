@@ -465,7 +465,8 @@ const RFC3339_PATTERN: &str = "(197[1-9]|19[89][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-
 /// The parts of the document utoipa's annotations cannot state: the client event's exact
 /// rules (patterns, byte limits, a timestamp as text or number, the recursive `context`
 /// with its number range), the append body (one event or a non-empty array), the optional
-/// rotation body, and `allowEmptyValue` on every query parameter (an empty value counts as
+/// rotation body, the time bounds of every filter, the form of a witness request, and
+/// `allowEmptyValue` on every query parameter (an empty value counts as
 /// absent, [`super::params::Params`]).
 fn refine(doc: &mut Value) {
     let timestamp_text = format!("^{RFC3339_PATTERN}$");
@@ -569,16 +570,71 @@ fn refine(doc: &mut Value) {
         ]
     });
     paths["/api/v1/keys/{id}/rotate"]["post"]["requestBody"]["required"] = json!(false);
-    // The review window: an RFC 3339 time (the subset above) or epoch milliseconds below
-    // 10^14, both always accepted.
-    if let Some(parameters) = paths["/api/v1/reviews/four-eyes"]["get"]["parameters"].as_array_mut()
-    {
-        for parameter in parameters {
-            if matches!(parameter["name"].as_str(), Some("from" | "to")) {
-                parameter["schema"] = json!({
-                    "type": "string",
-                    "pattern": format!("^({RFC3339_PATTERN}|0|[1-9][0-9]{{0,13}})$"),
-                });
+    // The tlog-witness request's form: `old <size>` (canonical decimal), no proof after size
+    // 0, else up to 63 base64 SHA-256 hashes (strict base64: the last character before `=`
+    // carries two zero bits), an empty line, then the checkpoint note (origin line first).
+    paths["/api/v1/witness/add-checkpoint"]["post"]["requestBody"]["content"]["text/plain"]["schema"] = json!({
+        "type": "string",
+        "pattern": "^old (0\n|[1-9][0-9]{0,17}\n([A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=\n){0,63})\n[^\n]+(\n[^\n]*)*$",
+    });
+    // Time bounds of every filter (the audit log, its histogram, the review window): an
+    // RFC 3339 time (the subset above) or epoch milliseconds below 10^14, both always
+    // accepted. (Tree sizes named `from`/`to`, as the consistency proof's, are integers.)
+    if let Some(paths) = paths.as_object_mut() {
+        for item in paths.values_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for operation in item.values_mut() {
+                let Some(parameters) = operation
+                    .get_mut("parameters")
+                    .and_then(Value::as_array_mut)
+                else {
+                    continue;
+                };
+                for parameter in parameters {
+                    let time_bound = matches!(
+                        parameter["name"].as_str(),
+                        Some("from" | "to" | "occurred_from" | "occurred_to")
+                    );
+                    let integer = parameter["schema"]["type"] == "integer"
+                        || parameter["schema"]["type"]
+                            .as_array()
+                            .is_some_and(|t| t.iter().any(|t| t == "integer"));
+                    if parameter["in"] != "query" || integer {
+                        continue;
+                    }
+                    if time_bound {
+                        parameter["schema"] = json!({
+                            "type": "string",
+                            "pattern": format!("^({RFC3339_PATTERN}|0|[1-9][0-9]{{0,13}})$"),
+                        });
+                    }
+                    match parameter["name"].as_str() {
+                        // An action, or a prefix of whole segments as `config.*`.
+                        Some("action") => {
+                            parameter["schema"] = json!({
+                                "type": "string",
+                                "maxLength": MAX_ACTION_BYTES,
+                                "pattern": "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*(\\.\\*)?$",
+                            });
+                        }
+                        // An address or a CIDR network (IPv6 networks also compressed, as
+                        // `2001:db8::/32`, which a pattern of its own would not keep valid).
+                        Some("ip") => {
+                            let octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+                            parameter["schema"] = json!({"anyOf": [
+                                {"type": "string", "format": "ipv4"},
+                                {"type": "string", "format": "ipv6"},
+                                {"type": "string", "pattern":
+                                    format!("^{octet}(\\.{octet}){{3}}/(3[0-2]|[12]?[0-9])$")},
+                                {"type": "string", "pattern":
+                                    "^([0-9a-f]{1,4}:){7}[0-9a-f]{1,4}/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$"},
+                            ]});
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
     }

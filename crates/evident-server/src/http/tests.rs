@@ -820,7 +820,13 @@ async fn unknown_routes_and_methods_answer_json() {
     t.get("/api/v1/nope")
         .await
         .error(StatusCode::NOT_FOUND, "not_found");
-    t.get("/").await.error(StatusCode::NOT_FOUND, "not_found");
+    t.get("/nowhere")
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    // `/` is the dashboard's page (on by default), HTML, not a JSON 404.
+    let page = t.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text().contains("Evident dashboard"), "{}", page.text());
     t.call(
         Method::DELETE,
         "/api/v1/events",
