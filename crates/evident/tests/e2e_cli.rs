@@ -1,6 +1,7 @@
 //! The CLI does not surprise, through the real binary: a mistyped data directory is refused,
 //! never turned into a new node with fresh keys; `serve` checks its listen address before it
-//! creates anything; man pages and shell completions are generated from the command tree.
+//! creates anything; man pages and shell completions are generated from the command tree;
+//! progress bars are drawn on a terminal only.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -622,4 +623,81 @@ fn verify_usage_names_what_each_form_needs_and_piped_runs_draw_no_progress() {
     assert!(last["entries"].as_u64().unwrap() >= total, "{last}");
     api.get("/api/v1/verify?format=xml")
         .assert_error(400, "invalid_parameter", Some("format"));
+}
+
+/// Runs `command` (a shell command line) on a real pseudo-terminal (util-linux `script`),
+/// returning what the terminal showed and whether it succeeded.
+fn on_a_terminal(command: &str) -> (bool, String) {
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has_script,
+        "this test runs the CLI on a pseudo-terminal with util-linux `script`: \
+         apt-get install bsdutils (Debian) or util-linux"
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", command, "/dev/null"])
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    (
+        tty.status.success(),
+        String::from_utf8_lossy(&tty.stdout).into_owned(),
+    )
+}
+
+/// `append --stdin` and `migrate` draw a progress bar for a person at a terminal, and none
+/// when their output is piped.
+#[test]
+fn append_stdin_and_migrate_draw_progress_on_a_terminal_only() {
+    let node = Node::new();
+    let mut server = Server::start(&node);
+    let input = node.file("events.ndjson");
+    let mut lines = String::new();
+    for i in 0..40 {
+        lines.push_str(&event(&format!("t{i}"), "auth.login").to_string());
+        lines.push('\n');
+    }
+    std::fs::write(&input, &lines).unwrap();
+    let (ok, shown) = on_a_terminal(&format!(
+        "{} append --stdin --batch-size 5 --url {} --key {} < {}",
+        common::bin(),
+        server.url,
+        node.owner_key,
+        input.display()
+    ));
+    assert!(ok, "{shown}");
+    assert!(shown.contains("appending"), "no progress bar: {shown:?}");
+    assert_eq!(
+        shown.matches("seq=").count(),
+        40,
+        "a receipt per event: {shown:?}"
+    );
+    server.stop();
+
+    // Piped: no bar.
+    let piped_to = node.file("piped-copy");
+    let piped = run(&[
+        "migrate",
+        "--from",
+        node.dir_str(),
+        "--to",
+        piped_to.to_str().unwrap(),
+    ])
+    .ok();
+    assert!(!piped.stderr.contains("copying"), "{}", piped.stderr);
+    // On a terminal: the bar over the entries copied, then the same summary.
+    let moved = node.file("moved");
+    let (ok, shown) = on_a_terminal(&format!(
+        "{} migrate --from {} --to {}",
+        common::bin(),
+        node.dir_str(),
+        moved.display()
+    ));
+    assert!(ok, "{shown}");
+    assert!(shown.contains("copying"), "no progress bar: {shown:?}");
+    run(&["verify", "--data-dir", moved.to_str().unwrap()]).ok();
 }
