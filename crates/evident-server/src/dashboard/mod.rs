@@ -153,6 +153,11 @@ struct SessionJson {
     four_eyes_rules: Vec<String>,
     /// Whether this node is part of a cluster (the review view then shows the nodes).
     cluster: bool,
+    /// `[witness].policy_k`: valid cosignatures by distinct listed witnesses a checkpoint
+    /// needs (0: no policy). Pinned by the page with `witness_keys`, like `public_key`.
+    witness_policy_k: usize,
+    /// `[witness].keys`: the cosigner verifier keys the page verifies cosignatures against.
+    witness_keys: Vec<String>,
 }
 
 fn session_json(
@@ -178,6 +183,8 @@ fn session_json(
             .map(|rule| rule.name.clone())
             .collect(),
         cluster: state.node().config().cluster.enabled(),
+        witness_policy_k: state.node().config().witness.policy_k,
+        witness_keys: state.node().config().witness.keys.clone(),
     }
 }
 

@@ -261,12 +261,15 @@ async function verifyDetail(e) {
       await new Promise((r) => setTimeout(r, 500));
     }
     if (!proof) throw new Error("no signed checkpoint covers entry " + e.seq + " yet");
-    const result = await EvidentVerify.verifyEvent(e, proof, proof.checkpoint || note, session.public_key);
+    // The checkpoint route's note carries the cosignatures collected for it (the proof's
+    // copy is the node's signed note alone); both are the checkpoint of the proof's size.
+    const checkpoint = Number(note.split("\n")[1]) === proof.size ? note : proof.checkpoint || note;
+    const result = await EvidentVerify.verifyEvent(e, proof, checkpoint, session.public_key, pinnedWitness());
     $("proof-steps").replaceChildren(...result.steps.map((s) =>
       el("li", { class: s.ok === true ? "ok" : s.ok === false ? "bad" : "skip" }, (s.ok === true ? "✓ " : s.ok === false ? "✗ " : "– ") + s.what + ": " + s.detail)));
     $("proof-cosignatures").replaceChildren(...(result.cosignatures.length
-      ? result.cosignatures.map((c) => el("li", { text: "Cosigned by witness " + c.name + (c.time ? " at " + c.time : "") + " (witness key not configured here: shown, not verified)" }))
-      : [el("li", { text: "No witness cosignatures on this checkpoint" })]));
+      ? result.cosignatures.map(cosignatureItem)
+      : [el("li", { text: result.witness ? "No witness cosignatures on this checkpoint" : "Witness cosignatures not checked: the proof failed before them" })]));
     status.className = result.ok ? "verified" : "failed";
     status.textContent = result.ok
       ? `Verified in this browser: entry ${e.seq} is in the log of ${proof.size} entries signed by ${session.public_key.split("+")[0]}`
@@ -275,6 +278,22 @@ async function verifyDetail(e) {
     status.className = "failed";
     status.textContent = "FAILED: " + err.message;
   }
+}
+
+/// The witness keys and policy pinned at sign-in (the node's [witness] table, never what a
+/// checkpoint claims).
+function pinnedWitness() {
+  return { keys: session.witness_keys || [], k: session.witness_policy_k || 0 };
+}
+function cosignatureItem(c) {
+  const mark = { verified: "✓ ", bad: "✗ ", unlisted: "– ", other: "– " }[c.status];
+  const what = { verified: "Cosigned by witness ", bad: "Cosignature by listed witness ", unlisted: "Cosignature by unlisted witness ", other: "Signature line by " }[c.status];
+  const time = c.time ? (c.status === "verified" ? " at " + c.time : " (claims " + c.time + ")") : "";
+  return el("li", { class: c.status === "verified" ? "ok" : c.status === "bad" ? "bad" : "skip", text: mark + what + c.name + time + ": " + c.detail });
+}
+function policyText(w) {
+  if (!w.required) return "none ([witness] policy_k = 0): no cosignature required";
+  return `${w.required} valid cosignature${w.required === 1 ? "" : "s"} by distinct witnesses of the ${w.listed.length} listed (${w.listed.join(", ")})`;
 }
 
 // ---- integrity ----
@@ -286,9 +305,15 @@ async function loadIntegrity() {
     const note = await (await api("/api/v1/checkpoint")).text();
     const n = EvidentVerify.parseNote(note);
     const own = n.sigs.filter((s) => s.raw.length === 68).length;
-    const cosigs = n.sigs.filter((s) => s.raw.length === 76).map((s) => s.name);
+    const pinned = pinnedWitness();
+    const w = await EvidentVerify.checkWitnesses(n, pinned.keys, pinned.k);
+    const cosigs = w.lines.map((c) => c.name + ": " + (c.status === "verified" ? "verified" + (c.time ? " at " + c.time : "") : c.detail));
     fill("checkpoint-fields", [["Origin", n.origin], ["Size", n.size], ["Root", EvidentVerify.hex(n.root)],
-      ["Node signatures", own], ["Witness cosignatures", cosigs.length ? cosigs.join(", ") : "none"]]);
+      ["Node signatures", own], ["Witness cosignatures (checked in this browser)", cosigs.length ? cosigs.join("; ") : "none"],
+      ["Witness policy", policyText(w)],
+      ["This checkpoint meets the policy", w.required ? (w.ok ? `yes: ${w.counted.length} of ${w.required} (${w.counted.join(", ")})` : "NO: " + w.reason)
+        : w.bad ? "NO: " + w.bad : "no policy to meet"]]);
+    $("checkpoint-fields").classList.toggle("failed", !w.ok);
     $("checkpoint-status").textContent = "";
   } catch (err) { $("checkpoint-status").textContent = err.message; }
   try {

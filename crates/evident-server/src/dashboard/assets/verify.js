@@ -2,7 +2,9 @@
 // the node key pinned at sign-in. An entry's hash is recomputed from its fields (the canonical
 // entry encoding of docs/FORMAT.md), its RFC 6962 leaf hashed over hash ‖ seal, the inclusion
 // path folded up to the root (RFC 9162 §2.1.3.2), and the checkpoint note's Ed25519 signature
-// (C2SP signed note) checked with WebCrypto against the pinned key. Hand-written, no library.
+// (C2SP signed note) checked with WebCrypto against the pinned key; its witness cosignatures
+// (C2SP tlog-cosignature, cosignature/v1) checked against the witness keys pinned at sign-in
+// and the node's k-of-n witness policy applied (docs/FORMAT.md §16). Hand-written, no library.
 "use strict";
 
 const EvidentVerify = (() => {
@@ -154,13 +156,117 @@ const EvidentVerify = (() => {
     return crypto.subtle.verify({ name: "Ed25519" }, key, signature, message);
   }
 
+  // ---- C2SP tlog-cosignature (cosignature/v1; crates/evident-core/src/cosignature.rs) ----
+  const MAX_TIMESTAMP = (1n << 63n) - 1n;
+  function isoSeconds(t) {
+    const ms = Number(t) * 1000;
+    return Number.isFinite(ms) && Math.abs(ms) <= 8.64e15 ? new Date(ms).toISOString() : null;
+  }
+  /// A cosigner verifier key `<name>+<key id hex>+<base64(0x04 ‖ 32-byte Ed25519 key)>`, its
+  /// key id checked: the first 4 bytes of SHA-256(name ‖ 0x0A ‖ 0x04 ‖ key).
+  async function parseCosignerKey(vkey) {
+    const m = /^([^+\s]+)\+([0-9a-f]{8})\+(.+)$/.exec(String(vkey).trim());
+    if (!m) throw new Error("the witness key is not <name>+<key id>+<key>: " + vkey);
+    let raw;
+    try { raw = unbase64(m[3]); } catch (_) { throw new Error("witness key " + m[1] + ": the key is not base64"); }
+    if (raw.length !== 33 || raw[0] !== 4) throw new Error("witness key " + m[1] + " is not a cosignature/v1 (0x04) Ed25519 key");
+    const publicKey = raw.slice(1);
+    const id = hex(await keyHash(m[1], 4, publicKey));
+    if (id !== m[2]) throw new Error(`witness key ${m[1]}: its key id ${m[2]} is not the key's (${id})`);
+    return { name: m[1], keyId: m[2], publicKey };
+  }
+  function parseSignatureLine(line) {
+    const m = /^\u2014 (\S+) (\S+)$/.exec(String(line).replace(/\n$/, ""));
+    if (!m) throw new Error("not a signature line (\u2014 <name> <base64>): " + line);
+    let raw;
+    try { raw = unbase64(m[2]); } catch (_) { throw new Error("the signature of " + m[1] + " is not base64"); }
+    return { name: m[1], raw };
+  }
+  /// Verifies one cosignature/v1 line on a checkpoint against the cosigner key `vkey` (a key
+  /// string, or one parsed by parseCosignerKey), per C2SP tlog-cosignature: the line's bytes
+  /// are key id (4) ‖ big-endian timestamp (8) ‖ Ed25519 signature (64), the signed message
+  /// is `cosignature/v1\ntime <t>\n` ‖ the checkpoint body. `checkpoint` is the body (the
+  /// note's text, final newline included) or the whole signed note; `line` is the signature
+  /// line (`\u2014 <name> <base64>`) or a signature of parseNote. Returns {ok: true,
+  /// timestamp (seconds), time (ISO)} or {ok: false, reason}.
+  async function verifyCosignature(checkpoint, line, vkey) {
+    const fail = (reason) => ({ ok: false, reason });
+    try {
+      const key = typeof vkey === "string" ? await parseCosignerKey(vkey) : vkey;
+      const s = typeof line === "string" ? parseSignatureLine(line) : line;
+      const split = checkpoint.indexOf("\n\n");
+      const body = split >= 0 ? checkpoint.slice(0, split + 1) : checkpoint;
+      if (!body.endsWith("\n")) return fail("the checkpoint body does not end in a newline");
+      if (s.name !== key.name) return fail(`the line is by ${s.name}, the key is ${key.name}'s`);
+      if (s.raw.length !== 4 + 8 + 64) return fail(`not a cosignature/v1 signature: ${s.raw.length} bytes, not 4 + 8 + 64`);
+      const id = hex(s.raw.slice(0, 4));
+      if (id !== key.keyId) return fail(`the line's key id ${id} is not the key's ${key.keyId}`);
+      const t = new DataView(s.raw.buffer, s.raw.byteOffset, s.raw.length).getBigUint64(4);
+      if (t > MAX_TIMESTAMP) return fail(`the timestamp ${t} exceeds 2^63 - 1`);
+      const message = enc.encode("cosignature/v1\ntime " + t.toString() + "\n" + body);
+      const good = await ed25519Verify(key.publicKey, s.raw.slice(12), message);
+      if (!good) return fail(`the Ed25519 signature does not verify under ${key.name}+${key.keyId} (over this checkpoint at time ${t})`);
+      return { ok: true, timestamp: Number(t), time: isoSeconds(t) };
+    } catch (err) {
+      return fail(err.message);
+    }
+  }
+
+  /// The witness lines of checkpoint note `note` (text or parsed) against the pinned witness
+  /// keys `witnessKeys` and policy `k` (docs/FORMAT.md §16): a line by a listed witness (its
+  /// name and key id) must verify; one by an unlisted key is shown, never counted; a witness
+  /// counts once however many lines it has. Returns {lines: [{name, status: verified | bad |
+  /// unlisted | other, time, detail}], counted: [names], required, listed, met (null without
+  /// a policy), bad (why a listed witness's line failed, or null), ok, reason}.
+  async function checkWitnesses(note, witnessKeys, k) {
+    const n = typeof note === "string" ? parseNote(note) : note;
+    const keys = [];
+    for (const v of witnessKeys || []) keys.push(await parseCosignerKey(v));
+    const lines = [];
+    const counted = [];
+    let bad = null;
+    for (const s of n.sigs) {
+      if (s.raw.length !== 4 + 8 + 64) {
+        // The log's own signatures (§10, §18: one per signing key) are checked elsewhere.
+        if (s.name !== n.origin) lines.push({ name: s.name, status: "other", time: null, detail: `not a cosignature/v1 line (${s.raw.length} bytes): not counted` });
+        continue;
+      }
+      const id = hex(s.raw.slice(0, 4));
+      const claimed = isoSeconds(new DataView(s.raw.buffer, s.raw.byteOffset, s.raw.length).getBigUint64(4));
+      const listed = keys.find((key) => key.name === s.name && key.keyId === id);
+      if (!listed) {
+        const other = keys.find((key) => key.name === s.name);
+        lines.push({ name: s.name, status: "unlisted", time: claimed, detail: other
+          ? `key id ${id} is not the listed key ${other.name}+${other.keyId}: not verified, not counted`
+          : "witness not listed on this node ([witness] keys): not verified, not counted" });
+        continue;
+      }
+      const r = await verifyCosignature(n.body, s, listed);
+      if (r.ok) {
+        if (!counted.includes(s.name)) counted.push(s.name);
+        lines.push({ name: s.name, status: "verified", time: r.time, detail: `verified against the pinned witness key ${listed.name}+${listed.keyId}` });
+      } else {
+        bad = bad || `the cosignature by listed witness ${s.name} does not verify: ${r.reason}`;
+        lines.push({ name: s.name, status: "bad", time: claimed, detail: "does not verify: " + r.reason });
+      }
+    }
+    const required = Number(k) || 0;
+    const met = required > 0 ? counted.length >= required : null;
+    const plural = required === 1 ? "" : "s";
+    let reason = null;
+    if (bad) reason = bad;
+    else if (met === false) reason = `witness policy: ${required} valid cosignature${plural} required, ${counted.length} found`;
+    return { lines, counted, required, listed: keys.map((key) => key.name), met, bad, ok: !reason, reason };
+  }
+
   /// Verifies event `e` (as the API shows it) with its inclusion `proof` and the checkpoint
-  /// note of the proof's size against `pinnedKey`. Returns {ok, steps: [{what, ok, detail}],
-  /// reason, cosignatures}.
-  async function verifyEvent(e, proof, note, pinnedKey) {
+  /// note of the proof's size against `pinnedKey`, and the note's cosignatures against the
+  /// pinned `witness` = {keys, k} (k > 0: at least k listed witnesses must have cosigned).
+  /// Returns {ok, steps: [{what, ok, detail}], reason, cosignatures, witness}.
+  async function verifyEvent(e, proof, note, pinnedKey, witness) {
     const steps = [];
     const step = (what, ok, detail) => { steps.push({ what, ok, detail }); if (!ok) throw new Error(what + ": " + detail); };
-    const result = { ok: false, steps, reason: null, cosignatures: [] };
+    const result = { ok: false, steps, reason: null, cosignatures: [], witness: null };
     try {
       const key = parseVerifierKey(pinnedKey);
       const storedHash = unhex(e.hash);
@@ -186,14 +292,16 @@ const EvidentVerify = (() => {
         : "no signature line of the pinned key " + key.name + "+" + key.keyId);
       const good = await ed25519Verify(key.publicKey, own.raw.slice(4), enc.encode(n.body));
       step("node signature (Ed25519)", good, good ? "valid under the key pinned at sign-in" : "the signature does not verify under the pinned key");
-      for (const s of n.sigs) {
-        if (s === own) continue;
-        if (s.raw.length === 4 + 8 + 64) {
-          const t = Number(new DataView(s.raw.buffer).getBigUint64(4));
-          result.cosignatures.push({ name: s.name, time: new Date(t * 1000).toISOString() });
-        } else {
-          result.cosignatures.push({ name: s.name, time: null });
-        }
+      const w = await checkWitnesses(n, witness ? witness.keys : [], witness ? witness.k : 0);
+      result.cosignatures = w.lines;
+      result.witness = w;
+      if (w.bad) step("witness cosignature", false, w.bad);
+      if (w.required > 0) {
+        step("witness policy", w.met, w.met
+          ? `${w.counted.length} of the ${w.required} required cosignatures verified (${w.counted.join(", ")})`
+          : `${w.required} valid cosignature${w.required === 1 ? "" : "s"} required, ${w.counted.length} found`);
+      } else {
+        steps.push({ what: "witness policy", ok: null, detail: "none on this node ([witness] policy_k = 0): no cosignature required" });
       }
       result.ok = true;
     } catch (err) {
@@ -203,5 +311,5 @@ const EvidentVerify = (() => {
     return result;
   }
 
-  return { verifyEvent, canonicalEntry, rootFromInclusion, parseNote, jcs, ipv6, hex, unhex, sha256 };
+  return { verifyEvent, verifyCosignature, checkWitnesses, parseCosignerKey, canonicalEntry, rootFromInclusion, parseNote, jcs, ipv6, hex, unhex, sha256 };
 })();
