@@ -459,9 +459,13 @@ async fn browse(setup: &Setup) {
         "entry hash: recomputed",
         "inclusion: leaf",
         "node signature (Ed25519): valid",
+        "witness policy: none on this node",
     ] {
         assert!(steps.contains(step), "{steps}");
     }
+    // No [witness] table and no peers: nothing cosigned it, and nothing is required.
+    let cosignatures = wait_text(&c, "proof-cosignatures", |t| !t.is_empty()).await;
+    assert_eq!(cosignatures, "No witness cosignatures on this checkpoint");
     let fields = c
         .find(Locator::Id("detail-fields"))
         .await
@@ -609,6 +613,8 @@ async fn browse(setup: &Setup) {
     click(&c, "nav-integrity").await;
     let cp = wait_text(&c, "checkpoint-fields", |t| t.contains("Root")).await;
     assert!(cp.contains("Size"), "{cp}");
+    assert!(cp.contains("none ([witness] policy_k = 0)"), "{cp}");
+    assert!(cp.contains("no policy to meet"), "{cp}");
     click(&c, "verify-now").await;
     let result = wait_text(&c, "verify-result", |t| {
         t.starts_with("Verified:") || t.starts_with("FAILED")
@@ -629,6 +635,200 @@ async fn browse(setup: &Setup) {
     let cluster = wait_text(&c, "cluster", |t| !t.is_empty()).await;
     assert!(cluster.starts_with("Not a cluster node"), "{cluster}");
     screenshot(&c, "07-reviews").await;
+    c.close().await.unwrap();
+}
+
+/// A cosigner verifier key as the page receives it, and one cosignature line's bytes.
+fn witness(name: &str, seed: u8) -> evident_core::cosignature::CosignatureSigner {
+    evident_core::cosignature::CosignatureSigner::from_seed(name, [seed; 32]).unwrap()
+}
+
+fn flip_byte(line: &str, at: usize) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (head, sig) = line.trim_end().rsplit_once(' ').unwrap();
+    let mut bytes = b64.decode(sig).unwrap();
+    bytes[at] ^= 1;
+    format!("{head} {}\n", b64.encode(bytes))
+}
+
+#[test]
+fn the_witness_policy_in_a_real_browser() {
+    let w1 = witness("witness.example/w1", 9);
+    let node = Node::embedded();
+    let readonly = create_key(&node.dir, "readonly", &[]);
+    let config = node.file("evident.toml");
+    // A witness policy of one listed witness and no cluster: no peer ever cosigns, so no
+    // checkpoint of this node meets it.
+    std::fs::write(
+        &config,
+        format!(
+            "[witness]\npolicy_k = 1\nkeys = [\"{}\"]\n",
+            w1.verifier().to_vkey_string()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(
+        &node.dir,
+        &[],
+        &["--config", config.to_str().unwrap()],
+        None,
+    );
+    let api = server.api(&node.owner_key);
+    let receipts = api
+        .append(&Value::Array((0..5).map(app_event).collect()))
+        .unwrap();
+    api.wait_checkpoint(5);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(browse_witnessed(&server.url, &readonly, &w1, receipts[2].0));
+}
+
+async fn browse_witnessed(
+    base: &str,
+    readonly: &str,
+    w1: &evident_core::cosignature::CosignatureSigner,
+    target: u64,
+) {
+    use evident_core::{Checkpoint, Hash, NoteSigner};
+    let url = format!("{base}/");
+    let driver = start_driver();
+    let downloads = tempfile::tempdir().unwrap();
+    let c = browser(&driver, downloads.path()).await;
+    sign_in(&c, &url, readonly).await;
+
+    // (a) The page's cosignature/v1 check against lines made here by the Rust cosigner.
+    let log = NoteSigner::from_seed("log.example", [7; 32]).unwrap();
+    let note = Checkpoint {
+        origin: "log.example".into(),
+        size: 3,
+        root: Hash([1; 32]),
+        extensions: vec![],
+    }
+    .sign(&log)
+    .unwrap();
+    let other_body = note.replacen("\n3\n", "\n4\n", 1);
+    assert_ne!(other_body, note);
+    let line = w1.cosign_note(&note, 1_700_000_000).unwrap();
+    let later = w1.cosign_note(&note, 1_700_000_005).unwrap();
+    // Byte 11 is the timestamp's last byte: the line now claims 1_700_000_001.
+    let retimed = flip_byte(&line, 11);
+    let vkey = w1.verifier().to_vkey_string();
+    let same_name = witness("witness.example/w1", 10)
+        .verifier()
+        .to_vkey_string();
+    let stranger = witness("stranger.example/w9", 11);
+    let cosigned = format!(
+        "{note}{line}{later}{}",
+        stranger.cosign_note(&note, 1_700_000_002).unwrap()
+    );
+    let forged = format!("{note}{retimed}");
+    let args = json!({
+        "note": note, "other": other_body, "line": line, "retimed": retimed, "vkey": vkey,
+        "same_name": same_name, "stranger": stranger.verifier().to_vkey_string(),
+        "cosigned": cosigned, "forged": forged,
+    });
+    let result = in_page(
+        &c,
+        &format!(
+            "const a = {args};
+             const V = EvidentVerify;
+             const w = async (note, k) => {{ const r = await V.checkWitnesses(note, [a.vkey], k);
+               return {{ counted: r.counted, met: r.met, ok: r.ok, reason: r.reason,
+                         lines: r.lines.map((l) => l.status + ' ' + l.name + ' ' + l.time) }}; }};
+             return {{
+               good: await V.verifyCosignature(a.note, a.line, a.vkey),
+               body_only: await V.verifyCosignature(a.note.slice(0, a.note.indexOf('\\n\\n') + 1), a.line, a.vkey),
+               other_body: await V.verifyCosignature(a.other, a.line, a.vkey),
+               retimed: await V.verifyCosignature(a.note, a.retimed, a.vkey),
+               same_name: await V.verifyCosignature(a.note, a.line, a.same_name),
+               stranger: await V.verifyCosignature(a.note, a.line, a.stranger),
+               one: await w(a.cosigned, 1), two: await w(a.cosigned, 2),
+               forged: await w(a.forged, 1), bare: await w(a.note, 1),
+             }};"
+        ),
+    )
+    .await;
+    assert_eq!(
+        result["good"],
+        json!({"ok": true, "timestamp": 1_700_000_000u64, "time": "2023-11-14T22:13:20.000Z"}),
+        "{result}"
+    );
+    assert_eq!(result["body_only"]["ok"], true, "{result}");
+    for (case, why) in [
+        ("other_body", "does not verify"),
+        ("retimed", "at time 1700000001"),
+        ("same_name", "key id"),
+        ("stranger", "the line is by witness.example/w1"),
+    ] {
+        assert_eq!(result[case]["ok"], false, "{case}: {result}");
+        let reason = result[case]["reason"].as_str().unwrap();
+        assert!(reason.contains(why), "{case}: {reason}");
+    }
+    // The policy: w1 counted once for its two lines, the unlisted witness shown, not counted.
+    assert_eq!(
+        result["one"],
+        json!({"counted": ["witness.example/w1"], "met": true, "ok": true, "reason": null, "lines": [
+            "verified witness.example/w1 2023-11-14T22:13:20.000Z",
+            "verified witness.example/w1 2023-11-14T22:13:25.000Z",
+            "unlisted stranger.example/w9 2023-11-14T22:13:22.000Z",
+        ]}),
+        "{result}"
+    );
+    assert_eq!(result["two"]["met"], false, "{result}");
+    assert_eq!(
+        result["two"]["reason"],
+        "witness policy: 2 valid cosignatures required, 1 found"
+    );
+    assert_eq!(result["forged"]["ok"], false, "{result}");
+    assert!(
+        result["forged"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("the cosignature by listed witness witness.example/w1 does not verify"),
+        "{result}"
+    );
+    assert_eq!(
+        result["bare"]["reason"],
+        "witness policy: 1 valid cosignature required, 0 found"
+    );
+
+    // (b) The node's own checkpoints carry no cosignature: every proof fails on the policy,
+    // after everything else verified.
+    c.goto(&format!("{url}?seq={target}")).await.unwrap();
+    let status = wait_text(&c, "proof-status", |t| {
+        t.starts_with("Verified") || t.starts_with("FAILED")
+    })
+    .await;
+    assert_eq!(
+        status,
+        "FAILED: witness policy: 1 valid cosignature required, 0 found"
+    );
+    let steps = wait_text(&c, "proof-steps", |t| !t.is_empty()).await;
+    for step in [
+        "entry hash: recomputed",
+        "inclusion: leaf",
+        "node signature (Ed25519): valid",
+        "witness policy: 1 valid cosignature required, 0 found",
+    ] {
+        assert!(steps.contains(step), "{steps}");
+    }
+    screenshot(&c, "08-witness-policy-failed").await;
+    click(&c, "nav-integrity").await;
+    let cp = wait_text(&c, "checkpoint-fields", |t| t.contains("Witness policy")).await;
+    assert!(
+        cp.contains(
+            "1 valid cosignature by distinct witnesses of the 1 listed (witness.example/w1)"
+        ),
+        "{cp}"
+    );
+    assert!(
+        cp.contains("NO: witness policy: 1 valid cosignature required, 0 found"),
+        "{cp}"
+    );
     c.close().await.unwrap();
 }
 

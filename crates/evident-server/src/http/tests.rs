@@ -1455,6 +1455,9 @@ async fn dashboard_sessions_sign_in_check_csrf_and_sign_out() {
         .unwrap()
         .to_owned();
     let csrf = reply.json()["csrf_token"].as_str().unwrap().to_owned();
+    // No [witness] table: the page pins no witness keys and no policy.
+    assert_eq!(reply.json()["witness_policy_k"], 0, "{}", reply.text());
+    assert_eq!(reply.json()["witness_keys"], json!([]), "{}", reply.text());
 
     let histogram = with_cookie(
         &app,
