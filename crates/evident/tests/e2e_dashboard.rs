@@ -685,6 +685,162 @@ fn the_witness_policy_in_a_real_browser() {
         .build()
         .unwrap();
     runtime.block_on(browse_witnessed(&server.url, &readonly, &w1, receipts[2].0));
+    runtime.block_on(browse_cosigned(
+        &server.url,
+        &node,
+        &readonly,
+        &w1,
+        receipts[2].0,
+    ));
+}
+
+/// Stores, as the witness submitter would have collected them, the lines `lines_for` makes
+/// for the node's latest checkpoint; returns that checkpoint's size.
+async fn store_cosignatures(
+    base: &str,
+    node: &Node,
+    lines_for: impl Fn(&str) -> Vec<(String, String)> + Send + 'static,
+) -> u64 {
+    let (base, owner, db) = (
+        base.to_owned(),
+        node.owner_key.clone(),
+        node.dir.join("evident.db"),
+    );
+    tokio::task::spawn_blocking(move || {
+        let note = common::http_client()
+            .get(format!("{base}/api/v1/checkpoint"))
+            .bearer_auth(owner)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let size: u64 = note.lines().nth(1).unwrap().parse().unwrap();
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        for (witness, line) in lines_for(&note) {
+            conn.execute(
+                "INSERT OR REPLACE INTO cosignatures (size, witness, line, received_at) \
+                 VALUES (?1, ?2, ?3, 0)",
+                rusqlite::params![size as i64, witness, line],
+            )
+            .unwrap();
+        }
+        size
+    })
+    .await
+    .unwrap()
+}
+
+/// The proof panel of event `target` once its checkpoint is the one of `size` (None: the
+/// node's checkpoint moved on before the page read it): (status, steps, cosignatures).
+async fn proof_at(c: &Client, url: &str, target: u64, size: u64) -> Option<[String; 3]> {
+    c.goto(&format!("{url}?seq={target}")).await.unwrap();
+    let status = wait_text(c, "proof-status", |t| {
+        t.starts_with("Verified") || t.starts_with("FAILED")
+    })
+    .await;
+    let steps = wait_text(c, "proof-steps", |t| !t.is_empty()).await;
+    let cosignatures = wait_text(c, "proof-cosignatures", |t| !t.is_empty()).await;
+    steps
+        .contains(&format!(
+            "checkpoint size: proof for {size}, checkpoint of {size}"
+        ))
+        .then_some([status, steps, cosignatures])
+}
+
+/// (b, continued) Cosignatures stored for the node's checkpoint: a valid one by the listed
+/// witness meets the policy (an unlisted witness's line beside it counts for nothing); a
+/// forged one under the listed witness's name and key id fails the proof.
+async fn browse_cosigned(
+    base: &str,
+    node: &Node,
+    readonly: &str,
+    w1: &evident_core::cosignature::CosignatureSigner,
+    target: u64,
+) {
+    let url = format!("{base}/");
+    let driver = start_driver();
+    let downloads = tempfile::tempdir().unwrap();
+    let c = browser(&driver, downloads.path()).await;
+    sign_in(&c, &url, readonly).await;
+    let stranger = witness("stranger.example/w9", 11);
+    let mut shown = None;
+    // The checkpoint moves on when the node appends (its own sign-in events): retry then.
+    for _ in 0..10 {
+        let (w, s) = (w1.clone(), stranger.clone());
+        let size = store_cosignatures(base, node, move |note| {
+            vec![
+                (
+                    w.name().to_owned(),
+                    w.cosign_note(note, 1_700_000_100).unwrap(),
+                ),
+                (
+                    s.name().to_owned(),
+                    s.cosign_note(note, 1_700_000_200).unwrap(),
+                ),
+            ]
+        })
+        .await;
+        if let Some(panel) = proof_at(&c, &url, target, size).await {
+            click(&c, "nav-integrity").await;
+            let cp = wait_text(&c, "checkpoint-fields", |t| t.contains("Witness policy")).await;
+            if cp.contains(&format!("Size\n{size}\n")) {
+                shown = Some((panel, cp));
+                break;
+            }
+        }
+    }
+    let ([status, steps, cosignatures], cp) = shown.expect("the checkpoint never held still");
+    assert!(
+        status.starts_with("Verified in this browser"),
+        "{status}\n{steps}"
+    );
+    assert!(
+        steps.contains(
+            "witness policy: 1 of the 1 required cosignatures verified (witness.example/w1)"
+        ),
+        "{steps}"
+    );
+    let key = w1.verifier().to_vkey_string();
+    let key_ref = key.rsplit_once('+').unwrap().0;
+    // The node appends collected lines in the witnesses' name order.
+    assert_eq!(
+        cosignatures,
+        format!(
+            "– Cosignature by unlisted witness stranger.example/w9 (claims 2023-11-14T22:16:40.000Z): witness not listed on this node ([witness] keys): not verified, not counted\n\
+             ✓ Cosigned by witness witness.example/w1 at 2023-11-14T22:15:00.000Z: verified against the pinned witness key {key_ref}"
+        )
+    );
+    assert!(cp.contains("yes: 1 of 1 (witness.example/w1)"), "{cp}");
+    screenshot(&c, "09-witness-policy-met").await;
+
+    let mut failed = None;
+    for _ in 0..10 {
+        let w = w1.clone();
+        let size = store_cosignatures(base, node, move |note| {
+            // Signed at 1_700_000_300, claiming 1_700_000_301.
+            let line = flip_byte(&w.cosign_note(note, 1_700_000_300).unwrap(), 11);
+            vec![(w.name().to_owned(), line)]
+        })
+        .await;
+        if let Some(panel) = proof_at(&c, &url, target, size).await {
+            failed = Some(panel);
+            break;
+        }
+    }
+    // (The unlisted witness's line stays stored beside it if the checkpoint did not move.)
+    let [status, _, cosignatures] = failed.expect("the checkpoint never held still");
+    assert!(
+        status.starts_with(
+            "FAILED: witness cosignature: the cosignature by listed witness witness.example/w1 does not verify"
+        ),
+        "{status}"
+    );
+    assert!(
+        cosignatures.contains("✗ Cosignature by listed witness witness.example/w1 (claims 2023-11-14T22:18:21.000Z): does not verify"),
+        "{cosignatures}"
+    );
+    c.close().await.unwrap();
 }
 
 async fn browse_witnessed(
@@ -746,6 +902,9 @@ async fn browse_witnessed(
                retimed: await V.verifyCosignature(a.note, a.retimed, a.vkey),
                same_name: await V.verifyCosignature(a.note, a.line, a.same_name),
                stranger: await V.verifyCosignature(a.note, a.line, a.stranger),
+               // The listed name and key id with another public key: Ed25519 refuses it.
+               wrong_key: await V.verifyCosignature(a.note, a.line,
+                 {{ ...(await V.parseCosignerKey(a.vkey)), publicKey: (await V.parseCosignerKey(a.same_name)).publicKey }}),
                one: await w(a.cosigned, 1), two: await w(a.cosigned, 2),
                forged: await w(a.forged, 1), bare: await w(a.note, 1),
              }};"
@@ -762,6 +921,7 @@ async fn browse_witnessed(
         ("other_body", "does not verify"),
         ("retimed", "at time 1700000001"),
         ("same_name", "key id"),
+        ("wrong_key", "the Ed25519 signature does not verify"),
         ("stranger", "the line is by witness.example/w1"),
     ] {
         assert_eq!(result[case]["ok"], false, "{case}: {result}");
