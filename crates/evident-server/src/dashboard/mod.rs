@@ -456,23 +456,6 @@ async fn logout(
     Ok(response)
 }
 
-/// The filter parameters `GET /dashboard/export.json` takes (the audit log's, without paging).
-const EXPORT_PARAMS: [&str; 13] = [
-    "from",
-    "since",
-    "to",
-    "actor",
-    "actor_kind",
-    "action",
-    "target",
-    "ip",
-    "tenant",
-    "node",
-    "severity",
-    "outcome",
-    "order",
-];
-
 /// `GET /dashboard/export.json?<filter>`: every matching entry as one JSON array, streamed
 /// (no size cap), recorded as an export before any of it leaves, like the API's exports.
 async fn export_json(
@@ -481,7 +464,9 @@ async fn export_json(
     axum::Extension(info): axum::Extension<RequestInfo>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = crate::http::params::Params::parse(query.as_deref(), &EXPORT_PARAMS)?;
+    // The audit log's filters (without paging), and the order.
+    let params =
+        crate::http::log::filter_query(query.as_deref(), &["order"], crate::sequencer::now_ms())?;
     let order = match params.get("order") {
         None | Some("asc") => evident_store::Order::Ascending,
         Some("desc") => evident_store::Order::Descending,

@@ -5,7 +5,6 @@
 
 use super::AppState;
 use super::error::ApiError;
-use super::params::Params;
 use crate::audit::RequestInfo;
 use crate::auth::Caller;
 use axum::extract::{RawQuery, State};
@@ -15,21 +14,6 @@ use evident_store::{Filter, Order};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
-/// Every parameter the route accepts: the audit-log filters and `buckets`.
-pub const PARAMS: [&str; 12] = [
-    "from",
-    "to",
-    "actor",
-    "actor_kind",
-    "action",
-    "target",
-    "ip",
-    "tenant",
-    "node",
-    "severity",
-    "outcome",
-    "buckets",
-];
 /// Default and largest number of buckets.
 pub const DEFAULT_BUCKETS: u64 = 30;
 pub const MAX_BUCKETS: u64 = 200;
@@ -111,7 +95,8 @@ pub async fn histogram(
     Extension(info): Extension<RequestInfo>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Histogram>, ApiError> {
-    let params = Params::parse(query.as_deref(), &PARAMS)?;
+    let params =
+        super::log::filter_query(query.as_deref(), &["buckets"], crate::sequencer::now_ms())?;
     if let (Some(scope), Some(asked)) = (&caller.tenant, params.get("tenant")) {
         if asked != scope {
             return Err(state

@@ -117,6 +117,22 @@ fn decode_cursor(text: &str, order: Order) -> Result<u64, ApiError> {
 }
 
 /// The filter the parameters describe, with the caller's tenant scope applied.
+/// Parses the query of a filtered route: the core's filter parameters
+/// ([`evident_core::filter::FILTER_PARAMS`]), the spans `since` and `occurred_since` (resolved
+/// at `now` to the `from` / `occurred_from` they mean) and the route's own `extra` parameters;
+/// anything else is refused. One list for every route that filters the log, so that none of
+/// them accepts a filter it then ignores.
+pub(crate) fn filter_query(
+    query: Option<&str>,
+    extra: &[&str],
+    now: evident_core::event::Millis,
+) -> Result<Params, ApiError> {
+    let mut names: Vec<&str> = evident_core::filter::FILTER_PARAMS.to_vec();
+    names.extend(["since", "occurred_since"]);
+    names.extend_from_slice(extra);
+    Params::parse(query, &names)?.resolve_since(now)
+}
+
 pub(crate) fn filter_from(params: &Params, caller: &Caller) -> Result<Filter, ApiError> {
     // The one parser of filter parameters, the core's: the export verifier reads the
     // parameters a bundle's header states with it too.

@@ -146,6 +146,17 @@ pub struct HistogramParams {
     from: Option<String>,
     /// Recorded before: RFC 3339 or epoch milliseconds (default: now).
     to: Option<String>,
+    /// Recorded within this span before now, instead of `from` (`30d`, `2h`).
+    #[param(pattern = "^[1-9][0-9]{0,8}[smhdw]$")]
+    since: Option<String>,
+    /// Occurred at or after (the client's `occurred_at`): RFC 3339 or epoch milliseconds.
+    /// Events that state no occurred_at never match an occurred_at bound.
+    occurred_from: Option<String>,
+    /// Occurred before: RFC 3339 or epoch milliseconds.
+    occurred_to: Option<String>,
+    /// Occurred within this span before now, instead of `occurred_from`.
+    #[param(pattern = "^[1-9][0-9]{0,8}[smhdw]$")]
+    occurred_since: Option<String>,
     /// Actor id (exact).
     actor: Option<String>,
     /// user, service, api_key or system.
