@@ -366,6 +366,46 @@ pub fn authenticate_now(
     (!declined).then_some(outcome)
 }
 
+/// [`authenticate`] from async code: on the embedded store the key is looked up right here
+/// ([`authenticate_now`], a point read on a connection kept for it, issue 16); elsewhere on the
+/// blocking pool. A store failure is the `Err`; the inner result is the outcome.
+pub async fn authenticate_async(
+    store: std::sync::Arc<dyn Store>,
+    header: Option<String>,
+    now: Millis,
+) -> Result<Result<(Caller, KeyRecord), Refusal>, ApiError> {
+    match authenticate_now(&*store, header.as_deref(), now) {
+        Some(outcome) => outcome,
+        None => tokio::task::spawn_blocking(move || authenticate(&*store, header.as_deref(), now))
+            .await
+            .map_err(|e| ApiError::internal(format!("authentication task failed: {e}")))?,
+    }
+    .map_err(ApiError::from_store)
+}
+
+/// Records and answers a request whose key was refused (401, or 429 in a burst): the event
+/// names the route and the reason, the actor the presented key id, if any.
+pub async fn refuse_unauthenticated(
+    state: &AppState,
+    info: &RequestInfo,
+    refusal: Refusal,
+) -> ApiError {
+    let event = AuditEvent::new(
+        refusal.failure.audit_action(),
+        "denied",
+        "warning",
+        "route",
+        format!("{} {}", info.method, info.path),
+    )
+    .with("reason", refusal.failure.to_string());
+    let actor = AuditActor::Anonymous {
+        presented_key_id: refusal.presented_key_id,
+    };
+    state
+        .refuse(actor, info, event, ApiError::unauthorized(refusal.failure))
+        .await
+}
+
 fn authenticate_by(
     header: Option<&str>,
     now: Millis,
@@ -575,36 +615,13 @@ pub async fn require(
         Some(session) => {
             crate::dashboard::authenticate_session(&state, &info, session, now).await?
         }
-        // Issue 16: on the embedded store the key is looked up right here (a point read on a
-        // connection kept for it); the blocking pool is only used where that is not possible.
-        None => match authenticate_now(&*store, header.as_deref(), now) {
-            Some(outcome) => outcome,
-            None => {
-                tokio::task::spawn_blocking(move || authenticate(&*store, header.as_deref(), now))
-                    .await
-                    .map_err(|e| ApiError::internal(format!("authentication task failed: {e}")))?
-            }
-        }
-        .map_err(ApiError::from_store)?,
+        None => authenticate_async(store, header, now).await?,
     };
     let (caller, _record) = match outcome {
         Ok(found) => found,
         Err(refusal) => {
             tracing::info!(ip = ?info.ip, reason = %refusal.failure, "request refused: not authenticated");
-            let event = AuditEvent::new(
-                refusal.failure.audit_action(),
-                "denied",
-                "warning",
-                "route",
-                format!("{} {}", info.method, info.path),
-            )
-            .with("reason", refusal.failure.to_string());
-            let actor = AuditActor::Anonymous {
-                presented_key_id: refusal.presented_key_id,
-            };
-            return Err(state
-                .refuse(actor, &info, event, ApiError::unauthorized(refusal.failure))
-                .await);
+            return Err(refuse_unauthenticated(&state, &info, refusal).await);
         }
     };
     if !caller.role.allows(permission) {

@@ -345,30 +345,12 @@ async fn login(State(state): State<AppState>, request: Request) -> Result<Respon
         .with_field("key")
     })?;
     let header_text = format!("Bearer {}", login.key.trim());
-    let store = state.store().clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || auth::authenticate(&*store, Some(&header_text), now))
-            .await
-            .map_err(ApiError::from_join)?
-            .map_err(ApiError::from_store)?;
+    let outcome = auth::authenticate_async(state.store().clone(), Some(header_text), now).await?;
     let (caller, record) = match outcome {
         Ok(found) => found,
         Err(refusal) => {
             tracing::info!(ip = ?info.ip, reason = %refusal.failure, "dashboard sign-in refused");
-            let event = AuditEvent::new(
-                refusal.failure.audit_action(),
-                "denied",
-                "warning",
-                "route",
-                format!("{} {}", info.method, info.path),
-            )
-            .with("reason", refusal.failure.to_string());
-            let actor = AuditActor::Anonymous {
-                presented_key_id: refusal.presented_key_id,
-            };
-            return Err(state
-                .refuse(actor, &info, event, ApiError::unauthorized(refusal.failure))
-                .await);
+            return Err(auth::refuse_unauthenticated(&state, &info, refusal).await);
         }
     };
     if !caller.role.allows(Permission::Read) {
