@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod consumers;
+pub mod counts;
 pub mod dashboard;
 pub mod export;
 pub mod file_modes;
@@ -206,6 +207,7 @@ where
     let flusher = tokio::spawn(flush_key_usage(state.clone()));
     let pruner = tokio::spawn(retention::run_daily(state.clone()));
     let verifier = tokio::spawn(self_check::run(state.clone()));
+    let counter = tokio::spawn(counts::run(state.clone()));
     let consumers = start_consumers(&state);
     let result: Result<(), ServeError> = match tls {
         None => {
@@ -228,6 +230,7 @@ where
     flusher.abort();
     pruner.abort();
     verifier.abort();
+    counter.abort();
     // At-least-once: a consumer stopped between a delivery and its next cursor save
     // delivers those entries again after the restart.
     for consumer in consumers {

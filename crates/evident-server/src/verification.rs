@@ -1021,6 +1021,16 @@ mod tests {
         fn count(&self, filter: &Filter) -> Result<u64, StoreError> {
             self.inner.count(filter)
         }
+        fn histogram(
+            &self,
+            filter: &Filter,
+            buckets: &evident_store::Buckets,
+        ) -> Result<Vec<evident_store::SeverityCounts>, StoreError> {
+            self.inner.histogram(filter, buckets)
+        }
+        fn advance_counts(&self, max_entries: u64) -> Result<u64, StoreError> {
+            self.inner.advance_counts(max_entries)
+        }
         fn read_nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
             let mut hashes = self.inner.read_nodes(ids)?;
             if self.damage == Damage::Nodes {

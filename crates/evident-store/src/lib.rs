@@ -10,9 +10,12 @@ use evident_core::merkle::NodeId;
 use evident_core::{ChainHead, Hash, SealedEntry};
 use std::ops::ControlFlow;
 
+pub mod histogram;
 pub mod postgres;
 pub mod sqlite;
 pub mod tree;
+
+pub use histogram::{Buckets, SeverityCounts};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -295,6 +298,27 @@ pub trait Store: Send + Sync {
 
     /// Number of entries matching `filter` (may be slow on big logs; for small results and tests).
     fn count(&self, filter: &Filter) -> Result<u64, StoreError>;
+
+    /// The entries matching `filter` within the grid's range, counted exactly per bucket of
+    /// `buckets` and per severity: one [`SeverityCounts`] per bucket, in order. The embedded
+    /// store answers the filters of the dashboard's chart (time, tenant, node, action or
+    /// prefix, outcome, minimum severity) from counts it keeps ([`Store::advance_counts`]),
+    /// reading entries only where those do not reach; others read the matching entries once.
+    fn histogram(
+        &self,
+        filter: &Filter,
+        buckets: &Buckets,
+    ) -> Result<Vec<SeverityCounts>, StoreError>;
+
+    /// Takes at most `max_entries` more entries into the counts behind
+    /// [`Store::histogram`], from where they stand (a durable position in the log, saved with
+    /// the counts in one transaction), and returns how many it took: 0 when they are up to
+    /// date, or for a backend that keeps none. Nothing depends on their being current for
+    /// correctness, only for speed: a histogram reads what the counts do not cover yet.
+    fn advance_counts(&self, max_entries: u64) -> Result<u64, StoreError> {
+        let _ = max_entries;
+        Ok(0)
+    }
 
     /// Reads Merkle node hashes, in the order asked: the upper ones as stored, the lower ones
     /// recomputed from the entries under them (or from the nodes stored when they were pruned).

@@ -23,8 +23,8 @@ mod schema;
 mod tls;
 
 use crate::{
-    CollectedCosignature, ConsumerCursor, Filter, KeyRecord, Order, PruneAnchor, Store, StoreError,
-    StoredCheckpoint, WitnessedCheckpoint, tree,
+    Buckets, CollectedCosignature, ConsumerCursor, Filter, KeyRecord, Order, PruneAnchor,
+    SeverityCounts, Store, StoreError, StoredCheckpoint, WitnessedCheckpoint, tree,
 };
 use evident_core::event::Millis;
 use evident_core::merkle::{self, CompactRange, NodeId};
@@ -1238,6 +1238,29 @@ impl Store for PostgresStore {
         self.read(|tx| {
             let n: i64 = tx.query_one(&query.sql, &query.params())?.try_get(0)?;
             to_u64(n, "count")
+        })
+    }
+
+    fn histogram(
+        &self,
+        filter: &Filter,
+        buckets: &Buckets,
+    ) -> Result<Vec<SeverityCounts>, StoreError> {
+        let mut out = vec![SeverityCounts::default(); buckets.len()];
+        let Some(query) =
+            query::histogram(&self.node_id, &buckets.narrow(filter), buckets.width())?
+        else {
+            return Ok(out);
+        };
+        self.read(|tx| {
+            for row in tx.query(&query.sql, &query.params())? {
+                let (cell, rank, n): (i64, i64, i64) =
+                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                // The cell's start, or the grid's start for the first (partial) cell.
+                let at = cell.saturating_mul(buckets.width()).max(buckets.from());
+                buckets.add(&mut out, at, rank, to_u64(n, "count")?);
+            }
+            Ok(out)
         })
     }
 

@@ -2,17 +2,19 @@
 //! Merkle nodes, checkpoints) and its API keys. Owns the connections (one writer behind a
 //! mutex, a small pool of read-only readers that WAL lets run beside it), durability settings,
 //! error mapping, and the [`Store`] implementation. The schema lives in `sqlite/schema.rs`, the
-//! row encoding in `sqlite/codec.rs`, query planning in `sqlite/query.rs`. It stores what the
-//! integrity core computed and never computes a hash, seal or proof itself.
+//! row encoding in `sqlite/codec.rs`, query planning in `sqlite/query.rs`, the counts behind
+//! histograms in `sqlite/counts.rs`. It stores what the integrity core computed and never
+//! computes a hash, seal or proof itself.
 
 mod codec;
+mod counts;
 mod prune;
 mod query;
 mod schema;
 
 use crate::{
-    CollectedCosignature, ConsumerCursor, Filter, KeyRecord, Order, PruneAnchor, Store, StoreError,
-    StoredCheckpoint, WitnessedCheckpoint, tree,
+    Buckets, CollectedCosignature, ConsumerCursor, Filter, KeyRecord, Order, PruneAnchor,
+    SeverityCounts, Store, StoreError, StoredCheckpoint, WitnessedCheckpoint, tree,
 };
 use evident_core::event::Millis;
 use evident_core::merkle::{self, CompactRange, NodeId};
@@ -106,6 +108,10 @@ pub struct SqliteStore {
     /// an async task never waits for it; opened by the first [`Store::key_by_hash`] (opening
     /// is file I/O, which belongs on a blocking thread).
     key_reader: Mutex<Option<Connection>>,
+    /// Held by a step of the event counts from its read to its commit, and by a prune batch,
+    /// so that a prune never deletes entries a step has read but not yet counted (the
+    /// pruner subtracts only what the counts held when it ran).
+    counts_step: Mutex<()>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -158,6 +164,7 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             key_reader: Mutex::new(None),
+            counts_step: Mutex::new(()),
         })
     }
 
@@ -763,6 +770,31 @@ impl Store for SqliteStore {
         )
     }
 
+    fn histogram(
+        &self,
+        filter: &Filter,
+        buckets: &Buckets,
+    ) -> Result<Vec<SeverityCounts>, StoreError> {
+        self.read(|conn| counts::histogram(conn, filter, buckets))
+    }
+
+    fn advance_counts(&self, max_entries: u64) -> Result<u64, StoreError> {
+        let _step = lock(&self.counts_step);
+        // Read on a reader (appends go on beside it); the writer only for the short write.
+        let deltas = self.read(|conn| {
+            let from = counts::position(conn)?;
+            counts::read(conn, from, i64::MAX, max_entries)
+        })?;
+        let Some(next) = deltas.next_seq else {
+            return Ok(0);
+        };
+        self.write(|tx| {
+            counts::apply(tx, &deltas, counts::Sign::Add)?;
+            counts::set_position(tx, next)
+        })?;
+        Ok(deltas.entries)
+    }
+
     fn read_nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>, StoreError> {
         self.read(|conn| {
             ids.iter()
@@ -1144,6 +1176,7 @@ impl Store for SqliteStore {
     }
 
     fn prune_batch(&self, max_entries: u64) -> Result<u64, StoreError> {
+        let _step = lock(&self.counts_step);
         self.write(|tx| prune::batch_in(tx, max_entries))
     }
 

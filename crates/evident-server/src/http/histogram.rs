@@ -1,7 +1,9 @@
 //! `GET /api/v1/audit-log/histogram`: how many events match a filter, in total and per time
-//! bucket by severity, counted by the store over its `recorded_at` and severity indexes
-//! (never by loading events). The dashboard's chart and its "N events matched" line come
-//! from here, so a result always says what the whole log holds, not what one page showed.
+//! bucket by severity, exactly. Buckets are round (1 s, 5 min, 6 h, 7 d …, on the UTC grid;
+//! see `evident_store::Buckets`), at most `buckets` of them; the store counts them (the
+//! embedded one from the counts it keeps per second, minute, hour and day, never by loading
+//! events). The dashboard's chart and its "N events matched" line come from here, so a result
+//! always says what the whole log holds, not what one page showed.
 
 use super::AppState;
 use super::error::ApiError;
@@ -9,8 +11,8 @@ use crate::audit::RequestInfo;
 use crate::auth::Caller;
 use axum::extract::{RawQuery, State};
 use axum::{Extension, Json};
-use evident_core::event::{Millis, Severity};
-use evident_store::{Filter, Order};
+use evident_core::event::Severity;
+use evident_store::{Buckets, Order};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
@@ -33,43 +35,14 @@ pub struct Bucket {
 pub struct Histogram {
     /// Events matching the filter over the whole range (exact).
     pub total: u64,
-    /// The range covered: the filter's `from` (else the first match) to its `to` (else now).
+    /// The range covered: the filter's `from` (else the start of the bucket of its first
+    /// match) to its `to` (else the end of the bucket holding now).
     pub from: Option<i64>,
     pub to: Option<i64>,
+    /// The width of a bucket, a round one (1 s, 2 s, 5 s … 1 min … 1 h … 1 d, 7 d …); the
+    /// first and last buckets are shorter when `from` or `to` is not on its grid.
     pub bucket_ms: i64,
     pub buckets: Vec<Bucket>,
-}
-
-/// Counts the events of `filter` in `[from, to)` per severity at or above `min`.
-fn count_by_severity(
-    store: &dyn evident_store::Store,
-    filter: &Filter,
-    from: Millis,
-    to: Millis,
-) -> Result<BTreeMap<String, u64>, ApiError> {
-    let min = filter.severity.unwrap_or(Severity::Debug);
-    let mut out = BTreeMap::new();
-    // count(severity >= s) for s from the top down; each level is the difference.
-    let mut above = 0u64;
-    for severity in Severity::ALL.iter().rev().filter(|s| **s >= min) {
-        // Every event is at least debug: no severity condition, so that an otherwise
-        // unfiltered range is counted from its bounds without reading it.
-        let level = (*severity > Severity::Debug).then_some(*severity);
-        let at_least = store
-            .count(&Filter {
-                from: Some(from),
-                to: Some(to),
-                severity: level,
-                ..filter.clone()
-            })
-            .map_err(ApiError::from_store)?;
-        let here = at_least.saturating_sub(above);
-        if here > 0 {
-            out.insert(severity.as_str().to_owned(), here);
-        }
-        above = at_least;
-    }
-    Ok(out)
 }
 
 /// The histogram of the events matching the filter.
@@ -120,49 +93,81 @@ pub async fn histogram(
     let now = crate::sequencer::now_ms();
     let histogram = state
         .with_store(move |store| {
-            let total = store.count(&filter).map_err(ApiError::from_store)?;
-            let mut first = None;
-            if filter.from.is_none() && total > 0 {
+            // The range: the filter's bounds, else from its first match to now (or its last
+            // match, should that be later).
+            let edge = |order| {
+                let mut found = None;
                 store
-                    .scan(&filter, Order::Ascending, None, Some(1), &mut |entry| {
-                        first = Some(entry.event.recorded_at);
+                    .scan(&filter, order, None, Some(1), &mut |entry| {
+                        found = Some(entry.event.recorded_at);
                         ControlFlow::Break(())
                     })
-                    .map_err(ApiError::from_store)?;
-            }
-            let from = filter.from.or(first);
-            let to = filter.to.unwrap_or(now.saturating_add(1));
-            let Some(from) = from.filter(|f| *f < to && total > 0) else {
+                    .map_err(ApiError::from_store)
+                    .map(|()| found)
+            };
+            let first = match filter.from {
+                Some(from) => Some(from),
+                None => edge(Order::Ascending)?,
+            };
+            let to = match filter.to {
+                Some(to) => to,
+                None => edge(Order::Descending)?.map_or(now, |last| last.max(now)) + 1,
+            };
+            let grid = first.and_then(|from| Buckets::covering(from, to, buckets));
+            let Some(mut grid) = grid else {
                 return Ok(Histogram {
-                    total,
+                    total: 0,
                     from: filter.from,
                     to: Some(to),
                     bucket_ms: 0,
                     buckets: Vec::new(),
                 });
             };
-            let span = to - from;
-            let count = i64::try_from(buckets).unwrap_or(1).min(span.max(1));
-            let bucket_ms = (span + count - 1) / count;
-            let mut out = Vec::new();
-            let mut start = from;
-            while start < to {
-                let end = start.saturating_add(bucket_ms).min(to);
-                let by_severity = count_by_severity(store, &filter, start, end)?;
-                out.push(Bucket {
-                    start,
-                    end,
-                    total: by_severity.values().sum(),
-                    by_severity,
-                });
-                start = end;
+            // An open end goes out to the grid: the same buckets, whole ones at that end.
+            let w = grid.width();
+            let from = match filter.from {
+                Some(from) => from,
+                None => grid.from().div_euclid(w).saturating_mul(w),
+            };
+            let to = match filter.to {
+                Some(to) => to,
+                // The end of the cell holding the last instant (`to` is exclusive).
+                None => (grid.to() - 1)
+                    .div_euclid(w)
+                    .saturating_add(1)
+                    .saturating_mul(w),
+            };
+            if let Some(aligned) = Buckets::with_width(from, to, w) {
+                grid = aligned;
             }
+            let counts = store
+                .histogram(&filter, &grid)
+                .map_err(ApiError::from_store)?;
+            let buckets: Vec<Bucket> = counts
+                .iter()
+                .enumerate()
+                .map(|(i, per_rank)| {
+                    let (start, end) = grid.bounds(i);
+                    let by_severity = Severity::ALL
+                        .iter()
+                        .zip(per_rank)
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(s, n)| (s.as_str().to_owned(), *n))
+                        .collect();
+                    Bucket {
+                        start,
+                        end,
+                        total: per_rank.iter().sum(),
+                        by_severity,
+                    }
+                })
+                .collect();
             Ok(Histogram {
-                total,
-                from: Some(from),
-                to: Some(to),
-                bucket_ms,
-                buckets: out,
+                total: buckets.iter().map(|b| b.total).sum(),
+                from: Some(grid.from()),
+                to: Some(grid.to()),
+                bucket_ms: w,
+                buckets,
             })
         })
         .await?;

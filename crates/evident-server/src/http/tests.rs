@@ -1629,6 +1629,101 @@ async fn histogram_counts_every_severity_exactly() {
     assert_eq!(sum(&h).keys().collect::<Vec<_>>(), ["alert", "error"]);
 }
 
+/// The chart's buckets are round widths on the UTC grid (so that they line up with the
+/// store's per-second to per-day counts), contiguous, never more than asked; they hold exactly
+/// what the audit log lists for the same filter, and say the same before and after the store's
+/// counts take the events in (the store reads what its counts do not cover yet).
+#[tokio::test(flavor = "multi_thread")]
+async fn histogram_buckets_are_round_and_count_the_same_before_and_after_the_counts_catch_up() {
+    let app = setup();
+    let mut batch = Vec::new();
+    for i in 0..60usize {
+        let action = ["auth.login", "auth.logout", "config.changed"][i % 3];
+        let mut e = event_json(["alice", "bob"][i % 2], action);
+        e["severity"] = json!(["info", "notice", "error", "alert", "debug"][i % 5]);
+        e["outcome"] = json!(["success", "failure", "denied", "success"][i % 4]);
+        e["tenant"] = json!(["acme", "default", "globex"][i % 3]);
+        batch.push(e);
+    }
+    let r = app.post_json(&Value::Array(batch)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let hour_ago = crate::now_ms() - 3_600_123;
+    let round = [
+        1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000,
+        120_000, 300_000, 600_000, 900_000, 1_800_000,
+    ];
+    let filters = [
+        "",
+        "tenant=acme",
+        "action=auth.*",
+        "action=config.changed",
+        "severity=error",
+        "outcome=failure",
+        "tenant=globex&severity=notice&outcome=denied",
+        "actor=alice",
+    ];
+    // The audit-log route's count of each filter, before anything else is read.
+    let mut listed = Vec::new();
+    for f in filters {
+        let page = app
+            .get(&format!("/api/v1/audit-log?limit=1000&{f}"))
+            .await
+            .json();
+        listed.push(page["events"].as_array().map_or(0, Vec::len) as u64);
+    }
+    async fn charts(
+        app: &TestApp,
+        filters: &[&str],
+        hour_ago: i64,
+        round: &[i64],
+    ) -> Vec<(String, Value, Vec<Value>)> {
+        let mut out = Vec::new();
+        for f in filters {
+            for range in [format!("&from={hour_ago}"), String::new()] {
+                let q = format!("/api/v1/audit-log/histogram?buckets=40&{f}{range}");
+                let h = app.get(&q).await.json();
+                let width = h["bucket_ms"].as_i64().unwrap();
+                assert!(round.contains(&width), "{q}: {h}");
+                let buckets = h["buckets"].as_array().unwrap();
+                assert!(!buckets.is_empty() && buckets.len() <= 40, "{q}: {h}");
+                assert_eq!(buckets[0]["start"], h["from"], "{q}: {h}");
+                assert_eq!(buckets[buckets.len() - 1]["end"], h["to"], "{q}: {h}");
+                for pair in buckets.windows(2) {
+                    assert_eq!(pair[0]["end"], pair[1]["start"], "{q}: {h}");
+                    assert_eq!(pair[1]["start"].as_i64().unwrap() % width, 0, "{q}: {h}");
+                }
+                let sum: u64 = buckets.iter().map(|b| b["total"].as_u64().unwrap()).sum();
+                assert_eq!(h["total"].as_u64(), Some(sum), "{q}: {h}");
+                // What a chart shows: the total and the buckets holding events (by their
+                // start: the last bucket ends at the bucket of "now", which moves on).
+                let filled: Vec<Value> = buckets
+                    .iter()
+                    .filter(|b| b["total"] != 0)
+                    .map(|b| json!([b["start"], b["total"], b["by_severity"]]))
+                    .collect();
+                out.push((q, h["total"].clone(), filled));
+            }
+        }
+        out
+    }
+    let before = charts(&app, &filters, hour_ago, &round).await;
+    for (i, (q, total, _)) in before.iter().enumerate() {
+        assert_eq!(total.as_u64(), Some(listed[i / 2]), "{q}");
+    }
+    assert!(before.iter().any(|(_, t, _)| t.as_u64() > Some(0)));
+    let store = app.state.store().clone();
+    let mut taken = 0;
+    loop {
+        let n = store.advance_counts(7).unwrap();
+        if n == 0 {
+            break;
+        }
+        taken += n;
+    }
+    assert!(taken >= 60, "the counts took in {taken} entries");
+    assert_eq!(charts(&app, &filters, hour_ago, &round).await, before);
+}
+
 /// Every route that filters the log takes the audit log's filters, spans included: the
 /// histogram and the dashboard's JSON export once refused `occurred_*` and `since` (the
 /// histogram) or took `since` and ignored it (the export).

@@ -235,3 +235,24 @@ pub(super) fn count(node: &str, filter: &Filter) -> Result<Option<Query>, StoreE
         params: c.params,
     }))
 }
+
+/// The matching rows per cell of a `width`-millisecond grid from the epoch and per severity
+/// rank: `(cell, severity, count)` rows, one pass over the matching entries.
+pub(super) fn histogram(
+    node: &str,
+    filter: &Filter,
+    width: i64,
+) -> Result<Option<Query>, StoreError> {
+    let Some(mut c) = conditions(node, filter, Order::Ascending, None)? else {
+        return Ok(None);
+    };
+    let w = c.param(width);
+    Ok(Some(Query {
+        sql: format!(
+            "SELECT floor(recorded_at::numeric / {w}::bigint)::bigint AS cell, severity::bigint, \
+             count(*) FROM evident.events WHERE {} GROUP BY 1, 2",
+            c.sql
+        ),
+        params: c.params,
+    }))
+}

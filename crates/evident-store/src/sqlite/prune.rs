@@ -240,6 +240,8 @@ pub(super) fn batch_in(tx: &Connection, max_entries: u64) -> Result<u64, Error> 
             hash.as_bytes()
         ])?;
     }
+    // The counts behind histograms lose what is deleted, in the same transaction.
+    super::counts::subtract_pruned(tx, first, to_i64(to, "sequence number")?)?;
     tx.prepare_cached("INSERT INTO prune_permit (one, below_seq) VALUES (1, ?1)")?
         .execute([below])?;
     let deleted = tx

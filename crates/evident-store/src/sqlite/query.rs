@@ -650,57 +650,84 @@ impl Plan {
 
     /// Number of matching entries: the table's, or each run's or bucket's, added up.
     pub(super) fn count(&self, conn: &Connection) -> Result<u64, Error> {
+        // Entries are dense from the first stored to the last (append refuses gaps, and
+        // retention removes a prefix): a plain range is counted without reading it.
+        if self.driver == Driver::Table && self.residual_params.is_empty() {
+            return Ok(u64::try_from(self.hi - self.lo).unwrap_or(0));
+        }
+        let mut total = 0u64;
+        self.each_row(conn, "count(*)", &mut |row| {
+            let n: i64 = row.get(0)?;
+            total = total.saturating_add(u64::try_from(n).unwrap_or(0));
+            Ok(())
+        })?;
+        Ok(total)
+    }
+
+    /// Calls `visit` with the time and severity rank of every matching entry, in no
+    /// particular order (a histogram's one pass over what it cannot count otherwise).
+    pub(super) fn tally(
+        &self,
+        conn: &Connection,
+        visit: &mut dyn FnMut(Millis, i64),
+    ) -> Result<(), Error> {
+        self.each_row(conn, "recorded_at, severity", &mut |row| {
+            visit(row.get(0)?, row.get(1)?);
+            Ok(())
+        })
+    }
+
+    /// Runs `SELECT <select>` over the matching rows once per run or bucket of the driver
+    /// (an aggregate gives one row per run or bucket), calling `visit` with each result row.
+    fn each_row(
+        &self,
+        conn: &Connection,
+        select: &str,
+        visit: &mut dyn FnMut(&rusqlite::Row<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let bounds = [Value::Integer(self.lo), Value::Integer(self.hi)];
-        let count_one = |stmt: &mut Statement<'_>| -> Result<u64, Error> {
+        let mut each = |stmt: &mut Statement<'_>| -> Result<(), Error> {
             let mut rows = stmt.raw_query();
-            let n: i64 = match rows.next()? {
-                Some(row) => row.get(0)?,
-                None => 0,
-            };
-            Ok(u64::try_from(n).unwrap_or(0))
+            while let Some(row) = rows.next()? {
+                visit(row)?;
+            }
+            Ok(())
         };
         let tail = format!("seq >= ? AND seq < ?{}", self.residual_sql);
         match &self.driver {
-            // Entries are dense from the first stored to the last (append refuses gaps, and
-            // retention removes a prefix): a plain range is counted without reading it.
-            Driver::Table if self.residual_params.is_empty() => {
-                Ok(u64::try_from(self.hi - self.lo).unwrap_or(0))
-            }
             Driver::Table => {
-                let sql = format!("SELECT count(*) FROM events NOT INDEXED WHERE {tail}");
+                let sql = format!("SELECT {select} FROM events NOT INDEXED WHERE {tail}");
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let next = bind_all(&mut stmt, 1, &bounds)?;
                 bind_all(&mut stmt, next, &self.residual_params)?;
-                count_one(&mut stmt)
+                each(&mut stmt)
             }
             Driver::Runs(index, values) => {
-                let sql = format!("SELECT count(*) FROM {}{tail}", index.run_of_one_value());
+                let sql = format!("SELECT {select} FROM {}{tail}", index.run_of_one_value());
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let next = bind_all(&mut stmt, 2, &bounds)?;
                 bind_all(&mut stmt, next, &self.residual_params)?;
-                let mut total = 0u64;
                 for value in values {
                     stmt.raw_bind_parameter(1, value)?;
-                    total = total.saturating_add(count_one(&mut stmt)?);
+                    each(&mut stmt)?;
                 }
-                Ok(total)
+                Ok(())
             }
             Driver::Buckets {
                 index, sql, params, ..
             } => {
                 let sql = format!(
-                    "SELECT count(*) FROM {}{BUCKET} = ? AND {sql} AND {tail}",
+                    "SELECT {select} FROM {}{BUCKET} = ? AND {sql} AND {tail}",
                     index.read()
                 );
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let next = bind_all(&mut stmt, 2, params.iter().chain(&bounds))?;
                 bind_all(&mut stmt, next, &self.residual_params)?;
-                let mut total = 0u64;
                 for bucket in self.buckets() {
                     stmt.raw_bind_parameter(1, bucket)?;
-                    total = total.saturating_add(count_one(&mut stmt)?);
+                    each(&mut stmt)?;
                 }
-                Ok(total)
+                Ok(())
             }
         }
     }
@@ -782,7 +809,7 @@ fn exists(conn: &Connection, index: Index, value: &Value) -> Result<bool, Error>
 }
 
 /// The node of the entry `seq`, if it is stored and its node is text.
-fn stored_node(conn: &Connection, seq: i64) -> Result<Option<String>, Error> {
+pub(super) fn stored_node(conn: &Connection, seq: i64) -> Result<Option<String>, Error> {
     let mut stmt = conn.prepare_cached("SELECT node_id FROM events WHERE seq = ?")?;
     Ok(stmt
         .query_row([seq], |r| r.get::<_, Value>(0))

@@ -6,7 +6,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema version this build writes and reads.
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 /// Version 1. Notes on choices:
 /// - `STRICT` tables: SQLite refuses a value of the wrong type instead of storing it, so a
@@ -233,6 +233,30 @@ const V6: &str = r#"
 CREATE INDEX events_by_occurred ON events (seq >> 13, occurred_at) WHERE occurred_at IS NOT NULL;
 "#;
 
+/// Version 7: the event counts behind the histogram (see `counts.rs`): entries per bucket of
+/// `recorded_at` (`width` 1 s, 1 min, 1 h or 1 d, `start` a multiple of it), tenant, action,
+/// outcome and severity, and the position in the log up to which they are kept. Derived and
+/// mutable, never part of what is verified: rebuilt from the log if lost (a log migrated to
+/// this version starts at position 0 and is counted in the background). Clustered by
+/// `(width, start)` so that a histogram reads one run of rows per span of time.
+const V7: &str = r#"
+CREATE TABLE event_counts (
+    width    INTEGER NOT NULL,
+    start    INTEGER NOT NULL,
+    tenant   TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    outcome  TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    n        INTEGER NOT NULL CHECK (n >= 0),
+    PRIMARY KEY (width, start, tenant, action, outcome, severity)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE event_counts_position (
+    one      INTEGER PRIMARY KEY CHECK (one = 1),
+    next_seq INTEGER NOT NULL CHECK (next_seq >= 0)
+) STRICT;
+"#;
+
 /// What a migration found wrong.
 #[derive(Debug)]
 pub(super) enum MigrateError {
@@ -272,6 +296,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     }
     if version < 6 {
         tx.execute_batch(V6)?;
+    }
+    if version < 7 {
+        tx.execute_batch(V7)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

@@ -1,0 +1,432 @@
+//! The embedded store's event counts, behind [`crate::Store::histogram`]: how many entries were
+//! recorded per second, minute, hour and day of `recorded_at`, by tenant, action, outcome and
+//! severity (the `event_counts` table, schema version 7).
+//!
+//! They are derived from the log and kept off the append path: [`read`] takes entries by
+//! sequence number from a durable position (`event_counts_position`) and [`apply`] adds them,
+//! in one transaction with the new position, in steps that a background task of the server
+//! runs after commits ([`crate::Store::advance_counts`]); the pruner subtracts what it deletes
+//! ([`subtract_pruned`]). A histogram ([`histogram`]) adds up the counts over the whole
+//! seconds of its range and reads entries only where the counts do not reach: the parts of a
+//! second at the ends of the range, and the entries past the position (recorded since the last
+//! step). All of that is read in one snapshot, so a histogram is exact however far behind the
+//! counts are; only its speed depends on them. Filters the counts do not know (an actor, a
+//! target, an address, occurred_at, a sequence range) read the matching entries once.
+
+use super::query::{self, Plan};
+use super::{Error, corrupt, to_i64};
+use crate::{ActionFilter, Buckets, Filter, Order, SeverityCounts};
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+
+/// The widths kept (ms), finest first, each dividing the next: a second, a minute, an hour and
+/// a day (days counted from the epoch, in UTC).
+pub(super) const WIDTHS: [i64; 4] = [1_000, 60_000, 3_600_000, 86_400_000];
+
+/// The texts of one step, each stored once and named by number.
+#[derive(Debug, Default)]
+struct Names {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Names {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(name.to_owned());
+        self.ids.insert(name.to_owned(), id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("", String::as_str)
+    }
+}
+
+/// A second of one key: (start of the second, tenant, action, outcome, severity rank).
+type SecondKey = (i64, u32, u32, u32, i64);
+
+/// What a range of entries adds to the counts (or takes from them, when pruned).
+#[derive(Debug, Default)]
+pub(super) struct Deltas {
+    names: Names,
+    per_second: HashMap<SecondKey, u64>,
+    /// One past the last entry read (`None`: none was).
+    pub(super) next_seq: Option<i64>,
+    /// Entries read.
+    pub(super) entries: u64,
+}
+
+/// Reads the entries of `[from, to)` in sequence order, at most `limit` of them.
+pub(super) fn read(conn: &Connection, from: i64, to: i64, limit: u64) -> Result<Deltas, Error> {
+    // No `LIMIT ?` (SQLite re-prepares a statement whose LIMIT is rebound): rows come in
+    // order, and the read stops stepping.
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, recorded_at, tenant, action, outcome, severity FROM events \
+         WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query(params![from, to])?;
+    let mut deltas = Deltas::default();
+    while deltas.entries < limit {
+        let Some(row) = rows.next()? else { break };
+        let seq: i64 = row.get(0)?;
+        let text = |i: usize, what: &str| -> Result<&str, Error> {
+            match row.get_ref(i)? {
+                ValueRef::Text(t) => std::str::from_utf8(t)
+                    .map_err(|_| corrupt(u64::try_from(seq).ok(), format!("{what} is not UTF-8"))),
+                _ => Err(corrupt(
+                    u64::try_from(seq).ok(),
+                    format!("column {what} is not text"),
+                )),
+            }
+        };
+        let recorded_at: i64 = row.get(1)?;
+        let tenant = deltas.names.id(text(2, "tenant")?);
+        let action = deltas.names.id(text(3, "action")?);
+        let outcome = deltas.names.id(text(4, "outcome")?);
+        let severity: i64 = row.get(5)?;
+        let second = recorded_at.div_euclid(WIDTHS[0]) * WIDTHS[0];
+        *deltas
+            .per_second
+            .entry((second, tenant, action, outcome, severity))
+            .or_default() += 1;
+        deltas.entries += 1;
+        deltas.next_seq = Some(seq.saturating_add(1));
+    }
+    Ok(deltas)
+}
+
+/// Whether [`apply`] adds deltas or takes them away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sign {
+    Add,
+    Subtract,
+}
+
+/// Adds `deltas` to every width's counts (or subtracts them, dropping rows that reach 0).
+pub(super) fn apply(tx: &Connection, deltas: &Deltas, sign: Sign) -> Result<(), Error> {
+    let mut rows: HashMap<(usize, i64, u32, u32, u32, i64), u64> = HashMap::new();
+    for (&(second, tenant, action, outcome, severity), &n) in &deltas.per_second {
+        for (level, width) in WIDTHS.iter().enumerate() {
+            let start = second.div_euclid(*width) * width;
+            *rows
+                .entry((level, start, tenant, action, outcome, severity))
+                .or_default() += n;
+        }
+    }
+    // In key order: each write lands next to the previous one in the table's B-tree.
+    let names = &deltas.names;
+    let mut ordered: Vec<_> = rows.into_iter().collect();
+    ordered.sort_unstable_by(
+        |((l1, s1, t1, a1, o1, v1), _), ((l2, s2, t2, a2, o2, v2), _)| {
+            (
+                l1,
+                s1,
+                names.name(*t1),
+                names.name(*a1),
+                names.name(*o1),
+                v1,
+            )
+                .cmp(&(
+                    l2,
+                    s2,
+                    names.name(*t2),
+                    names.name(*a2),
+                    names.name(*o2),
+                    v2,
+                ))
+        },
+    );
+    let mut add = tx.prepare_cached(
+        "INSERT INTO event_counts (width, start, tenant, action, outcome, severity, n) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (width, start, tenant, action, outcome, severity) \
+         DO UPDATE SET n = n + excluded.n",
+    )?;
+    let mut take = tx.prepare_cached(
+        "UPDATE event_counts SET n = max(n - ?7, 0) WHERE width = ?1 AND start = ?2 \
+         AND tenant = ?3 AND action = ?4 AND outcome = ?5 AND severity = ?6",
+    )?;
+    let mut drop_empty = tx.prepare_cached(
+        "DELETE FROM event_counts WHERE width = ?1 AND start = ?2 AND tenant = ?3 \
+         AND action = ?4 AND outcome = ?5 AND severity = ?6 AND n = 0",
+    )?;
+    for ((level, start, tenant, action, outcome, severity), n) in ordered {
+        let (width, n) = (WIDTHS[level], to_i64(n, "count")?);
+        let (tenant, action, outcome) =
+            (names.name(tenant), names.name(action), names.name(outcome));
+        match sign {
+            Sign::Add => {
+                add.execute(params![width, start, tenant, action, outcome, severity, n])?;
+            }
+            Sign::Subtract => {
+                take.execute(params![width, start, tenant, action, outcome, severity, n])?;
+                drop_empty.execute(params![width, start, tenant, action, outcome, severity])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The position of the counts: every entry below it is counted.
+pub(super) fn position(conn: &Connection) -> Result<i64, Error> {
+    Ok(conn
+        .prepare_cached("SELECT next_seq FROM event_counts_position WHERE one = 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Moves the position to `next_seq` (in the transaction that applied the entries below it).
+pub(super) fn set_position(tx: &Connection, next_seq: i64) -> Result<(), Error> {
+    tx.prepare_cached(
+        "INSERT INTO event_counts_position (one, next_seq) VALUES (1, ?1) \
+         ON CONFLICT (one) DO UPDATE SET next_seq = excluded.next_seq",
+    )?
+    .execute([next_seq])?;
+    Ok(())
+}
+
+/// Takes the entries `[from, to)`, about to be pruned in this transaction, out of the counts
+/// (those of them the counts hold: below the position).
+pub(super) fn subtract_pruned(tx: &Connection, from: i64, to: i64) -> Result<(), Error> {
+    let to = to.min(position(tx)?);
+    if from >= to {
+        return Ok(());
+    }
+    let deltas = read(tx, from, to, u64::MAX)?;
+    apply(tx, &deltas, Sign::Subtract)
+}
+
+/// Whether the counts can answer `filter` (apart from its time range): only the time, tenant,
+/// node, action, outcome and minimum severity are kept.
+fn counted(filter: &Filter) -> bool {
+    let Filter {
+        from: _,
+        to: _,
+        occurred_from,
+        occurred_to,
+        actor,
+        actor_kind,
+        action: _,
+        target,
+        ip,
+        tenant: _,
+        node: _,
+        severity: _,
+        outcome: _,
+        from_seq,
+        to_seq,
+    } = filter;
+    occurred_from.is_none()
+        && occurred_to.is_none()
+        && actor.is_none()
+        && actor_kind.is_none()
+        && target.is_none()
+        && ip.is_none()
+        && from_seq.is_none()
+        && to_seq.is_none()
+}
+
+/// The histogram of `filter` over `buckets` (see the module doc).
+pub(super) fn histogram(
+    conn: &Connection,
+    filter: &Filter,
+    buckets: &Buckets,
+) -> Result<Vec<SeverityCounts>, Error> {
+    let mut out = vec![SeverityCounts::default(); buckets.len()];
+    let narrowed = buckets.narrow(filter);
+    let (from, to) = (
+        narrowed.from.unwrap_or(buckets.from()),
+        narrowed.to.unwrap_or(buckets.to()),
+    );
+    let second = WIDTHS[0];
+    // The whole seconds of the range, `[first, last)`.
+    let first = from
+        .div_euclid(second)
+        .saturating_add(i64::from(from % second != 0))
+        * second;
+    let last = to.div_euclid(second) * second;
+    if !counted(filter) || buckets.width() % second != 0 || first >= last {
+        tally(conn, &narrowed, buckets, &mut out)?;
+        return Ok(out);
+    }
+    if let Some(node) = &filter.node {
+        // A log holds one node's entries (append refuses others), as in `query::Plan`.
+        let Some((first_seq, _)) = query::seq_extent(conn)? else {
+            return Ok(out);
+        };
+        if query::stored_node(conn, first_seq)?.as_deref() != Some(node.as_str()) {
+            return Ok(out);
+        }
+    }
+    let position = position(conn)?;
+    // The ends finer than a second, and whatever the counts do not hold yet, from entries.
+    for part in [
+        Filter {
+            to: Some(first),
+            ..narrowed.clone()
+        },
+        Filter {
+            from: Some(last),
+            ..narrowed.clone()
+        },
+        Filter {
+            from: Some(first),
+            to: Some(last),
+            from_seq: u64::try_from(position).ok(),
+            ..narrowed.clone()
+        },
+    ] {
+        tally(conn, &part, buckets, &mut out)?;
+    }
+    add_counts(conn, filter, first, last, buckets, &mut out)?;
+    Ok(out)
+}
+
+/// Counts the entries of `filter` (a [`Plan`]'s one pass) into `out`.
+fn tally(
+    conn: &Connection,
+    filter: &Filter,
+    buckets: &Buckets,
+    out: &mut [SeverityCounts],
+) -> Result<(), Error> {
+    if let Some(plan) = Plan::new(conn, filter, Order::Ascending, None)? {
+        plan.tally(conn, &mut |at, rank| buckets.add(out, at, rank, 1))?;
+    }
+    Ok(())
+}
+
+/// Splits `[first, last)` (whole seconds) into spans each made of whole rows of one width,
+/// using widths no coarser than `top`: finer widths at the ends, up to the next boundary of the
+/// coarser one.
+fn spans(first: i64, last: i64, top: usize) -> Vec<(i64, i64, i64)> {
+    let ceil = |t: i64, w: i64| t.div_euclid(w).saturating_add(i64::from(t % w != 0)) * w;
+    let floor = |t: i64, w: i64| t.div_euclid(w) * w;
+    let mut out = Vec::new();
+    let (mut lo, mut hi) = (first, last);
+    for level in 0..top {
+        let (width, next) = (WIDTHS[level], WIDTHS[level + 1]);
+        let lo_up = ceil(lo, next).min(hi);
+        let hi_down = floor(hi, next).max(lo_up);
+        out.push((width, lo, lo_up));
+        out.push((width, hi_down, hi));
+        (lo, hi) = (lo_up, hi_down);
+    }
+    out.push((WIDTHS[top], lo, hi));
+    out.retain(|(_, lo, hi)| lo < hi);
+    out
+}
+
+/// Adds the counts of `filter` over `[first, last)` (whole seconds) to `out`. Every row read
+/// lies inside one bucket: its width divides the buckets' and both start on the epoch's grid.
+fn add_counts(
+    conn: &Connection,
+    filter: &Filter,
+    first: i64,
+    last: i64,
+    buckets: &Buckets,
+    out: &mut [SeverityCounts],
+) -> Result<(), Error> {
+    let top = WIDTHS
+        .iter()
+        .rposition(|w| buckets.width() % w == 0)
+        .unwrap_or(0);
+    let mut sql = "SELECT start, severity, n FROM event_counts \
+                   WHERE width = ?1 AND start >= ?2 AND start < ?3"
+        .to_owned();
+    let mut values = Vec::new();
+    let text = |s: &str| Value::Text(s.to_owned());
+    if let Some(tenant) = &filter.tenant {
+        sql.push_str(" AND tenant = ?");
+        values.push(text(tenant));
+    }
+    match &filter.action {
+        Some(ActionFilter::Exact(action)) => {
+            sql.push_str(" AND action = ?");
+            values.push(text(action));
+        }
+        // The root of every action: no constraint.
+        Some(ActionFilter::Prefix(prefix)) if prefix.is_empty() => {}
+        Some(ActionFilter::Prefix(prefix)) => {
+            // `p` itself, and `p.…`: every text from `p.` up to `p/` ('/' follows '.').
+            sql.push_str(" AND (action = ? OR (action >= ? AND action < ?))");
+            values.extend([
+                text(prefix),
+                Value::Text(format!("{prefix}.")),
+                Value::Text(format!("{prefix}/")),
+            ]);
+        }
+        None => {}
+    }
+    if let Some(outcome) = filter.outcome {
+        sql.push_str(" AND outcome = ?");
+        values.push(text(outcome.as_str()));
+    }
+    if let Some(min) = filter.severity {
+        sql.push_str(" AND severity >= ?");
+        values.push(Value::Integer(super::codec::severity_rank(min)));
+    }
+    let mut stmt = conn.prepare_cached(&sql)?;
+    for (i, value) in values.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 4, value)?;
+    }
+    for (width, lo, hi) in spans(first, last, top) {
+        stmt.raw_bind_parameter(1, width)?;
+        stmt.raw_bind_parameter(2, lo)?;
+        stmt.raw_bind_parameter(3, hi)?;
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next()? {
+            let (start, rank, n): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            buckets.add(out, start, rank, u64::try_from(n).unwrap_or(0));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_use_the_coarsest_whole_rows_and_cover_the_range_once() {
+        let (s, m, h, d) = (WIDTHS[0], WIDTHS[1], WIDTHS[2], WIDTHS[3]);
+        // 10:00:05 to 12:01:00 of day 3, up to hours: seconds to 10:01, minutes to 11:00,
+        // one hour, minutes to 12:01.
+        let day3 = 3 * d;
+        let (first, last) = (day3 + 10 * h + 5 * s, day3 + 12 * h + m);
+        assert_eq!(
+            spans(first, last, 2),
+            vec![
+                (s, first, day3 + 10 * h + m),
+                (m, day3 + 10 * h + m, day3 + 11 * h),
+                (m, day3 + 12 * h, last),
+                (h, day3 + 11 * h, day3 + 12 * h),
+            ]
+        );
+        // Seconds only.
+        assert_eq!(spans(first, last, 0), vec![(s, first, last)]);
+        // Within one minute: no coarser row fits.
+        assert_eq!(spans(5 * s, 9 * s, 3), vec![(s, 5 * s, 9 * s)]);
+        // Every second of a range is covered by exactly one span, whatever the range.
+        for (first, last) in [(0, 5 * d + 7 * s), (-2 * h - s, 3 * h), (d - s, d + s)] {
+            for top in 0..WIDTHS.len() {
+                let spans = spans(first, last, top);
+                let mut at = first;
+                let mut sorted = spans.clone();
+                sorted.sort_by_key(|(_, lo, _)| *lo);
+                for (width, lo, hi) in sorted {
+                    assert_eq!(lo, at, "{first} {last} {top}: {spans:?}");
+                    assert_eq!((lo % width, hi % width), (0, 0), "{spans:?}");
+                    assert!(WIDTHS[..=top].contains(&width));
+                    at = hi;
+                }
+                assert_eq!(at, last);
+            }
+        }
+    }
+}
