@@ -288,15 +288,52 @@ pub(super) fn histogram(
     Ok(out)
 }
 
-/// Counts the entries of `filter` (a [`Plan`]'s one pass) into `out`.
+/// Counts the entries of `filter` (within the grid's range) into `out`, in one pass. Its
+/// time bounds become sequence bounds and each bucket's start a sequence number (recorded_at
+/// never decreases along seq), so a match's bucket follows from its `seq`: the read needs
+/// only what a covering index holds, never the rows of the table.
 fn tally(
     conn: &Connection,
     filter: &Filter,
     buckets: &Buckets,
     out: &mut [SeverityCounts],
 ) -> Result<(), Error> {
-    if let Some(plan) = Plan::new(conn, filter, Order::Ascending, None)? {
-        plan.tally(conn, &mut |at, rank| buckets.add(out, at, rank, 1))?;
+    let Some((first, last)) = query::seq_extent(conn)? else {
+        return Ok(());
+    };
+    let from = filter.from.unwrap_or(buckets.from()).max(buckets.from());
+    let to = filter.to.unwrap_or(buckets.to()).min(buckets.to());
+    if from >= to {
+        return Ok(());
+    }
+    let mut starts = Vec::with_capacity(out.len());
+    for i in 0..out.len() {
+        let start = buckets.bounds(i).0.max(from);
+        starts.push(query::first_seq_at_or_after(conn, start, first, last)?);
+    }
+    let end = query::first_seq_at_or_after(conn, to, first, last)?;
+    let (Some(&lo), Ok(end)) = (starts.first(), u64::try_from(end)) else {
+        return Ok(());
+    };
+    let lo = u64::try_from(lo).unwrap_or(0);
+    let by_seq = Filter {
+        from: None,
+        to: None,
+        from_seq: Some(filter.from_seq.map_or(lo, |f| f.max(lo))),
+        to_seq: Some(filter.to_seq.map_or(end, |t| t.min(end))),
+        ..filter.clone()
+    };
+    if let Some(plan) = Plan::new(conn, &by_seq, Order::Ascending, None)? {
+        plan.tally(conn, &mut |seq, rank| {
+            // The last bucket starting at or before `seq` (empty buckets share a start).
+            let bucket = starts.partition_point(|s| *s <= seq).saturating_sub(1);
+            let slot = out
+                .get_mut(bucket)
+                .and_then(|cell| usize::try_from(rank).ok().and_then(|r| cell.get_mut(r)));
+            if let Some(slot) = slot {
+                *slot += 1;
+            }
+        })?;
     }
     Ok(())
 }

@@ -664,14 +664,15 @@ impl Plan {
         Ok(total)
     }
 
-    /// Calls `visit` with the time and severity rank of every matching entry, in no
-    /// particular order (a histogram's one pass over what it cannot count otherwise).
+    /// Calls `visit` with the sequence number and severity rank of every matching entry, in
+    /// no particular order (a histogram's one pass over what it cannot count otherwise). A
+    /// plan driven by a bucketed index without other conditions reads that index alone.
     pub(super) fn tally(
         &self,
         conn: &Connection,
-        visit: &mut dyn FnMut(Millis, i64),
+        visit: &mut dyn FnMut(i64, i64),
     ) -> Result<(), Error> {
-        self.each_row(conn, "recorded_at, severity", &mut |row| {
+        self.each_row(conn, "seq, severity", &mut |row| {
             visit(row.get(0)?, row.get(1)?);
             Ok(())
         })
@@ -693,18 +694,14 @@ impl Plan {
             }
             Ok(())
         };
-        let tail = format!("seq >= ? AND seq < ?{}", self.residual_sql);
+        let mut stmt = conn.prepare_cached(&self.select_sql(select))?;
         match &self.driver {
             Driver::Table => {
-                let sql = format!("SELECT {select} FROM events NOT INDEXED WHERE {tail}");
-                let mut stmt = conn.prepare_cached(&sql)?;
                 let next = bind_all(&mut stmt, 1, &bounds)?;
                 bind_all(&mut stmt, next, &self.residual_params)?;
                 each(&mut stmt)
             }
-            Driver::Runs(index, values) => {
-                let sql = format!("SELECT {select} FROM {}{tail}", index.run_of_one_value());
-                let mut stmt = conn.prepare_cached(&sql)?;
+            Driver::Runs(_, values) => {
                 let next = bind_all(&mut stmt, 2, &bounds)?;
                 bind_all(&mut stmt, next, &self.residual_params)?;
                 for value in values {
@@ -713,14 +710,7 @@ impl Plan {
                 }
                 Ok(())
             }
-            Driver::Buckets {
-                index, sql, params, ..
-            } => {
-                let sql = format!(
-                    "SELECT {select} FROM {}{BUCKET} = ? AND {sql} AND {tail}",
-                    index.read()
-                );
-                let mut stmt = conn.prepare_cached(&sql)?;
+            Driver::Buckets { params, .. } => {
                 let next = bind_all(&mut stmt, 2, params.iter().chain(&bounds))?;
                 bind_all(&mut stmt, next, &self.residual_params)?;
                 for bucket in self.buckets() {
@@ -729,6 +719,22 @@ impl Plan {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// The statement of [`Plan::each_row`]: `SELECT <select>` over one run or bucket of the
+    /// driver. Parameters: [value or bucket, condition], lo, hi, residual.
+    fn select_sql(&self, select: &str) -> String {
+        let tail = format!("seq >= ? AND seq < ?{}", self.residual_sql);
+        match &self.driver {
+            Driver::Table => format!("SELECT {select} FROM events NOT INDEXED WHERE {tail}"),
+            Driver::Runs(index, _) => {
+                format!("SELECT {select} FROM {}{tail}", index.run_of_one_value())
+            }
+            Driver::Buckets { index, sql, .. } => format!(
+                "SELECT {select} FROM {}{BUCKET} = ? AND {sql} AND {tail}",
+                index.read()
+            ),
         }
     }
 
@@ -834,7 +840,7 @@ pub(super) fn seq_extent(conn: &Connection) -> Result<Option<(i64, i64)>, Error>
 /// The sequence number from which entries were recorded at or after `time`: every stored
 /// entry below it is earlier, every one from it on is not (recorded_at never decreases along
 /// seq). A binary search over the primary key, O(log n) seeks, tolerant of missing numbers.
-fn first_seq_at_or_after(
+pub(super) fn first_seq_at_or_after(
     conn: &Connection,
     time: Millis,
     first: i64,
@@ -1145,17 +1151,71 @@ mod tests {
                         "{filter:?}:\n{text}"
                     ),
                 }
-                // The read is bounded by the cursor in the index itself, or for an address range
-                // by the bucket (then sorted: at most one bucket's rows).
+                // The read is bounded by the cursor in the index itself (in a bucketed index
+                // by its `seq` column, schema version 7), or for an address range by the
+                // bucket (then sorted: at most one bucket's rows).
+                let bucketed = index.is_some_and(|name| {
+                    ["events_by_actor", "events_by_target", "events_by_ip"].contains(&name)
+                });
                 let bound = if occurred {
                     "(<expr>=? AND occurred_at"
                 } else if ranged {
                     "(<expr>=? AND ip>? AND ip<?)"
+                } else if bucketed {
+                    "=? AND seq>? AND seq<?)"
                 } else {
                     "rowid>? AND rowid<?)"
                 };
                 assert!(text.contains(bound), "{filter:?}:\n{text}");
             }
+        }
+    }
+
+    /// A histogram of an actor, a target, an address or block or an occurred_at span reads
+    /// its bucketed index alone (schema version 7 put `seq` and `severity` in them): reading
+    /// each match's row made such a chart cost ~20 µs a match at 10M entries.
+    #[test]
+    fn a_tally_of_a_bucketed_filter_reads_the_index_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::SqliteStore::open(&dir.path().join("q.db")).unwrap();
+        let conn = store.test_connection();
+        conn.execute_batch(
+            "INSERT INTO events VALUES (0, x'00', 5, 3, 'n1', 't1', 'alice', 'user', \
+               NULL, NULL, 'config', 'node', 'edge', 'success', 4, '{}', x'00', x'00', NULL);",
+        )
+        .unwrap();
+        let ip = |text: &str, prefix_len| IpFilter {
+            addr: text.parse().unwrap(),
+            prefix_len,
+        };
+        let filters = [
+            Filter {
+                actor: Some("alice".into()),
+                ..Filter::default()
+            },
+            Filter {
+                target: Some("edge".into()),
+                ..Filter::default()
+            },
+            Filter {
+                ip: Some(ip("10.0.0.1", 32)),
+                ..Filter::default()
+            },
+            Filter {
+                ip: Some(ip("10.0.0.0", 16)),
+                ..Filter::default()
+            },
+            Filter {
+                occurred_from: Some(1),
+                ..Filter::default()
+            },
+        ];
+        for filter in filters {
+            let plan = Plan::new(&conn, &filter, Order::Ascending, None)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{filter:?} planned as empty"));
+            let text = explain(&conn, &plan.select_sql("seq, severity"));
+            assert!(text.contains("USING COVERING INDEX"), "{filter:?}:\n{text}");
         }
     }
 
