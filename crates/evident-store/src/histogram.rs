@@ -1,7 +1,7 @@
 //! The grid of a histogram of the log: how many entries match a filter per time bucket and
 //! severity. [`Buckets`] cuts a range of `recorded_at` at the multiples of a "round" width
-//! (1 s, 5 min, 6 h, 7 d … counted from the epoch, in UTC), so that buckets read well on an
-//! axis and line up with the per-second, per-minute, per-hour and per-day counts the embedded
+//! (100 ms, 1 s, 5 min, 6 h, 7 d … counted from the epoch, in UTC), so that buckets read well
+//! on an axis and line up with the per-100 ms, second, minute, hour and day counts the embedded
 //! store keeps as the log grows (`sqlite/counts.rs`), whatever the range. Backends fill the
 //! grid ([`crate::Store::histogram`]); this file holds only the arithmetic they share.
 
@@ -16,14 +16,10 @@ const MINUTE: i64 = 60 * SECOND;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
 
-/// The widths a grid may have, finest first; beyond the last, whole multiples of a year.
-const WIDTHS: [i64; 34] = [
-    1,
-    2,
-    5,
-    10,
-    20,
-    50,
+/// The widths a grid may have, finest first; beyond the last, whole multiples of a year. None
+/// finer than 100 ms, the finest cell of the embedded store's counts: a chart of a range
+/// shorter than its number of buckets times 100 ms has fewer buckets.
+const WIDTHS: [i64; 28] = [
     100,
     200,
     500,

@@ -1,18 +1,19 @@
 //! The embedded store's event counts, behind [`crate::Store::histogram`]: how many entries were
-//! recorded per second, minute, hour and day of `recorded_at`, by tenant, action, outcome and
-//! severity (the `event_counts` table, schema version 7).
+//! recorded per 100 ms, second, minute, hour and day of `recorded_at`, by tenant, action,
+//! outcome and severity (the `event_counts` table, schema version 7).
 //!
 //! They are derived from the log and kept off the append path: [`read`] takes entries by
 //! sequence number from a durable position (`event_counts_position`) and [`apply`] adds them,
 //! in one transaction with the new position, in steps that a background task of the server
 //! runs after commits ([`crate::Store::advance_counts`]); the pruner subtracts what it deletes
 //! ([`subtract_pruned`]). A histogram ([`histogram`]) adds up the counts over the whole
-//! seconds of its range and reads entries only where the counts do not reach: the parts of a
-//! second at the ends of the range, and the entries past the position (recorded since the last
-//! step). All of that is read in one snapshot, so a histogram is exact however far behind the
+//! 100 ms cells of its range and reads entries only where the counts do not reach: the parts
+//! of a cell at the ends of the range, and the entries past the position (recorded since the
+//! last step). All of that is read in one snapshot, so a histogram is exact however far behind the
 //! counts are; only its speed depends on them. Filters the counts do not know (an actor, a
 //! target, an address, occurred_at, a sequence range) read the matching entries once.
 
+use super::codec::IpBytes;
 use super::query::{self, Plan};
 use super::{Error, corrupt, to_i64};
 use crate::{ActionFilter, Buckets, Filter, Order, SeverityCounts};
@@ -20,9 +21,10 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 
-/// The widths kept (ms), finest first, each dividing the next: a second, a minute, an hour and
-/// a day (days counted from the epoch, in UTC).
-pub(super) const WIDTHS: [i64; 4] = [1_000, 60_000, 3_600_000, 86_400_000];
+/// The widths kept (ms), finest first, each dividing the next: 100 ms, a second, a minute, an
+/// hour and a day (days counted from the epoch, in UTC). The finest bounds what a histogram
+/// reads from entries at the ends of its range: at most 100 ms of the log at each end.
+pub(super) const WIDTHS: [i64; 5] = [100, 1_000, 60_000, 3_600_000, 86_400_000];
 
 /// The texts of one step, each stored once and named by number.
 #[derive(Debug, Default)]
@@ -47,14 +49,36 @@ impl Names {
     }
 }
 
-/// A second of one key: (start of the second, tenant, action, outcome, severity rank).
-type SecondKey = (i64, u32, u32, u32, i64);
+/// The finest cell of one key: (its start, tenant, action, outcome, severity rank).
+type CellKey = (i64, u32, u32, u32, i64);
+
+/// The finest cell of one network: (its start, network, severity rank).
+type NetKey = (i64, IpBytes, i64);
+
+/// The networks counted apart: IPv4 /16 (in the 16-byte form, /112) and IPv6 /32.
+const NET_PREFIX_V4: u8 = 16;
+const NET_PREFIX_V6: u8 = 32;
+
+/// The network an address is counted under: the address with all but its first 14 bytes
+/// (IPv4, which the 16-byte form maps to `::ffff:a.b.c.d`) or 4 bytes (IPv6) zeroed.
+fn network(ip: &IpBytes) -> IpBytes {
+    const MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+    let keep = if ip[..12] == MAPPED {
+        12 + usize::from(NET_PREFIX_V4 / 8)
+    } else {
+        usize::from(NET_PREFIX_V6 / 8)
+    };
+    let mut net = [0u8; 16];
+    net[..keep].copy_from_slice(&ip[..keep]);
+    net
+}
 
 /// What a range of entries adds to the counts (or takes from them, when pruned).
 #[derive(Debug, Default)]
 pub(super) struct Deltas {
     names: Names,
-    per_second: HashMap<SecondKey, u64>,
+    per_cell: HashMap<CellKey, u64>,
+    per_net: HashMap<NetKey, u64>,
     /// One past the last entry read (`None`: none was).
     pub(super) next_seq: Option<i64>,
     /// Entries read.
@@ -66,7 +90,7 @@ pub(super) fn read(conn: &Connection, from: i64, to: i64, limit: u64) -> Result<
     // No `LIMIT ?` (SQLite re-prepares a statement whose LIMIT is rebound): rows come in
     // order, and the read stops stepping.
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, recorded_at, tenant, action, outcome, severity FROM events \
+        "SELECT seq, recorded_at, tenant, action, outcome, severity, ip FROM events \
          WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
     )?;
     let mut rows = stmt.query(params![from, to])?;
@@ -89,11 +113,29 @@ pub(super) fn read(conn: &Connection, from: i64, to: i64, limit: u64) -> Result<
         let action = deltas.names.id(text(3, "action")?);
         let outcome = deltas.names.id(text(4, "outcome")?);
         let severity: i64 = row.get(5)?;
-        let second = recorded_at.div_euclid(WIDTHS[0]) * WIDTHS[0];
+        let cell = recorded_at.div_euclid(WIDTHS[0]) * WIDTHS[0];
         *deltas
-            .per_second
-            .entry((second, tenant, action, outcome, severity))
+            .per_cell
+            .entry((cell, tenant, action, outcome, severity))
             .or_default() += 1;
+        match row.get_ref(6)? {
+            ValueRef::Null => {}
+            ValueRef::Blob(ip) => {
+                let ip: IpBytes = ip.try_into().map_err(|_| {
+                    corrupt(u64::try_from(seq).ok(), "ip is not 16 bytes".to_owned())
+                })?;
+                *deltas
+                    .per_net
+                    .entry((cell, network(&ip), severity))
+                    .or_default() += 1;
+            }
+            _ => {
+                return Err(corrupt(
+                    u64::try_from(seq).ok(),
+                    "column ip is not a blob".to_owned(),
+                ));
+            }
+        }
         deltas.entries += 1;
         deltas.next_seq = Some(seq.saturating_add(1));
     }
@@ -110,9 +152,9 @@ pub(super) enum Sign {
 /// Adds `deltas` to every width's counts (or subtracts them, dropping rows that reach 0).
 pub(super) fn apply(tx: &Connection, deltas: &Deltas, sign: Sign) -> Result<(), Error> {
     let mut rows: HashMap<(usize, i64, u32, u32, u32, i64), u64> = HashMap::new();
-    for (&(second, tenant, action, outcome, severity), &n) in &deltas.per_second {
+    for (&(cell, tenant, action, outcome, severity), &n) in &deltas.per_cell {
         for (level, width) in WIDTHS.iter().enumerate() {
-            let start = second.div_euclid(*width) * width;
+            let start = cell.div_euclid(*width) * width;
             *rows
                 .entry((level, start, tenant, action, outcome, severity))
                 .or_default() += n;
@@ -169,6 +211,45 @@ pub(super) fn apply(tx: &Connection, deltas: &Deltas, sign: Sign) -> Result<(), 
             }
         }
     }
+    apply_networks(tx, deltas, sign)
+}
+
+/// [`apply`] for the counts per network.
+fn apply_networks(tx: &Connection, deltas: &Deltas, sign: Sign) -> Result<(), Error> {
+    let mut rows: HashMap<(usize, i64, IpBytes, i64), u64> = HashMap::new();
+    for (&(cell, net, severity), &n) in &deltas.per_net {
+        for (level, width) in WIDTHS.iter().enumerate() {
+            let start = cell.div_euclid(*width) * width;
+            *rows.entry((level, start, net, severity)).or_default() += n;
+        }
+    }
+    let mut ordered: Vec<_> = rows.into_iter().collect();
+    ordered.sort_unstable();
+    let mut add = tx.prepare_cached(
+        "INSERT INTO event_counts_by_net (width, start, net, severity, n) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (width, start, net, severity) \
+         DO UPDATE SET n = n + excluded.n",
+    )?;
+    let mut take = tx.prepare_cached(
+        "UPDATE event_counts_by_net SET n = max(n - ?5, 0) \
+         WHERE width = ?1 AND start = ?2 AND net = ?3 AND severity = ?4",
+    )?;
+    let mut drop_empty = tx.prepare_cached(
+        "DELETE FROM event_counts_by_net \
+         WHERE width = ?1 AND start = ?2 AND net = ?3 AND severity = ?4 AND n = 0",
+    )?;
+    for ((level, start, net, severity), n) in ordered {
+        let (width, n, net) = (WIDTHS[level], to_i64(n, "count")?, &net[..]);
+        match sign {
+            Sign::Add => {
+                add.execute(params![width, start, net, severity, n])?;
+            }
+            Sign::Subtract => {
+                take.execute(params![width, start, net, severity, n])?;
+                drop_empty.execute(params![width, start, net, severity])?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -202,9 +283,17 @@ pub(super) fn subtract_pruned(tx: &Connection, from: i64, to: i64) -> Result<(),
     apply(tx, &deltas, Sign::Subtract)
 }
 
-/// Whether the counts can answer `filter` (apart from its time range): only the time, tenant,
-/// node, action, outcome and minimum severity are kept.
-fn counted(filter: &Filter) -> bool {
+/// Which counts answer a filter (apart from its time range and node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    /// `event_counts`: any of tenant, action or prefix, outcome and minimum severity.
+    ByKey,
+    /// `event_counts_by_net`: an address block of IPv4 /16 or IPv6 /32 or wider, alone.
+    ByNetwork,
+}
+
+/// Which counts can answer `filter`, if any.
+fn counted(filter: &Filter) -> Option<Counted> {
     let Filter {
         from: _,
         to: _,
@@ -212,24 +301,36 @@ fn counted(filter: &Filter) -> bool {
         occurred_to,
         actor,
         actor_kind,
-        action: _,
+        action,
         target,
         ip,
-        tenant: _,
+        tenant,
         node: _,
-        severity: _,
-        outcome: _,
+        severity,
+        outcome,
         from_seq,
         to_seq,
     } = filter;
-    occurred_from.is_none()
-        && occurred_to.is_none()
-        && actor.is_none()
-        && actor_kind.is_none()
-        && target.is_none()
-        && ip.is_none()
-        && from_seq.is_none()
-        && to_seq.is_none()
+    let unknown = occurred_from.is_some()
+        || occurred_to.is_some()
+        || actor.is_some()
+        || actor_kind.is_some()
+        || target.is_some()
+        || from_seq.is_some()
+        || to_seq.is_some();
+    let keyed = action.is_some() || tenant.is_some() || severity.is_some() || outcome.is_some();
+    match ip {
+        _ if unknown => None,
+        None => Some(Counted::ByKey),
+        Some(_) if keyed => None,
+        Some(block) => {
+            let wide = match block.addr {
+                std::net::IpAddr::V4(_) => block.prefix_len <= NET_PREFIX_V4,
+                std::net::IpAddr::V6(_) => block.prefix_len <= NET_PREFIX_V6,
+            };
+            wide.then_some(Counted::ByNetwork)
+        }
+    }
 }
 
 /// The histogram of `filter` over `buckets` (see the module doc).
@@ -244,17 +345,18 @@ pub(super) fn histogram(
         narrowed.from.unwrap_or(buckets.from()),
         narrowed.to.unwrap_or(buckets.to()),
     );
-    let second = WIDTHS[0];
-    // The whole seconds of the range, `[first, last)`.
+    let finest = WIDTHS[0];
+    // The whole cells of the finest width in the range, `[first, last)`.
     let first = from
-        .div_euclid(second)
-        .saturating_add(i64::from(from % second != 0))
-        * second;
-    let last = to.div_euclid(second) * second;
-    if !counted(filter) || buckets.width() % second != 0 || first >= last {
+        .div_euclid(finest)
+        .saturating_add(i64::from(from % finest != 0))
+        * finest;
+    let last = to.div_euclid(finest) * finest;
+    let counts = counted(filter).filter(|_| buckets.width() % finest == 0 && first < last);
+    let Some(counts) = counts else {
         tally(conn, &narrowed, buckets, &mut out)?;
         return Ok(out);
-    }
+    };
     if let Some(node) = &filter.node {
         // A log holds one node's entries (append refuses others), as in `query::Plan`.
         let Some((first_seq, _)) = query::seq_extent(conn)? else {
@@ -265,7 +367,7 @@ pub(super) fn histogram(
         }
     }
     let position = position(conn)?;
-    // The ends finer than a second, and whatever the counts do not hold yet, from entries.
+    // The ends finer than the finest cell, and what the counts do not hold yet, from entries.
     for part in [
         Filter {
             to: Some(first),
@@ -284,7 +386,7 @@ pub(super) fn histogram(
     ] {
         tally(conn, &part, buckets, &mut out)?;
     }
-    add_counts(conn, filter, first, last, buckets, &mut out)?;
+    add_counts(conn, filter, counts, first, last, buckets, &mut out)?;
     Ok(out)
 }
 
@@ -338,7 +440,7 @@ fn tally(
     Ok(())
 }
 
-/// Splits `[first, last)` (whole seconds) into spans each made of whole rows of one width,
+/// Splits `[first, last)` (whole cells of the finest width) into spans each made of whole rows of one width,
 /// using widths no coarser than `top`: finer widths at the ends, up to the next boundary of the
 /// coarser one.
 fn spans(first: i64, last: i64, top: usize) -> Vec<(i64, i64, i64)> {
@@ -359,11 +461,12 @@ fn spans(first: i64, last: i64, top: usize) -> Vec<(i64, i64, i64)> {
     out
 }
 
-/// Adds the counts of `filter` over `[first, last)` (whole seconds) to `out`. Every row read
+/// Adds the counts of `filter` over `[first, last)` (whole cells of the finest width) to `out`. Every row read
 /// lies inside one bucket: its width divides the buckets' and both start on the epoch's grid.
 fn add_counts(
     conn: &Connection,
     filter: &Filter,
+    counts: Counted,
     first: i64,
     last: i64,
     buckets: &Buckets,
@@ -373,10 +476,20 @@ fn add_counts(
         .iter()
         .rposition(|w| buckets.width() % w == 0)
         .unwrap_or(0);
-    let mut sql = "SELECT start, severity, n FROM event_counts \
-                   WHERE width = ?1 AND start >= ?2 AND start < ?3"
-        .to_owned();
+    let table = match counts {
+        Counted::ByKey => "event_counts",
+        Counted::ByNetwork => "event_counts_by_net",
+    };
+    let mut sql = format!(
+        "SELECT start, severity, n FROM {table} WHERE width = ?1 AND start >= ?2 AND start < ?3"
+    );
     let mut values = Vec::new();
+    if let (Counted::ByNetwork, Some(block)) = (counts, filter.ip) {
+        // Every network a block of this width holds lies wholly inside it.
+        let (low, high) = query::ip_range(block)?;
+        sql.push_str(" AND net BETWEEN ? AND ?");
+        values.extend([Value::Blob(low.to_vec()), Value::Blob(high.to_vec())]);
+    }
     let text = |s: &str| Value::Text(s.to_owned());
     if let Some(tenant) = &filter.tenant {
         sql.push_str(" AND tenant = ?");
@@ -431,26 +544,27 @@ mod tests {
 
     #[test]
     fn spans_use_the_coarsest_whole_rows_and_cover_the_range_once() {
-        let (s, m, h, d) = (WIDTHS[0], WIDTHS[1], WIDTHS[2], WIDTHS[3]);
-        // 10:00:05 to 12:01:00 of day 3, up to hours: seconds to 10:01, minutes to 11:00,
-        // one hour, minutes to 12:01.
+        let (t, s, m, h, d) = (WIDTHS[0], WIDTHS[1], WIDTHS[2], WIDTHS[3], WIDTHS[4]);
+        // 10:00:04.9 to 12:01:00 of day 3, up to hours: a tenth to 10:00:05, seconds to
+        // 10:01, minutes to 11:00, one hour, minutes to 12:01.
         let day3 = 3 * d;
-        let (first, last) = (day3 + 10 * h + 5 * s, day3 + 12 * h + m);
+        let (first, last) = (day3 + 10 * h + 5 * s - t, day3 + 12 * h + m);
         assert_eq!(
-            spans(first, last, 2),
+            spans(first, last, 3),
             vec![
-                (s, first, day3 + 10 * h + m),
+                (t, first, first + t),
+                (s, first + t, day3 + 10 * h + m),
                 (m, day3 + 10 * h + m, day3 + 11 * h),
                 (m, day3 + 12 * h, last),
                 (h, day3 + 11 * h, day3 + 12 * h),
             ]
         );
-        // Seconds only.
-        assert_eq!(spans(first, last, 0), vec![(s, first, last)]);
+        // Tenths only.
+        assert_eq!(spans(first, last, 0), vec![(t, first, last)]);
         // Within one minute: no coarser row fits.
-        assert_eq!(spans(5 * s, 9 * s, 3), vec![(s, 5 * s, 9 * s)]);
+        assert_eq!(spans(5 * s, 9 * s, 4), vec![(s, 5 * s, 9 * s)]);
         // Every second of a range is covered by exactly one span, whatever the range.
-        for (first, last) in [(0, 5 * d + 7 * s), (-2 * h - s, 3 * h), (d - s, d + s)] {
+        for (first, last) in [(0, 5 * d + 7 * s + t), (-2 * h - s, 3 * h), (d - t, d + s)] {
             for top in 0..WIDTHS.len() {
                 let spans = spans(first, last, top);
                 let mut at = first;

@@ -342,7 +342,7 @@ fn terms(filter: &Filter) -> Result<Vec<Term>, StoreError> {
 }
 
 /// The stored-form range `[low, high]` of a CIDR block (host bits of the address ignored).
-fn ip_range(filter: IpFilter) -> Result<(IpBytes, IpBytes), StoreError> {
+pub(super) fn ip_range(filter: IpFilter) -> Result<(IpBytes, IpBytes), StoreError> {
     let (bytes, prefix) = match filter.addr {
         IpAddr::V4(v4) if filter.prefix_len <= 32 => (
             v4.to_ipv6_mapped().octets(),

@@ -234,12 +234,13 @@ CREATE INDEX events_by_occurred ON events (seq >> 13, occurred_at) WHERE occurre
 "#;
 
 /// Version 7: histograms at scale (issue 15).
-/// - The event counts (see `counts.rs`): entries per bucket of `recorded_at` (`width` 1 s,
-///   1 min, 1 h or 1 d, `start` a multiple of it), tenant, action, outcome and severity, and
+/// - The event counts (see `counts.rs`): entries per bucket of `recorded_at` (`width` 100 ms,
+///   1 s, 1 min, 1 h or 1 d, `start` a multiple of it), tenant, action, outcome and severity, and
 ///   the position in the log up to which they are kept. Derived and mutable, never part of
 ///   what is verified: rebuilt from the log if lost (a log migrated to this version starts at
 ///   position 0 and is counted in the background). Clustered by `(width, start)` so that a
-///   histogram reads one run of rows per span of time.
+///   histogram reads one run of rows per span of time. Beside them, the same per IPv4 /16
+///   and IPv6 /32 network (`event_counts_by_net`), for charts of an address block.
 /// - The bucketed indexes (actor, target, address, occurred_at) carry `seq` and `severity`
 ///   after their column: a histogram of such a filter then reads the index alone (its entries'
 ///   sequence numbers give their time buckets, see `counts::tally`), where reading each
@@ -266,6 +267,17 @@ CREATE TABLE event_counts (
     severity INTEGER NOT NULL,
     n        INTEGER NOT NULL CHECK (n >= 0),
     PRIMARY KEY (width, start, tenant, action, outcome, severity)
+) STRICT, WITHOUT ROWID;
+
+-- Per network, for a chart of an address block alone: IPv4 /16 and IPv6 /32 networks (`net`
+-- is the entry's 16-byte address with the rest zeroed, see `counts::network`).
+CREATE TABLE event_counts_by_net (
+    width    INTEGER NOT NULL,
+    start    INTEGER NOT NULL,
+    net      BLOB NOT NULL CHECK (length(net) = 16),
+    severity INTEGER NOT NULL,
+    n        INTEGER NOT NULL CHECK (n >= 0),
+    PRIMARY KEY (width, start, net, severity)
 ) STRICT, WITHOUT ROWID;
 
 CREATE TABLE event_counts_position (
