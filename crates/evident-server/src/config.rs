@@ -32,6 +32,11 @@ pub struct ServerConfig {
     pub max_batch_events: usize,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Bytes of append bodies the server holds at once, from reading a body to answering it:
+    /// further appends wait (without reading their bodies) until earlier ones are answered.
+    /// Bounds the memory of a burst of large batches; a body larger than this still goes
+    /// through, alone.
+    pub max_pending_append_bytes: usize,
     /// Most events the sequencer commits in one transaction.
     pub max_group_commit_events: usize,
     /// PEM certificate chain for TLS on the listener (with `tls_key`).
@@ -125,6 +130,7 @@ impl Default for ServerConfig {
             checkpoint_every_ms: 1000,
             max_batch_events: 1000,
             max_body_bytes: 8 * 1024 * 1024,
+            max_pending_append_bytes: 16 * 1024 * 1024,
             max_group_commit_events: 20_000,
             tls_cert: None,
             tls_key: None,
@@ -233,6 +239,9 @@ impl ServerConfig {
                 }
                 "MAX_BATCH_EVENTS" => self.max_batch_events = parse_number(&value).map_err(bad)?,
                 "MAX_BODY_BYTES" => self.max_body_bytes = parse_number(&value).map_err(bad)?,
+                "MAX_PENDING_APPEND_BYTES" => {
+                    self.max_pending_append_bytes = parse_number(&value).map_err(bad)?
+                }
                 "MAX_GROUP_COMMIT_EVENTS" => {
                     self.max_group_commit_events = parse_number(&value).map_err(bad)?
                 }
@@ -320,6 +329,10 @@ impl ServerConfig {
             ("checkpoint_every_ms", self.checkpoint_every_ms == 0),
             ("max_batch_events", self.max_batch_events == 0),
             ("max_body_bytes", self.max_body_bytes == 0),
+            (
+                "max_pending_append_bytes",
+                self.max_pending_append_bytes == 0,
+            ),
             ("max_group_commit_events", self.max_group_commit_events == 0),
             ("auth_failure_limit", self.auth_failure_limit == 0),
             ("auth_failure_window_ms", self.auth_failure_window_ms == 0),

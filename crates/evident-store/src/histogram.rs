@@ -179,6 +179,9 @@ mod tests {
         // A day in 30 buckets: one hour each (30 min would need 48), on the hour.
         let day = Buckets::covering(0, DAY, 30).unwrap();
         assert_eq!((day.width(), day.len()), (HOUR, 24));
+        // Never finer than 100 ms: 1.2 s asked in 40 buckets gets 12.
+        let short = Buckets::covering(1_000, 2_200, 40).unwrap();
+        assert_eq!((short.width(), short.len()), (100, 12));
         // Exactly as many as asked when the range is on the grid.
         assert_eq!(Buckets::covering(0, 40 * SECOND, 40).unwrap().len(), 40);
         for max in 1..=200u64 {

@@ -3,7 +3,9 @@
 //! rejects the batch, naming its index and field. The 201 is sent only after the batch's
 //! transaction committed. Each stored entry records the caller's key id as `appended_by`; a
 //! client can neither set that field nor append an action in the node's `evident.*`
-//! namespace.
+//! namespace. Appends wait for a share of `max_pending_append_bytes` before reading their
+//! body and hold it until answered, so a burst of large batches cannot grow memory without
+//! bound.
 
 use super::AppState;
 use super::error::ApiError;
@@ -238,6 +240,16 @@ pub async fn append(
     }
     let config = state.node().config();
     let kind = body_kind(&headers)?;
+    // Memory: the bodies of appends held at once, from the read to the answer, stay within
+    // `max_pending_append_bytes` (a body of unstated length counts as the largest allowed).
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let held = declared.unwrap_or(config.max_body_bytes as u64);
+    let _budget = state
+        .append_permit(held.min(config.max_body_bytes as u64))
+        .await;
     let deadline = std::time::Duration::from_millis(config.body_timeout_ms);
     let bytes = tokio::time::timeout(deadline, read_body(&headers, body, config.max_body_bytes))
         .await

@@ -58,6 +58,9 @@ struct Inner {
     shutting_down: AtomicBool,
     /// Full verifications read the whole log: one at a time.
     verify_permit: tokio::sync::Semaphore,
+    /// The append bodies held at once, in KiB (`max_pending_append_bytes`; see
+    /// `events::append`).
+    append_budget: tokio::sync::Semaphore,
     /// The running consumers of the committed log and their delivery state.
     consumers: crate::consumers::Consumers,
     /// The alert rules in force and the webhook endpoints.
@@ -85,6 +88,7 @@ impl AppState {
         let tls = AtomicBool::new(config.tls_enabled());
         let alerts = crate::alerts::Alerting::new(&config.alerts);
         let sessions = config.dashboard.sessions();
+        let append_budget = config.max_pending_append_bytes.div_ceil(1024);
         AppState(Arc::new(Inner {
             node,
             usage: UsageTracker::default(),
@@ -93,6 +97,7 @@ impl AppState {
             tls,
             shutting_down: AtomicBool::new(false),
             verify_permit: tokio::sync::Semaphore::new(1),
+            append_budget: tokio::sync::Semaphore::new(append_budget),
             consumers: crate::consumers::Consumers::default(),
             alerts,
             publisher: std::sync::OnceLock::new(),
@@ -101,6 +106,21 @@ impl AppState {
             peer_client: std::sync::OnceLock::new(),
             peer_keys: crate::witness::PeerKeys::default(),
         }))
+    }
+
+    /// Waits until `bytes` more of append bodies may be held (at most the whole budget, so
+    /// that a body larger than it goes through alone); held until the permit is dropped.
+    /// `None` only if the budget were closed, which nothing does.
+    pub(crate) async fn append_permit(
+        &self,
+        bytes: u64,
+    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let budget = self.0.node.config().max_pending_append_bytes.div_ceil(1024);
+        let kib = usize::try_from(bytes.div_ceil(1024))
+            .unwrap_or(usize::MAX)
+            .clamp(1, budget.max(1));
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
+        self.0.append_budget.acquire_many(kib).await.ok()
     }
 
     /// The client to this node's cluster peers (an error when `[cluster]` is off or its

@@ -135,16 +135,16 @@ pub struct PageDoc {
     next_cursor: Option<String>,
 }
 
-/// Filters and options of `GET /api/v1/audit-log`. Empty values count as absent; any other
-/// parameter is refused.
 /// The query of `GET /api/v1/audit-log/histogram`: the audit-log filters and `buckets`.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct HistogramParams {
-    /// Recorded at or after: RFC 3339 or epoch milliseconds (default: the first match).
+    /// Recorded at or after: RFC 3339 or epoch milliseconds (default: the start of the bucket
+    /// of the first match).
     from: Option<String>,
-    /// Recorded before: RFC 3339 or epoch milliseconds (default: now).
+    /// Recorded before: RFC 3339 or epoch milliseconds (default: the end of the bucket holding
+    /// now).
     to: Option<String>,
     /// Recorded within this span before now, instead of `from` (`30d`, `2h`).
     #[param(pattern = "^[1-9][0-9]{0,8}[smhdw]$")]
@@ -179,11 +179,15 @@ pub struct HistogramParams {
     /// success, failure or denied.
     #[param(inline, value_type = Option<OutcomeDoc>)]
     outcome: Option<String>,
-    /// Number of time buckets, 1 to 200 (default 30).
+    /// Most time buckets, 1 to 200 (default 30): the answer has as many as the finest round
+    /// width (100 ms, 200 ms, 500 ms, 1 s, 2 s, 5 s … 1 h … 1 d, 7 d …) on the UTC grid needs,
+    /// no more.
     #[param(minimum = 1, maximum = 200)]
     buckets: Option<u64>,
 }
 
+/// Filters and options of `GET /api/v1/audit-log`. Empty values count as absent; any other
+/// parameter is refused.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]

@@ -365,6 +365,55 @@ async fn each_stored_event_names_the_key_that_appended_it() {
     assert_eq!(stored[..3], [writer.clone(), writer, second]);
 }
 
+/// Appends wait for a share of `max_pending_append_bytes` before reading their body and give
+/// it back when answered (issue 16: 64 clients of 1000-event batches held ~270 MB at once):
+/// while the whole budget is held, an append does not complete; once it is free, it does. A
+/// body larger than the whole budget goes through alone, again and again (its share comes
+/// back).
+#[tokio::test(flavor = "multi_thread")]
+async fn appends_wait_for_the_pending_bytes_budget_and_give_it_back() {
+    let t = setup_with(|c| c.max_pending_append_bytes = 2048);
+    let batch = Value::Array(
+        (0..20)
+            .map(|i| event_json(&format!("user-{i}"), "auth.login"))
+            .collect(),
+    );
+    assert!(batch.to_string().len() > 2048);
+    for _ in 0..2 {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(30), t.post_json(&batch))
+            .await
+            .expect("an append larger than the whole budget is answered");
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    }
+    let held = t
+        .state
+        .append_permit(2048)
+        .await
+        .expect("the budget is open");
+    let (app, key) = (t.app.clone(), t.writer.clone());
+    let pending = tokio::spawn(async move {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/events")
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(event_json("mallory", "auth.login").to_string()))
+            .unwrap();
+        app.oneshot(request).await.unwrap().status()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !pending.is_finished(),
+        "an append was answered while the whole budget was held"
+    );
+    drop(held);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), pending)
+        .await
+        .expect("the append is answered once the budget is free")
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_bodies_get_named_errors_and_store_nothing() {
     let t = setup_with(|c| {
