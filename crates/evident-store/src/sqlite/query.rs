@@ -1209,6 +1209,17 @@ mod tests {
                 occurred_from: Some(1),
                 ..Filter::default()
             },
+            // Who, or what, from where: the actor and target indexes carry the address.
+            Filter {
+                actor: Some("alice".into()),
+                ip: Some(ip("10.0.0.0", 16)),
+                ..Filter::default()
+            },
+            Filter {
+                target: Some("edge".into()),
+                ip: Some(ip("10.0.0.1", 32)),
+                ..Filter::default()
+            },
         ];
         for filter in filters {
             let plan = Plan::new(&conn, &filter, Order::Ascending, None)
