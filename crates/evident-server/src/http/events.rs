@@ -100,12 +100,17 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Reads the body, refusing it as soon as it passes `limit` bytes.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let declared = headers
+/// The body length the request declares (`Content-Length`), if readable.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Reads the body of declared length `declared`, refusing it as soon as it passes `limit`
+/// bytes.
+async fn read_body(declared: Option<u64>, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
@@ -242,16 +247,13 @@ pub async fn append(
     let kind = body_kind(&headers)?;
     // Memory: the bodies of appends held at once, from the read to the answer, stay within
     // `max_pending_append_bytes` (a body of unstated length counts as the largest allowed).
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(&headers);
     let held = declared.unwrap_or(config.max_body_bytes as u64);
     let _budget = state
         .append_permit(held.min(config.max_body_bytes as u64))
         .await;
     let deadline = std::time::Duration::from_millis(config.body_timeout_ms);
-    let bytes = tokio::time::timeout(deadline, read_body(&headers, body, config.max_body_bytes))
+    let bytes = tokio::time::timeout(deadline, read_body(declared, body, config.max_body_bytes))
         .await
         .map_err(|_| {
             ApiError::new(

@@ -19,7 +19,7 @@ use super::{Error, corrupt, to_i64};
 use crate::{ActionFilter, Buckets, Filter, Order, SeverityCounts};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The widths kept (ms), finest first, each dividing the next: 100 ms, a second, a minute, an
 /// hour and a day (days counted from the epoch, in UTC). The finest bounds what a histogram
@@ -149,106 +149,110 @@ pub(super) enum Sign {
     Subtract,
 }
 
+/// One table of counts: its name and the key columns between `start` and `severity`.
+struct CountsTable {
+    name: &'static str,
+    keys: &'static [&'static str],
+}
+
+const BY_KEY: CountsTable = CountsTable {
+    name: "event_counts",
+    keys: &["tenant", "action", "outcome"],
+};
+const BY_NETWORK: CountsTable = CountsTable {
+    name: "event_counts_by_net",
+    keys: &["net"],
+};
+
+/// The statements that add to (or take from) one table's rows.
+struct CountsWriter<'t> {
+    add: rusqlite::CachedStatement<'t>,
+    take: rusqlite::CachedStatement<'t>,
+    drop_empty: rusqlite::CachedStatement<'t>,
+    sign: Sign,
+}
+
+impl CountsTable {
+    fn writer<'t>(&self, tx: &'t Connection, sign: Sign) -> Result<CountsWriter<'t>, Error> {
+        let columns = format!("width, start, {}, severity", self.keys.join(", "));
+        let key_len = self.keys.len() + 3;
+        let row = columns
+            .split(", ")
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ?{}", i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let values = (1..=key_len + 1)
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (name, n) = (self.name, key_len + 1);
+        Ok(CountsWriter {
+            add: tx.prepare_cached(&format!(
+                "INSERT INTO {name} ({columns}, n) VALUES ({values}) \
+                 ON CONFLICT ({columns}) DO UPDATE SET n = n + excluded.n"
+            ))?,
+            take: tx.prepare_cached(&format!(
+                "UPDATE {name} SET n = max(n - ?{n}, 0) WHERE {row}"
+            ))?,
+            drop_empty: tx.prepare_cached(&format!("DELETE FROM {name} WHERE {row} AND n = 0"))?,
+            sign,
+        })
+    }
+}
+
+impl CountsWriter<'_> {
+    /// Adds (or takes) `n` at the row `key` (width, start, the table's keys, severity).
+    fn write(&mut self, key: &[&dyn rusqlite::ToSql], n: u64) -> Result<(), Error> {
+        let n = to_i64(n, "count")?;
+        let mut with_n = key.to_vec();
+        with_n.push(&n);
+        match self.sign {
+            Sign::Add => {
+                self.add.execute(&*with_n)?;
+            }
+            Sign::Subtract => {
+                self.take.execute(&*with_n)?;
+                self.drop_empty.execute(key)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The row of each width holding the finest cell starting at `cell`: (width, start).
+fn at_every_width(cell: i64) -> impl Iterator<Item = (i64, i64)> {
+    WIDTHS.iter().map(move |w| (*w, cell.div_euclid(*w) * w))
+}
+
 /// Adds `deltas` to every width's counts (or subtracts them, dropping rows that reach 0).
+/// Rows are written in key order (a `BTreeMap`): each lands next to the previous one in the
+/// table's B-tree.
 pub(super) fn apply(tx: &Connection, deltas: &Deltas, sign: Sign) -> Result<(), Error> {
-    let mut rows: HashMap<(usize, i64, u32, u32, u32, i64), u64> = HashMap::new();
+    let names = &deltas.names;
+    let mut rows: BTreeMap<(i64, i64, &str, &str, &str, i64), u64> = BTreeMap::new();
     for (&(cell, tenant, action, outcome, severity), &n) in &deltas.per_cell {
-        for (level, width) in WIDTHS.iter().enumerate() {
-            let start = cell.div_euclid(*width) * width;
+        let (tenant, action, outcome) =
+            (names.name(tenant), names.name(action), names.name(outcome));
+        for (width, start) in at_every_width(cell) {
             *rows
-                .entry((level, start, tenant, action, outcome, severity))
+                .entry((width, start, tenant, action, outcome, severity))
                 .or_default() += n;
         }
     }
-    // In key order: each write lands next to the previous one in the table's B-tree.
-    let names = &deltas.names;
-    let mut ordered: Vec<_> = rows.into_iter().collect();
-    ordered.sort_unstable_by(
-        |((l1, s1, t1, a1, o1, v1), _), ((l2, s2, t2, a2, o2, v2), _)| {
-            (
-                l1,
-                s1,
-                names.name(*t1),
-                names.name(*a1),
-                names.name(*o1),
-                v1,
-            )
-                .cmp(&(
-                    l2,
-                    s2,
-                    names.name(*t2),
-                    names.name(*a2),
-                    names.name(*o2),
-                    v2,
-                ))
-        },
-    );
-    let mut add = tx.prepare_cached(
-        "INSERT INTO event_counts (width, start, tenant, action, outcome, severity, n) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-         ON CONFLICT (width, start, tenant, action, outcome, severity) \
-         DO UPDATE SET n = n + excluded.n",
-    )?;
-    let mut take = tx.prepare_cached(
-        "UPDATE event_counts SET n = max(n - ?7, 0) WHERE width = ?1 AND start = ?2 \
-         AND tenant = ?3 AND action = ?4 AND outcome = ?5 AND severity = ?6",
-    )?;
-    let mut drop_empty = tx.prepare_cached(
-        "DELETE FROM event_counts WHERE width = ?1 AND start = ?2 AND tenant = ?3 \
-         AND action = ?4 AND outcome = ?5 AND severity = ?6 AND n = 0",
-    )?;
-    for ((level, start, tenant, action, outcome, severity), n) in ordered {
-        let (width, n) = (WIDTHS[level], to_i64(n, "count")?);
-        let (tenant, action, outcome) =
-            (names.name(tenant), names.name(action), names.name(outcome));
-        match sign {
-            Sign::Add => {
-                add.execute(params![width, start, tenant, action, outcome, severity, n])?;
-            }
-            Sign::Subtract => {
-                take.execute(params![width, start, tenant, action, outcome, severity, n])?;
-                drop_empty.execute(params![width, start, tenant, action, outcome, severity])?;
-            }
-        }
+    let mut writer = BY_KEY.writer(tx, sign)?;
+    for ((width, start, tenant, action, outcome, severity), n) in rows {
+        writer.write(&[&width, &start, &tenant, &action, &outcome, &severity], n)?;
     }
-    apply_networks(tx, deltas, sign)
-}
-
-/// [`apply`] for the counts per network.
-fn apply_networks(tx: &Connection, deltas: &Deltas, sign: Sign) -> Result<(), Error> {
-    let mut rows: HashMap<(usize, i64, IpBytes, i64), u64> = HashMap::new();
+    let mut rows: BTreeMap<(i64, i64, IpBytes, i64), u64> = BTreeMap::new();
     for (&(cell, net, severity), &n) in &deltas.per_net {
-        for (level, width) in WIDTHS.iter().enumerate() {
-            let start = cell.div_euclid(*width) * width;
-            *rows.entry((level, start, net, severity)).or_default() += n;
+        for (width, start) in at_every_width(cell) {
+            *rows.entry((width, start, net, severity)).or_default() += n;
         }
     }
-    let mut ordered: Vec<_> = rows.into_iter().collect();
-    ordered.sort_unstable();
-    let mut add = tx.prepare_cached(
-        "INSERT INTO event_counts_by_net (width, start, net, severity, n) \
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (width, start, net, severity) \
-         DO UPDATE SET n = n + excluded.n",
-    )?;
-    let mut take = tx.prepare_cached(
-        "UPDATE event_counts_by_net SET n = max(n - ?5, 0) \
-         WHERE width = ?1 AND start = ?2 AND net = ?3 AND severity = ?4",
-    )?;
-    let mut drop_empty = tx.prepare_cached(
-        "DELETE FROM event_counts_by_net \
-         WHERE width = ?1 AND start = ?2 AND net = ?3 AND severity = ?4 AND n = 0",
-    )?;
-    for ((level, start, net, severity), n) in ordered {
-        let (width, n, net) = (WIDTHS[level], to_i64(n, "count")?, &net[..]);
-        match sign {
-            Sign::Add => {
-                add.execute(params![width, start, net, severity, n])?;
-            }
-            Sign::Subtract => {
-                take.execute(params![width, start, net, severity, n])?;
-                drop_empty.execute(params![width, start, net, severity])?;
-            }
-        }
+    let mut writer = BY_NETWORK.writer(tx, sign)?;
+    for ((width, start, net, severity), n) in rows {
+        writer.write(&[&width, &start, &&net[..], &severity], n)?;
     }
     Ok(())
 }
@@ -408,8 +412,14 @@ fn tally(
     if from >= to {
         return Ok(());
     }
-    let mut starts = Vec::with_capacity(out.len());
-    for i in 0..out.len() {
+    // Only the buckets the range touches (a histogram's sub-cell ends touch one or two).
+    let (Some(first_bucket), Some(last_bucket)) =
+        (buckets.index_of(from), buckets.index_of(to - 1))
+    else {
+        return Ok(());
+    };
+    let mut starts = Vec::with_capacity(last_bucket + 1 - first_bucket);
+    for i in first_bucket..=last_bucket {
         let start = buckets.bounds(i).0.max(from);
         starts.push(query::first_seq_at_or_after(conn, start, first, last)?);
     }
@@ -428,7 +438,7 @@ fn tally(
     if let Some(plan) = Plan::new(conn, &by_seq, Order::Ascending, None)? {
         plan.tally(conn, &mut |seq, rank| {
             // The last bucket starting at or before `seq` (empty buckets share a start).
-            let bucket = starts.partition_point(|s| *s <= seq).saturating_sub(1);
+            let bucket = first_bucket + starts.partition_point(|s| *s <= seq).saturating_sub(1);
             let slot = out
                 .get_mut(bucket)
                 .and_then(|cell| usize::try_from(rank).ok().and_then(|r| cell.get_mut(r)));
