@@ -49,6 +49,11 @@ pub enum Problem {
         index: u64,
         problem: String,
     },
+    /// A stored checkpoint row whose note does not open under the node's keys; `size` is the
+    /// size the row claims, reported as the problem's `seq` as the guard's check of the rows
+    /// reports it (whichever of the two finds a forged row first, it is named the same way).
+    #[error("the stored checkpoint of size {size}: {violation}")]
+    StoredCheckpoint { size: u64, violation: Violation },
 }
 
 /// Kind of a stored row that does not decode ([`Problem::Undecodable`]).
@@ -72,6 +77,7 @@ impl Problem {
             Problem::Violation(v) => v.kind(),
             Problem::Undecodable { .. } => UNDECODABLE_ENTRY,
             Problem::NodeMismatch { .. } => MERKLE_NODE_MISMATCH,
+            Problem::StoredCheckpoint { violation, .. } => violation.kind(),
         }
     }
 
@@ -81,6 +87,7 @@ impl Problem {
             Problem::Violation(v) => v.seq(),
             Problem::Undecodable { seq, .. } => *seq,
             Problem::NodeMismatch { seq, .. } => Some(*seq),
+            Problem::StoredCheckpoint { size, .. } => Some(*size),
         }
     }
 }
@@ -414,7 +421,10 @@ impl Job<'_> {
                 Ok(checkpoint) => checkpoints.push(checkpoint),
                 Err(violation) => {
                     return Ok(VerifyOutcome::Broken {
-                        problem: violation.into(),
+                        problem: Problem::StoredCheckpoint {
+                            size: row.size,
+                            violation,
+                        },
                         entries_checked: 0,
                     });
                 }
@@ -1235,7 +1245,8 @@ mod tests {
             assert_eq!(one, many);
             assert!(
                 matches!(&many, VerifyOutcome::Broken { problem, entries_checked: 0 }
-                    if problem.kind() == "bad_checkpoint_signature"),
+                    if problem.kind() == "bad_checkpoint_signature"
+                        && problem.seq() == Some(size)),
                 "{many:?}"
             );
         }
