@@ -46,7 +46,7 @@ fn read_alert(stream: &mut std::net::TcpStream) -> Option<u64> {
     value["data"]["seq"].as_u64()
 }
 
-fn receiver() -> anyhow::Result<(u16, mpsc::Receiver<(u64, Instant)>)> {
+pub(crate) fn receiver() -> anyhow::Result<(u16, mpsc::Receiver<(u64, Instant)>)> {
     let listener = TcpListener::bind("127.0.0.1:0").context("cannot listen for webhooks")?;
     let port = listener.local_addr()?.port();
     let (tx, rx) = mpsc::channel();

@@ -63,11 +63,11 @@ pub async fn measure(api: &Api, window: LoadWindow, runs: usize) -> anyhow::Resu
 }
 
 /// The Markdown table of `rows` for a log of `scale` events.
-pub fn report(rows: &[Row], scale: u64) -> String {
+pub fn report(rows: &[Row], scale: u64, store: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Log of {} events; one request at a time on loopback (send to last byte).\n",
+        "Log of {} events in {store}; one request at a time on loopback (send to last byte).\n",
         thousands(scale)
     );
     let _ = writeln!(

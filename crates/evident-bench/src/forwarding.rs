@@ -18,7 +18,13 @@ const CLIENTS: usize = 8;
 /// Rounds of (plain cell, forwarding cell).
 const ROUNDS: usize = 3;
 
-struct Rsyslog(Child, PathBuf);
+pub(crate) struct Rsyslog(Child, PathBuf);
+
+impl Rsyslog {
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for Rsyslog {
     fn drop(&mut self) {
@@ -73,7 +79,7 @@ fn certificates(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
 }
 
 /// Starts rsyslogd with a TCP and a TLS input, each writing RFC 5424 lines to a file in `dir`.
-fn start_rsyslog(dir: &Path) -> anyhow::Result<(Rsyslog, u16, u16, PathBuf)> {
+pub(crate) fn start_rsyslog(dir: &Path) -> anyhow::Result<(Rsyslog, u16, u16, PathBuf)> {
     if !Path::new(RSYSLOGD).exists() {
         bail!(
             "{RSYSLOGD} not found: install rsyslog and rsyslog-gnutls (apt-get install rsyslog rsyslog-gnutls)"
@@ -168,7 +174,7 @@ async fn wait_caught_up(api: &Api, size: u64, within: Duration) -> anyhow::Resul
     }
 }
 
-async fn log_size(api: &Api) -> anyhow::Result<u64> {
+pub(crate) async fn log_size(api: &Api) -> anyhow::Result<u64> {
     let answer = api.get("/api/v1/checkpoint").await?;
     let text = answer.text().await?;
     Ok(text

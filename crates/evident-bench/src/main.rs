@@ -21,6 +21,7 @@ mod alerts;
 mod baseline;
 mod client;
 mod cluster;
+mod consumers;
 mod dashboard;
 mod forwarding;
 mod ingest;
@@ -89,6 +90,15 @@ struct Args {
     /// page and its chart (the histogram route) per filter.
     #[arg(long)]
     dashboard: bool,
+    /// With --dashboard: the log in a throwaway PostgreSQL 15 cluster (fsync on) instead of
+    /// the embedded store.
+    #[arg(long, requires = "dashboard")]
+    postgres: bool,
+    /// Only the attached-consumers rows (issue 16): ingestion on a node with a syslog
+    /// forwarder (a real rsyslogd), the object-storage publisher (a throwaway SeaweedFS) and a
+    /// webhook endpoint running the alert rules, against a bare node, interleaved.
+    #[arg(long)]
+    consumers: bool,
 }
 
 /// Offered rate of the open-loop latency phase.
@@ -380,9 +390,25 @@ async fn run(args: Args) -> anyhow::Result<String> {
         );
         return Ok(report);
     }
+    if args.consumers {
+        let (rounds, cell) = if args.quick {
+            (2, Duration::from_secs(2))
+        } else {
+            (5, Duration::from_secs(5))
+        };
+        return consumers::run(&evident, work.path(), rounds, cell).await;
+    }
     if args.dashboard {
         let dir = work.path().join("dashboard");
-        let (server, api) = launch(&evident, &dir, None).await?;
+        let mut cluster = None;
+        let storage = if args.postgres {
+            eprintln!("starting a throwaway PostgreSQL 15 cluster (fsync on)");
+            let c = cluster.insert(pg::start_cluster()?);
+            Some(c.create_database_url()?)
+        } else {
+            None
+        };
+        let (server, api) = launch(&evident, &dir, storage.as_deref()).await?;
         eprintln!("bulk load: {} events", thousands(plan.scale));
         let from_ms = ingest::now_ms();
         let load = ingest::bulk_load(&api, plan.scale, 1000, 8, 300).await?;
@@ -400,7 +426,15 @@ async fn run(args: Args) -> anyhow::Result<String> {
         let rows = dashboard::measure(&api, window, plan.query_runs).await;
         let rows = rows.map_err(|e| with_log_tail(e, &server))?;
         stop(server);
-        let mut out = dashboard::report(&rows, plan.scale);
+        if let Some(c) = cluster.as_mut() {
+            c.stop();
+        }
+        let store = if args.postgres {
+            "PostgreSQL 15"
+        } else {
+            "the embedded store"
+        };
+        let mut out = dashboard::report(&rows, plan.scale, store);
         let _ = writeln!(
             out,
             "\nmachine: {}; load average {}",

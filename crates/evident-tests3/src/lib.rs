@@ -292,6 +292,11 @@ impl S3Server {
     }
 
     /// The endpoint URL (`http://127.0.0.1:<port>`).
+    /// The pid of the running `weed` server (for a benchmark reading its CPU).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports.s3)
     }
