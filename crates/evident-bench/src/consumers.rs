@@ -142,8 +142,13 @@ pub async fn run(
     let config = config(work, &s3, tcp, hook_port)?;
     let env = s3.aws_env();
     let (bare, bare_api) = node(evident, &work.join("bare"), &[], &env).await?;
-    let (attached, attached_api) =
-        node(evident, &work.join("attached"), &["--config", &config], &env).await?;
+    let (attached, attached_api) = node(
+        evident,
+        &work.join("attached"),
+        &["--config", &config],
+        &env,
+    )
+    .await?;
     let attached_kinds: Vec<String> = lags(&attached_api)
         .await?
         .into_iter()

@@ -32,7 +32,7 @@ use std::time::Duration;
 /// checkpoint) before giving up with [`StoreError::Locked`].
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Page cache per connection, in KiB (SQLite's negative `cache_size`).
-const WRITER_CACHE_KIB: i64 = 64 * 1024;
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
 const READER_CACHE_KIB: i64 = 16 * 1024;
 /// Idle readers kept open; more are opened when more threads read at once, and closed after.
 const MAX_IDLE_READERS: usize = 4;
