@@ -472,13 +472,20 @@ impl NodeFiles {
     /// while a server runs: the database arbitrates concurrent access, and no writer lease is
     /// taken.
     pub fn open_store(&self) -> Result<Arc<dyn Store>, NodeError> {
+        self.open_store_with_cache(evident_store::sqlite::DEFAULT_WRITER_CACHE_BYTES)
+    }
+
+    /// [`Self::open_store`] with the embedded store's writer page cache of `cache_bytes`.
+    fn open_store_with_cache(&self, cache_bytes: usize) -> Result<Arc<dyn Store>, NodeError> {
         match &self.storage {
             Storage::Embedded => {
                 // Created private: SQLite gives its WAL and shared-memory files the mode of
                 // the database file.
                 let db = self.db_path();
                 crate::file_modes::create_private_file(&db).map_err(io_err(&db))?;
-                Ok(Arc::new(evident_store::sqlite::SqliteStore::open(&db)?))
+                Ok(Arc::new(
+                    evident_store::sqlite::SqliteStore::open_with_writer_cache(&db, cache_bytes)?,
+                ))
             }
             Storage::Postgres(url) => Ok(Arc::new(PostgresStore::open(url, &self.node_id)?)),
         }
@@ -498,9 +505,16 @@ impl NodeFiles {
     /// Opens the store to write: on PostgreSQL, records (or checks) this node's identity and,
     /// when `lease`, takes the node's writer lease, refusing when another process holds it.
     /// Returns the store and, on PostgreSQL with `lease`, the lease the sequencer keeps.
-    fn open_store_to_write(&self, lease: bool) -> Result<StoreToWrite, NodeError> {
+    fn open_store_to_write(
+        &self,
+        lease: bool,
+        config: &ServerConfig,
+    ) -> Result<StoreToWrite, NodeError> {
         match &self.storage {
-            Storage::Embedded => Ok((self.open_store()?, None)),
+            Storage::Embedded => Ok((
+                self.open_store_with_cache(config.sqlite_writer_cache_bytes)?,
+                None,
+            )),
             Storage::Postgres(url) => {
                 let store = PostgresStore::open(url, &self.node_id)?;
                 if lease {
@@ -666,7 +680,7 @@ impl Node {
         crate::file_modes::create_private_dir(&dir).map_err(io_err(&dir))?;
         let lock = lock_data_dir(&dir)?;
         let mut files = NodeFiles::create_or_load(&config)?;
-        let (store, lease) = files.open_store_to_write(true)?;
+        let (store, lease) = files.open_store_to_write(true, &config)?;
         let keys = files.data_dir().join(KEYS_DIR);
         if crate::keyring::finish_interrupted_seal_rotation(&keys, &files.seals, &*store)? {
             files.seals = crate::keyring::load_seal_epochs(&keys)?;
@@ -684,7 +698,7 @@ impl Node {
         let _lock = lock_data_dir(&dir)?;
         let files = NodeFiles::create_or_load(config)?;
         // Creates the database and its schema (and on PostgreSQL records the node).
-        files.open_store_to_write(false)?;
+        files.open_store_to_write(false, config)?;
         Ok(files)
     }
 
@@ -699,7 +713,7 @@ impl Node {
         crate::file_modes::create_private_dir(&dir).map_err(io_err(&dir))?;
         let lock = lock_data_dir(&dir)?;
         let files = NodeFiles::create_or_load(&config)?;
-        let (store, lease) = files.open_store_to_write(true)?;
+        let (store, lease) = files.open_store_to_write(true, &config)?;
         Self::start(config, files, wrap(store), lease, lock)
     }
 

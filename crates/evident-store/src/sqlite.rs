@@ -31,8 +31,12 @@ use std::time::Duration;
 /// How long a connection waits for another one's lock (another process's writer, a
 /// checkpoint) before giving up with [`StoreError::Locked`].
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Page cache per connection, in KiB (SQLite's negative `cache_size`).
-const WRITER_CACHE_KIB: i64 = 16 * 1024;
+/// The writer's page cache by default, in bytes: appends touch only the newest pages of the
+/// table and of each index bucket, so a larger cache buys ingestion little (issue 16, 10M
+/// entries: 16 MiB loads ≈ 10 % slower than 64 MiB, and the server's peak memory is 75 MiB
+/// lower). [`SqliteStore::open_with_writer_cache`] sets another size.
+pub const DEFAULT_WRITER_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// Page cache per reader connection, in KiB (SQLite's negative `cache_size`).
 const READER_CACHE_KIB: i64 = 16 * 1024;
 /// Idle readers kept open; more are opened when more threads read at once, and closed after.
 const MAX_IDLE_READERS: usize = 4;
@@ -102,6 +106,8 @@ fn to_i64(value: u64, what: &str) -> Result<i64, Error> {
 /// The embedded SQLite store of one node.
 pub struct SqliteStore {
     path: PathBuf,
+    /// The writer's page cache (also for a writer reopened after an error), in KiB.
+    writer_cache_kib: i64,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     /// The connection of [`Store::key_by_hash_now`] (issue 16): taken with `try_lock` so that
@@ -140,10 +146,19 @@ impl SqliteStore {
     /// Opens the database at `path`, creating the file (not its directory) if absent, and
     /// brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with_writer_cache(path, DEFAULT_WRITER_CACHE_BYTES)
+    }
+
+    /// [`Self::open`] with a page cache of `bytes` (rounded up to whole KiB, at least 1 MiB)
+    /// for the writer connection.
+    pub fn open_with_writer_cache(path: &Path, bytes: usize) -> Result<SqliteStore, StoreError> {
+        let writer_cache_kib = i64::try_from(bytes.div_ceil(1024))
+            .unwrap_or(i64::MAX)
+            .max(1024);
         let existed = path.exists();
         let dir = dir_of(path);
         let fail = |e: rusqlite::Error| map_sql_err(e, path, dir);
-        let mut writer = open_writer(path).map_err(fail)?;
+        let mut writer = open_writer(path, writer_cache_kib).map_err(fail)?;
         schema::migrate(&mut writer).map_err(|e| match e {
             schema::MigrateError::Sql(e) => fail(e),
             schema::MigrateError::TooNew(v) => StoreError::Backend(format!(
@@ -161,6 +176,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             path: path.to_owned(),
+            writer_cache_kib,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             key_reader: Mutex::new(None),
@@ -207,7 +223,7 @@ impl SqliteStore {
     /// The writer, with no transaction left open by an earlier failure.
     fn writer(&self) -> MutexGuard<'_, Connection> {
         let mut conn = lock(&self.writer);
-        recover(&mut conn, &self.path);
+        recover(&mut conn, &self.path, self.writer_cache_kib);
         conn
     }
 
@@ -225,7 +241,7 @@ impl SqliteStore {
             Ok(out)
         })();
         if result.is_err() {
-            recover(&mut conn, &self.path);
+            recover(&mut conn, &self.path, self.writer_cache_kib);
         }
         result.map_err(|e| self.map_err(e))
     }
@@ -250,14 +266,14 @@ fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+fn open_writer(path: &Path, cache_kib: i64) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    configure(&conn, WRITER_CACHE_KIB)?;
+    configure(&conn, cache_kib)?;
     // WAL: readers see the last commit while the writer appends, and a commit is one
     // sequential write (plus its fsync) to the log file.
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -291,13 +307,13 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
 /// Leaves the writer outside any transaction: after some errors (a full disk, an I/O error)
 /// SQLite keeps the transaction open, or rolls it back itself. If even ROLLBACK fails, the
 /// connection is replaced.
-fn recover(conn: &mut Connection, path: &Path) {
+fn recover(conn: &mut Connection, path: &Path, cache_kib: i64) {
     if conn.is_autocommit() {
         return;
     }
     let _ = conn.execute_batch("ROLLBACK");
     if !conn.is_autocommit() {
-        if let Ok(fresh) = open_writer(path) {
+        if let Ok(fresh) = open_writer(path, cache_kib) {
             *conn = fresh;
         }
     }
@@ -1405,6 +1421,25 @@ mod tests {
         store.append(&big, &big_nodes).unwrap();
         assert_eq!(store.load_head().unwrap(), next);
         assert_eq!(store.count(&Filter::default()).unwrap(), 510);
+    }
+
+    #[test]
+    fn the_writer_cache_is_the_size_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = |store: &SqliteStore| -> i64 {
+            store
+                .writer()
+                .query_row("PRAGMA cache_size", [], |r| r.get(0))
+                .unwrap()
+        };
+        let path = dir.path().join("cache.db");
+        let default = SqliteStore::open(&path).unwrap();
+        assert_eq!(cache(&default), -(DEFAULT_WRITER_CACHE_BYTES as i64 / 1024));
+        drop(default);
+        let store = SqliteStore::open_with_writer_cache(&path, 48 * 1024 * 1024 + 1).unwrap();
+        assert_eq!(cache(&store), -(48 * 1024 + 1));
+        let small = SqliteStore::open_with_writer_cache(&dir.path().join("s.db"), 10).unwrap();
+        assert_eq!(cache(&small), -1024, "at least 1 MiB");
     }
 
     #[test]
