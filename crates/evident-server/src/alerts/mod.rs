@@ -9,7 +9,7 @@ mod rule;
 mod window;
 
 pub use rule::{GroupBy, Rule, RuleError, Threshold, valid_name as rule_name_valid};
-pub use window::{Fired, Windows};
+pub use window::{Fired, Undo, Windows};
 
 use crate::file_modes::{self, DirSync};
 use crate::webhooks::WebhookConfig;

@@ -197,6 +197,47 @@ fn a_threshold_fires_once_per_window_per_key() {
 }
 
 #[test]
+fn an_undone_observation_leaves_the_windows_as_they_were() {
+    let rule = |name: &str, count| Rule {
+        name: name.into(),
+        threshold: Some(Threshold {
+            count,
+            within_ms: 60_000,
+            per: GroupBy::Actor,
+        }),
+        ..Rule::default()
+    };
+    let (two, three) = (rule("two", 2), rule("three", 3));
+    let at = |seq, t, actor| event(seq, t, "auth.login", actor, "10.0.0.1", "info");
+    let mut w = Windows::default();
+    assert!(w.observe(&two, &at(0, 0, "alice")).is_none());
+    assert!(w.observe(&three, &at(0, 0, "alice")).is_none());
+    let before = w.clone();
+    // One entry counted under both rules: "two" fires for alice, "three" opens bob's window.
+    let mut undo = Undo::default();
+    assert!(
+        w.observe_undoable(&two, &at(1, 1_000, "alice"), &mut undo)
+            .is_some()
+    );
+    assert!(
+        w.observe_undoable(&three, &at(1, 1_000, "bob"), &mut undo)
+            .is_none()
+    );
+    assert_ne!(w, before);
+    w.undo(undo);
+    assert_eq!(w, before);
+    // Seen again after the undo, the entry fires as it did the first time.
+    let fired = w.observe(&two, &at(1, 1_000, "alice")).unwrap();
+    assert_eq!(fired.window.unwrap().seqs, vec![0, 1]);
+    // A rule with no window before: undone, it leaves no empty map behind either.
+    let mut fresh = Windows::default();
+    let mut undo = Undo::default();
+    fresh.observe_undoable(&three, &at(2, 0, "carol"), &mut undo);
+    fresh.undo(undo);
+    assert_eq!(fresh, Windows::default());
+}
+
+#[test]
 fn bad_rules_are_refused_naming_the_field() {
     let bad = |r: Rule| r.validate().unwrap_err().field;
     assert_eq!(bad(Rule::default()), "name");

@@ -45,9 +45,28 @@ pub struct FiredWindow {
     pub seqs: Vec<u64>,
 }
 
+/// What [`Windows::observe_undoable`] changed: the earlier state of each window it counted
+/// an event in, so that [`Windows::undo`] puts them back when the event is to be seen again
+/// (its alert could not be delivered). Dropping windows that were over is not undone: the
+/// same event drops them again.
+#[derive(Debug, Default)]
+pub struct Undo(Vec<(String, String, Option<Window>)>);
+
 impl Windows {
     /// Counts `event` (which `rule` matches) and says whether the rule fires on it.
     pub fn observe(&mut self, rule: &Rule, event: &Event) -> Option<Fired> {
+        self.observe_undoable(rule, event, &mut Undo::default())
+    }
+
+    /// [`Self::observe`], noting in `undo` how to take it back (issue 16: the webhook
+    /// consumer cloned every open window for each matching entry instead, a fifth of the
+    /// server's CPU with a per-actor threshold rule over a thousand actors).
+    pub fn observe_undoable(
+        &mut self,
+        rule: &Rule,
+        event: &Event,
+        undo: &mut Undo,
+    ) -> Option<Fired> {
         let Some(threshold) = rule.threshold else {
             return Some(Fired {
                 rule: rule.name.clone(),
@@ -61,6 +80,8 @@ impl Windows {
         // Windows over before this event are dropped, so the state stays small.
         windows.retain(|_, w| at.saturating_sub(w.started_at) < within);
         let key = threshold.per.key_of(event);
+        undo.0
+            .push((rule.name.clone(), key.clone(), windows.get(&key).cloned()));
         let window = windows.entry(key.clone()).or_insert_with(|| Window {
             started_at: at,
             count: 0,
@@ -84,6 +105,24 @@ impl Windows {
                 seqs: window.seqs.clone(),
             }),
         })
+    }
+
+    /// Takes back what `undo` recorded, newest change first.
+    pub fn undo(&mut self, undo: Undo) {
+        for (rule, key, before) in undo.0.into_iter().rev() {
+            let windows = self.open.entry(rule.clone()).or_default();
+            match before {
+                Some(window) => {
+                    windows.insert(key, window);
+                }
+                None => {
+                    windows.remove(&key);
+                    if windows.is_empty() {
+                        self.open.remove(&rule);
+                    }
+                }
+            }
+        }
     }
 
     /// Forgets the windows of rules no longer in force.

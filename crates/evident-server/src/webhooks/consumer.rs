@@ -12,7 +12,7 @@ use super::{
     DISABLED_ACTION, EndpointCell, FAILING_ACTION, KIND, RECOVERED_ACTION, SUMMARY_ACTION,
     WebhookConfig,
 };
-use crate::alerts::{self, Fired, Rule, Windows};
+use crate::alerts::{self, Fired, Rule, Undo, Windows};
 use crate::audit::{AuditActor, AuditEvent, RequestInfo};
 use crate::consumers::{Consumer, ConsumerContext, DeliveryError, StartAt};
 use crate::metrics::WebhookLabels;
@@ -551,9 +551,10 @@ impl Consumer for WebhookConsumer {
             if fired.is_empty() && matching.is_empty() {
                 continue;
             }
-            let mut windows = self.saved.windows.clone();
+            // Counted in place; taken back if an alert of this entry cannot be delivered.
+            let mut undo = Undo::default();
             for rule in matching {
-                if let Some(f) = windows.observe(rule, event) {
+                if let Some(f) = self.saved.windows.observe_undoable(rule, event, &mut undo) {
                     fired.push((rule.clone(), f));
                 }
             }
@@ -562,6 +563,7 @@ impl Consumer for WebhookConsumer {
             } else {
                 for (rule, f) in &fired {
                     if let Err(e) = self.send_fired(ctx, rule, f).await {
+                        self.saved.windows.undo(undo);
                         let error = self.failed(ctx, e).await;
                         // What went before is delivered; this entry comes again.
                         return if i > 0 || self.saved.disabled_at.is_some() {
@@ -572,7 +574,6 @@ impl Consumer for WebhookConsumer {
                     }
                 }
             }
-            self.saved.windows = windows;
         }
         Ok(batch.len())
     }
