@@ -9,7 +9,8 @@
 
 use crate::client::Api;
 use crate::forwarding::{self, log_size};
-use crate::server::{Server, tree_cpu};
+use crate::publish::node;
+use crate::server::tree_cpu;
 use crate::{alerts, ingest};
 use anyhow::{Context as _, bail};
 use evident_tests3::S3Server;
@@ -109,20 +110,6 @@ fn config(work: &Path, s3: &S3Server, tcp: u16, hook_port: u16) -> anyhow::Resul
     )
     .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path.display().to_string())
-}
-
-async fn node(
-    evident: &Path,
-    dir: &Path,
-    args: &[&str],
-    envs: &[(String, String)],
-) -> anyhow::Result<(Server, Api)> {
-    std::fs::create_dir_all(dir)?;
-    let server = Server::start_with(evident, dir, None, args, envs)?;
-    let key = server.create_key(evident)?;
-    let api = Api::new(&server.base_url, &key)?;
-    api.wait_healthy(Duration::from_secs(30)).await?;
-    Ok((server, api))
 }
 
 /// Runs `rounds` pairs of cells of `cell` each; returns the Markdown report.

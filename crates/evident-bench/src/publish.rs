@@ -37,7 +37,9 @@ fn publish_config(
     Ok(path.display().to_string())
 }
 
-async fn node(
+/// A server on the embedded store in `dir`, started with `args` and `envs`, and a client
+/// with a new owner key, once the server answers.
+pub(crate) async fn node(
     evident: &Path,
     dir: &Path,
     args: &[&str],
@@ -47,6 +49,7 @@ async fn node(
     let server = Server::start_with(evident, dir, None, args, envs)?;
     let key = server.create_key(evident)?;
     let api = Api::new(&server.base_url, &key)?;
+    api.wait_healthy(Duration::from_secs(30)).await?;
     Ok((server, api))
 }
 
