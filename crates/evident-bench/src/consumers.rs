@@ -24,25 +24,28 @@ const CLIENTS: usize = 8;
 /// The publisher writes a period once this many entries are waiting.
 const PUBLISH_EVERY: u64 = 20_000;
 
-/// The consumers' lag from `GET /api/v1/consumers`: (`kind:name`, entries behind) each.
-async fn lags(api: &Api) -> anyhow::Result<Vec<(String, u64)>> {
+/// Every consumer's status, from `GET /api/v1/consumers`.
+async fn statuses(api: &Api) -> anyhow::Result<Vec<serde_json::Value>> {
     let answer = api.get("/api/v1/consumers").await?;
     let list: serde_json::Value = serde_json::from_slice(&answer.bytes().await?)?;
-    let list = list
-        .as_array()
-        .context("GET /api/v1/consumers did not answer a list")?;
-    Ok(list
+    match list {
+        serde_json::Value::Array(list) => Ok(list),
+        _ => bail!("GET /api/v1/consumers did not answer a list"),
+    }
+}
+
+/// `kind:name` of a consumer's status.
+fn consumer_name(c: &serde_json::Value) -> String {
+    let field = |f: &str| c[f].as_str().unwrap_or("?").to_owned();
+    format!("{}:{}", field("kind"), field("name"))
+}
+
+/// The consumers' lag: (`kind:name`, entries behind) each.
+async fn lags(api: &Api) -> anyhow::Result<Vec<(String, u64)>> {
+    Ok(statuses(api)
+        .await?
         .iter()
-        .map(|c| {
-            (
-                format!(
-                    "{}:{}",
-                    c["kind"].as_str().unwrap_or("?"),
-                    c["name"].as_str().unwrap_or("?")
-                ),
-                c["lag_events"].as_u64().unwrap_or(0),
-            )
-        })
+        .map(|c| (consumer_name(c), c["lag_events"].as_u64().unwrap_or(0)))
         .collect())
 }
 
@@ -51,12 +54,8 @@ async fn lags(api: &Api) -> anyhow::Result<Vec<(String, u64)>> {
 async fn wait_caught_up(api: &Api, size: u64, within: Duration) -> anyhow::Result<Duration> {
     let started = Instant::now();
     loop {
-        let answer = api.get("/api/v1/consumers").await?;
-        let list: serde_json::Value = serde_json::from_slice(&answer.bytes().await?)?;
-        let behind: Vec<String> = list
-            .as_array()
-            .map(|l| l.as_slice())
-            .unwrap_or_default()
+        let behind: Vec<String> = statuses(api)
+            .await?
             .iter()
             .filter(|c| {
                 let next = c["next_seq"].as_u64().unwrap_or(0);
@@ -67,10 +66,7 @@ async fn wait_caught_up(api: &Api, size: u64, within: Duration) -> anyhow::Resul
                 };
                 next + allowed < size
             })
-            .map(|c| {
-                let name = |f: &str| c[f].as_str().unwrap_or("?").to_owned();
-                format!("{}:{} at {}", name("kind"), name("name"), c["next_seq"])
-            })
+            .map(|c| format!("{} at {}", consumer_name(c), c["next_seq"]))
             .collect();
         if behind.is_empty() {
             return Ok(started.elapsed());
