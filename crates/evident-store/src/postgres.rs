@@ -1178,10 +1178,12 @@ impl Store for PostgresStore {
         if limit == Some(0) {
             return Ok(());
         }
-        let Some(query) = query::select(&self.node_id, filter, order, after_seq, limit)? else {
-            return Ok(());
-        };
         self.read(|tx| {
+            let filter = query::time_as_seqs(tx, &self.node_id, filter)?;
+            let Some(query) = query::select(&self.node_id, &filter, order, after_seq, limit)?
+            else {
+                return Ok(());
+            };
             let statement = tx.prepare(&query.sql)?;
             let portal = tx.bind(&statement, &query.params())?;
             loop {
@@ -1203,16 +1205,25 @@ impl Store for PostgresStore {
     }
 
     fn count(&self, filter: &Filter) -> Result<u64, StoreError> {
-        let only_seqs = Filter {
-            from_seq: None,
-            to_seq: None,
-            node: None,
-            ..filter.clone()
-        } == Filter::default();
-        if only_seqs && filter.node.as_deref().is_none_or(|n| n == self.node_id) {
-            // Entries are dense from the first stored to the last (append refuses gaps, and
-            // retention removes a prefix): a plain range is counted without reading it.
-            return self.read(|tx| {
+        if filter.node.as_deref().is_some_and(|n| n != self.node_id) {
+            return Ok(0);
+        }
+        self.read(|tx| {
+            let filter = query::time_as_seqs(tx, &self.node_id, filter)?;
+            // With the time range now a sequence range too, a filter of nothing else is a
+            // plain range.
+            let only_seqs = Filter {
+                from_seq: None,
+                to_seq: None,
+                node: None,
+                from: None,
+                to: None,
+                ..(*filter).clone()
+            } == Filter::default();
+            if only_seqs {
+                // Entries are dense from the first stored to the last (append refuses gaps,
+                // and retention removes a prefix): a plain range is counted without reading
+                // it.
                 let row = tx.query_one(
                     "SELECT min(seq), max(seq) FROM evident.events WHERE node_id = $1",
                     &[&self.node_id],
@@ -1229,13 +1240,11 @@ impl Store for PostgresStore {
                 let hi = filter.to_seq.map_or(last.saturating_add(1), |s| {
                     last.saturating_add(1).min(query::clamp(s))
                 });
-                Ok(u64::try_from(hi.saturating_sub(lo)).unwrap_or(0))
-            });
-        }
-        let Some(query) = query::count(&self.node_id, filter)? else {
-            return Ok(0);
-        };
-        self.read(|tx| {
+                return Ok(u64::try_from(hi.saturating_sub(lo)).unwrap_or(0));
+            }
+            let Some(query) = query::count(&self.node_id, &filter)? else {
+                return Ok(0);
+            };
             let n: i64 = tx.query_one(&query.sql, &query.params())?.try_get(0)?;
             to_u64(n, "count")
         })
@@ -1247,12 +1256,12 @@ impl Store for PostgresStore {
         buckets: &Buckets,
     ) -> Result<Vec<SeverityCounts>, StoreError> {
         let mut out = vec![SeverityCounts::default(); buckets.len()];
-        let Some(query) =
-            query::histogram(&self.node_id, &buckets.narrow(filter), buckets.width())?
-        else {
-            return Ok(out);
-        };
         self.read(|tx| {
+            let narrowed = buckets.narrow(filter);
+            let filter = query::time_as_seqs(tx, &self.node_id, &narrowed)?;
+            let Some(query) = query::histogram(&self.node_id, &filter, buckets.width())? else {
+                return Ok(out);
+            };
             for row in tx.query(&query.sql, &query.params())? {
                 let (cell, rank, n): (i64, i64, i64) =
                     (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
@@ -1727,6 +1736,30 @@ mod tests {
         assert!(!is_postgres_url("./evident-data"));
     }
 
+    /// The `i`-th test event: every other one says when it happened.
+    fn input(i: u64) -> evident_core::event::EventInput {
+        use evident_core::event::{Context, EventInput};
+        use evident_core::{Actor, ActorKind, Outcome, Severity, Target};
+        EventInput {
+            occurred_at: (i % 2 == 0).then_some(1_699_999_999_000 + i as i64),
+            tenant: "default".to_owned(),
+            actor: Actor {
+                id: format!("user-{i}"),
+                kind: ActorKind::User,
+                ip: Some(std::net::IpAddr::from([10, 0, 0, i as u8])),
+                user_agent: None,
+            },
+            action: "auth.login".to_owned(),
+            target: Target {
+                kind: "node".to_owned(),
+                id: "n".to_owned(),
+            },
+            outcome: Outcome::Success,
+            severity: Severity::Info,
+            context: Context::from_value(&serde_json::json!({"i": i})).unwrap(),
+        }
+    }
+
     /// Every column of every `events` row but `appended_by`, as text, in `seq` order.
     fn raw_rows(client: &mut Client) -> Vec<String> {
         client
@@ -1748,32 +1781,12 @@ mod tests {
     /// log of both verifies.
     #[test]
     fn a_schema_2_database_is_migrated_in_place_and_keeps_its_version_1_entries() {
-        use evident_core::event::{Context, EventInput};
-        use evident_core::{Actor, ActorKind, Outcome, SealKey, Severity, Target};
+        use evident_core::SealKey;
         let cluster = evident_testpg::shared().unwrap_or_else(|e| panic!("{e}"));
         let url = cluster.url(&cluster.create_database().unwrap());
         let key = SealKey::new(&[5u8; 32]).unwrap();
         let mut head = ChainHead::genesis();
         let mut nodes = Vec::new();
-        let input = |i: u64| EventInput {
-            // Every other entry says when it happened.
-            occurred_at: (i % 2 == 0).then_some(1_699_999_999_000 + i as i64),
-            tenant: "default".to_owned(),
-            actor: Actor {
-                id: format!("user-{i}"),
-                kind: ActorKind::User,
-                ip: Some(std::net::IpAddr::from([10, 0, 0, i as u8])),
-                user_agent: None,
-            },
-            action: "auth.login".to_owned(),
-            target: Target {
-                kind: "node".to_owned(),
-                id: "n".to_owned(),
-            },
-            outcome: Outcome::Success,
-            severity: Severity::Info,
-            context: Context::from_value(&serde_json::json!({"i": i})).unwrap(),
-        };
         let old: Vec<SealedEntry> = (0..6)
             .map(|i| {
                 let id = uuid::Uuid::from_u128(u128::from(i) + 1);
@@ -1826,6 +1839,17 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(version, schema::SCHEMA_VERSION);
+        // Schema version 7 dropped the index on recorded_at: time ranges are read as the
+        // sequence ranges they amount to.
+        let time_indexes: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_indexes WHERE schemaname = 'evident' \
+                 AND tablename = 'events' AND indexdef LIKE '%recorded_at%'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(time_indexes, 0);
         assert_eq!(crate::all_entries(&store), old);
         assert_eq!(store.load_head().unwrap(), head);
         // Schema version 6 indexed occurred_at: the entries stored before it are filterable
@@ -1880,6 +1904,74 @@ mod tests {
             verifier.push(e).unwrap();
         }
         assert_eq!(verifier.finish().unwrap().root, head.tree.root());
+    }
+
+    /// A time range is the sequence range of the entries recorded in it, with times shared by
+    /// several entries, spread over several appends, bounds between and beyond stored times,
+    /// and sequence bounds already given kept where tighter.
+    #[test]
+    fn time_ranges_become_the_sequence_ranges_they_amount_to() {
+        let cluster = evident_testpg::shared().unwrap_or_else(|e| panic!("{e}"));
+        let url = cluster.url(&cluster.create_database().unwrap());
+        let store = PostgresStore::open(&url, "node-a").unwrap();
+        let key = evident_core::SealKey::new(&[7u8; 32]).unwrap();
+        let mut head = store.load_head().unwrap();
+        const T: i64 = 1_700_000_000_000;
+        // seq:         0  1  2  3  4  5  6  7   8   9
+        let times = [T, T, T, T + 5, T + 5, T + 5, T + 5, T + 9, T + 20, T + 20];
+        for batch in [0..2, 2..5, 5..10] {
+            let mut nodes = Vec::new();
+            let entries: Vec<SealedEntry> = batch
+                .map(|i| {
+                    let id = uuid::Uuid::from_u128(i as u128 + 1);
+                    head.append(
+                        id,
+                        times[i],
+                        "node-a",
+                        "evk_test",
+                        input(i as u64),
+                        &key,
+                        &mut nodes,
+                    )
+                })
+                .collect();
+            store.append(&entries, &nodes).unwrap();
+        }
+        let seqs = |from: Option<i64>, to: Option<i64>, from_seq: Option<u64>| {
+            let filter = Filter {
+                from,
+                to,
+                from_seq,
+                ..Filter::default()
+            };
+            store
+                .read(|tx| {
+                    let narrowed = query::time_as_seqs(tx, "node-a", &filter)?;
+                    assert_eq!((narrowed.from, narrowed.to), (from, to), "time kept");
+                    Ok((narrowed.from_seq, narrowed.to_seq))
+                })
+                .unwrap()
+        };
+        assert_eq!(seqs(None, None, None), (None, None));
+        assert_eq!(seqs(Some(T), None, None), (Some(0), None));
+        assert_eq!(seqs(Some(T - 1), Some(T), None), (Some(0), Some(0)));
+        assert_eq!(seqs(Some(T + 1), Some(T + 5), None), (Some(3), Some(3)));
+        assert_eq!(seqs(Some(T + 5), Some(T + 6), None), (Some(3), Some(7)));
+        assert_eq!(seqs(Some(T + 6), Some(T + 20), None), (Some(7), Some(8)));
+        assert_eq!(seqs(None, Some(T + 21), None), (None, Some(10)));
+        assert_eq!(seqs(Some(T + 21), None, None), (Some(10), None));
+        assert_eq!(seqs(Some(T + 9), Some(T + 1), None), (Some(7), Some(7)));
+        assert_eq!(seqs(Some(T), Some(T + 9), Some(4)), (Some(4), Some(7)));
+        assert_eq!(seqs(Some(T + 5), None, Some(1)), (Some(3), None));
+        // And what is read with them: exactly the entries of the range.
+        let all = crate::all_entries(&store);
+        let span = Filter {
+            from: Some(T + 5),
+            to: Some(T + 20),
+            ..Filter::default()
+        };
+        assert_eq!(crate::matching_entries(&store, &span), all[3..8]);
+        assert_eq!(store.count(&span).unwrap(), 5);
     }
 
     #[test]

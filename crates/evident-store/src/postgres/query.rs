@@ -3,11 +3,19 @@
 //! parameter (the SQL text is built from constants only). The planner picks the index: each
 //! filter has one that leads with `node_id` and ends with `seq` (see `schema.rs`), so an
 //! equality filter reads its run in order with no sort.
+//!
+//! A time range (`recorded_at`) has no index: it is first turned into a sequence range
+//! ([`time_as_seqs`]) by binary search on the primary key, since `recorded_at` never decreases
+//! along `seq` (append refuses otherwise), so the planner reads a key range, whatever else
+//! the filter says, instead of guessing how many rows a time condition keeps.
 
 use super::codec::{self, EVENT_COLUMNS};
+use super::{Error, corrupt};
 use crate::{ActionFilter, Filter, IpFilter, Order, StoreError};
-use evident_core::event::Severity;
+use evident_core::event::{Millis, Severity};
+use postgres::Transaction;
 use postgres::types::ToSql;
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// A statement and its parameters.
@@ -46,6 +54,68 @@ impl Conditions {
 
 pub(super) fn clamp(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// `filter` with its time range (`from`, `to`) also stated as a sequence range (`from_seq`,
+/// `to_seq`, intersected with any already given), read from `node`'s rows in `tx`. The time
+/// conditions stay in the filter: redundant while `recorded_at` is monotonic, they keep
+/// results in range should a row say otherwise. A filter without a time range is returned
+/// as it is, with no read.
+pub(super) fn time_as_seqs<'f>(
+    tx: &mut Transaction<'_>,
+    node: &str,
+    filter: &'f Filter,
+) -> Result<Cow<'f, Filter>, Error> {
+    if filter.from.is_none() && filter.to.is_none() {
+        return Ok(Cow::Borrowed(filter));
+    }
+    let row = tx.query_one(
+        "SELECT min(seq), max(seq) FROM evident.events WHERE node_id = $1",
+        &[&node],
+    )?;
+    let (Some(first), Some(last)) = (
+        row.try_get::<_, Option<i64>>(0)?,
+        row.try_get::<_, Option<i64>>(1)?,
+    ) else {
+        // No rows: the query finds none either way.
+        return Ok(Cow::Borrowed(filter));
+    };
+    let probe = tx.prepare(
+        "SELECT seq, recorded_at FROM evident.events WHERE node_id = $1 AND seq >= $2 \
+         ORDER BY seq ASC LIMIT 1",
+    )?;
+    let mut search = |time: Millis, from: i64| -> Result<u64, Error> {
+        // The first seq in [from, last + 1) recorded at or after `time`.
+        let (mut lo, mut hi) = (from, last.saturating_add(1));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match tx.query_opt(&probe, &[&node, &mid])? {
+                // Rows past `last` appeared meanwhile: outside this read's range anyway.
+                None => hi = mid,
+                Some(row) => {
+                    let (seq, recorded_at): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+                    if recorded_at >= time {
+                        hi = mid;
+                    } else {
+                        lo = seq.saturating_add(1);
+                    }
+                }
+            }
+        }
+        u64::try_from(lo).map_err(|_| corrupt(None, format!("negative sequence number {lo}")))
+    };
+    let mut narrowed = filter.clone();
+    let mut start = first;
+    if let Some(from) = filter.from {
+        let lo = search(from, first)?;
+        narrowed.from_seq = Some(filter.from_seq.map_or(lo, |s| s.max(lo)));
+        start = clamp(lo);
+    }
+    if let Some(to) = filter.to {
+        let hi = search(to, start)?;
+        narrowed.to_seq = Some(filter.to_seq.map_or(hi, |s| s.min(hi)));
+    }
+    Ok(Cow::Owned(narrowed))
 }
 
 /// The stored-form range `[low, high]` of a CIDR block (host bits of the address ignored).

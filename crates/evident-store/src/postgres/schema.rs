@@ -45,7 +45,7 @@
 use postgres::Transaction;
 
 /// The schema version this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i32 = 6;
+pub(crate) const SCHEMA_VERSION: i32 = 7;
 
 /// Advisory lock key (transaction-scoped) serializing schema migrations: "evident" in ASCII.
 const MIGRATION_LOCK: i64 = 0x0065_7669_6465_6e74;
@@ -285,6 +285,17 @@ CREATE INDEX events_by_occurred ON evident.events (node_id, occurred_at, seq)
 INSERT INTO evident.schema_version (version) VALUES (6);
 "#;
 
+/// Version 7: no index on `recorded_at`. A time range is read as the sequence range it
+/// amounts to (`recorded_at` never decreases along `seq`, append refuses otherwise), found by
+/// binary search on the primary key (see `query.rs`), so this index served no query: it only
+/// cost every append an insert, and misled the planner into walking the primary key with a
+/// time condition as a filter (2 s for a first page at 10M entries).
+const V7: &str = r#"
+DROP INDEX evident.events_by_time;
+
+INSERT INTO evident.schema_version (version) VALUES (7);
+"#;
+
 /// What a migration found wrong.
 #[derive(Debug)]
 pub(crate) enum MigrateError {
@@ -341,10 +352,11 @@ pub(crate) fn migrate(client: &mut postgres::Client) -> Result<(), MigrateError>
             tx.batch_execute(V4)?;
             tx.batch_execute(V5)?;
             tx.batch_execute(V6)?;
+            tx.batch_execute(V7)?;
         }
         Some(v) => {
             // Each version's migration after the stored one, in order.
-            for (version, sql) in [(2, V2), (3, V3), (4, V4), (5, V5), (6, V6)] {
+            for (version, sql) in [(2, V2), (3, V3), (4, V4), (5, V5), (6, V6), (7, V7)] {
                 if v < version {
                     tx.batch_execute(sql)?;
                 }
