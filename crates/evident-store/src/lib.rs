@@ -334,8 +334,9 @@ pub trait Store: Send + Sync {
     fn put_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
     fn key_by_hash(&self, secret_hash: &Hash) -> Result<Option<KeyRecord>, StoreError>;
     /// [`Store::key_by_hash`] answered at once, from an async task, when the backend can do
-    /// that without waiting on the network or on a lock held by another thread (SQLite: a
-    /// point read on the small, always-cached key table, on a connection kept for it); `None`
+    /// that without waiting on the network or on anything longer than another such lookup
+    /// (SQLite: a point read on the small, always-cached key table, on a connection kept for
+    /// it, which concurrent lookups take in turn); `None`
     /// when it cannot, and the caller asks [`Store::key_by_hash`] on a blocking thread. The
     /// answer is as fresh as [`Store::key_by_hash`]'s: a key revoked by any process before
     /// the call is seen revoked (no cache). Issue 16: the hop to the blocking pool was a

@@ -110,9 +110,10 @@ pub struct SqliteStore {
     writer_cache_kib: i64,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    /// The connection of [`Store::key_by_hash_now`] (issue 16): taken with `try_lock` so that
-    /// an async task never waits for it; opened by the first [`Store::key_by_hash`] (opening
-    /// is file I/O, which belongs on a blocking thread).
+    /// The connection of [`Store::key_by_hash_now`] (issue 16), held only for one point read
+    /// on the few cached pages of the key table (no busy wait), so an async task that finds
+    /// it taken waits for that read rather than hopping to the blocking pool; opened by the
+    /// first [`Store::key_by_hash`] (opening is file I/O, which belongs on a blocking thread).
     key_reader: Mutex<Option<Connection>>,
     /// Held by a step of the event counts from its read to its commit, and by a prune batch,
     /// so that a prune never deletes entries a step has read but not yet counted (the
@@ -933,7 +934,10 @@ impl Store for SqliteStore {
     }
 
     fn key_by_hash_now(&self, secret_hash: &Hash) -> Option<Result<Option<KeyRecord>, StoreError>> {
-        let slot = self.key_reader.try_lock().ok()?;
+        // Another task's lookup holds it for one point read at most: waiting for that costs
+        // less than a hop to the blocking pool, and under many concurrent requests the hops
+        // grew the pool by dozens of threads (each with its allocator cache: memory).
+        let slot = self.key_reader.lock().ok()?;
         let conn = slot.as_ref()?;
         // One SELECT in autocommit mode is its own read transaction: it sees every commit of
         // every connection and process made before it started, like `key_by_hash`.
