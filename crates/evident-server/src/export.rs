@@ -12,7 +12,7 @@
 //! [`ExportWriteError::Damaged`] naming the missing entry instead.
 
 use crate::formats::{self, SiemFormat};
-use crate::scan::scan_chunked;
+use crate::scan::scan_chunked_ahead;
 use evident_core::chain::GENESIS_PREV_HASH;
 use evident_core::event::{Millis, format_rfc3339_millis};
 use evident_core::export::{
@@ -143,7 +143,7 @@ pub fn write_bundle(
     let mut filter = request.filter.clone();
     filter.to_seq = Some(filter.to_seq.map_or(size, |t| t.min(size)));
     let mut runs = RunWriter::new(store, size);
-    scan_chunked(
+    scan_chunked_ahead(
         store,
         &filter,
         Order::Ascending,
@@ -588,7 +588,7 @@ pub fn write_csv(
     let mut scratch = String::new();
     let mut time = TimeText::default();
     let mut summary = ExportSummary::default();
-    let scanned = scan_chunked(store, filter, order, limit, &mut |entry| -> Result<
+    let scanned = scan_chunked_ahead(store, filter, order, limit, &mut |entry| -> Result<
         ControlFlow<()>,
         ExportWriteError,
     > {
@@ -618,7 +618,7 @@ pub fn write_json(
     let mut buf: Vec<u8> = Vec::with_capacity(CSV_FLUSH_BYTES + 4096);
     buf.extend_from_slice(b"[");
     let mut summary = ExportSummary::default();
-    let scanned = scan_chunked(store, filter, order, None, &mut |entry| -> Result<
+    let scanned = scan_chunked_ahead(store, filter, order, None, &mut |entry| -> Result<
         ControlFlow<()>,
         ExportWriteError,
     > {
@@ -652,7 +652,7 @@ pub fn write_siem(
 ) -> Result<ExportSummary, ExportWriteError> {
     let mut buf: Vec<u8> = Vec::with_capacity(CSV_FLUSH_BYTES + 4096);
     let mut summary = ExportSummary::default();
-    let scanned = scan_chunked(store, filter, order, limit, &mut |entry| -> Result<
+    let scanned = scan_chunked_ahead(store, filter, order, limit, &mut |entry| -> Result<
         ControlFlow<()>,
         ExportWriteError,
     > {
