@@ -361,6 +361,17 @@ impl Context {
     /// Accepts text that must already be the canonical form of a valid context object (as read
     /// back from storage or an export); anything else is refused.
     pub fn from_canonical(text: String) -> Result<Context, ValidationError> {
+        // Every stored row is read this way: one pass over the text settles almost all of
+        // them without building the value and writing it out again (a fifth of an export's
+        // CPU, issue 16). What that pass does not accept, the full check decides.
+        if is_canonical_context(&text) {
+            return Ok(Context(text));
+        }
+        Context::from_canonical_by_value(text)
+    }
+
+    /// [`Context::from_canonical`] the long way: parse, validate, canonicalize, compare.
+    fn from_canonical_by_value(text: String) -> Result<Context, ValidationError> {
         let value: Value = serde_json::from_str(&text)
             .map_err(|e| ValidationError::new("context", format!("is not valid JSON: {e}")))?;
         let context = Context::from_value(&value)?;
@@ -390,6 +401,208 @@ impl Serialize for Context {
         let raw: &serde_json::value::RawValue =
             serde_json::from_str(&self.0).map_err(S::Error::custom)?;
         raw.serialize(s)
+    }
+}
+
+/// Whether `text` is, byte for byte, what [`Context::from_value`] makes of its value (the
+/// RFC 8785 text of a valid context object), found in one pass without building the value:
+/// no whitespace; members in UTF-16 order, each name once; strings escaped exactly as
+/// `canonical::write_canonical_json` escapes them; numbers exactly as it writes them (each
+/// token parsed and written back by the same code) and exact as doubles; containers at most
+/// [`MAX_CONTEXT_DEPTH`] deep; at most [`MAX_CONTEXT_BYTES`]. It may answer `false` for text
+/// the full check would accept (the caller then runs it); it never answers `true` for text
+/// that check refuses or would rewrite.
+fn is_canonical_context(text: &str) -> bool {
+    if text.len() > MAX_CONTEXT_BYTES || !text.starts_with('{') {
+        return false;
+    }
+    let mut scan = CanonicalScan {
+        text,
+        pos: 0,
+        number: String::new(),
+    };
+    scan.value(1) && scan.pos == text.len()
+}
+
+/// The cursor of [`is_canonical_context`].
+struct CanonicalScan<'a> {
+    text: &'a str,
+    pos: usize,
+    /// Scratch for a number written back.
+    number: String,
+}
+
+impl<'a> CanonicalScan<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        let found = self.peek() == Some(byte);
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    fn eat_word(&mut self, word: &str) -> bool {
+        let found = self.text.as_bytes()[self.pos..].starts_with(word.as_bytes());
+        if found {
+            self.pos += word.len();
+        }
+        found
+    }
+
+    /// One value whose containers sit at `depth` (the context object itself is depth 1).
+    fn value(&mut self, depth: usize) -> bool {
+        match self.peek() {
+            Some(b'{') => depth <= MAX_CONTEXT_DEPTH && self.object(depth),
+            Some(b'[') => depth <= MAX_CONTEXT_DEPTH && self.array(depth),
+            Some(b'"') => self.string().is_some(),
+            Some(b't') => self.eat_word("true"),
+            Some(b'f') => self.eat_word("false"),
+            Some(b'n') => self.eat_word("null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => false,
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> bool {
+        self.pos += 1;
+        if self.eat(b'}') {
+            return true;
+        }
+        let mut previous: Option<std::borrow::Cow<'a, str>> = None;
+        loop {
+            let Some(name) = self.string() else {
+                return false;
+            };
+            let ordered = previous
+                .as_deref()
+                .is_none_or(|p| crate::canonical::utf16_cmp(p, &name) == std::cmp::Ordering::Less);
+            if !ordered || !self.eat(b':') || !self.value(depth + 1) {
+                return false;
+            }
+            previous = Some(name);
+            if !self.eat(b',') {
+                return self.eat(b'}');
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> bool {
+        self.pos += 1;
+        if self.eat(b']') {
+            return true;
+        }
+        loop {
+            if !self.value(depth + 1) {
+                return false;
+            }
+            if !self.eat(b',') {
+                return self.eat(b']');
+            }
+        }
+    }
+
+    /// A string in canonical form, decoded (borrowed when it holds no escape).
+    fn string(&mut self) -> Option<std::borrow::Cow<'a, str>> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let bytes = self.text.as_bytes();
+        let mut decoded: Option<String> = None;
+        let mut run = self.pos;
+        loop {
+            let byte = *bytes.get(self.pos)?;
+            match byte {
+                b'"' => {
+                    // Both ends are ASCII bytes: character boundaries.
+                    let rest = &self.text[run..self.pos];
+                    self.pos += 1;
+                    return Some(match decoded {
+                        None => std::borrow::Cow::Borrowed(rest),
+                        Some(mut d) => {
+                            d.push_str(rest);
+                            std::borrow::Cow::Owned(d)
+                        }
+                    });
+                }
+                b'\\' => {
+                    let d = decoded.get_or_insert_with(String::new);
+                    d.push_str(&self.text[run..self.pos]);
+                    let unescaped = match *bytes.get(self.pos + 1)? {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'b' => '\u{8}',
+                        b't' => '\t',
+                        b'n' => '\n',
+                        b'f' => '\u{c}',
+                        b'r' => '\r',
+                        b'u' => {
+                            // Only `\u00xx` (lowercase hex) for a control character that has
+                            // no short escape.
+                            let hex = bytes.get(self.pos + 2..self.pos + 6)?;
+                            let digit = |b: u8| match b {
+                                b'0'..=b'9' => Some(b - b'0'),
+                                b'a'..=b'f' => Some(b - b'a' + 10),
+                                _ => None,
+                            };
+                            if hex[..2] != *b"00" {
+                                return None;
+                            }
+                            let code = digit(hex[2])? << 4 | digit(hex[3])?;
+                            if code >= 0x20 || matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                                return None;
+                            }
+                            self.pos += 4;
+                            char::from(code)
+                        }
+                        _ => return None,
+                    };
+                    d.push(unescaped);
+                    self.pos += 2;
+                    run = self.pos;
+                }
+                0x00..=0x1f => return None,
+                _ => self.pos += 1,
+            }
+        }
+    }
+
+    /// A number token, written back exactly by the canonical writer and exact as a double.
+    fn number(&mut self) -> bool {
+        let start = self.pos;
+        let digits = |scan: &mut CanonicalScan<'_>| {
+            let from = scan.pos;
+            while matches!(scan.peek(), Some(b'0'..=b'9')) {
+                scan.pos += 1;
+            }
+            scan.pos > from
+        };
+        self.eat(b'-');
+        if !digits(self) {
+            return false;
+        }
+        if self.eat(b'.') && !digits(self) {
+            return false;
+        }
+        if self.eat(b'e') || self.eat(b'E') {
+            let _ = self.eat(b'+') || self.eat(b'-');
+            if !digits(self) {
+                return false;
+            }
+        }
+        let token = &self.text[start..self.pos];
+        let Ok(number) = serde_json::from_str::<serde_json::Number>(token) else {
+            return false;
+        };
+        if check_context_number(&number, "context").is_err() {
+            return false;
+        }
+        self.number.clear();
+        crate::canonical::write_canonical_json(&Value::Number(number), &mut self.number);
+        self.number == token
     }
 }
 
@@ -1233,6 +1446,140 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// JSON values of every kind: strings with quotes, backslashes, control characters and
+    /// characters beyond the BMP; integers and doubles of every magnitude; nesting.
+    fn json_strategy() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| Value::from(i >> (i & 63))),
+            any::<f64>()
+                .prop_filter("finite", |x| x.is_finite())
+                .prop_map(Value::from),
+            (-1000i64..1000, 0u32..6)
+                .prop_map(|(m, e)| Value::from(m as f64 / 10f64.powi(e as i32))),
+            r#"[a-z"\\\x00-\x1f\x7fé€😀/ ]{0,6}"#.prop_map(Value::String),
+        ];
+        leaf.prop_recursive(5, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(r#"[a-zA-Z_é😀\uff61"\\\x01]{0,3}"#, inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A context object made of generated members, in canonical form (when valid).
+    fn canonical_strategy() -> impl Strategy<Value = String> {
+        prop::collection::btree_map(r#"[a-zA-Z_é😀\uff61"\\]{0,3}"#, json_strategy(), 0..6)
+            .prop_filter_map("a valid context", |members| {
+                Context::from_value(&Value::Object(members.into_iter().collect()))
+                    .ok()
+                    .map(|c| c.0)
+            })
+    }
+
+    /// The byte-level edits a stored context could suffer: insert, delete or replace one
+    /// character, from JSON's punctuation, escapes, digits and letters.
+    fn edited(text: &str, edits: &[(usize, u8, char)]) -> String {
+        let mut chars: Vec<char> = text.chars().collect();
+        for &(at, kind, c) in edits {
+            let at = at % (chars.len() + 1);
+            match kind % 3 {
+                0 => chars.insert(at, c),
+                1 if at < chars.len() => {
+                    chars.remove(at);
+                }
+                _ if at < chars.len() => chars[at] = c,
+                _ => chars.push(c),
+            }
+        }
+        chars.into_iter().collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Every canonical context is recognized by the one-pass check (so stored rows take
+        /// the fast path), and read back as itself.
+        #[test]
+        fn the_one_pass_check_accepts_every_canonical_context(text in canonical_strategy()) {
+            prop_assert!(is_canonical_context(&text), "{text}");
+            prop_assert_eq!(Context::from_canonical(text.clone()).map(|c| c.0), Ok(text));
+        }
+
+        /// Soundness: whatever an edit makes of a canonical context, the one-pass check
+        /// accepts it only if the full check accepts it unchanged; and both paths together
+        /// decide exactly as the full check alone.
+        #[test]
+        fn the_one_pass_check_never_accepts_what_the_full_check_refuses(
+            text in canonical_strategy(),
+            edits in prop::collection::vec(
+                (any::<usize>(), any::<u8>(), prop::sample::select(vec![
+                    ' ', '"', '\\', '/', 'u', '0', '1', '9', '.', 'e', 'E', '-', '+', ',', ':',
+                    '{', '}', '[', ']', 'a', 'b', 'n', 't', 'f', '\u{1}', '\u{7f}', 'é', '😀',
+                ])),
+                1..4,
+            ),
+        ) {
+            let text = edited(&text, &edits);
+            let full = Context::from_canonical_by_value(text.clone());
+            if is_canonical_context(&text) {
+                prop_assert_eq!(full.clone().map(|c| c.0), Ok(text.clone()), "{}", text);
+            }
+            prop_assert_eq!(Context::from_canonical(text.clone()), full);
+        }
+    }
+
+    #[test]
+    fn the_one_pass_check_decides_the_edge_cases_as_the_full_check() {
+        let deep_ok = format!(
+            "{}{}",
+            "{\"a\":".repeat(MAX_CONTEXT_DEPTH - 1) + "{}",
+            "}".repeat(MAX_CONTEXT_DEPTH - 1)
+        );
+        let deep_bad = format!(
+            "{}{}",
+            "{\"a\":".repeat(MAX_CONTEXT_DEPTH) + "{}",
+            "}".repeat(MAX_CONTEXT_DEPTH)
+        );
+        let long = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_CONTEXT_BYTES));
+        for (text, fast) in [
+            ("{}", true),
+            (r#"{"":0,"a":-1.5,"b":[true,false,null,"\u001f\n"]}"#, true),
+            (
+                r#"{"a":9007199254740991,"b":-9007199254740991,"c":1e-7,"d":1e+21}"#,
+                false,
+            ),
+            (
+                r#"{"a":9007199254740991,"b":-9007199254740991,"c":1e-7}"#,
+                true,
+            ),
+            (r#"{"\uff61":1,"😀":2}"#, false),
+            ("{\"😀\":2,\"\u{ff61}\":1}", true),
+            (r#"{"a":-0}"#, false),
+            (r#"{"a":01}"#, false),
+            (r#"{"a":"\u000a"}"#, false),
+            (r#"{"a":"\u001F"}"#, false),
+            (r#"{"a":1}x"#, false),
+            (deep_ok.as_str(), true),
+            (deep_bad.as_str(), false),
+            (long.as_str(), false),
+        ] {
+            assert_eq!(is_canonical_context(text), fast, "{text}");
+            let full = Context::from_canonical_by_value(text.to_owned());
+            if fast {
+                assert_eq!(full.map(|c| c.0), Ok(text.to_owned()), "{text}");
+            }
+            assert_eq!(
+                Context::from_canonical(text.to_owned()),
+                Context::from_canonical_by_value(text.to_owned()),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn known_epoch_values() {
