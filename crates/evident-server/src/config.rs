@@ -135,7 +135,7 @@ impl Default for ServerConfig {
             max_batch_events: 1000,
             max_body_bytes: 8 * 1024 * 1024,
             max_pending_append_bytes: 16 * 1024 * 1024,
-            max_group_commit_events: 20_000,
+            max_group_commit_events: 10_000,
             sqlite_writer_cache_bytes: evident_store::sqlite::DEFAULT_WRITER_CACHE_BYTES,
             tls_cert: None,
             tls_key: None,
@@ -504,7 +504,7 @@ mod tests {
         assert_eq!(c.effective_node_id(), "node-1");
         assert_eq!(c.effective_origin(), "evident/node-1");
         assert_eq!(c.max_body_bytes, 8 * 1024 * 1024);
-        assert_eq!(c.max_group_commit_events, 20_000);
+        assert_eq!(c.max_group_commit_events, 10_000);
         assert_eq!(c.sqlite_writer_cache_bytes, 16 * 1024 * 1024);
     }
 
