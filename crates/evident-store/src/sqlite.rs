@@ -1447,7 +1447,7 @@ mod tests {
     }
 
     #[test]
-    fn the_immediate_key_lookup_is_as_fresh_as_the_blocking_one_and_never_waits() {
+    fn the_immediate_key_lookup_is_as_fresh_as_the_blocking_one_and_waits_only_for_another() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("keys.db")).unwrap();
         let hash = Hash::digest(b"evk_000000000000_secret");
@@ -1489,13 +1489,20 @@ mod tests {
         let found = store.key_by_hash_now(&hash).unwrap().unwrap().unwrap();
         assert_eq!(found.expires_at, Some(9));
 
-        // While another thread uses the connection, the caller is told to take the blocking
-        // path instead of waiting.
+        // While another lookup holds the connection, the caller waits for it (one point read)
+        // rather than being sent to the blocking pool, and then answers.
         let held = store.key_reader.lock().unwrap();
         std::thread::scope(|s| {
-            s.spawn(|| assert!(store.key_by_hash_now(&hash).is_none()));
+            let waiting = s.spawn(|| store.key_by_hash_now(&hash));
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(
+                !waiting.is_finished(),
+                "answered while the connection was held"
+            );
+            drop(held);
+            let found = waiting.join().unwrap().unwrap().unwrap().unwrap();
+            assert_eq!(found.expires_at, Some(9));
         });
-        drop(held);
     }
 
     #[test]

@@ -291,7 +291,7 @@ INSERT INTO evident.schema_version (version) VALUES (6);
 /// cost every append an insert, and misled the planner into walking the primary key with a
 /// time condition as a filter (2 s for a first page at 10M entries).
 const V7: &str = r#"
-DROP INDEX evident.events_by_time;
+DROP INDEX IF EXISTS evident.events_by_time;
 
 INSERT INTO evident.schema_version (version) VALUES (7);
 "#;
