@@ -1208,32 +1208,25 @@ impl Store for PostgresStore {
         if filter.node.as_deref().is_some_and(|n| n != self.node_id) {
             return Ok(0);
         }
+        // A filter of nothing but sequence and time ranges is a plain range once the time
+        // range is a sequence range too.
+        let only_seqs = Filter {
+            from_seq: None,
+            to_seq: None,
+            node: None,
+            from: None,
+            to: None,
+            ..filter.clone()
+        } == Filter::default();
         self.read(|tx| {
-            let filter = query::time_as_seqs(tx, &self.node_id, filter)?;
-            // With the time range now a sequence range too, a filter of nothing else is a
-            // plain range.
-            let only_seqs = Filter {
-                from_seq: None,
-                to_seq: None,
-                node: None,
-                from: None,
-                to: None,
-                ..(*filter).clone()
-            } == Filter::default();
             if only_seqs {
                 // Entries are dense from the first stored to the last (append refuses gaps,
                 // and retention removes a prefix): a plain range is counted without reading
                 // it.
-                let row = tx.query_one(
-                    "SELECT min(seq), max(seq) FROM evident.events WHERE node_id = $1",
-                    &[&self.node_id],
-                )?;
-                let (Some(first), Some(last)) = (
-                    row.try_get::<_, Option<i64>>(0)?,
-                    row.try_get::<_, Option<i64>>(1)?,
-                ) else {
+                let Some((first, last)) = query::seq_extent(tx, &self.node_id)? else {
                     return Ok(0);
                 };
+                let filter = query::time_as_seqs_within(tx, &self.node_id, filter, (first, last))?;
                 let lo = filter
                     .from_seq
                     .map_or(first, |s| first.max(query::clamp(s)));
@@ -1242,6 +1235,7 @@ impl Store for PostgresStore {
                 });
                 return Ok(u64::try_from(hi.saturating_sub(lo)).unwrap_or(0));
             }
+            let filter = query::time_as_seqs(tx, &self.node_id, filter)?;
             let Some(query) = query::count(&self.node_id, &filter)? else {
                 return Ok(0);
             };

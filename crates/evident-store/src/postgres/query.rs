@@ -69,17 +69,37 @@ pub(super) fn time_as_seqs<'f>(
     if filter.from.is_none() && filter.to.is_none() {
         return Ok(Cow::Borrowed(filter));
     }
+    match seq_extent(tx, node)? {
+        Some(extent) => time_as_seqs_within(tx, node, filter, extent),
+        // No rows: the query finds none either way.
+        None => Ok(Cow::Borrowed(filter)),
+    }
+}
+
+/// The first and last sequence numbers stored for `node`, if any (two primary-key seeks).
+pub(super) fn seq_extent(
+    tx: &mut Transaction<'_>,
+    node: &str,
+) -> Result<Option<(i64, i64)>, Error> {
     let row = tx.query_one(
         "SELECT min(seq), max(seq) FROM evident.events WHERE node_id = $1",
         &[&node],
     )?;
-    let (Some(first), Some(last)) = (
-        row.try_get::<_, Option<i64>>(0)?,
-        row.try_get::<_, Option<i64>>(1)?,
-    ) else {
-        // No rows: the query finds none either way.
+    Ok(row
+        .try_get::<_, Option<i64>>(0)?
+        .zip(row.try_get::<_, Option<i64>>(1)?))
+}
+
+/// [`time_as_seqs`] over the stored entries `first..=last`, read by the caller.
+pub(super) fn time_as_seqs_within<'f>(
+    tx: &mut Transaction<'_>,
+    node: &str,
+    filter: &'f Filter,
+    (first, last): (i64, i64),
+) -> Result<Cow<'f, Filter>, Error> {
+    if filter.from.is_none() && filter.to.is_none() {
         return Ok(Cow::Borrowed(filter));
-    };
+    }
     let probe = tx.prepare(
         "SELECT seq, recorded_at FROM evident.events WHERE node_id = $1 AND seq >= $2 \
          ORDER BY seq ASC LIMIT 1",
